@@ -1,0 +1,82 @@
+"""Plain records the storage layer returns: no connection, no lazy loading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from optimizer import ExperimentSpec
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    id: int
+    name: str
+    spec: ExperimentSpec
+    state: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SuggestionRecord:
+    id: int
+    experiment_id: int
+    assignments: dict[str, Any]
+    state: str
+    worker: str | None
+    created_at: datetime
+    started_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ObservationRecord:
+    id: int
+    experiment_id: int
+    suggestion_id: int
+    assignments: dict[str, Any]
+    values: dict[str, float] | None
+    failed: bool
+    failure_reason: str | None
+    duration_s: float | None
+    run_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    name: str
+    status: str
+    experiment_id: int | None
+    suggestion_id: int | None
+    parameters: dict[str, Any]
+    metadata: dict[str, Any]
+    metrics: dict[str, float]
+    git_commit: str | None
+    host: str | None
+    device: str | None
+    failure_reason: str | None
+    started_at: datetime
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How much of an experiment's observation budget is spent."""
+
+    budget: int | None
+    observations: int
+    completed: int
+    failed: int
+    open_suggestions: int
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.budget is None else max(self.budget - self.observations, 0)
+
+    @property
+    def done(self) -> bool:
+        return self.budget is not None and self.observations >= self.budget

@@ -1,0 +1,201 @@
+"""The DuckDB schema as an ordered list of forward migrations.
+
+A file records the highest version applied in `paretune_schema`; opening it applies the rest,
+each migration in its own transaction. Never edit a released migration: append a new one.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+_TABLES = """
+CREATE TABLE paretune_schema (
+    version INTEGER PRIMARY KEY,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+
+CREATE SEQUENCE experiments_id START 1;
+CREATE TABLE experiments (
+    id BIGINT PRIMARY KEY DEFAULT nextval('experiments_id'),
+    name VARCHAR NOT NULL,
+    spec JSON NOT NULL,
+    state VARCHAR NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'completed', 'archived')),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+
+-- The spec's metrics in relational form, so reports and views are plain SQL.
+CREATE TABLE experiment_metrics (
+    experiment_id BIGINT NOT NULL REFERENCES experiments (id),
+    name VARCHAR NOT NULL,
+    objective VARCHAR NOT NULL CHECK (objective IN ('maximize', 'minimize')),
+    strategy VARCHAR NOT NULL CHECK (strategy IN ('optimize', 'constraint', 'store')),
+    threshold DOUBLE CHECK (threshold IS NULL OR isfinite(threshold)),
+    optimize_rank INTEGER CHECK (optimize_rank IN (1, 2)),
+    PRIMARY KEY (experiment_id, name)
+);
+
+CREATE SEQUENCE suggestions_id START 1;
+CREATE TABLE suggestions (
+    id BIGINT PRIMARY KEY DEFAULT nextval('suggestions_id'),
+    experiment_id BIGINT NOT NULL REFERENCES experiments (id),
+    assignments JSON NOT NULL,
+    state VARCHAR NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'completed', 'failed', 'expired')),
+    worker VARCHAR,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    started_at TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+
+CREATE SEQUENCE runs_id START 1;
+CREATE TABLE runs (
+    id BIGINT PRIMARY KEY DEFAULT nextval('runs_id'),
+    name VARCHAR NOT NULL,
+    experiment_id BIGINT REFERENCES experiments (id),
+    suggestion_id BIGINT REFERENCES suggestions (id),
+    status VARCHAR NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'completed', 'failed')),
+    parameters JSON NOT NULL DEFAULT '{}',
+    metadata JSON NOT NULL DEFAULT '{}',
+    git_commit VARCHAR,
+    host VARCHAR,
+    device VARCHAR,
+    failure_reason VARCHAR,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    ended_at TIMESTAMPTZ
+);
+
+CREATE TABLE run_metrics (
+    run_id BIGINT NOT NULL REFERENCES runs (id),
+    name VARCHAR NOT NULL,
+    value DOUBLE NOT NULL CHECK (isfinite(value)),
+    PRIMARY KEY (run_id, name)
+);
+
+CREATE SEQUENCE observations_id START 1;
+CREATE TABLE observations (
+    id BIGINT PRIMARY KEY DEFAULT nextval('observations_id'),
+    experiment_id BIGINT NOT NULL REFERENCES experiments (id),
+    suggestion_id BIGINT NOT NULL UNIQUE REFERENCES suggestions (id),
+    run_id BIGINT REFERENCES runs (id),
+    failed BOOLEAN NOT NULL DEFAULT false,
+    failure_reason VARCHAR,
+    duration_s DOUBLE CHECK (duration_s IS NULL OR (isfinite(duration_s) AND duration_s >= 0)),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    CHECK (failed OR failure_reason IS NULL)
+);
+
+CREATE TABLE observation_values (
+    observation_id BIGINT NOT NULL REFERENCES observations (id),
+    metric VARCHAR NOT NULL,
+    value DOUBLE NOT NULL CHECK (isfinite(value)),
+    PRIMARY KEY (observation_id, metric)
+);
+
+-- Per-epoch values a trial (or any run) reports while it trains.
+CREATE TABLE checkpoints (
+    run_id BIGINT NOT NULL REFERENCES runs (id),
+    epoch INTEGER NOT NULL,
+    metric VARCHAR NOT NULL,
+    value DOUBLE NOT NULL CHECK (isfinite(value)),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (run_id, epoch, metric)
+);
+"""
+
+_VIEWS = """
+-- One row per (completed observation, thresholded metric): the value against its threshold.
+CREATE VIEW threshold_checks AS
+SELECT o.experiment_id, o.id AS observation_id, o.suggestion_id,
+       m.name AS metric, m.strategy, m.objective, m.threshold, v.value,
+       coalesce(CASE WHEN m.objective = 'maximize' THEN v.value >= m.threshold
+                     ELSE v.value <= m.threshold END, false) AS meets
+FROM observations o
+JOIN experiment_metrics m ON m.experiment_id = o.experiment_id AND m.threshold IS NOT NULL
+LEFT JOIN observation_values v ON v.observation_id = o.id AND v.metric = m.name
+WHERE NOT o.failed;
+
+-- Per observation: does it meet every threshold, and which it meets or violates.
+CREATE VIEW threshold_report AS
+SELECT o.experiment_id, o.id AS observation_id, o.suggestion_id, o.failed, o.failure_reason,
+       NOT o.failed AND coalesce(bool_and(t.meets), true) AS meets_all,
+       coalesce(list(t.metric ORDER BY t.metric) FILTER (WHERE t.meets), []) AS met,
+       coalesce(list(t.metric ORDER BY t.metric) FILTER (WHERE NOT t.meets), []) AS violated
+FROM observations o
+LEFT JOIN threshold_checks t ON t.observation_id = o.id
+GROUP BY o.experiment_id, o.id, o.suggestion_id, o.failed, o.failure_reason;
+
+-- Completed observations meeting every threshold (an anti-join: no per-row lists).
+CREATE VIEW feasible_observations AS
+SELECT o.*
+FROM observations o
+WHERE NOT o.failed
+  AND NOT EXISTS (SELECT 1 FROM threshold_checks t WHERE t.observation_id = o.id AND NOT t.meets);
+
+-- The Pareto frontier of each experiment over its (one or two) optimized metrics, by a
+-- sort-and-scan: scores are oriented so larger is better; within each distinct first score only
+-- the best second score survives, and it must beat every point with a larger first score.
+CREATE VIEW pareto_frontier AS
+WITH scored AS (
+    SELECT f.experiment_id, f.id AS observation_id, f.suggestion_id,
+           m1.name AS metric_1, v1.value AS value_1, m2.name AS metric_2, v2.value AS value_2,
+           CASE WHEN m1.objective = 'maximize' THEN v1.value ELSE -v1.value END AS score_1,
+           coalesce(CASE WHEN m2.objective = 'maximize' THEN v2.value ELSE -v2.value END, 0) AS score_2
+    FROM feasible_observations f
+    JOIN experiment_metrics m1 ON m1.experiment_id = f.experiment_id AND m1.optimize_rank = 1
+    JOIN observation_values v1 ON v1.observation_id = f.id AND v1.metric = m1.name
+    LEFT JOIN experiment_metrics m2 ON m2.experiment_id = f.experiment_id AND m2.optimize_rank = 2
+    LEFT JOIN observation_values v2 ON v2.observation_id = f.id AND v2.metric = m2.name
+    WHERE m2.name IS NULL OR v2.value IS NOT NULL
+), best_per_score_1 AS (
+    SELECT experiment_id, score_1, max(score_2) AS best_score_2
+    FROM scored GROUP BY experiment_id, score_1
+), staircase AS (
+    SELECT experiment_id, score_1, best_score_2,
+           max(best_score_2) OVER (PARTITION BY experiment_id ORDER BY score_1 DESC
+                                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS best_score_2_above
+    FROM best_per_score_1
+)
+SELECT s.experiment_id, s.observation_id, s.suggestion_id,
+       s.metric_1, s.value_1, s.metric_2, s.value_2, sg.assignments
+FROM scored s
+JOIN staircase c ON c.experiment_id = s.experiment_id AND c.score_1 = s.score_1
+JOIN suggestions sg ON sg.id = s.suggestion_id
+WHERE s.score_2 = c.best_score_2
+  AND (c.best_score_2_above IS NULL OR c.best_score_2_above < s.score_2);
+"""
+
+MIGRATIONS: list[str] = [_TABLES + _VIEWS]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNewError(RuntimeError):
+    """The file was written by a newer paretune; upgrading the package is the fix."""
+
+
+def current_version(connection: duckdb.DuckDBPyConnection) -> int:
+    exists = connection.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'paretune_schema'"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = connection.execute("SELECT coalesce(max(version), 0) FROM paretune_schema").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(connection: duckdb.DuckDBPyConnection) -> int:
+    """Apply every pending migration, each atomically; return the version now in force."""
+    version = current_version(connection)
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"this database has schema version {version} but this paretune knows up to {SCHEMA_VERSION}; "
+            "upgrade paretune to open it"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            connection.execute(script)
+            connection.execute("INSERT INTO paretune_schema (version) VALUES (?)", [number])
+            connection.execute("COMMIT")
+        except Exception:
+            connection.execute("ROLLBACK")
+            raise
+    return SCHEMA_VERSION
