@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import duckdb
 
 from optimizer import ExperimentSpec, ObservationError, validate_assignments, validate_values
+from storage.artifacts import ArtifactStore
 from storage.base import Storage, StorageError
 from storage.records import ExperimentRecord, ObservationRecord, Progress, RunRecord, SuggestionRecord
 from storage.schema import migrate
@@ -272,6 +273,27 @@ class DuckDBStorage(Storage):
 
     def query(self, sql: str, parameters: list[Any] | None = None) -> list[dict[str, Any]]:
         return self._rows(sql, parameters)
+
+    def export_experiment(self, experiment_id: int, artifacts: ArtifactStore, fmt: str = "parquet") -> list[str]:
+        """Write the experiment's observations, frontier and threshold report as table files."""
+        self.get_experiment(experiment_id)
+        tables = {
+            "observations": (
+                "SELECT o.id AS observation_id, o.suggestion_id, o.run_id, o.failed, o.failure_reason, o.duration_s, "
+                "o.created_at, s.assignments, (SELECT map(list(v.metric), list(v.value)) FROM observation_values v "
+                "WHERE v.observation_id = o.id) AS metric_values "
+                f"FROM observations o JOIN suggestions s ON s.id = o.suggestion_id WHERE o.experiment_id = {int(experiment_id)} "
+                "ORDER BY o.id"
+            ),
+            "frontier": f"SELECT * FROM pareto_frontier WHERE experiment_id = {int(experiment_id)} ORDER BY value_1",
+            "threshold_report": f"SELECT * FROM threshold_report WHERE experiment_id = {int(experiment_id)} "
+                                "ORDER BY observation_id",
+        }
+        with self._lock:
+            return [
+                artifacts.export_query(self._connection, sql, f"experiment-{experiment_id}/{name}.{fmt}", fmt)
+                for name, sql in tables.items()
+            ]
 
     # -- runs ---------------------------------------------------------------------------------
     def create_run(
