@@ -1,0 +1,75 @@
+"""The data a trial trains and evaluates on: split, sliced and tokenized, all from caches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+from transformers import PreTrainedTokenizerFast
+
+from bert.settings import TrialSettings, resolve_model_path
+from bert.squad import FeatureLengths, load_squad, load_tokenizer, split_by_article, take_examples, tokenize_squad
+
+
+@dataclass
+class SquadData:
+    train_examples: datasets.Dataset
+    eval_examples: datasets.Dataset
+    train_features: datasets.Dataset
+    eval_features: datasets.Dataset
+    tokenizer: PreTrainedTokenizerFast
+
+
+def load_splits(
+    train_data: str | Sequence[str],
+    train_split: str = "train",
+    eval_data: str | Sequence[str] | None = None,
+    eval_split: str = "validation",
+    eval_articles: Sequence[str] | int | None = None,
+    eval_fraction: float | None = None,
+    split_seed: int = 0,
+    max_train_examples: int | None = None,
+    max_eval_examples: int | None = None,
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train, eval) questions: two sources, or one source split by article; then sliced."""
+    train = load_squad(train_data, train_split)
+    if eval_data is None:
+        train, evaluation = split_by_article(train, eval_articles, eval_fraction, split_seed)
+    else:
+        evaluation = load_squad(eval_data, eval_split)
+    return take_examples(train, max_train_examples), take_examples(evaluation, max_eval_examples)
+
+
+def tokenizer_name(settings: TrialSettings) -> str:
+    """Teacher and student read the same windows, so the teacher's tokenizer is the default."""
+    return resolve_model_path(settings.tokenizer or settings.teacher)
+
+
+def feature_lengths(settings: TrialSettings) -> FeatureLengths:
+    return FeatureLengths(settings.max_seq_length, settings.doc_stride, settings.max_query_length)
+
+
+def prepare_squad_data(settings: TrialSettings) -> SquadData:
+    train_examples, eval_examples = load_splits(
+        settings.train_data,
+        settings.train_split,
+        settings.eval_data,
+        settings.eval_split,
+        settings.eval_articles,
+        settings.eval_fraction,
+        settings.split_seed,
+        settings.max_train_examples,
+        settings.max_eval_examples,
+    )
+    tokenizer = load_tokenizer(tokenizer_name(settings))
+    lengths = feature_lengths(settings)
+    cache_dir = Path(settings.cache_dir)
+    return SquadData(
+        train_examples=train_examples,
+        eval_examples=eval_examples,
+        train_features=tokenize_squad(train_examples, tokenizer, lengths, "train", cache_dir),
+        eval_features=tokenize_squad(eval_examples, tokenizer, lengths, "eval", cache_dir),
+        tokenizer=tokenizer,
+    )

@@ -1,0 +1,265 @@
+"""The tuning objective: distil a SQuAD 2.0 teacher into a student shaped by the assignments.
+
+`run_trial(assignments, context)` is what an experiment's `metadata.objective:
+"bert.distill:run_trial"` names. `context.settings` is the spec's `metadata.trial` (read as
+`bert.settings.TrialSettings`: teacher, student base, data, epochs, lengths, cache dir,
+device...); `assignments` are the tuned knobs (`bert.settings.StudentAssignments`; a knob the
+experiment does not tune keeps its default). Failures that are information become
+`paretune.failures`: a config estimated or found not to fit in memory is `OutOfMemory`, a head
+count that cannot split the hidden size is `InvalidConfiguration`, a NaN or infinite loss is
+`Diverged`. Anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import sys
+import tempfile
+from typing import Any
+
+import fsspec
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+from transformers import AutoConfig, get_linear_schedule_with_warmup, set_seed
+
+from bert.data import SquadData, prepare_squad_data
+from bert.latency import measure_latency_ms
+from bert.settings import STUDENT_FROM_TEACHER, StudentAssignments, TrialSettings, resolve_model_path
+from bert.squad import dataset_to_squad_json
+from bert.students import (
+    StudentPlan,
+    build_student,
+    count_parameters,
+    estimate_training_memory,
+    load_base,
+    plan_parameter_count,
+    plan_student,
+)
+from bert.teacher import prepare_teacher, teacher_logits
+from bert.training import (
+    Evaluation,
+    accepted_inputs,
+    build_optimizer,
+    evaluate_model,
+    make_accelerator,
+    resolve_device,
+    train_epoch,
+    training_steps,
+)
+from paretune.failures import Diverged, OutOfMemory
+from paretune.trial import TrialContext
+
+logger = logging.getLogger(__name__)
+
+# Room left for the CUDA context, allocator fragmentation and the eval pass.
+CUDA_HEADROOM_MB = 1024.0
+
+
+def distillation_loss(
+    student_start: torch.Tensor,
+    student_end: torch.Tensor,
+    teacher_start: torch.Tensor,
+    teacher_end: torch.Tensor,
+    hard_loss: torch.Tensor,
+    alpha_ce: float,
+    temperature: float,
+) -> torch.Tensor:
+    """alpha_ce * soft loss + (1 - alpha_ce) * hard SQuAD loss.
+
+    The soft loss is the KL divergence between the temperature-softened teacher and student
+    distributions over start (and end) positions, averaged over the two and scaled by T^2 so its
+    gradients keep their size as T changes: `KLDivLoss(log_softmax(s/T), softmax(t/T)) * T^2`,
+    as in transformers' DistilBERT SQuAD distillation (Sanh et al., 2019).
+    """
+    soft_loss = 0.0
+    for student, teacher in ((student_start, teacher_start), (student_end, teacher_end)):
+        soft_loss = soft_loss + functional.kl_div(
+            functional.log_softmax(student.float() / temperature, dim=-1),
+            functional.softmax(teacher.float() / temperature, dim=-1),
+            reduction="batchmean",
+        )
+    soft_loss = soft_loss / 2 * temperature**2
+    return alpha_ce * soft_loss + (1.0 - alpha_ce) * hard_loss
+
+
+def make_distillation_loss(
+    teacher_start: np.ndarray, teacher_end: np.ndarray, alpha_ce: float, temperature: float
+):
+    """The per-batch loss: student forward (with labels, for the hard loss) against the cached teacher rows."""
+
+    def loss_function(model: nn.Module, batch: dict[str, torch.Tensor], indices: np.ndarray) -> torch.Tensor:
+        output = model(**batch)
+        device = output.start_logits.device
+        return distillation_loss(
+            output.start_logits,
+            output.end_logits,
+            torch.from_numpy(np.asarray(teacher_start[indices])).to(device),
+            torch.from_numpy(np.asarray(teacher_end[indices])).to(device),
+            output.loss,
+            alpha_ce,
+            temperature,
+        )
+
+    return loss_function
+
+
+def run_trial(assignments: dict[str, Any], context: TrialContext) -> dict[str, float]:
+    """Train one student, report each epoch, return the final metrics (see module docstring)."""
+    settings = TrialSettings.from_mapping(context.settings)
+    knobs = StudentAssignments.from_mapping(assignments)
+    device = resolve_device(settings.device or context.device)
+    set_seed(settings.seed)
+    try:
+        return _run(settings, knobs, device, context)
+    except torch.cuda.OutOfMemoryError as error:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise OutOfMemory(f"CUDA out of memory: {str(error).splitlines()[0] if str(error) else 'no detail'}") from error
+
+
+def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.device, context: TrialContext) -> dict[str, float]:
+    data = prepare_squad_data(settings)
+    teacher = prepare_teacher(settings, data.train_features, device)
+    base = teacher if settings.student == STUDENT_FROM_TEACHER else resolve_model_path(settings.student)
+    plan = plan_student(AutoConfig.from_pretrained(base), knobs)
+    _check_vocabulary(plan, data, base)
+    num_parameters = plan_parameter_count(plan)
+    _check_fits(plan, knobs, settings, device, num_parameters)
+    soft_start, soft_end = teacher_logits(teacher, data.train_features, settings.cache_dir, device, settings.amp)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _, base_state = load_base(base)
+    student = build_student(plan, base_state)
+    del base_state
+    accelerator = make_accelerator(device, settings.amp, settings.gradient_accumulation_steps)
+    optimizer = build_optimizer(
+        student, knobs.optimizer, knobs.learning_rate, (knobs.beta_1, knobs.beta_2), knobs.adam_epsilon, knobs.weight_decay
+    )
+    total_steps = training_steps(
+        len(data.train_features), knobs.train_batch_size, settings.gradient_accumulation_steps, settings.epochs
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, min(knobs.warm_up_steps, total_steps), total_steps)
+    model, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
+    loss_function = make_distillation_loss(soft_start, soft_end, knobs.alpha_ce, knobs.temperature)
+    gold = dataset_to_squad_json(data.eval_examples)["data"]
+
+    evaluation: Evaluation | None = None
+    for epoch in range(1, settings.epochs + 1):
+        result = train_epoch(
+            accelerator, model, optimizer, scheduler, data.train_features, knobs.train_batch_size,
+            settings.seed + epoch, loss_function, epoch,
+        )
+        evaluation = _evaluate(accelerator.unwrap_model(model), data, gold, knobs, settings, device)
+        context.report_checkpoint(
+            epoch,
+            {
+                "exact": evaluation.metrics["exact"],
+                "f1": evaluation.metrics["f1"],
+                "loss": result.mean_loss,
+                "learning_rate": result.learning_rate,
+                "inference_time": evaluation.seconds,
+            },
+        )
+        logger.info("epoch %d: loss %.4f exact %.2f f1 %.2f", epoch, result.mean_loss, evaluation.metrics["exact"], evaluation.metrics["f1"])
+
+    student = accelerator.unwrap_model(model)
+    columns = accepted_inputs(student, data.eval_features.column_names)
+    latency_inputs = data.eval_features.select(range(1)).with_format("torch", columns=columns)[:]
+    metrics = {
+        "exact": evaluation.metrics["exact"],
+        "f1": evaluation.metrics["f1"],
+        "HasAns_exact": evaluation.metrics.get("HasAns_exact", 0.0),
+        "HasAns_f1": evaluation.metrics.get("HasAns_f1", 0.0),
+        "NoAns_exact": evaluation.metrics.get("NoAns_exact", 0.0),
+        "num_parameters": float(count_parameters(student)),
+        "inference_time": evaluation.seconds,
+        "latency_ms": measure_latency_ms(student, latency_inputs, repeats=settings.latency_repeats),
+        "peak_memory_mb": _peak_memory_mb(device),
+    }
+    for name, value in metrics.items():
+        if not np.isfinite(value):
+            raise Diverged(f"final metric {name} is {value}")
+    if context.artifact_dir:
+        _write_artifacts(context.artifact_dir, student, evaluation, metrics, settings.save_model)
+    return metrics
+
+
+def _evaluate(model, data: SquadData, gold, knobs: StudentAssignments, settings: TrialSettings, device) -> Evaluation:
+    return evaluate_model(
+        model,
+        data.eval_examples,
+        data.eval_features,
+        gold,
+        knobs.eval_batch_size,
+        device,
+        settings.amp,
+        settings.n_best_size,
+        settings.max_answer_length,
+        settings.null_score_diff_threshold,
+    )
+
+
+def _check_vocabulary(plan: StudentPlan, data: SquadData, base: str) -> None:
+    if plan.config.vocab_size < len(data.tokenizer):
+        raise ValueError(
+            f"student {base} has {plan.config.vocab_size} token embeddings but the tokenizer "
+            f"{data.tokenizer.name_or_path} has {len(data.tokenizer)} tokens; teacher and student "
+            "must share a vocabulary (set `tokenizer` or pick a matching student)"
+        )
+
+
+def _check_fits(
+    plan: StudentPlan, knobs: StudentAssignments, settings: TrialSettings, device: torch.device, num_parameters: int
+) -> None:
+    """OutOfMemory before anything is allocated when the estimate exceeds what the device has."""
+    needed_mb = estimate_training_memory(
+        plan.config,
+        knobs.train_batch_size,
+        settings.max_seq_length,
+        settings.amp and device.type == "cuda",
+        heads_per_layer=plan.heads_per_layer,
+        num_parameters=num_parameters,
+    )
+    limits = []
+    if settings.memory_limit_mb is not None:
+        limits.append((settings.memory_limit_mb, "memory_limit_mb"))
+    if device.type == "cuda":
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+        limits.append((free_bytes / 2**20 - CUDA_HEADROOM_MB, f"free memory on {device}"))
+    for limit_mb, what in limits:
+        if needed_mb > limit_mb:
+            raise OutOfMemory(
+                f"estimated {needed_mb:.0f} MB to train ({num_parameters} parameters, batch "
+                f"{knobs.train_batch_size} x {settings.max_seq_length} tokens) exceeds {what} ({limit_mb:.0f} MB)"
+            )
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated during the trial, or on CPU the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def _write_artifacts(artifact_dir: str, student, evaluation: Evaluation, metrics: dict[str, float], save_model: bool) -> None:
+    """Predictions, null odds (the official script's na-prob file) and metrics; the model if asked."""
+    filesystem, root = fsspec.core.url_to_fs(artifact_dir)
+    filesystem.makedirs(root, exist_ok=True)
+    documents = {
+        "predictions.json": evaluation.predictions.answers,
+        "null_odds.json": evaluation.predictions.null_score_diffs,
+        "metrics.json": metrics,
+    }
+    for name, document in documents.items():
+        with filesystem.open(f"{root}/{name}", "w") as handle:
+            json.dump(document, handle)
+    if save_model:
+        with tempfile.TemporaryDirectory() as local:
+            student.save_pretrained(local)
+            filesystem.put(f"{local}/", f"{root}/model/", recursive=True)

