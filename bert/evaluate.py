@@ -44,8 +44,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     dataset = _read_json(options.data_file)["data"]
     predictions = _read_json(options.pred_file)
     na_probs = _read_json(options.na_prob_file) if options.na_prob_file else None
-    for qid in missing_predictions(dataset, predictions):
+    missing = missing_predictions(dataset, predictions)
+    for qid in missing:
         print(f"Missing prediction for {qid}")
+    if missing:
+        raise SystemExit(f"error: {len(missing)} questions of {options.data_file} have no prediction in {options.pred_file}")
     out_eval = squad_v2_evaluate(dataset, predictions, na_probs, options.na_prob_thresh)
     if options.out_file:
         with fsspec.open(options.out_file, "w", encoding="utf-8") as handle:

@@ -73,8 +73,6 @@ def get_raw_scores(
         if not gold_answers:
             # For unanswerable questions the only correct answer is the empty string.
             gold_answers = [""]
-        if qid not in predictions:
-            continue
         prediction = predictions[qid]
         exact_scores[qid] = max(compute_exact(gold, prediction) for gold in gold_answers)
         f1_scores[qid] = max(compute_f1(gold, prediction) for gold in gold_answers)
@@ -168,9 +166,13 @@ def squad_v2_evaluate(
 ) -> dict[str, float]:
     """The official script's output dict (same keys, same order) for already-loaded files.
 
-    Questions without a prediction are left out of every score, as the official script does
-    (it prints "Missing prediction for <id>" for each; `missing_predictions` lists them).
+    Every question needs a prediction: the official script crashes (KeyError) without one, so
+    this raises a ValueError naming the missing ids instead.
     """
+    missing = missing_predictions(dataset, predictions)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ValueError(f"{len(missing)} questions have no prediction ({shown}); predict \"\" for no answer")
     with_na_probs = na_probs is not None
     if na_probs is None:
         na_probs = {qid: 0.0 for qid in predictions}
