@@ -34,15 +34,11 @@ SPEC = ExperimentSpec.model_validate({
 })
 
 NAIVE_SQL = """
-SELECT a.id FROM feasible_observations a
-JOIN observation_values ae ON ae.observation_id = a.id AND ae.metric = 'exact'
-JOIN observation_values asz ON asz.observation_id = a.id AND asz.metric = 'size'
+SELECT a.observation_id FROM feasible_scores a
 WHERE a.experiment_id = ? AND NOT EXISTS (
-    SELECT 1 FROM feasible_observations b
-    JOIN observation_values be ON be.observation_id = b.id AND be.metric = 'exact'
-    JOIN observation_values bsz ON bsz.observation_id = b.id AND bsz.metric = 'size'
-    WHERE b.experiment_id = a.experiment_id AND be.value >= ae.value AND bsz.value <= asz.value
-      AND (be.value > ae.value OR bsz.value < asz.value))
+    SELECT 1 FROM feasible_scores b
+    WHERE b.experiment_id = a.experiment_id AND b.value_1 >= a.value_1 AND b.value_2 <= a.value_2
+      AND (b.value_1 > a.value_1 OR b.value_2 < a.value_2))
 """
 
 

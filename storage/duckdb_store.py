@@ -44,6 +44,7 @@ class DuckDBStorage(Storage):
                 f"cannot open {self.path}: {error}. DuckDB allows one writing process per file; "
                 "stop the other process (a running flow?) or pass another --db"
             ) from None
+        self._connection.execute("SET enable_progress_bar = false")  # it would print into users' output
         self._lock = threading.RLock()
         if not read_only:
             migrate(self._connection)

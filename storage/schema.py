@@ -123,28 +123,50 @@ FROM observations o
 LEFT JOIN threshold_checks t ON t.observation_id = o.id
 GROUP BY o.experiment_id, o.id, o.suggestion_id, o.failed, o.failure_reason;
 
--- Completed observations meeting every threshold (an anti-join: no per-row lists).
-CREATE VIEW feasible_observations AS
-SELECT o.*
+-- Per completed observation, in one grouped pass: its optimized values and how many of its
+-- experiment's thresholds it meets.
+CREATE VIEW observation_scores AS
+SELECT o.experiment_id, o.id AS observation_id, o.suggestion_id,
+       any_value(m.name) FILTER (WHERE m.optimize_rank = 1) AS metric_1,
+       any_value(m.objective) FILTER (WHERE m.optimize_rank = 1) AS objective_1,
+       max(v.value) FILTER (WHERE m.optimize_rank = 1) AS value_1,
+       any_value(m.name) FILTER (WHERE m.optimize_rank = 2) AS metric_2,
+       any_value(m.objective) FILTER (WHERE m.optimize_rank = 2) AS objective_2,
+       max(v.value) FILTER (WHERE m.optimize_rank = 2) AS value_2,
+       count(*) FILTER (WHERE CASE WHEN m.objective = 'maximize' THEN v.value >= m.threshold
+                                   ELSE v.value <= m.threshold END) AS thresholds_met
 FROM observations o
+JOIN observation_values v ON v.observation_id = o.id
+JOIN experiment_metrics m ON m.experiment_id = o.experiment_id AND m.name = v.metric
 WHERE NOT o.failed
-  AND NOT EXISTS (SELECT 1 FROM threshold_checks t WHERE t.observation_id = o.id AND NOT t.meets);
+GROUP BY o.experiment_id, o.id, o.suggestion_id;
+
+CREATE VIEW experiment_shape AS
+SELECT experiment_id,
+       count(*) FILTER (WHERE threshold IS NOT NULL) AS thresholds,
+       count(*) FILTER (WHERE optimize_rank IS NOT NULL) AS optimized
+FROM experiment_metrics GROUP BY experiment_id;
+
+-- Completed observations that meet every threshold and carry every optimized value.
+CREATE VIEW feasible_scores AS
+SELECT s.*
+FROM observation_scores s
+JOIN experiment_shape e ON e.experiment_id = s.experiment_id
+WHERE s.thresholds_met = e.thresholds
+  AND s.value_1 IS NOT NULL AND (e.optimized = 1 OR s.value_2 IS NOT NULL);
+
+CREATE VIEW feasible_observations AS
+SELECT o.* FROM observations o JOIN feasible_scores f ON f.observation_id = o.id;
 
 -- The Pareto frontier of each experiment over its (one or two) optimized metrics, by a
 -- sort-and-scan: scores are oriented so larger is better; within each distinct first score only
 -- the best second score survives, and it must beat every point with a larger first score.
 CREATE VIEW pareto_frontier AS
 WITH scored AS (
-    SELECT f.experiment_id, f.id AS observation_id, f.suggestion_id,
-           m1.name AS metric_1, v1.value AS value_1, m2.name AS metric_2, v2.value AS value_2,
-           CASE WHEN m1.objective = 'maximize' THEN v1.value ELSE -v1.value END AS score_1,
-           coalesce(CASE WHEN m2.objective = 'maximize' THEN v2.value ELSE -v2.value END, 0) AS score_2
-    FROM feasible_observations f
-    JOIN experiment_metrics m1 ON m1.experiment_id = f.experiment_id AND m1.optimize_rank = 1
-    JOIN observation_values v1 ON v1.observation_id = f.id AND v1.metric = m1.name
-    LEFT JOIN experiment_metrics m2 ON m2.experiment_id = f.experiment_id AND m2.optimize_rank = 2
-    LEFT JOIN observation_values v2 ON v2.observation_id = f.id AND v2.metric = m2.name
-    WHERE m2.name IS NULL OR v2.value IS NOT NULL
+    SELECT *,
+           CASE WHEN objective_1 = 'maximize' THEN value_1 ELSE -value_1 END AS score_1,
+           coalesce(CASE WHEN objective_2 = 'maximize' THEN value_2 ELSE -value_2 END, 0) AS score_2
+    FROM feasible_scores
 ), best_per_score_1 AS (
     SELECT experiment_id, score_1, max(score_2) AS best_score_2
     FROM scored GROUP BY experiment_id, score_1
