@@ -173,3 +173,12 @@ def test_thresholds_follow_the_objective():
     assert not spec.meets_thresholds({"exact": 49.9, "num_parameters": 1, "latency_ms": 1.0})
     assert not spec.meets_thresholds({"exact": 60.0, "num_parameters": 1, "latency_ms": 20.5})
     assert not spec.meets_thresholds({"exact": 60.0, "num_parameters": 1})
+
+
+def test_demo_experiment_file_is_the_built_in_spec():
+    from pathlib import Path
+
+    from paretune.testfunctions import SIZE_VS_ERROR_SPEC
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"
+    assert ExperimentSpec.from_file(path) == ExperimentSpec.model_validate(SIZE_VS_ERROR_SPEC)
