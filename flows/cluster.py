@@ -1,0 +1,60 @@
+"""Where trials run: an existing Dask scheduler, one worker per local GPU, or local CPU processes.
+
+Every choice yields a prefect-dask `DaskTaskRunner`; the tune flow enters it for the length of
+a run, so a local cluster lives exactly as long as the flow that needs it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from prefect_dask import DaskTaskRunner
+
+
+def visible_gpu_count() -> int:
+    """GPUs this process could use: torch's count, else nvidia-smi's, else 0."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.device_count()
+    except ImportError:
+        pass
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, check=False)
+    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
+
+
+def dask_cuda_available() -> bool:
+    try:
+        import dask_cuda  # noqa: F401  (the `gpu` extra)
+    except ImportError:
+        return False
+    return True
+
+
+def cluster_for(address: str | None, n_workers: int, threads_per_worker: int = 1) -> DaskTaskRunner:
+    """The task runner for this machine.
+
+    `address` (``tcp://host:8786``) joins a running scheduler, the way to grow past one
+    machine; its workers decide their own resources. Otherwise GPUs present and `dask_cuda`
+    installed give a `LocalCUDACluster` (one single-threaded worker per visible GPU, so
+    `n_workers` is ignored); else a `LocalCluster` of `n_workers` processes on loopback.
+    """
+    if address:
+        return DaskTaskRunner(address=address)
+    if n_workers < 1:
+        raise ValueError(f"n_workers must be at least 1, got {n_workers}")
+    if threads_per_worker < 1:
+        raise ValueError(f"threads_per_worker must be at least 1, got {threads_per_worker}")
+    common = {"host": "127.0.0.1", "dashboard_address": ":0"}
+    if visible_gpu_count() > 0 and dask_cuda_available():
+        return DaskTaskRunner(cluster_class="dask_cuda.LocalCUDACluster",
+                              cluster_kwargs=common | {"threads_per_worker": 1})
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs=common | {"n_workers": n_workers, "threads_per_worker": threads_per_worker,
+                                 "processes": True},
+    )

@@ -1,0 +1,159 @@
+"""The tune flow against a real Prefect API, a real two-worker Dask cluster and DuckDB files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from flows.tune import ExperimentSource, TuneOptions, tune
+from storage import DuckDBStorage
+
+pytestmark = pytest.mark.slow
+
+
+def write_spec(folder: Path, name: str, budget: int, bandwidth: int, objective: str,
+               trial: dict[str, Any] | None = None, duration: tuple[float, float] = (0.05, 0.2)) -> str:
+    spec = {
+        "name": name,
+        "parameters": [{"name": "duration", "type": "double", "bounds": {"min": duration[0], "max": duration[1]}}],
+        "metrics": [
+            {"name": "loss", "objective": "minimize", "strategy": "optimize"},
+            {"name": "cost", "objective": "minimize", "strategy": "optimize"},
+        ],
+        "observation_budget": budget,
+        "parallel_bandwidth": bandwidth,
+        "metadata": {"objective": objective, "trial": trial or {}},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+@pytest.fixture
+def run_tune(prefect_api, dask_cluster, tmp_path):
+    def run(spec_path: str, **options: Any):
+        db = str(tmp_path / "tune.duckdb")
+        options = {"dask_address": dask_cluster.scheduler_address} | options
+        return tune(ExperimentSource(spec_path=spec_path), db, TuneOptions(**options)), db
+    return run
+
+
+def test_completes_the_budget_with_one_observation_per_suggestion(run_tune, tmp_path):
+    spec = write_spec(tmp_path, "fast", budget=8, bandwidth=2, objective="tests.objectives:sleep_for",
+                      trial={"epochs": 3})
+    result, db = run_tune(spec, seed=7)
+
+    assert (result.observations, result.completed, result.failed) == (8, 8, 0)
+    with DuckDBStorage(db, read_only=True) as store:
+        observations = store.observations(result.experiment_id)
+        suggestions = store.list_suggestions(result.experiment_id)
+        runs = store.list_runs(result.experiment_id)
+        checkpoints = {run.suggestion_id: store.checkpoints(run.id) for run in runs}
+    assert len(observations) == 8
+    assert len({o.suggestion_id for o in observations}) == 8
+    assert sorted(s.id for s in suggestions) == sorted(o.suggestion_id for o in observations)
+    assert {s.state for s in suggestions} == {"completed"}
+    assert all(s.started_at is not None and s.worker for s in suggestions)
+    assert {run.status for run in runs} == {"completed"} and len(runs) == 8
+    # every trial's three epochs landed in the checkpoints table against its run
+    for observation in observations:
+        epochs = checkpoints[observation.suggestion_id]
+        assert [c["epoch"] for c in epochs] == [1, 2, 3]
+        assert epochs[0]["values"]["loss"] == pytest.approx(observation.values["loss"])
+
+
+def test_trials_are_prefect_task_runs_named_for_their_assignments(run_tune, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterTags
+
+    spec = write_spec(tmp_path, "visible", budget=3, bandwidth=2, objective="tests.objectives:sleep_for")
+    result, db = run_tune(spec)
+
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=["experiment:visible"])))
+        artifacts = client.read_artifacts()
+        parents = {client.read_flow(client.read_flow_run(run.flow_run_id).flow_id).name for run in task_runs}
+    with DuckDBStorage(db, read_only=True) as store:
+        suggestions = store.list_suggestions(result.experiment_id)
+        recorded_ids = {run.metadata["prefect_task_run_id"] for run in store.list_runs(result.experiment_id)}
+    names = sorted(run.name for run in task_runs)
+    assert len(names) == 3
+    for suggestion in suggestions:
+        expected = f"trial-{suggestion.id} duration={suggestion.assignments['duration']:.4g}"
+        assert expected in names
+    assert all(run.state.is_completed() for run in task_runs)
+    assert parents == {"tune"}
+    assert recorded_ids == {str(run.id) for run in task_runs}
+    keys = {a.key for a in artifacts}
+    assert {f"visible-{result.experiment_id}-{what}" for what in ("frontier", "thresholds", "summary")} <= keys
+
+
+def test_suggestions_refill_each_slot_as_soon_as_a_trial_ends(run_tune, tmp_path):
+    """No batch barrier: with durations varying 10x, every end is followed by a new start."""
+    spec = write_spec(tmp_path, "uneven", budget=10, bandwidth=2, objective="tests.objectives:sleep_for",
+                      duration=(0.1, 1.0))
+    result, db = run_tune(spec, seed=3)
+
+    with DuckDBStorage(db, read_only=True) as store:
+        rows = store.query(
+            "SELECT 'start' AS kind, s.id, s.created_at AS t FROM suggestions s WHERE s.experiment_id = ? "
+            "UNION ALL SELECT 'end', o.suggestion_id, o.created_at AS t FROM observations o WHERE o.experiment_id = ? "
+            "ORDER BY t, kind",
+            [result.experiment_id, result.experiment_id])
+        durations = [o.duration_s for o in store.observations(result.experiment_id)]
+    assert max(durations) > 3 * min(durations)
+    in_flight, levels, starts_left = 0, [], 10
+    for previous, row in zip([None] + rows, rows):
+        in_flight += 1 if row["kind"] == "start" else -1
+        starts_left -= row["kind"] == "start"
+        levels.append(in_flight)
+        if previous is not None and previous["kind"] == "end" and starts_left > 0:
+            assert row["kind"] == "start", f"trial {previous['id']} ended and the slot was not refilled first"
+    assert max(levels) == 2
+    # after the first two starts, every start finds one trial running: two in flight throughout
+    assert [levels[i] for i, row in enumerate(rows) if row["kind"] == "start"] == [1] + [2] * 9
+
+
+def test_failures_become_failed_observations_and_the_experiment_goes_on(run_tune, tmp_path):
+    spec = write_spec(tmp_path, "faulty", budget=10, bandwidth=2, objective="tests.objectives:misbehave",
+                      trial={"modes": ["ok", "raise", "nan", "hang", "oom"], "hang_s": 120})
+    result, db = run_tune(spec, trial_timeout_s=3)
+
+    assert result.observations == 10
+    with DuckDBStorage(db, read_only=True) as store:
+        observations = store.observations(result.experiment_id)
+        runs = {run.suggestion_id: run for run in store.list_runs(result.experiment_id)}
+    assert len(observations) == 10
+    reasons = {o.suggestion_id: o.failure_reason for o in observations}
+    modes = ["ok", "raise", "nan", "hang", "oom"]
+    for suggestion_id, reason in reasons.items():
+        expected = modes[suggestion_id % 5]
+        if expected == "ok":
+            assert reason is None
+        elif expected == "raise":
+            assert reason == "error: ValueError: boom"
+        elif expected == "nan":
+            assert reason == "diverged: metric loss is nan"
+        elif expected == "hang":
+            assert reason == "timeout: no result after 3 s"
+        else:
+            assert reason == "out_of_memory: needs 80 GiB"
+        assert runs[suggestion_id].status == ("completed" if reason is None else "failed")
+        assert runs[suggestion_id].failure_reason == reason
+    failed = [o for o in observations if o.failed]
+    assert all(o.values is None for o in failed)
+    assert all(math.isfinite(v) for o in observations if not o.failed for v in o.values.values())
+
+
+def test_parameters_name_the_field_to_fix():
+    with pytest.raises(ValueError, match="exactly one of `spec_path`"):
+        ExperimentSource()
+    with pytest.raises(ValueError, match="exactly one of `spec_path`"):
+        ExperimentSource(spec_path="a.yaml", experiment="a")
+    with pytest.raises(ValueError, match="parallelism"):
+        TuneOptions(parallelism=0)
