@@ -32,7 +32,10 @@ def prefect_api(home: str | Path | None = None) -> Iterator[str]:
     if configured:
         yield configured
         return
-    local = {PREFECT_SERVER_ANALYTICS_ENABLED: False} | ({PREFECT_HOME: Path(home).resolve()} if home else {})
+    local: dict = {PREFECT_SERVER_ANALYTICS_ENABLED: False}
+    if home:
+        Path(home).mkdir(parents=True, exist_ok=True)
+        local[PREFECT_HOME] = Path(home).resolve()
     with temporary_settings(local):
         server = SubprocessASGIServer()
         server.start()

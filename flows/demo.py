@@ -1,0 +1,69 @@
+"""`make demo`: tune the built-in two-metric function end to end on this machine, offline.
+
+A local Dask cluster of two workers, a Prefect API that lives as long as the demo (its runs
+are kept under .paretune/prefect), and the embedded DuckDB file. An unfinished demo
+experiment is resumed; a finished one is followed by a fresh experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from flows.local_prefect import prefect_api
+from flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
+from optimizer import ExperimentSpec
+from paretune.testfunctions import SIZE_VS_ERROR_SPEC
+from storage import DuckDBStorage
+from tasks.report import frontier_rows
+
+PREFECT_HOME = Path(".paretune/prefect")
+
+
+def demo_experiment(db_path: str) -> int:
+    """The newest unfinished demo experiment, or a new one."""
+    spec = ExperimentSpec.model_validate(SIZE_VS_ERROR_SPEC)
+    with DuckDBStorage(db_path) as storage:
+        for record in reversed(storage.list_experiments()):
+            if record.name == spec.name and record.spec == spec and not storage.progress(record.id).done:
+                return record.id
+        return storage.create_experiment(spec).id
+
+
+def print_frontier(db_path: str, result: TuneResult, console: Console) -> None:
+    with DuckDBStorage(db_path, read_only=True) as storage:
+        rows = frontier_rows(storage, storage.get_experiment(result.experiment_id))
+    table = Table(title=f"Pareto frontier of {result.experiment} (experiment {result.experiment_id})")
+    for column in rows[0] if rows else ["suggestion"]:
+        table.add_column(str(column))
+    for row in rows:
+        table.add_row(*(f"{value:.4g}" if isinstance(value, float) else str(value) for value in row.values()))
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> TuneResult:
+    parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default="paretune.duckdb", help="DuckDB file (default: paretune.duckdb)")
+    parser.add_argument("--workers", type=int, default=2, help="local Dask workers (default: 2)")
+    args = parser.parse_args(argv)
+    console = Console()
+    experiment_id = demo_experiment(args.db)
+    with prefect_api(home=PREFECT_HOME):
+        result = tune(ExperimentSource(experiment=str(experiment_id)), args.db,
+                      TuneOptions(parallelism=args.workers, n_workers=args.workers))
+    print_frontier(args.db, result, console)
+    console.print(
+        f"{result.observations} observations ({result.completed} completed, {result.failed} failed) in "
+        f"{Path(args.db).resolve()}\n"
+        f"Prefect runs and report artifacts: PREFECT_HOME={PREFECT_HOME} prefect server start, then open "
+        "http://127.0.0.1:4200\n"
+        f"Query the results: paretune --db {args.db} frontier {result.experiment_id}"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()
