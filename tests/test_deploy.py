@@ -1,0 +1,117 @@
+"""prefect.yaml against a real Prefect server on loopback: deploy everything, run `tune` through a worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from paretune.testfunctions import SIZE_VS_ERROR_SPEC
+from storage import DuckDBStorage
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+POOL = "paretune-process"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prefect(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    done = subprocess.run([PREFECT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """`prefect server start` on a free loopback port with its own home and database."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = os.environ | {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PWD": str(ROOT),
+        "COLUMNS": "200",
+    }
+    log = open(home / "server.log", "w")
+    server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, (home / "server.log").read_text()
+            assert time.monotonic() < deadline, "prefect server did not become healthy in 120 s"
+            time.sleep(0.5)
+        yield env
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+
+def declared_deployments() -> list[dict]:
+    return yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+
+
+def test_deploy_registers_every_deployment_and_a_worker_runs_tune(prefect_server, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    env = prefect_server
+    declared = declared_deployments()
+    deployable = [d for d in declared if (ROOT / d["entrypoint"].split(":")[0]).exists()]
+    prefect(env, "work-pool", "create", "--type", "process", POOL)
+    if deployable == declared:
+        prefect(env, "--no-prompt", "deploy", "--all", timeout=300)
+    else:
+        names = [arg for d in deployable for arg in ("--name", d["name"])]
+        prefect(env, "--no-prompt", "deploy", *names, timeout=300)
+
+    spec = dict(SIZE_VS_ERROR_SPEC) | {"name": "deployed", "observation_budget": 4}
+    spec_path = tmp_path / "deployed.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    db = tmp_path / "deployed.duckdb"
+    parameters = {"experiment": {"spec_path": str(spec_path)}, "db_path": str(db), "options": {"parallelism": 2}}
+    submitted = prefect(env, "deployment", "run", "tune/tune", "--params", json.dumps(parameters))
+    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", submitted).group(1)
+    prefect(env, "worker", "start", "--pool", POOL, "--run-once", timeout=300)
+
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        with get_client(sync_client=True) as client:
+            deployments = {(client.read_flow(d.flow_id).name, d.name): d for d in client.read_deployments()}
+            flow_run = client.read_flow_run(flow_run_id)
+    assert {d["name"] for d in deployable} == {name for _, name in deployments}
+    assert {"tune", "report", "nightly-sweep"} <= {d["name"] for d in deployable}
+    sweep = deployments[("nightly-sweep", "nightly-sweep")]
+    assert [s.schedule.cron for s in sweep.schedules] == ["0 2 * * *"]
+    assert flow_run.state.is_completed(), flow_run.state
+    with DuckDBStorage(db, read_only=True) as store:
+        (experiment,) = store.list_experiments()
+        assert store.progress(experiment.id).observations == 4
