@@ -1,0 +1,284 @@
+"""Hypervolume after a fixed budget: paretune's `suggest` against the peers users would pick.
+
+    .venv/bin/python -m benchmarks.optimizer_quality --problems all --methods all --seeds 5 \\
+        --budget 100 --modes sequential,async8 --jobs 2
+
+Each run appends one JSON line to `--results` (default benchmarks/.cache/quality.jsonl, an
+ignored folder); runs already there are skipped, so an interrupted grid resumes. The table
+(median, min and max hypervolume fraction per problem, mode and method, with seconds per
+suggestion) is printed from every line in the file that matches the requested grid.
+
+Modes: `sequential` (one trial at a time) and `async8` (8 workers; each time a trial ends,
+one new suggestion is asked for with the other 7 in flight passed as pending). Trial durations
+are drawn uniformly in [0.5, 1.5) so trials end out of order.
+
+Methods: paretune; Optuna's TPESampler univariate (`tpe`) and `multivariate=True` (`tpe_mv`),
+both with `constraints_func` where the problem has thresholds and `constant_liar=True` in
+async mode; NSGAIISampler (`nsga2`), GPSampler (`gp`), RandomSampler (`random`); SigOpt's own
+optimizer through sigoptlite (`sigopt`, run by benchmarks/sigoptlite_driver.py in the Python
+3.10 environment given by `--sigopt-python`, default benchmarks/.sigopt-venv/bin/python).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # runs are parallel processes; keep BLAS to one core each
+
+import numpy as np  # noqa: E402
+
+from benchmarks.problems import PROBLEMS, Problem  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+METHODS = ("paretune", "tpe", "tpe_mv", "nsga2", "gp", "random", "sigopt")
+MODES = {"sequential": 1, "async8": 8}
+DEFAULT_SIGOPT_PYTHON = ROOT / ".sigopt-venv" / "bin" / "python"
+
+
+# -- the optimizers behind one ask/tell interface -------------------------------------------------
+
+class Paretune:
+    def __init__(self, problem: Problem, seed: int):
+        from optimizer import ExperimentSpec
+
+        self.spec = ExperimentSpec.model_validate(problem.spec)
+        self.seed = seed
+        self.history: list = []
+        self.pending: dict[int, dict[str, Any]] = {}
+        self.asked = 0
+
+    def ask(self) -> tuple[int, dict[str, Any]]:
+        from optimizer import suggest
+
+        [assignments] = suggest(self.spec, self.history, list(self.pending.values()), 1,
+                                seed=self.seed * 100_003 + self.asked)
+        token, self.asked = self.asked, self.asked + 1
+        self.pending[token] = assignments
+        return token, assignments
+
+    def tell(self, token: int, values: dict[str, float] | None) -> None:
+        from optimizer import Observation
+
+        assignments = self.pending.pop(token)
+        self.history.append(Observation(assignments=assignments, values=values, failed=values is None))
+
+    def close(self) -> None:
+        pass
+
+
+class OptunaMethod:
+    def __init__(self, problem: Problem, seed: int, method: str, workers: int):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)  # constraints_func, as the issue asks
+        self.problem = problem
+        thresholded = [m for m in problem.spec["metrics"] if m.get("threshold") is not None]
+        constraints = _constraints_func if thresholded else None
+        samplers = {
+            "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constraints_func=constraints,
+                                                      constant_liar=workers > 1),
+            "tpe_mv": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, constraints_func=constraints,
+                                                         constant_liar=workers > 1),
+            "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints),
+            "gp": lambda: optuna.samplers.GPSampler(seed=seed, constraints_func=constraints),
+            "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        }
+        directions = [m.get("objective", "maximize") for m in problem.optimized]
+        self.study = optuna.create_study(directions=directions, sampler=samplers[method]())
+        self.trials: dict[int, Any] = {}
+
+    def ask(self) -> tuple[int, dict[str, Any]]:
+        trial = self.study.ask()
+        assignments = {}
+        for p in self.problem.spec["parameters"]:
+            if p["type"] == "categorical":
+                assignments[p["name"]] = trial.suggest_categorical(p["name"], p["categorical_values"])
+            elif p["type"] == "int":
+                assignments[p["name"]] = trial.suggest_int(p["name"], int(p["bounds"]["min"]), int(p["bounds"]["max"]))
+            else:
+                assignments[p["name"]] = trial.suggest_float(p["name"], p["bounds"]["min"], p["bounds"]["max"],
+                                                             log=p.get("transformation") == "log")
+        self.trials[trial.number] = trial
+        return trial.number, assignments
+
+    def tell(self, token: int, values: dict[str, float] | None) -> None:
+        import optuna
+
+        trial = self.trials.pop(token)
+        if values is None:
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return
+        violations = []
+        for metric in self.problem.spec["metrics"]:
+            if metric.get("threshold") is not None:
+                value, threshold = values[metric["name"]], metric["threshold"]
+                violations.append(threshold - value if metric.get("objective") == "maximize" else value - threshold)
+        trial.set_user_attr("constraints", violations)
+        self.study.tell(trial, [values[m["name"]] for m in self.problem.optimized])
+
+    def close(self) -> None:
+        pass
+
+
+def _constraints_func(trial: Any) -> list[float]:
+    return trial.user_attrs["constraints"]
+
+
+class SigOpt:
+    def __init__(self, problem: Problem, seed: int, budget: int, workers: int, python: Path):
+        self.process = subprocess.Popen([str(python), str(ROOT / "sigoptlite_driver.py")], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        spec = dict(problem.spec, observation_budget=budget, parallel_bandwidth=workers)
+        self._call({"op": "create", "spec": spec, "seed": seed})
+
+    def _call(self, command: dict[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("sigoptlite driver exited")
+        return json.loads(line)
+
+    def ask(self) -> tuple[str, dict[str, Any]]:
+        reply = self._call({"op": "suggest"})
+        return reply["id"], reply["assignments"]
+
+    def tell(self, token: str, values: dict[str, float] | None) -> None:
+        self._call({"op": "observe", "id": token, "values": values})
+
+    def close(self) -> None:
+        if self.process.stdin:
+            self.process.stdin.close()
+        self.process.wait()
+
+
+def make_method(name: str, problem: Problem, seed: int, budget: int, workers: int, sigopt_python: Path):
+    if name == "paretune":
+        return Paretune(problem, seed)
+    if name == "sigopt":
+        return SigOpt(problem, seed, budget, workers, sigopt_python)
+    return OptunaMethod(problem, seed, name, workers)
+
+
+# -- one run --------------------------------------------------------------------------------------
+
+def run_one(problem_name: str, method_name: str, mode: str, seed: int, budget: int, sigopt_python: str) -> dict[str, Any]:
+    """Run one optimizer on one problem; trials end in simulated time so workers overlap."""
+    problem = PROBLEMS[problem_name]
+    workers = MODES[mode]
+    clock_rng = np.random.default_rng([seed, workers])
+    noise_rng = np.random.default_rng([seed, 7])
+    method = make_method(method_name, problem, seed, budget, workers, Path(sigopt_python))
+    in_flight: list[tuple[float, int, Any, dict[str, Any]]] = []
+    evaluated: list[dict[str, Any]] = []
+    asked, now, ask_seconds = 0, 0.0, 0.0
+
+    def launch() -> None:
+        nonlocal asked, ask_seconds
+        start = time.perf_counter()
+        token, assignments = method.ask()
+        ask_seconds += time.perf_counter() - start
+        heapq.heappush(in_flight, (now + float(clock_rng.uniform(0.5, 1.5)), asked, token, assignments))
+        asked += 1
+
+    try:
+        while asked < min(workers, budget):
+            launch()
+        while in_flight:
+            now, _, token, assignments = heapq.heappop(in_flight)
+            method.tell(token, problem.evaluate(assignments, noise_rng))
+            evaluated.append(assignments)
+            if asked < budget:
+                launch()
+    finally:
+        method.close()
+    return {"problem": problem_name, "method": method_name, "mode": mode, "seed": seed, "budget": budget,
+            "hv": problem.hypervolume_fraction(evaluated), "ms_per_suggest": 1000 * ask_seconds / budget}
+
+
+# -- grid, resume, table --------------------------------------------------------------------------
+
+def _key(record: dict[str, Any]) -> tuple:
+    return record["problem"], record["method"], record["mode"], record["seed"], record["budget"]
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def table(records: list[dict[str, Any]], problems: list[str], methods: list[str], modes: list[str], budget: int) -> str:
+    lines = ["| problem | mode | method | runs | median HV | min | max | ms/suggest |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for problem in problems:
+        for mode in modes:
+            for method in methods:
+                rows = [r for r in records if (r["problem"], r["method"], r["mode"], r["budget"]) ==
+                        (problem, method, mode, budget)]
+                if not rows:
+                    continue
+                hv = [r["hv"] for r in rows]
+                ms = statistics.median(r["ms_per_suggest"] for r in rows)
+                lines.append(f"| {problem} | {mode} | {method} | {len(rows)} | {statistics.median(hv):.3f} | "
+                             f"{min(hv):.3f} | {max(hv):.3f} | {ms:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problems", default="all", help=f"comma list of {', '.join(PROBLEMS)} or 'all'")
+    parser.add_argument("--methods", default="all", help=f"comma list of {', '.join(METHODS)} or 'all'")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--budget", type=int, default=100)
+    parser.add_argument("--modes", default="sequential,async8")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    parser.add_argument("--results", type=Path, default=ROOT / ".cache" / "quality.jsonl")
+    parser.add_argument("--sigopt-python", type=Path, default=DEFAULT_SIGOPT_PYTHON)
+    parser.add_argument("--table-only", action="store_true", help="print the table from --results, run nothing")
+    args = parser.parse_args(argv)
+
+    problems = list(PROBLEMS) if args.problems == "all" else args.problems.split(",")
+    methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
+    modes = args.modes.split(",")
+    if "sigopt" in methods and not args.sigopt_python.exists():
+        print(f"sigoptlite is not available ({args.sigopt_python} missing): the `sigopt` column is skipped. "
+              "Create it with `python3.10 -m venv benchmarks/.sigopt-venv && "
+              "benchmarks/.sigopt-venv/bin/pip install 'sigopt[lite]' 'numpy<1.23'`.", file=sys.stderr)
+        methods.remove("sigopt")
+
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    done = {_key(r) for r in load(args.results)}
+    grid = [(p, m, mode, s) for p in problems for mode in modes for m in methods
+            for s in range(args.first_seed, args.first_seed + args.seeds)
+            if (p, m, mode, s, args.budget) not in done]
+    if not args.table_only and grid:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool, args.results.open("a") as out:
+            futures = [pool.submit(run_one, p, m, mode, s, args.budget, str(args.sigopt_python))
+                       for p, m, mode, s in grid]
+            for future in as_completed(futures):
+                record = future.result()
+                out.write(json.dumps(record) + "\n")
+                out.flush()
+                print(f"{record['problem']:9s} {record['mode']:10s} {record['method']:9s} seed {record['seed']}: "
+                      f"hv {record['hv']:.3f} ({record['ms_per_suggest']:.1f} ms/suggest)", flush=True)
+    print(table(load(args.results), problems, methods, modes, args.budget))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Properties of `suggest` that could fail: types and bounds, determinism, pending points,
+failure regions, thresholds, and beating random search."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from optimizer import ExperimentSpec, Observation, ObservationError, suggest
+
+MIXED = ExperimentSpec.model_validate({
+    "name": "mixed",
+    "parameters": [
+        {"name": "lr", "type": "double", "bounds": {"min": 1e-5, "max": 1e-1}, "transformation": "log"},
+        {"name": "dropout", "type": "double", "bounds": {"min": 0.0, "max": 0.5}},
+        {"name": "layers", "type": "int", "bounds": {"min": 1, "max": 6}},
+        {"name": "optimizer", "type": "categorical", "categorical_values": ["adamw", "sgd", "lion"]},
+        {"name": "warmup", "type": "int", "bounds": {"min": 0, "max": 3}, "tunable": False, "default_value": 2},
+    ],
+    "metrics": [
+        {"name": "acc", "objective": "maximize", "threshold": 0.2},
+        {"name": "size", "objective": "minimize"},
+        {"name": "latency", "objective": "minimize", "strategy": "constraint", "threshold": 5.0},
+    ],
+})
+
+
+def mixed_values(a: dict) -> dict[str, float] | None:
+    if a["optimizer"] == "sgd" and a["lr"] > 1e-2:
+        return None
+    acc = 1.0 - (math.log10(a["lr"]) + 3) ** 2 / 4 - (a["dropout"] - 0.1) ** 2 + 0.05 * a["layers"]
+    return {"acc": acc, "size": float(a["layers"]), "latency": a["layers"] * (1.5 if a["optimizer"] == "lion" else 1.0)}
+
+
+def run(spec, evaluate, budget, seed, **options):
+    history: list[Observation] = []
+    for step in range(budget):
+        [assignments] = suggest(spec, history, [], 1, seed=seed * 1000 + step, **options)
+        values = evaluate(assignments)
+        history.append(Observation(assignments=assignments, values=values, failed=values is None))
+    return history
+
+
+def check_assignment(spec: ExperimentSpec, assignments: dict) -> None:
+    assert set(assignments) == {p.name for p in spec.parameters}
+    for p in spec.parameters:
+        value = assignments[p.name]
+        if p.type == "categorical":
+            assert type(value) is str and value in p.categorical_values
+        elif p.type == "int":
+            assert type(value) is int and p.bounds.min <= value <= p.bounds.max
+        else:
+            assert type(value) is float and p.bounds.min <= value <= p.bounds.max
+
+
+def test_assignments_in_bounds_and_typed_through_startup_and_model_phases():
+    history = run(MIXED, mixed_values, 30, seed=1)
+    batch = suggest(MIXED, history, [], 4, seed=2)
+    for assignments in [o.assignments for o in history] + batch:
+        check_assignment(MIXED, assignments)
+        assert assignments["warmup"] == 2  # not tunable: keeps its default
+
+
+def test_same_seed_same_suggestions_and_different_seed_differs():
+    history = run(MIXED, mixed_values, 20, seed=3)
+    assert suggest(MIXED, history, [], 3, seed=7) == suggest(MIXED, history, [], 3, seed=7)
+    assert suggest(MIXED, history, [], 3, seed=7) != suggest(MIXED, history, [], 3, seed=8)
+
+
+def test_defaults_are_tried_first():
+    spec = ExperimentSpec.model_validate({
+        "name": "d", "metrics": [{"name": "y"}],
+        "parameters": [{"name": "x", "type": "double", "bounds": {"min": 0, "max": 1}, "default_value": 0.25},
+                       {"name": "k", "type": "categorical", "categorical_values": ["a", "b"], "default_value": "b"}]})
+    [first] = suggest(spec, [], [], seed=0)
+    assert (first["x"], first["k"]) == (0.25, "b")
+    [second] = suggest(spec, [Observation(assignments=first, values={"y": 1.0})], [], seed=0)
+    assert (second["x"], second["k"]) != (0.25, "b")
+
+
+def test_pending_and_batch_points_are_not_repeated():
+    spec = ExperimentSpec.model_validate({
+        "name": "small", "metrics": [{"name": "y", "objective": "minimize"}],
+        "parameters": [{"name": "a", "type": "int", "bounds": {"min": 0, "max": 3}},
+                       {"name": "b", "type": "categorical", "categorical_values": ["p", "q", "r"]}]})
+    history = run(spec, lambda a: {"y": (a["a"] - 2) ** 2 + (a["b"] != "q")}, 5, seed=0)
+    pending = suggest(spec, history, [], 3, seed=1)
+    batch = suggest(spec, history, pending, 3, seed=2)
+    seen = [tuple(sorted(o.assignments.items())) for o in history] + [tuple(sorted(a.items())) for a in pending]
+    keys = [tuple(sorted(a.items())) for a in batch]
+    assert len(set(keys)) == 3 and not set(keys) & set(seen)
+
+
+def test_failure_region_is_avoided_once_observed():
+    spec = ExperimentSpec.model_validate({
+        "name": "fail", "metrics": [{"name": "y", "objective": "minimize"}],
+        "parameters": [{"name": "x", "type": "double", "bounds": {"min": 0, "max": 1}}]})
+    # the optimum sits next to the failure region, which a search that ignores failures spills into
+    rates = []
+    for seed in range(3):
+        history = run(spec, lambda a: None if a["x"] > 0.7 else {"y": (a["x"] - 0.65) ** 2}, 40, seed=seed)
+        rates.append(np.mean([o.failed for o in history[15:]]))
+    assert np.mean(rates) < 0.5 * 0.3  # random search fails 30% of the time
+
+
+def test_optimized_threshold_shifts_suggestions_into_the_region_of_interest():
+    def spec_with(threshold):
+        metric = {"name": "f2", "objective": "minimize"} | ({"threshold": threshold} if threshold else {})
+        return ExperimentSpec.model_validate({
+            "name": "t", "metrics": [{"name": "f1", "objective": "minimize"}, metric],
+            "parameters": [{"name": f"x{i}", "type": "double", "bounds": {"min": 0, "max": 1}} for i in range(3)]})
+
+    def evaluate(a):
+        g = 1 + a["x1"] + a["x2"]
+        return {"f1": a["x0"], "f2": g * (1 - math.sqrt(a["x0"] / g))}
+
+    shift = []
+    for seed in range(3):
+        free = run(spec_with(None), evaluate, 40, seed)
+        bounded = run(spec_with(0.3), evaluate, 40, seed)
+        shift.append(np.mean([o.assignments["x0"] for o in bounded[15:]])
+                     - np.mean([o.assignments["x0"] for o in free[15:]]))
+    assert np.mean(shift) > 0.1  # f2 <= 0.3 needs x0 large: suggestions move there
+
+
+def test_single_metric_tpe_beats_random_search():
+    spec = ExperimentSpec.model_validate({
+        "name": "sphere", "metrics": [{"name": "y", "objective": "minimize"}],
+        "parameters": [{"name": f"x{i}", "type": "double", "bounds": {"min": -5, "max": 5}} for i in range(4)]})
+
+    def sphere(a):
+        return {"y": sum((a[f"x{i}"] - 1.0) ** 2 for i in range(4))}
+
+    tpe_best, random_best = [], []
+    for seed in range(4):
+        tpe_best.append(min(o.values["y"] for o in run(spec, sphere, 50, seed)))
+        random_best.append(min(o.values["y"] for o in run(spec, sphere, 50, seed, n_startup=50)))
+    assert np.median(tpe_best) < 0.5 * np.median(random_best)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"assignments": {"lr": 1e-3, "dropout": 0.1, "layers": 2, "optimizer": "sgd", "warmup": 2, "extra": 1},
+      "values": {"acc": 0.5, "size": 2.0, "latency": 1.0}}, "no such parameter"),
+    ({"assignments": {"lr": 1.0, "dropout": 0.1, "layers": 2, "optimizer": "sgd", "warmup": 2},
+      "values": {"acc": 0.5, "size": 2.0, "latency": 1.0}}, "outside bounds"),
+    ({"assignments": {"lr": 1e-3, "dropout": 0.1, "layers": 2, "optimizer": "sgd", "warmup": 2},
+      "values": {"acc": 0.5, "latency": 1.0}}, "size: missing"),
+])
+def test_history_that_does_not_match_the_spec_is_an_error(bad, message):
+    with pytest.raises(ObservationError, match=message):
+        suggest(MIXED, [Observation(**bad)], [], seed=0)
+
+
+def test_pending_outside_bounds_is_an_error():
+    pending = {"lr": 1e-3, "dropout": 0.9, "layers": 2, "optimizer": "sgd", "warmup": 2}
+    with pytest.raises(ObservationError, match="outside bounds"):
+        suggest(MIXED, [], [pending], seed=0)
