@@ -15,7 +15,8 @@ are drawn uniformly in [0.5, 1.5) so trials end out of order.
 Methods: paretune; Optuna's TPESampler univariate (`tpe`) and `multivariate=True` (`tpe_mv`),
 both with `constraints_func` where the problem has thresholds and `constant_liar=True` in
 async mode; NSGAIISampler (`nsga2`), GPSampler (`gp`), RandomSampler (`random`); SigOpt's own
-optimizer through sigoptlite (`sigopt`, run by benchmarks/sigoptlite_driver.py in the Python
+optimizer through sigoptlite (`sigopt`, sequential only: sigoptlite refuses
+parallel_bandwidth > 1; run by benchmarks/sigoptlite_driver.py in the Python
 3.10 environment given by `--sigopt-python`, default benchmarks/.sigopt-venv/bin/python).
 """
 
@@ -138,10 +139,10 @@ def _constraints_func(trial: Any) -> list[float]:
 
 
 class SigOpt:
-    def __init__(self, problem: Problem, seed: int, budget: int, workers: int, python: Path):
+    def __init__(self, problem: Problem, seed: int, budget: int, python: Path):
         self.process = subprocess.Popen([str(python), str(ROOT / "sigoptlite_driver.py")], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)
-        spec = dict(problem.spec, observation_budget=budget, parallel_bandwidth=workers)
+        spec = dict(problem.spec, observation_budget=budget)
         self._call({"op": "create", "spec": spec, "seed": seed})
 
     def _call(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +171,7 @@ def make_method(name: str, problem: Problem, seed: int, budget: int, workers: in
     if name == "paretune":
         return Paretune(problem, seed)
     if name == "sigopt":
-        return SigOpt(problem, seed, budget, workers, sigopt_python)
+        return SigOpt(problem, seed, budget, sigopt_python)
     return OptunaMethod(problem, seed, name, workers)
 
 
@@ -264,9 +265,12 @@ def main(argv: list[str] | None = None) -> None:
 
     args.results.parent.mkdir(parents=True, exist_ok=True)
     done = {_key(r) for r in load(args.results)}
+    if "sigopt" in methods and any(MODES[mode] > 1 for mode in modes):
+        print("sigoptlite refuses parallel_bandwidth > 1: the `sigopt` column has sequential runs only.",
+              file=sys.stderr)
     grid = [(p, m, mode, s) for p in problems for mode in modes for m in methods
             for s in range(args.first_seed, args.first_seed + args.seeds)
-            if (p, m, mode, s, args.budget) not in done]
+            if (p, m, mode, s, args.budget) not in done and not (m == "sigopt" and MODES[mode] > 1)]
     if not args.table_only and grid:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool, args.results.open("a") as out:
             futures = [pool.submit(run_one, p, m, mode, s, args.budget, str(args.sigopt_python))

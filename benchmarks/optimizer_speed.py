@@ -1,0 +1,109 @@
+"""Milliseconds per `suggest` call at 10, 100, 500 and 2,000 observations (10 mixed
+parameters, 2 optimized metrics), against Optuna's TPESampler asked on the same history.
+
+    .venv/bin/python -m benchmarks.optimizer_speed [--sizes 10,100,500,2000] [--repeats 5]
+
+The history is random assignments with synthetic metric values (a few failures); each timing
+is the median of `--repeats` calls with different seeds, in CPU time of this process
+(`time.process_time`, one BLAS thread) so that a loaded shared machine does not inflate it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+import warnings
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from optimizer import ExperimentSpec, Observation, suggest  # noqa: E402
+
+SPEC = ExperimentSpec.model_validate({
+    "name": "speed",
+    "parameters": [
+        *({"name": f"x{i}", "type": "double", "bounds": {"min": 0.0, "max": 1.0}} for i in range(5)),
+        {"name": "lr", "type": "double", "bounds": {"min": 1e-5, "max": 1e-1}, "transformation": "log"},
+        {"name": "layers", "type": "int", "bounds": {"min": 1, "max": 12}},
+        {"name": "batch", "type": "int", "bounds": {"min": 8, "max": 256}},
+        {"name": "optimizer", "type": "categorical", "categorical_values": ["adamw", "sgd", "lion"]},
+        {"name": "width", "type": "categorical", "categorical_values": ["128", "256", "512", "768"]},
+    ],
+    "metrics": [{"name": "f1", "objective": "minimize"}, {"name": "f2", "objective": "minimize"}],
+})
+
+
+def random_history(size: int, seed: int) -> list[Observation]:
+    rng = np.random.default_rng(seed)
+    history = []
+    for _ in range(size):
+        a = {f"x{i}": float(rng.uniform()) for i in range(5)}
+        a |= {"lr": float(math.exp(rng.uniform(math.log(1e-5), math.log(1e-1)))),
+              "layers": int(rng.integers(1, 13)), "batch": int(rng.integers(8, 257)),
+              "optimizer": str(rng.choice(["adamw", "sgd", "lion"])), "width": str(rng.choice(["128", "256", "512", "768"]))}
+        if rng.uniform() < 0.05:
+            history.append(Observation(assignments=a, failed=True))
+        else:
+            g = 1 + sum(a[f"x{i}"] for i in range(1, 5))
+            history.append(Observation(assignments=a, values={"f1": a["x0"], "f2": g * (1 - math.sqrt(a["x0"] / g))}))
+    return history
+
+
+def time_paretune(history: list[Observation], repeats: int) -> float:
+    timings = []
+    for seed in range(repeats):
+        start = time.process_time()
+        suggest(SPEC, history, [], 1, seed=seed)
+        timings.append(time.process_time() - start)
+    return 1000 * statistics.median(timings)
+
+
+def time_optuna(history: list[Observation], repeats: int) -> float:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore")
+    distributions = {}
+    for p in SPEC.parameters:
+        if p.type == "categorical":
+            distributions[p.name] = optuna.distributions.CategoricalDistribution(list(p.categorical_values))
+        elif p.type == "int":
+            distributions[p.name] = optuna.distributions.IntDistribution(int(p.bounds.min), int(p.bounds.max))
+        else:
+            distributions[p.name] = optuna.distributions.FloatDistribution(p.bounds.min, p.bounds.max, log=p.is_log)
+    timings = []
+    for seed in range(repeats):
+        study = optuna.create_study(directions=["minimize", "minimize"], sampler=optuna.samplers.TPESampler(seed=seed))
+        for o in history:
+            state = optuna.trial.TrialState.FAIL if o.failed else optuna.trial.TrialState.COMPLETE
+            values = None if o.failed else [o.values["f1"], o.values["f2"]]
+            study.add_trial(optuna.trial.create_trial(params=o.assignments, distributions=distributions,
+                                                      values=values, state=state))
+        start = time.process_time()
+        trial = study.ask()
+        for name, distribution in distributions.items():
+            trial._suggest(name, distribution)
+        timings.append(time.process_time() - start)
+    return 1000 * statistics.median(timings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10,100,500,2000")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    print("| observations | paretune ms/suggest | Optuna TPESampler ms/suggest |")
+    print("|---:|---:|---:|")
+    for size in (int(s) for s in args.sizes.split(",")):
+        history = random_history(size, seed=size)
+        print(f"| {size} | {time_paretune(history, args.repeats):.1f} | {time_optuna(history, args.repeats):.1f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
