@@ -112,6 +112,8 @@ def run_trial(assignments: dict[str, Any], context: TrialContext) -> dict[str, f
     settings = TrialSettings.from_mapping(context.settings)
     knobs = StudentAssignments.from_mapping(assignments)
     device = resolve_device(settings.device or context.device)
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
     set_seed(settings.seed)
     try:
         return _run(settings, knobs, device, context)

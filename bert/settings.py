@@ -61,6 +61,9 @@ class TrialSettings(BaseModel):
     gradient_accumulation_steps: int = Field(1, ge=1)
     amp: bool = Field(True, description="mixed precision (fp16) on CUDA; ignored on CPU")
     device: str | None = Field(None, description="cpu, cuda, cuda:N or auto; None: the worker's context.device")
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads per trial; cores / parallel_bandwidth keeps parallel trials from oversubscribing"
+    )
     memory_limit_mb: float | None = Field(None, gt=0, description="refuse configs estimated above this (CPU too)")
     latency_repeats: int = Field(20, ge=1)
     cache_dir: str = ".cache/bert"

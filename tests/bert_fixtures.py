@@ -6,9 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 
+# No test may reach the hub. The constant is read once at import, so it is set here too in
+# case another test module imported huggingface_hub first.
 os.environ["HF_HUB_OFFLINE"] = "1"
+huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 SHARED_SQUAD = Path(__file__).resolve().parents[1].parent / "shared/data/squad2"
 

@@ -1,0 +1,156 @@
+"""Prepare SQuAD 2.0 for an experiment once, before its trials: split, tokenize, teacher logits.
+
+Everything lands in the same on-disk caches the trials read (`bert.squad.tokenize_squad`,
+`bert.teacher`), keyed the same way, so after this flow a trial with matching `metadata.trial`
+settings only loads. Run it as the `preprocess-squad` deployment or
+`python -m flows.preprocess [--settings-from experiments/bert_squad2_cpu.yaml]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import datasets
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from bert.data import feature_lengths, load_splits, tokenizer_name
+from bert.settings import HUB_TEACHER, TrialSettings
+from bert.squad import load_tokenizer, tokenize_squad
+from bert.teacher import prepare_teacher, teacher_logits
+from bert.training import resolve_device
+
+
+class PreprocessParameters(BaseModel):
+    """The data-side subset of an experiment's `metadata.trial`; same names, same meaning."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train_data: str | list[str] = Field("squad_v2", description="hub dataset name, or SQuAD JSON path/URL(s) (s3:// too)")
+    train_split: str = Field("train", description="split of a hub dataset used for training")
+    eval_data: str | list[str] | None = Field(None, description="empty: carve the eval articles out of train_data")
+    eval_split: str = Field("validation", description="split of a hub dataset used for evaluation")
+    eval_articles: list[str] | int | None = Field(None, description="eval article titles, or how many to draw")
+    eval_fraction: float | None = Field(None, gt=0, lt=1, description="or: the share of articles to evaluate on")
+    split_seed: int = 0
+    max_train_examples: int | None = Field(None, ge=1, description="first N train questions (all if empty)")
+    max_eval_examples: int | None = Field(None, ge=1, description="first N eval questions (all if empty)")
+    tokenizer: str | None = Field(None, description="empty: the teacher's tokenizer")
+    max_seq_length: int = Field(384, ge=16)
+    doc_stride: int = Field(128, ge=1, description="tokens shared by consecutive windows")
+    max_query_length: int = Field(64, ge=1)
+    cache_dir: str = Field(".cache/bert", description="where features, teachers and teacher logits are cached")
+    teacher: str | None = Field(HUB_TEACHER, description="compute its logits over the train windows; empty: skip")
+    teacher_finetune: bool = Field(False, description="fine-tune the teacher once first (CPU-scale teachers)")
+    teacher_epochs: int = Field(2, ge=1)
+    teacher_learning_rate: float = Field(5.0e-5, gt=0)
+    teacher_batch_size: int = Field(16, ge=1)
+    seed: int = 0
+    amp: bool = True
+    device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
+
+    def trial_settings(self) -> TrialSettings:
+        """The trial settings these parameters stand for, so cache keys agree with the trials'."""
+        fields = self.model_dump(exclude={"teacher"})
+        return TrialSettings.from_mapping({**fields, "teacher": self.teacher or HUB_TEACHER})
+
+    @classmethod
+    def from_experiment(cls, spec_path: str | Path) -> PreprocessParameters:
+        """The parameters an experiment file's `metadata.trial` implies."""
+        trial = (yaml.safe_load(Path(spec_path).read_text()).get("metadata") or {}).get("trial") or {}
+        return cls.model_validate({name: value for name, value in trial.items() if name in cls.model_fields})
+
+
+class PreprocessResult(BaseModel):
+    cache_dir: str
+    train_examples: int
+    eval_examples: int
+    train_features: str
+    eval_features: str
+    teacher: str | None = None
+    teacher_logits: str | None = None
+
+
+@task(name="load-squad-splits", cache_policy=NO_CACHE)
+def load_squad_splits(parameters: PreprocessParameters) -> tuple[datasets.Dataset, datasets.Dataset]:
+    settings = parameters.trial_settings()
+    return load_splits(
+        settings.train_data,
+        settings.train_split,
+        settings.eval_data,
+        settings.eval_split,
+        settings.eval_articles,
+        settings.eval_fraction,
+        settings.split_seed,
+        settings.max_train_examples,
+        settings.max_eval_examples,
+    )
+
+
+@task(name="tokenize-squad", cache_policy=NO_CACHE)
+def tokenize_split(dataset: datasets.Dataset, kind: str, parameters: PreprocessParameters) -> datasets.Dataset:
+    settings = parameters.trial_settings()
+    tokenizer = load_tokenizer(tokenizer_name(settings))
+    return tokenize_squad(dataset, tokenizer, feature_lengths(settings), kind, settings.cache_dir)
+
+
+@task(name="prepare-teacher", cache_policy=NO_CACHE)
+def prepare_teacher_model(train_features: datasets.Dataset, parameters: PreprocessParameters) -> str:
+    return prepare_teacher(parameters.trial_settings(), train_features, resolve_device(parameters.device))
+
+
+@task(name="teacher-logits", cache_policy=NO_CACHE)
+def compute_teacher_logits(teacher: str, train_features: datasets.Dataset, parameters: PreprocessParameters) -> str:
+    start_logits, _ = teacher_logits(
+        teacher, train_features, parameters.cache_dir, resolve_device(parameters.device), parameters.amp
+    )
+    return str(Path(start_logits.filename).parent)
+
+
+def _cache_folder(features: datasets.Dataset) -> str:
+    return str(Path(features.cache_files[0]["filename"]).parent)
+
+
+@flow(name="preprocess-squad")
+def preprocess_squad(parameters: PreprocessParameters = PreprocessParameters()) -> PreprocessResult:
+    """Load and split SQuAD 2.0 by article, tokenize both sides into cached windows, and, given a
+    teacher, prepare it and cache its logits over the train windows."""
+    logger = get_run_logger()
+    train_examples, eval_examples = load_squad_splits(parameters)
+    train_features = tokenize_split(train_examples, "train", parameters)
+    eval_features = tokenize_split(eval_examples, "eval", parameters)
+    result = PreprocessResult(
+        cache_dir=parameters.cache_dir,
+        train_examples=len(train_examples),
+        eval_examples=len(eval_examples),
+        train_features=_cache_folder(train_features),
+        eval_features=_cache_folder(eval_features),
+    )
+    if parameters.teacher:
+        result.teacher = prepare_teacher_model(train_features, parameters)
+        result.teacher_logits = compute_teacher_logits(result.teacher, train_features, parameters)
+    logger.info(
+        "%d train questions -> %d windows, %d eval questions -> %d windows, cached under %s",
+        len(train_examples), len(train_features), len(eval_examples), len(eval_features), parameters.cache_dir,
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> PreprocessResult:
+    from flows.local_prefect import prefect_api
+
+    parser = argparse.ArgumentParser(prog="python -m flows.preprocess", description=preprocess_squad.__doc__)
+    parser.add_argument("--settings-from", metavar="SPEC", help="experiment file whose metadata.trial to prepare for")
+    args = parser.parse_args(argv)
+    parameters = PreprocessParameters.from_experiment(args.settings_from) if args.settings_from else PreprocessParameters()
+    with prefect_api():
+        result = preprocess_squad(parameters)
+    print(result.model_dump_json(indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
