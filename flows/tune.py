@@ -56,6 +56,8 @@ from tasks.trial import TrialOutcome, TrialRequest, failure_reason, load_objecti
 
 # How long the loop waits for a completion before draining checkpoints and checking timeouts.
 POLL_S = 0.25
+# How long the flow waits, at the end, for workers it restarted after timeouts to come back.
+RESTART_WAIT_S = 60
 
 
 class ExperimentSource(BaseModel):
@@ -153,6 +155,7 @@ class TrialLoop:
             description=f"{experiment.name}: observations out of a budget of {experiment.budget}",
         )
         self.console = Console(stderr=True)
+        self.restarts: list[threading.Thread] = []
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -171,6 +174,8 @@ class TrialLoop:
                     self.fill_slots()
                 self.time_out_overdue_trials()
                 self.fill_slots()
+        for thread in self.restarts:
+            thread.join(timeout=RESTART_WAIT_S)
 
     def fill_slots(self) -> None:
         while len(self.in_flight) < self.parallelism and self.observed + len(self.in_flight) < self.experiment.budget:
@@ -227,20 +232,19 @@ class TrialLoop:
         """What the worker sent back, or why nothing came back."""
         try:
             state: State = trial.future.wrapped_future.result()
-        except KilledWorker as error:
-            return self.lost(trial, f"worker lost: {error}")
-        except (distributed.CancelledError, ConnectionError) as error:
-            return self.lost(trial, f"worker lost: {type(error).__name__}: {error}")
+        except (KilledWorker, distributed.CancelledError, ConnectionError) as error:
+            reason = f"worker lost: {type(error).__name__}: {error}"
+            self.mark_task_run(trial, Crashed(message=reason))
+            return self.without_outcome(trial, reason)
         result = state.result(raise_on_failure=False)
         if isinstance(result, TrialOutcome):
             return result
         if isinstance(result, BaseException):
-            return self.lost(trial, failure_reason(result))
-        return self.lost(trial, f"error: the trial task ended {state.type.value} without an outcome")
+            return self.without_outcome(trial, failure_reason(result))
+        return self.without_outcome(trial, f"error: the trial task ended {state.type.value} without an outcome")
 
-    def lost(self, trial: Trial, reason: str) -> TrialOutcome:
+    def without_outcome(self, trial: Trial, reason: str) -> TrialOutcome:
         elapsed = None if trial.started_at is None else time.monotonic() - trial.started_at
-        self.mark_task_run(trial, Crashed(message=reason))
         return TrialOutcome(trial.suggestion_id, None, reason, elapsed, trial.worker, [])
 
     def time_out_overdue_trials(self) -> None:
@@ -255,8 +259,7 @@ class TrialLoop:
             trial.future.wrapped_future.cancel(force=True)
             self.restart_worker(trial.worker)
             self.mark_task_run(trial, Failed(name="TimedOut", message=reason))
-            self.finish(trial, TrialOutcome(trial.suggestion_id, None, reason, now - trial.started_at,
-                                            trial.worker, []))
+            self.finish(trial, self.without_outcome(trial, reason))
             self.fill_slots()
 
     def restart_worker(self, worker: str | None) -> None:
@@ -264,10 +267,16 @@ class TrialLoop:
         if worker is None:
             return
         self.logger.warning("restarting Dask worker %s to stop a timed-out trial", worker)
-        threading.Thread(
-            target=self.runner.client.restart_workers, args=([worker],), kwargs={"raise_for_error": False},
-            name=f"restart {worker}", daemon=True,
-        ).start()
+
+        def restart() -> None:
+            try:
+                self.runner.client.restart_workers([worker], raise_for_error=False)
+            except Exception as error:
+                self.logger.warning("could not restart Dask worker %s: %s", worker, error)
+
+        thread = threading.Thread(target=restart, name=f"restart {worker}", daemon=True)
+        thread.start()
+        self.restarts.append(thread)
 
     def mark_task_run(self, trial: Trial, state: State) -> None:
         """Give the UI the end a worker could not report (it timed out or died)."""

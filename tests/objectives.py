@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -29,6 +30,8 @@ def misbehave(assignments: dict[str, Any], context: TrialContext) -> dict[str, f
         return {"loss": float("nan"), "cost": 1.0}
     if mode == "hang":
         time.sleep(float(context.settings.get("hang_s", 120)))
+    if mode == "die":
+        os._exit(1)
     if mode == "oom":
         raise OutOfMemory("needs 80 GiB")
     return {"loss": float(assignments["duration"]), "cost": 1.0}

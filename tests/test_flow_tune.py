@@ -150,6 +150,22 @@ def test_failures_become_failed_observations_and_the_experiment_goes_on(run_tune
     assert all(math.isfinite(v) for o in observations if not o.failed for v in o.values.values())
 
 
+def test_a_lost_worker_becomes_a_failed_observation(prefect_api, tmp_path):
+    import dask
+    from distributed import LocalCluster
+
+    spec = write_spec(tmp_path, "deadly", budget=4, bandwidth=1, objective="tests.objectives:misbehave",
+                      trial={"modes": ["ok", "die"]})
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster:
+        result = tune(ExperimentSource(spec_path=spec), str(tmp_path / "deadly.duckdb"),
+                      TuneOptions(dask_address=cluster.scheduler_address, report=False))
+    assert (result.observations, result.completed, result.failed) == (4, 2, 2)
+    with DuckDBStorage(str(tmp_path / "deadly.duckdb"), read_only=True) as store:
+        reasons = [o.failure_reason for o in store.observations(result.experiment_id) if o.failed]
+    assert all(reason.startswith("worker lost: KilledWorker") for reason in reasons), reasons
+
+
 def test_parameters_name_the_field_to_fix():
     with pytest.raises(ValueError, match="exactly one of `spec_path`"):
         ExperimentSource()
