@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForQuestionAnswering, PretrainedConfig, PreTrainedModel
+from transformers import AutoModelForQuestionAnswering, PretrainedConfig, PreTrainedModel
 from transformers.pytorch_utils import prune_linear_layer
 
 from bert.settings import StudentAssignments
@@ -177,10 +177,6 @@ def load_base(name_or_path: str) -> tuple[PretrainedConfig, dict[str, torch.Tens
     newly_initialised = set(loading_info["missing_keys"]) | set(loading_info["mismatched_keys"])
     state = {name: tensor for name, tensor in model.state_dict().items() if name not in newly_initialised}
     return model.config, state
-
-
-def base_config_of(name_or_path: str) -> PretrainedConfig:
-    return AutoConfig.from_pretrained(name_or_path)
 
 
 def remap_layers(state: dict[str, torch.Tensor], layer_prefix: str, source_layers: tuple[int | None, ...]) -> dict[str, torch.Tensor]:
