@@ -1,15 +1,17 @@
 """Where trials run: an existing Dask scheduler, one worker per local GPU, or local CPU processes.
 
-Every choice yields a prefect-dask `DaskTaskRunner`; the tune flow enters it for the length of
-a run, so a local cluster lives exactly as long as the flow that needs it.
+Every choice yields a `distributed.Client`; the tune flow holds it for the length of a run, so
+a local cluster lives exactly as long as the flow that needs it.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from contextlib import contextmanager
+from typing import Iterator
 
-from prefect_dask import DaskTaskRunner
+import distributed
 
 
 def visible_gpu_count() -> int:
@@ -35,26 +37,32 @@ def dask_cuda_available() -> bool:
     return True
 
 
-def cluster_for(address: str | None, n_workers: int, threads_per_worker: int = 1) -> DaskTaskRunner:
-    """The task runner for this machine.
-
-    `address` (``tcp://host:8786``) joins a running scheduler, the way to grow past one
-    machine; its workers decide their own resources. Otherwise GPUs present and `dask_cuda`
-    installed give a `LocalCUDACluster` (one single-threaded worker per visible GPU, so
-    `n_workers` is ignored); else a `LocalCluster` of `n_workers` processes on loopback.
-    """
-    if address:
-        return DaskTaskRunner(address=address)
+def local_cluster(n_workers: int, threads_per_worker: int = 1) -> distributed.SpecCluster:
+    """GPUs present and `dask_cuda` installed: a `LocalCUDACluster` (one single-threaded worker per
+    visible GPU, `n_workers` ignored); else a `LocalCluster` of `n_workers` processes on loopback."""
     if n_workers < 1:
         raise ValueError(f"n_workers must be at least 1, got {n_workers}")
     if threads_per_worker < 1:
         raise ValueError(f"threads_per_worker must be at least 1, got {threads_per_worker}")
     common = {"host": "127.0.0.1", "dashboard_address": ":0"}
     if visible_gpu_count() > 0 and dask_cuda_available():
-        return DaskTaskRunner(cluster_class="dask_cuda.LocalCUDACluster",
-                              cluster_kwargs=common | {"threads_per_worker": 1})
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs=common | {"n_workers": n_workers, "threads_per_worker": threads_per_worker,
-                                 "processes": True},
-    )
+        from dask_cuda import LocalCUDACluster
+
+        return LocalCUDACluster(threads_per_worker=1, **common)
+    return distributed.LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+                                    **common)
+
+
+@contextmanager
+def dask_client(address: str | None, n_workers: int, threads_per_worker: int = 1) -> Iterator[distributed.Client]:
+    """A client of the cluster trials run on, closed (and a local cluster shut down) on exit.
+
+    `address` (``tcp://host:8786``) joins a running scheduler, the way to grow past one
+    machine; its workers decide their own resources and outlive the flow.
+    """
+    if address:
+        with distributed.Client(address) as client:
+            yield client
+        return
+    with local_cluster(n_workers, threads_per_worker) as cluster, distributed.Client(cluster) as client:
+        yield client

@@ -1,8 +1,10 @@
-"""One Prefect API for a flow and its Dask workers when no server is configured.
+"""A Prefect API for command-line runs when no server is configured.
 
-Without `PREFECT_API_URL`, Prefect starts a private ephemeral server in each process that
-reports a run: every Dask worker process would start its own. `prefect_api()` starts one here
-instead; its URL reaches the workers inside the settings prefect-dask serializes with each task.
+Only the flow process talks to Prefect (its flow run, the trials' task runs, artifacts); Dask
+workers never do. Without `PREFECT_API_URL` Prefect would start a throwaway ephemeral server
+whose history is gone when the run ends. `prefect_api()` starts one server for the whole
+command (the tune flow and the report flow it runs), under a chosen `PREFECT_HOME` so the demo's
+runs can be browsed afterwards, and sends queued logs and events before stopping it.
 """
 
 from __future__ import annotations

@@ -1,24 +1,30 @@
 """Tune an experiment: keep `parallelism` trials running on Dask until the budget is spent.
 
-How the loop stays asynchronous: the flow enters a prefect-dask `DaskTaskRunner` (chosen by
-`flows.cluster.cluster_for`) and submits each trial through it, so every trial is a Prefect
-task run of this flow run, executed on a Dask worker. Each `PrefectDaskFuture` wraps a
-`distributed.Future`; the loop waits on those with `distributed.wait(FIRST_COMPLETED)` and, the
-moment one trial ends, records it and asks the optimizer for the next suggestion. There is no
-batch barrier: a slot is refilled before any other completion is handled. (The runner rather
-than a bare Dask client, because it gives task runs linked to the flow run for free, and its
-wrapped futures still give Dask's first-completed waiting.)
+Why the Dask client directly, and Prefect task runs in threads of this process: every trial
+is a Prefect task run of this flow run (the UI's record of it: assignments in its name, tags
+`experiment:` and `suggestion:`, state Completed / Failed / Failed "TimedOut" / Crashed), but
+that task runs in a `ThreadPoolTaskRunner` thread here, not on a Dask worker. Inside it, the
+objective call goes to Dask with `Client.submit` (`tasks.trial.run_trial`). prefect-dask's
+`DaskTaskRunner` ran the whole Prefect task engine on the worker instead: about 150-180 ms of
+worker CPU per trial (restoring Prefect's settings context, a new HTTP client) and Prefect API
+traffic from every worker, which at 8 workers on a small machine delayed each dispatch by
+seconds. Workers now run only the objective and need no Prefect at all.
 
-Checkpoints stream back through a `distributed.Queue` named for this flow run: a trial posts
-"started" (its timeout clock starts, the worker is recorded) and one message per epoch; the
-loop drains the queue between completions and writes them, since workers never open DuckDB.
+The loop is event-driven, with one ordered stream of events: a `distributed.Queue` named for
+this flow run. A trial posts "started" (its timeout clock starts, the worker is recorded) and
+one message per epoch from the worker; when its task run ends, a done-callback posts "ended"
+from the flow process. A worker's messages are in the queue before its Dask task returns, so
+they always come before that trial's "ended". The loop blocks on the queue (or until the next
+timeout deadline), handles everything waiting, and refills a slot the moment a trial ends:
+there is no batch barrier and no polling delay. Workers never open DuckDB; the loop is its one
+writer.
 
 Failures: an exception, a NaN metric or a `TrialFailure` come back as a failed outcome with a
-reason; a lost worker (the task failed on `distributed.scheduler.allowed-failures` + 1 workers)
-becomes "worker lost". A trial past `trial_timeout_s` is recorded as "timeout", its future
-cancelled and its worker process restarted in the background: a Python thread cannot be
-killed, so restarting the process is the only way to reclaim the slot. Dask reruns tasks of a
-worker that died and Prefect retries connection faults; nothing retries a trial's own failure.
+reason; a lost worker (`KilledWorker` after `distributed.scheduler.allowed-failures` + 1
+workers died under the trial, or a closed connection) becomes "worker lost". A trial past
+`trial_timeout_s` is recorded as "timeout", its Dask future cancelled and its worker process
+restarted in the background: a Python thread cannot be killed, so restarting the process is the
+only way to reclaim the slot. Nothing retries a trial's own failure.
 
 Resume: every observation is committed when its trial ends. Running the flow again on the same
 experiment expires the suggestions a killed run left open and spends only the remaining budget.
@@ -31,31 +37,29 @@ import math
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import distributed
-from distributed import KilledWorker
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.client.orchestration import get_client
+from prefect.futures import PrefectConcurrentFuture
 from prefect.runtime import flow_run
-from prefect.states import Crashed, Failed, State
-from prefect_dask import DaskTaskRunner
-from prefect_dask.task_runners import PrefectDaskFuture
+from prefect.states import State
+from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flows.cluster import cluster_for
+from flows.cluster import dask_client
 from flows.report import report
 from optimizer import ExperimentSpec, Observation, suggest
 from storage import DuckDBStorage, Storage, default_db_path
-from tasks.record import PreparedExperiment, close_trial, objective_path, open_trial, prepare_experiment, trial_started
-from tasks.trial import TrialOutcome, TrialRequest, failure_reason, load_objective, run_trial, short_assignments
+from tasks.record import (PreparedExperiment, close_trial, objective_path, open_run, open_suggestion,
+                          prepare_experiment, trial_started)
+from tasks.trial import DaskTrial, TrialOutcome, TrialRequest, failure_reason, load_objective, run_trial, short_assignments
 
-# How long the loop waits for a completion before draining checkpoints and checking timeouts.
-POLL_S = 0.25
 # How long the flow waits, at the end, for workers it restarted after timeouts to come back.
 RESTART_WAIT_S = 60
 
@@ -123,22 +127,26 @@ class Trial:
     suggestion_id: int
     run_id: int
     assignments: dict[str, Any]
-    future: PrefectDaskFuture
+    dask: DaskTrial
+    future: PrefectConcurrentFuture
     started_at: float | None = None
     worker: str | None = None
+    timed_out: bool = False
     epochs_stored: set[int] = field(default_factory=set)
 
 
 class TrialLoop:
     """Keeps `parallelism` trials in flight; the single place the flow process writes trials."""
 
-    def __init__(self, storage: Storage, runner: DaskTaskRunner, experiment: PreparedExperiment,
-                 parallelism: int, timeout_s: float | None, seed: int | None):
+    def __init__(self, storage: Storage, client: distributed.Client, task_runner: ThreadPoolTaskRunner,
+                 experiment: PreparedExperiment, parallelism: int, timeout_s: float | None, seed: int | None):
         self.storage = storage
-        self.runner = runner
+        self.client = client
+        self.task_runner = task_runner
         self.experiment = experiment
         self.spec: ExperimentSpec = experiment.spec
         self.objective = objective_path(self.spec)
+        self.settings = dict((self.spec.metadata or {}).get("trial") or {})
         self.parallelism = parallelism
         self.timeout_s = timeout_s
         self.seed = seed
@@ -146,9 +154,9 @@ class TrialLoop:
         self.history: list[Observation] = storage.history(experiment.experiment_id)
         self.suggestions_made = len(storage.list_suggestions(experiment.experiment_id))
         self.observed = experiment.already_observed
-        self.in_flight: dict[str, Trial] = {}
+        self.in_flight: dict[int, Trial] = {}
         self.channel_name = f"paretune-trials-{flow_run.id or uuid.uuid4()}"
-        self.channel = distributed.Queue(self.channel_name, client=runner.client)
+        self.channel = distributed.Queue(self.channel_name, client=client)
         self.experiment_tag = f"experiment:{experiment.name}"
         self.progress_artifact = create_progress_artifact(
             progress=self._percent_done(),
@@ -161,19 +169,14 @@ class TrialLoop:
     def run(self) -> None:
         columns = (TextColumn(f"[bold]{self.experiment.name}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
-        with self.runner.client.as_current(), Progress(*columns, console=self.console) as bar:
+        with Progress(*columns, console=self.console) as bar:
             self.bar = bar
             self.task_id = bar.add_task("observations", total=self.experiment.budget, completed=self.observed)
             self.fill_slots()
             while self.in_flight:
-                done = self.wait_for_first_completion()
-                self.drain_channel()
-                for key in done:
-                    trial = self.in_flight.pop(key)
-                    self.finish(trial, self.outcome_of(trial))
-                    self.fill_slots()
+                for message in self.next_messages():
+                    self.handle(message)
                 self.time_out_overdue_trials()
-                self.fill_slots()
         for thread in self.restarts:
             thread.join(timeout=RESTART_WAIT_S)
 
@@ -186,42 +189,50 @@ class TrialLoop:
         seed = None if self.seed is None else self.seed + self.suggestions_made
         (assignments,) = suggest(self.spec, self.history, pending, n=1, seed=seed)
         self.suggestions_made += 1
-        suggestion_id, run_id = open_trial(self.storage, self.experiment.experiment_id, assignments)
-        request = TrialRequest(
-            suggestion_id=suggestion_id, assignments=assignments, objective=self.objective, spec=self.spec,
-            settings=dict((self.spec.metadata or {}).get("trial") or {}), channel=self.channel_name,
-        )
-        trial_task = run_trial.with_options(tags={self.experiment_tag, f"suggestion:{suggestion_id}"})
-        future = self.runner.submit(trial_task, parameters={"request": request})
-        self.storage.log_run_metadata(run_id, {"prefect_task_run_id": str(future.task_run_id)})
-        self.in_flight[future.wrapped_future.key] = Trial(suggestion_id, run_id, assignments, future)
+        suggestion = open_suggestion(self.storage, self.experiment.experiment_id, assignments)
+        request = TrialRequest(suggestion_id=suggestion.id, assignments=suggestion.assignments,
+                               objective=self.objective, spec=self.spec, settings=self.settings,
+                               channel=self.channel_name)
+        dask_trial = DaskTrial(self.client, request)
+        trial_task = run_trial.with_options(tags={self.experiment_tag, f"suggestion:{suggestion.id}"})
+        future = self.task_runner.submit(trial_task, parameters={"trial": dask_trial})
+        run_id = open_run(self.storage, self.experiment.experiment_id, suggestion.id, suggestion.assignments,
+                          str(future.task_run_id))
+        self.in_flight[suggestion.id] = Trial(suggestion.id, run_id, suggestion.assignments, dask_trial, future)
+        future.wrapped_future.add_done_callback(self._announce_end(suggestion.id))
 
-    def wait_for_first_completion(self) -> list[str]:
-        """Keys of finished trials; empty when the poll interval (or a timeout deadline) passes first."""
-        timeout = POLL_S
+    def _announce_end(self, suggestion_id: int):
+        """A done-callback for the task thread: queue "ended" behind the trial's own messages."""
+        def announce(_: Future) -> None:
+            self.channel.put(("ended", suggestion_id))
+        return announce
+
+    def next_messages(self) -> list[tuple]:
+        """Block until a message arrives (or the next timeout deadline passes), then take all waiting."""
         deadlines = [t.started_at + self.timeout_s for t in self.in_flight.values()
-                     if self.timeout_s is not None and t.started_at is not None]
-        if deadlines:
-            timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
-        futures = [trial.future.wrapped_future for trial in self.in_flight.values()]
+                     if self.timeout_s is not None and t.started_at is not None and not t.timed_out]
+        wait = None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
         try:
-            done, _ = distributed.wait(futures, timeout=timeout, return_when="FIRST_COMPLETED")
+            first = self.channel.get(timeout=wait)
         except TimeoutError:
             return []
-        return [f.key for f in done]
+        return [first, *self.channel.get(batch=True)]
 
-    # -- messages from running trials -----------------------------------------------------------
-    def drain_channel(self) -> None:
-        by_suggestion = {trial.suggestion_id: trial for trial in self.in_flight.values()}
-        for message in self.channel.get(batch=True):
-            trial = by_suggestion.get(message[1])
-            if trial is None:
-                continue
-            if message[0] == "started":
-                trial.started_at, trial.worker = time.monotonic(), message[2]
-                trial_started(self.storage, trial.suggestion_id, trial.run_id, trial.worker)
-            elif message[0] == "checkpoint":
-                self.store_checkpoint(trial, message[2], message[3])
+    # -- messages -------------------------------------------------------------------------------
+    def handle(self, message: tuple) -> None:
+        kind, suggestion_id, *body = message
+        trial = self.in_flight.get(suggestion_id)
+        if trial is None:
+            return
+        if kind == "started":
+            trial.started_at, trial.worker = time.monotonic(), body[0]
+            trial_started(self.storage, trial.suggestion_id, trial.run_id, trial.worker)
+        elif kind == "checkpoint":
+            self.store_checkpoint(trial, *body)
+        elif kind == "ended":
+            del self.in_flight[suggestion_id]
+            self.finish(trial, self.outcome_of(trial))
+            self.fill_slots()
 
     def store_checkpoint(self, trial: Trial, epoch: int, values: dict[str, float]) -> None:
         self.storage.add_checkpoint(trial.run_id, epoch, values)
@@ -229,38 +240,26 @@ class TrialLoop:
 
     # -- ends -----------------------------------------------------------------------------------
     def outcome_of(self, trial: Trial) -> TrialOutcome:
-        """What the worker sent back, or why nothing came back."""
-        try:
-            state: State = trial.future.wrapped_future.result()
-        except (KilledWorker, distributed.CancelledError, ConnectionError) as error:
-            reason = f"worker lost: {type(error).__name__}: {error}"
-            self.mark_task_run(trial, Crashed(message=reason))
-            return self.without_outcome(trial, reason)
+        """The outcome the task run ended with, or why it has none."""
+        state: State = trial.future.wrapped_future.result()
         result = state.result(raise_on_failure=False)
         if isinstance(result, TrialOutcome):
             return result
-        if isinstance(result, BaseException):
-            return self.without_outcome(trial, failure_reason(result))
-        return self.without_outcome(trial, f"error: the trial task ended {state.type.value} without an outcome")
-
-    def without_outcome(self, trial: Trial, reason: str) -> TrialOutcome:
-        elapsed = None if trial.started_at is None else time.monotonic() - trial.started_at
-        return TrialOutcome(trial.suggestion_id, None, reason, elapsed, trial.worker, [])
+        reason = (failure_reason(result) if isinstance(result, BaseException)
+                  else f"error: the trial task ended {state.type.value} without an outcome")
+        return TrialOutcome(trial.suggestion_id, None, reason, None, trial.worker, [])
 
     def time_out_overdue_trials(self) -> None:
+        """Cancel trials past their deadline; each ends (and is recorded) through its task thread."""
         if self.timeout_s is None:
             return
         now = time.monotonic()
-        for key, trial in list(self.in_flight.items()):
-            if trial.started_at is None or now - trial.started_at < self.timeout_s:
+        for trial in self.in_flight.values():
+            if trial.timed_out or trial.started_at is None or now - trial.started_at < self.timeout_s:
                 continue
-            del self.in_flight[key]
-            reason = f"timeout: no result after {self.timeout_s:g} s"
-            trial.future.wrapped_future.cancel(force=True)
+            trial.timed_out = True
+            trial.dask.time_out(f"timeout: no result after {self.timeout_s:g} s")
             self.restart_worker(trial.worker)
-            self.mark_task_run(trial, Failed(name="TimedOut", message=reason))
-            self.finish(trial, self.without_outcome(trial, reason))
-            self.fill_slots()
 
     def restart_worker(self, worker: str | None) -> None:
         """Free a slot held by a stuck thread; in the background, so the other trials keep going."""
@@ -270,7 +269,7 @@ class TrialLoop:
 
         def restart() -> None:
             try:
-                self.runner.client.restart_workers([worker], raise_for_error=False)
+                self.client.restart_workers([worker], raise_for_error=False)
             except Exception as error:
                 self.logger.warning("could not restart Dask worker %s: %s", worker, error)
 
@@ -278,26 +277,25 @@ class TrialLoop:
         thread.start()
         self.restarts.append(thread)
 
-    def mark_task_run(self, trial: Trial, state: State) -> None:
-        """Give the UI the end a worker could not report (it timed out or died)."""
-        with get_client(sync_client=True) as client:
-            client.set_task_run_state(trial.future.task_run_id, state, force=True)
-
     def finish(self, trial: Trial, outcome: TrialOutcome) -> None:
         for epoch, values in outcome.checkpoints:
             if epoch not in trial.epochs_stored:
                 self.store_checkpoint(trial, epoch, values)
-        duration = outcome.duration_s if outcome.duration_s is not None and math.isfinite(outcome.duration_s) else None
+        duration = outcome.duration_s
+        if duration is None and trial.started_at is not None:
+            duration = time.monotonic() - trial.started_at
+        if duration is not None and not math.isfinite(duration):
+            duration = None
         close_trial(self.storage, trial.suggestion_id, trial.run_id, outcome.values, outcome.failure_reason, duration)
         self.observed += 1
         self.history.append(Observation(assignments=trial.assignments, values=outcome.values,
                                         failed=outcome.failed, failure_reason=outcome.failure_reason))
         update_progress_artifact(self.progress_artifact, progress=self._percent_done())
         self.bar.update(self.task_id, completed=self.observed)
-        self.bar.console.print(self._line(trial, outcome), highlight=False, soft_wrap=True)
+        self.bar.console.print(self._line(trial, outcome, duration), highlight=False, soft_wrap=True)
 
-    def _line(self, trial: Trial, outcome: TrialOutcome) -> str:
-        took = "" if outcome.duration_s is None else f" ({outcome.duration_s:.2f} s)"
+    def _line(self, trial: Trial, outcome: TrialOutcome, duration: float | None) -> str:
+        took = "" if duration is None else f" ({duration:.2f} s)"
         if outcome.failed:
             result = f"[red]failed[/red] {outcome.failure_reason}"
         else:
@@ -323,9 +321,11 @@ def tune(
         if prepared.already_observed < prepared.budget:
             if options.dask_address is None:
                 load_objective(objective_path(prepared.spec))
-            runner = cluster_for(options.dask_address, options.n_workers or parallelism, options.threads_per_worker)
-            with runner:
-                TrialLoop(storage, runner, prepared, parallelism, options.trial_timeout_s, options.seed).run()
+            with dask_client(options.dask_address, options.n_workers or parallelism,
+                             options.threads_per_worker) as client, \
+                    ThreadPoolTaskRunner(max_workers=parallelism) as task_runner:
+                TrialLoop(storage, client, task_runner, prepared, parallelism, options.trial_timeout_s,
+                          options.seed).run()
         else:
             logger.info("experiment %s already holds %s observations (budget %s): nothing to run",
                         prepared.name, prepared.already_observed, prepared.budget)

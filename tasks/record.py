@@ -14,7 +14,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from optimizer import ExperimentSpec
-from storage import Storage
+from storage import Storage, SuggestionRecord
 
 # Keys a re-run may change without making it a different experiment.
 _RUN_SETTINGS = ("observation_budget", "parallel_bandwidth")
@@ -90,12 +90,18 @@ def prepare_experiment(
     return PreparedExperiment(record.id, spec.name, spec, total, progress.observations, expired, resumed)
 
 
-def open_trial(storage: Storage, experiment_id: int, assignments: dict[str, Any]) -> tuple[int, int]:
-    """Record a suggestion and the run that will try it; return (suggestion id, run id)."""
+def open_suggestion(storage: Storage, experiment_id: int, assignments: dict[str, Any]) -> SuggestionRecord:
+    """Record a suggestion about to be tried (its assignments as the store validated them)."""
     (suggestion,) = storage.create_suggestions(experiment_id, [assignments])
-    run = storage.create_run(f"trial-{suggestion.id}", parameters=suggestion.assignments,
-                             experiment_id=experiment_id, suggestion_id=suggestion.id)
-    return suggestion.id, run.id
+    return suggestion
+
+
+def open_run(storage: Storage, experiment_id: int, suggestion_id: int, assignments: dict[str, Any],
+             prefect_task_run_id: str) -> int:
+    """Record the run trying a suggestion, linked to its Prefect task run; return the run id."""
+    run = storage.create_run(f"trial-{suggestion_id}", parameters=assignments, experiment_id=experiment_id,
+                             suggestion_id=suggestion_id, metadata={"prefect_task_run_id": prefect_task_run_id})
+    return run.id
 
 
 def trial_started(storage: Storage, suggestion_id: int, run_id: int, worker: str | None) -> None:

@@ -1,15 +1,18 @@
-"""Run one trial on a Dask worker: import the objective, call it, turn what happens into an outcome.
+"""One trial: the objective call on a Dask worker, and the Prefect task run that records it.
 
-A trial never touches the database. It talks to the flow through a `distributed.Queue` named
-in its request: a "started" message when the objective begins (the flow starts the trial's
-timeout clock and records the worker) and one "checkpoint" message per epoch the objective
-reports. Its return value is a `TrialOutcome`; a failed trial returns a Prefect `Failed`
-state carrying the outcome, so the UI shows it red while the flow still gets the reason.
+Two halves, so Dask workers never load Prefect. `run_objective` is a plain function the
+flow submits with the Dask client: it imports the objective, calls it, and turns what happens
+into a `TrialOutcome`; it talks to the flow only through a `distributed.Queue` named in its
+request (a "started" message when the objective begins, one "checkpoint" message per epoch).
+`run_trial` is the Prefect task, run in a thread of the flow process: it submits
+`run_objective`, waits for it, and ends in the state the UI should show (Completed, Failed
+with the reason, Failed "TimedOut", Crashed for a lost worker) with the outcome as its data.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import time
 import traceback
@@ -17,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import distributed
+from distributed import KilledWorker
 from distributed.comm.core import CommClosedError
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State, TaskRun
-from prefect.states import Failed
+from prefect.states import Crashed, Failed, State
 
 from optimizer import ExperimentSpec, ObservationError, validate_values
 from paretune.failures import Diverged, TrialFailure
@@ -29,8 +32,10 @@ from paretune.trial import TrialContext
 
 Objective = Callable[[dict[str, Any], TrialContext], dict[str, float]]
 
-# Faults of the machinery around a trial, not of its configuration: worth another attempt.
-INFRASTRUCTURE_FAULTS: tuple[type[BaseException], ...] = (ConnectionError, CommClosedError)
+# How a trial's Dask future ends when the worker running it, not the trial, failed.
+WORKER_LOST: tuple[type[BaseException], ...] = (KilledWorker, CommClosedError, ConnectionError)
+
+worker_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,10 @@ class TrialOutcome:
     suggestion_id: int
     values: dict[str, float] | None
     failure_reason: str | None
-    duration_s: float
+    duration_s: float | None
     worker: str | None
     checkpoints: list[tuple[int, dict[str, float]]]
+    traceback: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -105,81 +111,92 @@ def failure_reason(error: BaseException) -> str:
     return f"error: {type(error).__name__}: {error}"
 
 
-def retry_infrastructure_faults(task: Any, task_run: TaskRun, state: State) -> bool:
-    """Prefect's retry condition: retry connection faults, never a trial's own failure."""
-    try:
-        state.result()
-    except INFRASTRUCTURE_FAULTS:
-        return True
-    except BaseException:
-        return False
-    return False
-
-
-def _worker_address() -> str | None:
-    try:
-        return distributed.get_worker().address
-    except ValueError:
-        return None
-
-
-def _channel(request: TrialRequest) -> distributed.Queue | None:
-    if request.channel is None:
-        return None
-    return distributed.Queue(request.channel, client=distributed.get_client())
-
-
-def trial_run_name() -> str:
-    """The task run's name in the UI: suggestion id and assignments."""
-    from prefect.runtime import task_run
-
-    request: TrialRequest = task_run.parameters["request"]
-    return f"trial-{request.suggestion_id} {short_assignments(request.assignments)}"
-
-
 def short_assignments(assignments: dict[str, Any]) -> str:
     return " ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
                     for name, value in assignments.items())
 
 
-@task(
-    name="run-trial",
-    task_run_name=trial_run_name,
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=1,
-    retry_condition_fn=retry_infrastructure_faults,
-)
-def run_trial(request: TrialRequest) -> TrialOutcome | State:
-    """Call the objective once; a deterministic failure becomes a Failed state with its reason."""
-    logger = get_run_logger()
-    worker = _worker_address()
-    channel = _channel(request)
+def run_objective(request: TrialRequest) -> TrialOutcome:
+    """On a Dask worker: call the objective once; a failure of the trial itself becomes its outcome."""
+    worker = distributed.get_worker().address
+    channel = None if request.channel is None else distributed.Queue(request.channel, client=distributed.get_client())
 
     def stream_checkpoint(epoch: int, values: dict[str, float]) -> None:
         if channel is not None:
             channel.put(("checkpoint", request.suggestion_id, epoch, values))
 
-    context = TrialContext(
-        suggestion_id=request.suggestion_id,
-        settings=dict(request.settings),
-        checkpoint_sink=stream_checkpoint,
-    )
+    context = TrialContext(suggestion_id=request.suggestion_id, settings=dict(request.settings),
+                           checkpoint_sink=stream_checkpoint)
     if channel is not None:
         channel.put(("started", request.suggestion_id, worker))
     started = time.perf_counter()
     try:
         objective = load_objective(request.objective)
         values = check_metrics(request.spec, objective(dict(request.assignments), context))
-    except INFRASTRUCTURE_FAULTS:
+    except WORKER_LOST:
         raise
     except Exception as error:
-        reason = failure_reason(error)
-        if not isinstance(error, TrialFailure):
-            logger.error("trial %s raised:\n%s", request.suggestion_id, traceback.format_exc())
-        outcome = TrialOutcome(request.suggestion_id, None, reason, time.perf_counter() - started, worker,
-                               context.checkpoints)
-        return Failed(message=reason, data=outcome)
-    duration = time.perf_counter() - started
-    logger.info("trial %s: %s in %.2f s", request.suggestion_id, values, duration)
-    return TrialOutcome(request.suggestion_id, values, None, duration, worker, context.checkpoints)
+        details = None if isinstance(error, TrialFailure) else traceback.format_exc()
+        if details:
+            worker_logger.error("trial %s raised:\n%s", request.suggestion_id, details)
+        return TrialOutcome(request.suggestion_id, None, failure_reason(error), time.perf_counter() - started,
+                            worker, context.checkpoints, details)
+    return TrialOutcome(request.suggestion_id, values, None, time.perf_counter() - started, worker,
+                        context.checkpoints)
+
+
+class DaskTrial:
+    """One trial's Dask side, shared by the flow loop and the task thread that waits on it.
+
+    A plain class, not a dataclass: Prefect rebuilds dataclass parameters, and both sides must
+    hold this same object (the thread sets `future`, the loop may `time_out`).
+    """
+
+    def __init__(self, client: distributed.Client, request: TrialRequest):
+        self.client = client
+        self.request = request
+        self.future: distributed.Future | None = None
+        self.timeout_reason: str | None = None
+
+    def submit(self) -> distributed.Future:
+        self.future = self.client.submit(run_objective, self.request, pure=False,
+                                         key=f"trial-{self.request.suggestion_id}")
+        return self.future
+
+    def time_out(self, reason: str) -> None:
+        """Cancel the objective's future; the waiting task thread ends Failed("TimedOut") with `reason`."""
+        self.timeout_reason = reason
+        if self.future is not None:
+            self.future.cancel(force=True)
+
+
+def trial_run_name() -> str:
+    """The task run's name in the UI: suggestion id and assignments."""
+    from prefect.runtime import task_run
+
+    request: TrialRequest = task_run.parameters["trial"].request
+    return f"trial-{request.suggestion_id} {short_assignments(request.assignments)}"
+
+
+@task(name="run-trial", task_run_name=trial_run_name, cache_policy=NO_CACHE)
+def run_trial(trial: DaskTrial) -> TrialOutcome | State:
+    """Run the objective on Dask and end in the state that tells the UI how the trial went."""
+    suggestion_id = trial.request.suggestion_id
+    try:
+        outcome: TrialOutcome = trial.submit().result()
+    except distributed.CancelledError as error:
+        if trial.timeout_reason is not None:
+            reason = trial.timeout_reason
+            return Failed(name="TimedOut", message=reason, data=TrialOutcome(suggestion_id, None, reason, None, None, []))
+        reason = f"worker lost: {type(error).__name__}: {error}"
+        return Crashed(message=reason, data=TrialOutcome(suggestion_id, None, reason, None, None, []))
+    except WORKER_LOST as error:
+        reason = f"worker lost: {type(error).__name__}: {error}"
+        return Crashed(message=reason, data=TrialOutcome(suggestion_id, None, reason, None, None, []))
+    logger = get_run_logger()
+    if outcome.failed:
+        if outcome.traceback:
+            logger.error("trial %s raised on %s:\n%s", suggestion_id, outcome.worker, outcome.traceback)
+        return Failed(message=outcome.failure_reason, data=outcome)
+    logger.info("trial %s on %s: %s in %.2f s", suggestion_id, outcome.worker, outcome.values, outcome.duration_s)
+    return outcome
