@@ -8,16 +8,21 @@ its suggestion id, independent of the optimizer). Printed per N:
 
 * utilization: busy time (sum of trial durations) / (N x wall time), wall time from the first
   suggestion to the last observation (cluster start-up excluded). Goal: >= 95 % at 8 workers.
+* ideal: the same figure for a scheduler with no overhead at all, replaying the run's own
+  durations in suggestion order. It is below 100 % because the budget runs out: once the last
+  trial has started, workers fall idle one by one while the longest trials finish.
 * suggest: seconds `optimizer.suggest` takes per trial, replayed on the run's own history.
 * refill: seconds from recording a trial's observation to recording the next suggestion
   (the flow's bookkeeping plus `suggest`).
-* dispatch: seconds from recording a suggestion to its trial reporting "started" from a worker
-  (Prefect task submission, Dask scheduling, the Prefect task engine on the worker).
+* dispatch: seconds from recording a suggestion to the flow recording its "started" message
+  (the Prefect task run starting in a flow thread, `Client.submit`, Dask scheduling, the
+  message's trip back through the queue).
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import random
 import statistics
 import tempfile
@@ -54,6 +59,14 @@ def spec_for(workers: int, trials: int) -> dict[str, Any]:
     }
 
 
+def zero_overhead_utilization(workers: int, durations: list[float]) -> float:
+    """Utilization if each trial started on the first free worker the instant it freed."""
+    free_at = [0.0] * workers
+    for duration in durations:
+        heapq.heappush(free_at, heapq.heappop(free_at) + duration)
+    return sum(durations) / (workers * max(free_at))
+
+
 def measure(workers: int, trials: int, db_path: str) -> dict[str, float]:
     spec_dict = spec_for(workers, trials)
     with DuckDBStorage(db_path) as storage:
@@ -80,6 +93,8 @@ def measure(workers: int, trials: int, db_path: str) -> dict[str, float]:
     return {
         "workers": workers, "trials": len(observations), "wall_s": wall, "busy_s": busy,
         "utilization": busy / (workers * wall),
+        "ideal": zero_overhead_utilization(workers, [o.duration_s or 0.0 for o in
+                                                     sorted(observations, key=lambda o: o.suggestion_id)]),
         "suggest_s": statistics.mean(suggest_s), "refill_s": statistics.mean(refill),
         "dispatch_s": statistics.mean(dispatch),
     }
@@ -95,10 +110,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     with tempfile.TemporaryDirectory() as folder, prefect_api(home=Path(folder) / "prefect"):
         for workers in args.workers:
             results.append(measure(workers, workers * args.trials_per_worker, str(Path(folder) / f"{workers}.duckdb")))
-    print(f"{'workers':>7} {'trials':>6} {'wall s':>7} {'utilization':>11} {'suggest s':>9} {'refill s':>8} "
-          f"{'dispatch s':>10}")
+    print(f"{'workers':>7} {'trials':>6} {'wall s':>7} {'utilization':>11} {'ideal':>6} {'suggest s':>9} "
+          f"{'refill s':>8} {'dispatch s':>10}")
     for r in results:
-        print(f"{r['workers']:>7} {r['trials']:>6} {r['wall_s']:>7.1f} {r['utilization']:>10.1%} "
+        print(f"{r['workers']:>7} {r['trials']:>6} {r['wall_s']:>7.1f} {r['utilization']:>10.1%} {r['ideal']:>6.1%} "
               f"{r['suggest_s']:>9.4f} {r['refill_s']:>8.4f} {r['dispatch_s']:>10.4f}")
     return results
 
