@@ -11,10 +11,17 @@ space-filling random points) or the model-based step:
    whose good group is the current frontier (non-dominated rank among feasible points); and a
    joint feasibility model (completed-and-feasible against failed-or-violating).
 3. Candidates: from every model, hyperopt-style proposals (best l/g of many draws per axis)
-   plus plain draws from l. Each is scored by the frontier model's log l/g (the metric's own
-   with one metric: plain TPE) plus twice log P(feasible).
-4. Pending points and the batch's earlier picks are liars in every bad group (constant liar),
-   and exact repeats of tried or in-flight points are never proposed.
+   plus plain draws from l, and a few uniform draws for exploration.
+4. The Pareto selection step (two metrics): a Gaussian process per optimized metric predicts
+   each candidate's values; the candidate with the largest expected hypervolume improvement
+   over the current feasible frontier wins, weighted by its probability of meeting every
+   constraint (a Gaussian process per constraint metric) and of not failing (Parzen densities
+   of failed against completed points). Thresholds on optimized metrics are the hypervolume's
+   reference point, so only the part of the frontier beyond them counts. With one metric, or
+   when no candidate is expected to improve anything, candidates are ranked as in plain TPE:
+   the (frontier) model's log l/g plus twice log P(feasible).
+5. Pending points and the batch's earlier picks are liars in every bad group (constant liar)
+   and believed at their predicted values by the Gaussian processes (kriging believer); exact repeats of tried or in-flight points are never proposed.
 """
 
 from __future__ import annotations
@@ -25,14 +32,23 @@ from typing import Any
 
 import numpy as np
 
+from scipy.special import ndtr
+
+from optimizer.gp import GaussianProcess, training_subset
 from optimizer.observation import Observation, validate_assignments, validate_history
-from optimizer.pareto import nondominated_ranks
+from optimizer.pareto import hypervolume_improvements, nondominated_ranks, pareto_front
 from optimizer.space import SearchSpace
 from optimizer.spec import ExperimentSpec
 from optimizer.tpe import build_mixture, fit_model
 
 FAILED, VIOLATES_CONSTRAINT, OUTSIDE_THRESHOLD, FEASIBLE = 3, 2, 1, 0
 FEASIBILITY_WEIGHT = 2.0  # a failed trial wastes its whole cost: weigh P(feasible) above one TPE ratio
+EXPLORATION_DRAWS = 32  # uniform candidates beside TPE's, so the surrogate can pick unexplored regions
+LOCAL_STEP = 0.05  # spread of the local candidates around the best points, on the unit axes
+LOCAL_ANCHORS = 10  # how many of the best points (by frontier rank) local candidates start from
+LOCAL_DRAWS = 96  # local candidates per call
+POSTERIOR_SPREAD = 0.5  # posterior draws at half their spread: full spread over-rewards the boundary, where the surrogate is least sure
+HYPERVOLUME_SAMPLES = 64  # posterior draws per candidate for the expected hypervolume improvement
 
 
 def suggest(
@@ -43,7 +59,7 @@ def suggest(
     seed: int | None = None,
     *,
     n_startup: int | None = None,
-    n_candidates: int = 96,
+    n_candidates: int = 24,
     n_proposals: int = 8,
     gamma: float = 1.0,
     prior_weight: float = 1.0,
@@ -88,6 +104,8 @@ class _History:
     objectives: np.ndarray  # (n, optimized metrics); nan where failed
     shortfall: np.ndarray  # how far each observation misses the thresholds (constraint or optimized)
     thresholds: np.ndarray  # optimized metrics' thresholds in minimization form, nan if none
+    constraint_values: np.ndarray  # (n, constraint metrics) in minimization form; nan where failed
+    constraint_limits: np.ndarray  # constraint thresholds in minimization form
 
     @property
     def n_completed(self) -> int:
@@ -115,8 +133,14 @@ class _History:
             else:
                 tiers[i] = FEASIBLE
         thresholds = np.array([s * m.threshold if m.threshold is not None else np.nan for s, m in zip(signs, optimized)])
+        constraint_signs = np.array([1.0 if m.objective == "minimize" else -1.0 for m in constraints])
+        constraint_values = np.full((len(history), len(constraints)), np.nan)
+        for i, observation in enumerate(history):
+            if not observation.failed and observation.values:
+                constraint_values[i] = constraint_signs * np.array([observation.values[m.name] for m in constraints])
+        constraint_limits = constraint_signs * np.array([float(m.threshold) for m in constraints])
         rows = space.encode_many([o.assignments for o in history])
-        return cls(rows, tiers, objectives, shortfall, thresholds)
+        return cls(rows, tiers, objectives, shortfall, thresholds, constraint_values, constraint_limits)
 
 
 def _miss(metric: Any, value: float) -> float:
@@ -176,13 +200,68 @@ def _model_based(space: SearchSpace, data: _History, in_flight: np.ndarray, rng:
     if n_metrics > 1:
         proposers.append(fit_model(space, data.rows, _frontier_ranks(data), in_flight, gamma, prior_weight))
     candidates = space.snap(np.vstack([np.vstack([model.propose(rng, n_proposals, n_candidates),
-                                                  model.sample(rng, n_proposals * 4)]) for model in proposers]))
+                                                  model.sample(rng, n_proposals * 4)]) for model in proposers]
+                                      + [space.sample_uniform(rng, EXPLORATION_DRAWS)]))
     candidates = _unseen(space, candidates, np.vstack([data.rows, in_flight]))
     if len(candidates) == 0:
         return _space_filling(space, np.vstack([data.rows, in_flight]), rng)
-    feasibility = _log_feasibility(space, data, candidates, prior_weight)
+    if n_metrics > 1 and data.n_completed >= 2:
+        local = _unseen(space, _near_frontier(space, data, rng), np.vstack([data.rows, in_flight]))
+        candidates = np.vstack([candidates, local])
+        gains = _expected_hypervolume_gain(space, data, in_flight, candidates, rng, prior_weight)
+        if np.max(gains) > 0:
+            return candidates[int(np.argmax(gains))]
+    feasibility = _log_feasibility(space, data, candidates, prior_weight, VIOLATES_CONSTRAINT)
     scores = proposers[-1].acquisition(candidates) + FEASIBILITY_WEIGHT * feasibility
     return candidates[int(np.argmax(scores))]
+
+
+def _expected_hypervolume_gain(space: SearchSpace, data: _History, in_flight: np.ndarray, candidates: np.ndarray,
+                               rng: np.random.Generator, prior_weight: float) -> np.ndarray:
+    """E[hypervolume improvement] x P(meets constraints) x P(completes), per candidate."""
+    completed = np.flatnonzero(data.tiers != FAILED)
+    subset = completed[training_subset(_frontier_ranks(data)[completed])]
+    models = [GaussianProcess.fit(data.rows[subset], data.objectives[subset, m], space.continuous).believing(in_flight)
+              for m in range(data.objectives.shape[1])]
+    predictions = [model.predict(candidates) for model in models]
+    means = np.column_stack([mean for mean, _ in predictions])
+    stds = np.column_stack([std for _, std in predictions])
+    believed = np.column_stack([model.predict(in_flight)[0] for model in models]) if len(in_flight) else means[:0]
+    front = pareto_front(np.vstack([data.objectives[data.tiers == FEASIBLE], believed]))
+    reference = _reference_point(data)
+    draws = rng.standard_normal((1, HYPERVOLUME_SAMPLES, means.shape[1]))
+    samples = means[:, None, :] + POSTERIOR_SPREAD * stds[:, None, :] * draws
+    gains = hypervolume_improvements(samples.reshape(-1, means.shape[1]), front, reference)
+    expected = gains.reshape(len(candidates), HYPERVOLUME_SAMPLES).mean(axis=1)
+    probability = np.exp(_log_feasibility(space, data, candidates, prior_weight, FAILED))
+    for c, limit in enumerate(data.constraint_limits):
+        model = GaussianProcess.fit(data.rows[subset], data.constraint_values[subset, c], space.continuous)
+        mean, std = model.believing(in_flight).predict(candidates)
+        probability *= ndtr((limit - mean) / std)
+    return expected * probability
+
+
+def _near_frontier(space: SearchSpace, data: _History, rng: np.random.Generator) -> np.ndarray:
+    """Small perturbations of the best points: the surrogate refines the frontier where TPE's
+    broader proposals would only rediscover its neighbourhood."""
+    ranks = _frontier_ranks(data)
+    anchors = data.rows[np.argsort(ranks, kind="stable")[:LOCAL_ANCHORS]]
+    picks = anchors[rng.integers(len(anchors), size=LOCAL_DRAWS)]
+    moved = picks + rng.normal(0.0, LOCAL_STEP, size=picks.shape) * space.continuous
+    flips = (rng.uniform(size=picks.shape) < 1.0 / max(space.n_dims, 1)) & ~space.continuous
+    moved = np.where(flips, space.sample_uniform(rng, LOCAL_DRAWS), moved)
+    return space.snap(moved)
+
+
+def _reference_point(data: _History) -> np.ndarray:
+    """Where the hypervolume is measured from: each optimized metric's threshold when it has
+    one (only the frontier beyond it counts), else a tenth of the range past the worst
+    feasible value."""
+    feasible = data.objectives[data.tiers == FEASIBLE]
+    pool = feasible if len(feasible) else data.objectives[data.tiers != FAILED]
+    worst, best = pool.max(axis=0), pool.min(axis=0)
+    span = np.where(worst > best, worst - best, np.maximum(np.abs(worst), 1.0))
+    return np.where(np.isnan(data.thresholds), worst + 0.1 * span, data.thresholds)
 
 
 def _metric_ranks(data: _History, metric: int) -> np.ndarray:
@@ -216,9 +295,11 @@ def _unseen(space: SearchSpace, candidates: np.ndarray, taken: np.ndarray) -> np
     return candidates[space.distances(candidates, taken).min(axis=1) > 1e-9]
 
 
-def _log_feasibility(space: SearchSpace, data: _History, candidates: np.ndarray, prior_weight: float) -> np.ndarray:
-    """log P(completed and meets constraints | x), from Parzen densities of both groups."""
-    bad = data.tiers >= VIOLATES_CONSTRAINT
+def _log_feasibility(space: SearchSpace, data: _History, candidates: np.ndarray, prior_weight: float,
+                     worst_good_tier: int) -> np.ndarray:
+    """log P(tier below `worst_good_tier` | x), from Parzen densities of both groups: with
+    VIOLATES_CONSTRAINT, completing and meeting every constraint; with FAILED, completing."""
+    bad = data.tiers >= worst_good_tier
     if not bad.any():
         return np.zeros(len(candidates))
     good_rows, bad_rows = data.rows[~bad], data.rows[bad]
