@@ -17,21 +17,23 @@ import numpy as np
 from scipy.linalg import cho_solve, solve_triangular
 
 MAX_TRAINING_POINTS = 200
+MAX_SELECTION_POINTS = 100  # hyperparameters are chosen on a subset; the final fit uses all points
 _LENGTHSCALES = (0.15, 0.3, 0.6, 1.2)
 _NOISES = (1e-4, 1e-2, 1e-1)
 _ARD_FACTORS = (1 / 3, 3.0)
 _JITTER = 1e-6
 
 
-def matern52(rows: np.ndarray, others: np.ndarray, lengthscales: np.ndarray, continuous: np.ndarray) -> np.ndarray:
-    """Kernel matrix between `rows` and `others` (unit signal variance)."""
-    squared = np.zeros((len(rows), len(others)))
-    for axis in range(rows.shape[1]):
-        diff = rows[:, axis:axis + 1] - others[None, :, axis]
-        if continuous[axis]:
-            squared += (diff / lengthscales[axis]) ** 2
-        else:
-            squared += (diff != 0) / lengthscales[axis] ** 2
+def axis_distances(rows: np.ndarray, others: np.ndarray, continuous: np.ndarray) -> np.ndarray:
+    """Per-axis squared differences (continuous) or mismatches (categorical), (rows, others, axes)."""
+    diff = rows[:, None, :] - others[None, :, :]
+    return np.where(continuous, diff * diff, (diff != 0).astype(float))
+
+
+def matern52(distances: np.ndarray, lengthscales: np.ndarray) -> np.ndarray:
+    """Kernel matrix from `axis_distances` (unit signal variance)."""
+    rows, others, axes = distances.shape
+    squared = (distances.reshape(rows * others, axes) @ (1.0 / lengthscales**2)).reshape(rows, others)
     r = np.sqrt(5.0 * squared)
     return (1.0 + r + r * r / 3.0) * np.exp(-r)
 
@@ -54,26 +56,14 @@ class GaussianProcess:
         offset = float(np.mean(values))
         scale = float(np.std(values)) or 1.0
         targets = np.clip((values - offset) / scale, -5.0, 5.0)  # one wild value must not flatten the rest
-        best = None
-        for lengthscale in _LENGTHSCALES:
-            for noise in _NOISES:
-                candidate = _evidence(rows, targets, continuous, np.full(rows.shape[1], lengthscale), noise)
-                if best is None or candidate[0] > best[0]:
-                    best = candidate
-        assert best is not None
-        for axis in range(rows.shape[1]):  # one pass of per-axis relevance
-            for factor in _ARD_FACTORS:
-                lengthscales = best[1].copy()
-                lengthscales[axis] *= factor
-                candidate = _evidence(rows, targets, continuous, lengthscales, best[2])
-                if candidate[0] > best[0]:
-                    best = candidate
-        _, lengthscales, noise, cholesky, alpha = best
+        distances = axis_distances(rows, rows, continuous)
+        lengthscales, noise = _select_hyperparameters(distances, targets)
+        cholesky, alpha = _factor(distances, targets, lengthscales, noise)
         return cls(rows, targets, continuous, lengthscales, noise, offset, scale, cholesky, alpha)
 
     def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the metric (original units) at `rows`."""
-        cross = matern52(rows, self.rows, self.lengthscales, self.continuous)
+        cross = matern52(axis_distances(rows, self.rows, self.continuous), self.lengthscales)
         mean = cross @ self.alpha
         solved = solve_triangular(self.cholesky, cross.T, lower=True)
         variance = np.maximum(1.0 - np.sum(solved * solved, axis=0), 1e-12)
@@ -87,23 +77,48 @@ class GaussianProcess:
         believed = (self.predict(rows)[0] - self.offset) / self.scale
         all_rows = np.vstack([self.rows, rows])
         targets = np.concatenate([self.targets, believed])
-        _, _, _, cholesky, alpha = _evidence(all_rows, targets, self.continuous, self.lengthscales, self.noise)
+        distances = axis_distances(all_rows, all_rows, self.continuous)
+        cholesky, alpha = _factor(distances, targets, self.lengthscales, self.noise)
         return GaussianProcess(all_rows, targets, self.continuous, self.lengthscales, self.noise, self.offset,
                                self.scale, cholesky, alpha)
 
 
-def _evidence(rows: np.ndarray, targets: np.ndarray, continuous: np.ndarray, lengthscales: np.ndarray,
-              noise: float) -> tuple[float, np.ndarray, float, np.ndarray, np.ndarray]:
-    """Log marginal likelihood with the factors that produced it."""
-    kernel = matern52(rows, rows, lengthscales, continuous)
+def _select_hyperparameters(distances: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, float]:
+    """Best (lengthscales, noise) by log marginal likelihood: a grid of shared lengthscales and
+    noise levels, then one pass of per-axis refinement. Evidence on `MAX_SELECTION_POINTS`
+    points spread over the training set ranks hyperparameters as well, at a fraction of the cost."""
+    if len(targets) > MAX_SELECTION_POINTS:
+        spread = np.linspace(0, len(targets) - 1, MAX_SELECTION_POINTS).astype(int)
+        distances, targets = distances[np.ix_(spread, spread)], targets[spread]
+    n_axes = distances.shape[2]
+    best = max(((_evidence(distances, targets, np.full(n_axes, lengthscale), noise), lengthscale, noise)
+                for lengthscale in _LENGTHSCALES for noise in _NOISES), key=lambda item: item[0])
+    evidence, lengthscales, noise = best[0], np.full(n_axes, best[1]), best[2]
+    for axis in range(n_axes):
+        for factor in _ARD_FACTORS:
+            trial = lengthscales.copy()
+            trial[axis] *= factor
+            trial_evidence = _evidence(distances, targets, trial, noise)
+            if trial_evidence > evidence:
+                evidence, lengthscales = trial_evidence, trial
+    return lengthscales, noise
+
+
+def _factor(distances: np.ndarray, targets: np.ndarray, lengthscales: np.ndarray,
+            noise: float) -> tuple[np.ndarray, np.ndarray]:
+    kernel = matern52(distances, lengthscales)
     kernel[np.diag_indices_from(kernel)] += noise + _JITTER
+    cholesky = np.linalg.cholesky(kernel)
+    return cholesky, cho_solve((cholesky, True), targets)
+
+
+def _evidence(distances: np.ndarray, targets: np.ndarray, lengthscales: np.ndarray, noise: float) -> float:
+    """Log marginal likelihood (up to a constant); -inf where the kernel is not positive definite."""
     try:
-        cholesky = np.linalg.cholesky(kernel)
+        cholesky, alpha = _factor(distances, targets, lengthscales, noise)
     except np.linalg.LinAlgError:
-        return -np.inf, lengthscales, noise, np.eye(len(rows)), np.zeros(len(rows))
-    alpha = cho_solve((cholesky, True), targets)
-    log_likelihood = -0.5 * float(targets @ alpha) - float(np.sum(np.log(np.diag(cholesky))))
-    return log_likelihood, lengthscales, noise, cholesky, alpha
+        return -np.inf
+    return -0.5 * float(targets @ alpha) - float(np.sum(np.log(np.diag(cholesky))))
 
 
 def training_subset(ranks: np.ndarray, limit: int = MAX_TRAINING_POINTS) -> np.ndarray:

@@ -2,43 +2,44 @@
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 
-def dominates(points: np.ndarray) -> np.ndarray:
-    """Matrix D with D[i, j] True when point j dominates point i (all <=, one <)."""
-    le = np.all(points[None, :, :] <= points[:, None, :], axis=2)
-    lt = np.any(points[None, :, :] < points[:, None, :], axis=2)
-    return le & lt
+def nondominated_ranks(points: np.ndarray) -> np.ndarray:
+    """Front index of each point (0 = non-dominated) for one or two minimized objectives.
 
-
-def nondominated_ranks(points: np.ndarray, enough: int | None = None) -> np.ndarray:
-    """Front index of each point (0 = non-dominated). Peeling stops once `enough` points are
-    ranked; the rest get the next rank, which is all a good/bad split needs."""
-    n = len(points)
-    ranks = np.full(n, n, dtype=int)
-    if n == 0:
-        return ranks
-    dominated_by = dominates(points)
-    remaining = np.ones(n, dtype=bool)
-    rank, ranked = 0, 0
-    while remaining.any() and (enough is None or ranked < enough):
-        counts = dominated_by[:, remaining].sum(axis=1)
-        front = remaining & (counts == 0)
-        ranks[front] = rank
-        remaining &= ~front
-        ranked += int(front.sum())
-        rank += 1
-    ranks[remaining] = rank
-    return ranks
+    O(n log n): in order of the first objective, a point joins the first front whose best
+    second objective so far it beats (binary search over the fronts' tails, which increase
+    with the front index). Identical points share a front.
+    """
+    points = np.asarray(points, dtype=float)
+    if points.ndim == 1 or points.shape[1] == 1:
+        points = np.column_stack([points.reshape(len(points), -1)[:, 0], np.zeros(len(points))])
+    if points.shape[1] != 2:
+        raise ValueError(f"non-dominated ranks are for one or two objectives, got {points.shape[1]}")
+    if len(points) == 0:
+        return np.zeros(0, dtype=int)
+    unique, inverse = np.unique(points, axis=0, return_inverse=True)  # sorted by f1, then f2
+    tails: list[float] = []
+    unique_ranks = np.empty(len(unique), dtype=int)
+    for index, second in enumerate(unique[:, 1]):
+        front = bisect.bisect_right(tails, second)  # first front whose tail is above `second`
+        if front == len(tails):
+            tails.append(second)
+        else:
+            tails[front] = second
+        unique_ranks[index] = front
+    return unique_ranks[inverse.reshape(-1)]
 
 
 def pareto_front(points: np.ndarray) -> np.ndarray:
-    """The non-dominated points, sorted by the first objective."""
+    """The distinct non-dominated points, sorted by the first objective."""
+    points = np.asarray(points, dtype=float)
     if len(points) == 0:
         return points.reshape(0, points.shape[1] if points.ndim == 2 else 2)
-    front = points[~dominates(points).any(axis=1)]
-    front = np.unique(front, axis=0)
+    front = np.unique(points[nondominated_ranks(points) == 0], axis=0)
     return front[np.argsort(front[:, 0], kind="stable")]
 
 
@@ -76,12 +77,3 @@ def hypervolume_improvements(candidates: np.ndarray, front: np.ndarray, referenc
     widths = np.diff(np.concatenate([x, np.full_like(a, reference[0])], axis=1), axis=1)
     covered = np.sum(widths * (reference[1] - y), axis=1)
     return np.maximum(box[:, 0] - covered, 0.0)
-
-
-def dominance_gap(candidates: np.ndarray, front: np.ndarray) -> np.ndarray:
-    """How far each candidate must move (same shift on every objective) to stop being
-    dominated by `front`: 0 for candidates already non-dominated."""
-    if len(front) == 0:
-        return np.zeros(len(candidates))
-    shift = np.min(np.max(candidates[:, None, :] - front[None, :, :], axis=2), axis=1)
-    return np.maximum(shift, 0.0)

@@ -60,7 +60,7 @@ def suggest(
     *,
     n_startup: int | None = None,
     n_candidates: int = 24,
-    n_proposals: int = 8,
+    n_proposals: int = 4,
     gamma: float = 1.0,
     prior_weight: float = 1.0,
 ) -> list[dict[str, Any]]:
@@ -197,8 +197,9 @@ def _model_based(space: SearchSpace, data: _History, in_flight: np.ndarray, rng:
     models = [fit_model(space, data.rows, _metric_ranks(data, m), in_flight, gamma, prior_weight)
               for m in range(n_metrics)]
     proposers = list(models)
+    frontier_ranks = _frontier_ranks(data)
     if n_metrics > 1:
-        proposers.append(fit_model(space, data.rows, _frontier_ranks(data), in_flight, gamma, prior_weight))
+        proposers.append(fit_model(space, data.rows, frontier_ranks, in_flight, gamma, prior_weight))
     candidates = space.snap(np.vstack([np.vstack([model.propose(rng, n_proposals, n_candidates),
                                                   model.sample(rng, n_proposals * 4)]) for model in proposers]
                                       + [space.sample_uniform(rng, EXPLORATION_DRAWS)]))
@@ -206,9 +207,9 @@ def _model_based(space: SearchSpace, data: _History, in_flight: np.ndarray, rng:
     if len(candidates) == 0:
         return _space_filling(space, np.vstack([data.rows, in_flight]), rng)
     if n_metrics > 1 and data.n_completed >= 2:
-        local = _unseen(space, _near_frontier(space, data, rng), np.vstack([data.rows, in_flight]))
+        local = _unseen(space, _near_frontier(space, data, frontier_ranks, rng), np.vstack([data.rows, in_flight]))
         candidates = np.vstack([candidates, local])
-        gains = _expected_hypervolume_gain(space, data, in_flight, candidates, rng, prior_weight)
+        gains = _expected_hypervolume_gain(space, data, frontier_ranks, in_flight, candidates, rng, prior_weight)
         if np.max(gains) > 0:
             return candidates[int(np.argmax(gains))]
     feasibility = _log_feasibility(space, data, candidates, prior_weight, VIOLATES_CONSTRAINT)
@@ -216,11 +217,11 @@ def _model_based(space: SearchSpace, data: _History, in_flight: np.ndarray, rng:
     return candidates[int(np.argmax(scores))]
 
 
-def _expected_hypervolume_gain(space: SearchSpace, data: _History, in_flight: np.ndarray, candidates: np.ndarray,
-                               rng: np.random.Generator, prior_weight: float) -> np.ndarray:
+def _expected_hypervolume_gain(space: SearchSpace, data: _History, frontier_ranks: np.ndarray, in_flight: np.ndarray,
+                               candidates: np.ndarray, rng: np.random.Generator, prior_weight: float) -> np.ndarray:
     """E[hypervolume improvement] x P(meets constraints) x P(completes), per candidate."""
     completed = np.flatnonzero(data.tiers != FAILED)
-    subset = completed[training_subset(_frontier_ranks(data)[completed])]
+    subset = completed[training_subset(frontier_ranks[completed])]
     models = [GaussianProcess.fit(data.rows[subset], data.objectives[subset, m], space.continuous).believing(in_flight)
               for m in range(data.objectives.shape[1])]
     predictions = [model.predict(candidates) for model in models]
@@ -241,11 +242,11 @@ def _expected_hypervolume_gain(space: SearchSpace, data: _History, in_flight: np
     return expected * probability
 
 
-def _near_frontier(space: SearchSpace, data: _History, rng: np.random.Generator) -> np.ndarray:
+def _near_frontier(space: SearchSpace, data: _History, frontier_ranks: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
     """Small perturbations of the best points: the surrogate refines the frontier where TPE's
     broader proposals would only rediscover its neighbourhood."""
-    ranks = _frontier_ranks(data)
-    anchors = data.rows[np.argsort(ranks, kind="stable")[:LOCAL_ANCHORS]]
+    anchors = data.rows[np.argsort(frontier_ranks, kind="stable")[:LOCAL_ANCHORS]]
     picks = anchors[rng.integers(len(anchors), size=LOCAL_DRAWS)]
     moved = picks + rng.normal(0.0, LOCAL_STEP, size=picks.shape) * space.continuous
     flips = (rng.uniform(size=picks.shape) < 1.0 / max(space.n_dims, 1)) & ~space.continuous
@@ -276,7 +277,7 @@ def _frontier_ranks(data: _History) -> np.ndarray:
     within = data.shortfall.copy()
     feasible = np.flatnonzero(data.tiers == FEASIBLE)
     if len(feasible):
-        within[feasible] = nondominated_ranks(data.objectives[feasible], enough=25)
+        within[feasible] = nondominated_ranks(data.objectives[feasible])
     return _ranks(data.tiers, within)
 
 
@@ -288,11 +289,18 @@ def _ranks(tiers: np.ndarray, within: np.ndarray) -> np.ndarray:
 
 
 def _unseen(space: SearchSpace, candidates: np.ndarray, taken: np.ndarray) -> np.ndarray:
-    """Drop candidates that repeat a tried or in-flight point (or each other)."""
+    """Drop candidates that repeat a tried or in-flight point (or each other). Candidates are
+    snapped, so a repeat is the same row exactly."""
     candidates = np.unique(candidates, axis=0)
     if len(taken) == 0:
         return candidates
-    return candidates[space.distances(candidates, taken).min(axis=1) > 1e-9]
+    return candidates[~np.isin(_row_keys(candidates), _row_keys(taken))]
+
+
+def _row_keys(rows: np.ndarray) -> np.ndarray:
+    """Each row as one opaque value, so rows can be matched with set operations."""
+    rows = np.ascontiguousarray(rows, dtype=float)
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
 
 
 def _log_feasibility(space: SearchSpace, data: _History, candidates: np.ndarray, prior_weight: float,

@@ -1,8 +1,9 @@
-"""Pareto tools and the space encoding: small cases checked by hand."""
+"""Pareto tools, the surrogate and the space encoding: small cases checked by hand."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from optimizer import ExperimentSpec
 from optimizer.pareto import hypervolume_2d, hypervolume_contributions, nondominated_ranks, pareto_front
@@ -36,3 +37,52 @@ def test_space_round_trips_and_respects_integrality():
     rows = space.sample_uniform(np.random.default_rng(0), 500)
     values = {space.decode(row)["n"] for row in rows}
     assert values == {-2, -1, 0, 1, 2}
+
+
+def brute_force_ranks(points):
+    """Peel fronts by checking every pair (the definition, O(n^3))."""
+    remaining, ranks, rank = set(range(len(points))), np.zeros(len(points), dtype=int), 0
+    while remaining:
+        front = [i for i in remaining if not any(
+            np.all(points[j] <= points[i]) and np.any(points[j] < points[i]) for j in remaining if j != i)]
+        ranks[front] = rank
+        remaining -= set(front)
+        rank += 1
+    return ranks
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fast_ranks_match_the_definition_with_ties_and_duplicates(seed):
+    rng = np.random.default_rng(seed)
+    points = rng.integers(0, 5, size=(40, 2)).astype(float)  # coarse: ties and duplicates abound
+    assert nondominated_ranks(points).tolist() == brute_force_ranks(points).tolist()
+    single = points[:, :1]
+    assert nondominated_ranks(single).tolist() == brute_force_ranks(np.column_stack([single, 0 * single])).tolist()
+
+
+def test_gaussian_process_interpolates_and_knows_where_it_is_unsure():
+    from optimizer.gp import GaussianProcess
+
+    rng = np.random.default_rng(0)
+    rows = rng.uniform(0.0, 0.5, size=(40, 2))  # the right half of the square is never seen
+    values = np.sin(4 * rows[:, 0]) + rows[:, 1] ** 2
+    continuous = np.array([True, True])
+    model = GaussianProcess.fit(rows, values, continuous)
+    inside = rng.uniform(0.05, 0.45, size=(20, 2))
+    mean, std_inside = model.predict(inside)
+    assert np.max(np.abs(mean - (np.sin(4 * inside[:, 0]) + inside[:, 1] ** 2))) < 0.1
+    _, std_outside = model.predict(np.array([[0.95, 0.95]]))
+    assert std_outside[0] > 5 * np.median(std_inside)
+    pending = np.array([[0.95, 0.95]])
+    _, std_believed = model.believing(pending).predict(pending)
+    assert std_believed[0] < 0.2 * std_outside[0]
+
+
+def test_gaussian_process_on_categorical_axes():
+    from optimizer.gp import GaussianProcess
+
+    rows = np.array([[c, x] for c in (0.0, 1.0, 2.0) for x in np.linspace(0, 1, 8)])
+    values = np.where(rows[:, 0] == 1.0, 5.0, 0.0) + rows[:, 1]
+    model = GaussianProcess.fit(rows, values, np.array([False, True]))
+    mean, _ = model.predict(np.array([[1.0, 0.5], [2.0, 0.5]]))
+    assert mean[0] > mean[1] + 3.0
