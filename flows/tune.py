@@ -3,16 +3,20 @@
 Why the Dask client directly, and Prefect task runs in threads of this process: every trial
 is a Prefect task run of this flow run (the UI's record of it: assignments in its name, tags
 `experiment:` and `suggestion:`, state Completed / Failed / Failed "TimedOut" / Crashed), but
-that task runs in a `ThreadPoolTaskRunner` thread here, not on a Dask worker. Inside it, the
-objective call goes to Dask with `Client.submit` (`tasks.trial.run_trial`). prefect-dask's
-`DaskTaskRunner` ran the whole Prefect task engine on the worker instead: about 150-180 ms of
-worker CPU per trial (restoring Prefect's settings context, a new HTTP client) and Prefect API
-traffic from every worker, which at 8 workers on a small machine delayed each dispatch by
-seconds. Workers now run only the objective and need no Prefect at all.
+that task runs in a `ThreadPoolTaskRunner` thread here, not on a Dask worker. prefect-dask's
+`DaskTaskRunner` ran the whole Prefect task engine on the worker: about 150-180 ms of worker CPU
+per trial (restoring Prefect's settings context, a new HTTP client) and Prefect API traffic from
+every worker, which at 8 workers on a small machine delayed each dispatch by seconds. Now the
+loop submits the objective itself with `Client.submit` (`tasks.trial.DaskTrial`), and the task
+thread waits on that same Dask future to end its task run in the right state. The objective is
+not submitted from inside the task because a task run's start makes Prefect API calls (tag
+concurrency slots, for the trial's tags) that took 0.1-7 s under load: the UI record may start
+a little after its trial, the trial never waits for it. Workers run only the objective and need
+no Prefect at all.
 
 The loop is event-driven, with one ordered stream of events: a `distributed.Queue` named for
 this flow run. A trial posts "started" (its timeout clock starts, the worker is recorded) and
-one message per epoch from the worker; when its task run ends, a done-callback posts "ended"
+one message per epoch from the worker; when its Dask future ends, a done-callback posts "ended"
 from the flow process. A worker's messages are in the queue before its Dask task returns, so
 they always come before that trial's "ended". The loop blocks on the queue (or until the next
 timeout deadline), handles everything waiting, and refills a slot the moment a trial ends:
@@ -37,16 +41,15 @@ import math
 import threading
 import time
 import uuid
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import distributed
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.futures import PrefectConcurrentFuture
+from prefect.futures import PrefectFuture
+from prefect.futures import wait as wait_for_task_runs
 from prefect.runtime import flow_run
-from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
@@ -58,7 +61,7 @@ from optimizer import ExperimentSpec, Observation, suggest
 from storage import DuckDBStorage, Storage, default_db_path
 from tasks.record import (PreparedExperiment, close_trial, objective_path, open_run, open_suggestion,
                           prepare_experiment, trial_started)
-from tasks.trial import DaskTrial, TrialOutcome, TrialRequest, failure_reason, load_objective, run_trial, short_assignments
+from tasks.trial import DaskTrial, TrialOutcome, TrialRequest, load_objective, run_trial, short_assignments
 
 # How long the flow waits, at the end, for workers it restarted after timeouts to come back.
 RESTART_WAIT_S = 60
@@ -128,7 +131,6 @@ class Trial:
     run_id: int
     assignments: dict[str, Any]
     dask: DaskTrial
-    future: PrefectConcurrentFuture
     started_at: float | None = None
     worker: str | None = None
     timed_out: bool = False
@@ -164,6 +166,7 @@ class TrialLoop:
         )
         self.console = Console(stderr=True)
         self.restarts: list[threading.Thread] = []
+        self.task_runs: list[PrefectFuture] = []
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -177,6 +180,8 @@ class TrialLoop:
                 for message in self.next_messages():
                     self.handle(message)
                 self.time_out_overdue_trials()
+        # The UI records may lag their trials; let each reach its final state before the runner closes.
+        wait_for_task_runs(self.task_runs)
         for thread in self.restarts:
             thread.join(timeout=RESTART_WAIT_S)
 
@@ -195,15 +200,16 @@ class TrialLoop:
                                channel=self.channel_name)
         dask_trial = DaskTrial(self.client, request)
         trial_task = run_trial.with_options(tags={self.experiment_tag, f"suggestion:{suggestion.id}"})
-        future = self.task_runner.submit(trial_task, parameters={"trial": dask_trial})
+        task_run = self.task_runner.submit(trial_task, parameters={"trial": dask_trial})
+        self.task_runs.append(task_run)
         run_id = open_run(self.storage, self.experiment.experiment_id, suggestion.id, suggestion.assignments,
-                          str(future.task_run_id))
-        self.in_flight[suggestion.id] = Trial(suggestion.id, run_id, suggestion.assignments, dask_trial, future)
-        future.wrapped_future.add_done_callback(self._announce_end(suggestion.id))
+                          str(task_run.task_run_id))
+        self.in_flight[suggestion.id] = Trial(suggestion.id, run_id, suggestion.assignments, dask_trial)
+        dask_trial.future.add_done_callback(self._announce_end(suggestion.id))
 
-    def _announce_end(self, suggestion_id: int):
-        """A done-callback for the task thread: queue "ended" behind the trial's own messages."""
-        def announce(_: Future) -> None:
+    def _announce_end(self, suggestion_id: int) -> Callable[[distributed.Future], None]:
+        """A done-callback for the trial's Dask future: queue "ended" behind the trial's own messages."""
+        def announce(_: distributed.Future) -> None:
             self.channel.put(("ended", suggestion_id))
         return announce
 
@@ -231,7 +237,7 @@ class TrialLoop:
             self.store_checkpoint(trial, *body)
         elif kind == "ended":
             del self.in_flight[suggestion_id]
-            self.finish(trial, self.outcome_of(trial))
+            self.finish(trial, trial.dask.outcome())
             self.fill_slots()
 
     def store_checkpoint(self, trial: Trial, epoch: int, values: dict[str, float]) -> None:
@@ -239,18 +245,8 @@ class TrialLoop:
         trial.epochs_stored.add(epoch)
 
     # -- ends -----------------------------------------------------------------------------------
-    def outcome_of(self, trial: Trial) -> TrialOutcome:
-        """The outcome the task run ended with, or why it has none."""
-        state: State = trial.future.wrapped_future.result()
-        result = state.result(raise_on_failure=False)
-        if isinstance(result, TrialOutcome):
-            return result
-        reason = (failure_reason(result) if isinstance(result, BaseException)
-                  else f"error: the trial task ended {state.type.value} without an outcome")
-        return TrialOutcome(trial.suggestion_id, None, reason, None, trial.worker, [])
-
     def time_out_overdue_trials(self) -> None:
-        """Cancel trials past their deadline; each ends (and is recorded) through its task thread."""
+        """Cancel trials past their deadline; each is recorded when its cancelled future announces its end."""
         if self.timeout_s is None:
             return
         now = time.monotonic()

@@ -4,9 +4,11 @@ Two halves, so Dask workers never load Prefect. `run_objective` is a plain funct
 flow submits with the Dask client: it imports the objective, calls it, and turns what happens
 into a `TrialOutcome`; it talks to the flow only through a `distributed.Queue` named in its
 request (a "started" message when the objective begins, one "checkpoint" message per epoch).
-`run_trial` is the Prefect task, run in a thread of the flow process: it submits
-`run_objective`, waits for it, and ends in the state the UI should show (Completed, Failed
-with the reason, Failed "TimedOut", Crashed for a lost worker) with the outcome as its data.
+`run_trial` is the Prefect task, run in a thread of the flow process: it waits for the same
+Dask future the flow loop waits for, and ends in the state the UI should show (Completed,
+Failed with the reason, Failed "TimedOut", Crashed for a lost worker) with the outcome as its
+data. The flow submits the objective itself (`DaskTrial`), not the task: a task run's start
+costs API calls (tag concurrency slots), which must not delay the trial.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class TrialOutcome:
     worker: str | None
     checkpoints: list[tuple[int, dict[str, float]]]
     traceback: str | None = None
+    worker_lost: bool = False
 
     @property
     def failed(self) -> bool:
@@ -146,28 +149,38 @@ def run_objective(request: TrialRequest) -> TrialOutcome:
 
 
 class DaskTrial:
-    """One trial's Dask side, shared by the flow loop and the task thread that waits on it.
+    """One trial's Dask future, shared by the flow loop (which records its outcome and may time
+    it out) and the task thread (which ends the Prefect task run in the matching state).
 
     A plain class, not a dataclass: Prefect rebuilds dataclass parameters, and both sides must
-    hold this same object (the thread sets `future`, the loop may `time_out`).
+    hold this same object.
     """
 
     def __init__(self, client: distributed.Client, request: TrialRequest):
-        self.client = client
         self.request = request
-        self.future: distributed.Future | None = None
+        self.future = client.submit(run_objective, request, pure=False, key=f"trial-{request.suggestion_id}")
         self.timeout_reason: str | None = None
 
-    def submit(self) -> distributed.Future:
-        self.future = self.client.submit(run_objective, self.request, pure=False,
-                                         key=f"trial-{self.request.suggestion_id}")
-        return self.future
-
     def time_out(self, reason: str) -> None:
-        """Cancel the objective's future; the waiting task thread ends Failed("TimedOut") with `reason`."""
+        """Cancel the objective's future; the trial ends failed with `reason`."""
         self.timeout_reason = reason
-        if self.future is not None:
-            self.future.cancel(force=True)
+        self.future.cancel(force=True)
+
+    def outcome(self) -> TrialOutcome:
+        """Wait for the objective; a cancelled future or a dead worker gives an outcome too."""
+        suggestion_id = self.request.suggestion_id
+        try:
+            return self.future.result()
+        except distributed.CancelledError as error:
+            if self.timeout_reason is not None:
+                return TrialOutcome(suggestion_id, None, self.timeout_reason, None, None, [])
+            lost = error
+        except WORKER_LOST as error:
+            lost = error
+        except Exception as error:
+            return TrialOutcome(suggestion_id, None, failure_reason(error), None, None, [])
+        return TrialOutcome(suggestion_id, None, f"worker lost: {type(lost).__name__}: {lost}", None, None, [],
+                            worker_lost=True)
 
 
 def trial_run_name() -> str:
@@ -180,23 +193,17 @@ def trial_run_name() -> str:
 
 @task(name="run-trial", task_run_name=trial_run_name, cache_policy=NO_CACHE)
 def run_trial(trial: DaskTrial) -> TrialOutcome | State:
-    """Run the objective on Dask and end in the state that tells the UI how the trial went."""
-    suggestion_id = trial.request.suggestion_id
-    try:
-        outcome: TrialOutcome = trial.submit().result()
-    except distributed.CancelledError as error:
-        if trial.timeout_reason is not None:
-            reason = trial.timeout_reason
-            return Failed(name="TimedOut", message=reason, data=TrialOutcome(suggestion_id, None, reason, None, None, []))
-        reason = f"worker lost: {type(error).__name__}: {error}"
-        return Crashed(message=reason, data=TrialOutcome(suggestion_id, None, reason, None, None, []))
-    except WORKER_LOST as error:
-        reason = f"worker lost: {type(error).__name__}: {error}"
-        return Crashed(message=reason, data=TrialOutcome(suggestion_id, None, reason, None, None, []))
+    """Wait for the trial's objective on Dask and end in the state that tells the UI how it went."""
+    outcome = trial.outcome()
     logger = get_run_logger()
-    if outcome.failed:
-        if outcome.traceback:
-            logger.error("trial %s raised on %s:\n%s", suggestion_id, outcome.worker, outcome.traceback)
-        return Failed(message=outcome.failure_reason, data=outcome)
-    logger.info("trial %s on %s: %s in %.2f s", suggestion_id, outcome.worker, outcome.values, outcome.duration_s)
-    return outcome
+    if not outcome.failed:
+        logger.info("trial %s on %s: %s in %.2f s", outcome.suggestion_id, outcome.worker, outcome.values,
+                    outcome.duration_s)
+        return outcome
+    if outcome.traceback:
+        logger.error("trial %s raised on %s:\n%s", outcome.suggestion_id, outcome.worker, outcome.traceback)
+    if outcome.worker_lost:
+        return Crashed(message=outcome.failure_reason, data=outcome)
+    if trial.timeout_reason is not None:
+        return Failed(name="TimedOut", message=outcome.failure_reason, data=outcome)
+    return Failed(message=outcome.failure_reason, data=outcome)

@@ -15,6 +15,21 @@ from storage import DuckDBStorage
 pytestmark = pytest.mark.slow
 
 
+def task_run_states(experiment: str) -> dict[int, tuple[str, str | None]]:
+    """Suggestion id -> (state type, state name) of the trials' Prefect task runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterTags
+
+    tagged = TaskRunFilter(tags=TaskRunFilterTags(all_=[f"experiment:{experiment}"]))
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=tagged)
+    states = {}
+    for run in runs:
+        (suggestion_tag,) = (tag for tag in run.tags if tag.startswith("suggestion:"))
+        states[int(suggestion_tag.removeprefix("suggestion:"))] = (run.state.type.value, run.state.name)
+    return states
+
+
 def write_spec(folder: Path, name: str, budget: int, bandwidth: int, objective: str,
                trial: dict[str, Any] | None = None, duration: tuple[float, float] = (0.05, 0.2)) -> str:
     spec = {
@@ -147,6 +162,15 @@ def test_failures_become_failed_observations_and_the_experiment_goes_on(run_tune
         assert runs[suggestion_id].failure_reason == reason
     failed = [o for o in observations if o.failed]
     assert all(o.values is None for o in failed)
+    states = task_run_states("faulty")
+    assert states.keys() == reasons.keys()
+    for suggestion_id, reason in reasons.items():
+        if reason is None:
+            assert states[suggestion_id][0] == "COMPLETED"
+        elif reason.startswith("timeout"):
+            assert states[suggestion_id] == ("FAILED", "TimedOut")
+        else:
+            assert states[suggestion_id][0] == "FAILED"
     assert all(math.isfinite(v) for o in observations if not o.failed for v in o.values.values())
 
 
@@ -164,6 +188,7 @@ def test_a_lost_worker_becomes_a_failed_observation(prefect_api, tmp_path):
     with DuckDBStorage(str(tmp_path / "deadly.duckdb"), read_only=True) as store:
         reasons = [o.failure_reason for o in store.observations(result.experiment_id) if o.failed]
     assert all(reason.startswith("worker lost: KilledWorker") for reason in reasons), reasons
+    assert sorted(state for state, _ in task_run_states("deadly").values()) == ["COMPLETED"] * 2 + ["CRASHED"] * 2
 
 
 def test_parameters_name_the_field_to_fix():
