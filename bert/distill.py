@@ -17,8 +17,10 @@ import logging
 import resource
 import sys
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
+import datasets
 import fsspec
 import numpy as np
 import torch
@@ -26,10 +28,10 @@ from torch import nn
 from torch.nn import functional
 from transformers import AutoConfig, get_linear_schedule_with_warmup, set_seed
 
-from bert.data import SquadData, prepare_squad_data
+from bert.data import SquadData, feature_lengths, prepare_squad_data
 from bert.latency import measure_latency_ms
 from bert.settings import STUDENT_FROM_TEACHER, StudentAssignments, TrialSettings, resolve_model_path
-from bert.squad import dataset_to_squad_json
+from bert.squad import dataset_to_squad_json, take_examples, tokenize_squad
 from bert.students import (
     StudentPlan,
     build_student,
@@ -44,6 +46,7 @@ from bert.training import (
     Evaluation,
     accepted_inputs,
     build_optimizer,
+    calibrate_null_threshold,
     evaluate_model,
     make_accelerator,
     resolve_device,
@@ -149,6 +152,7 @@ def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.devic
     model, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
     loss_function = make_distillation_loss(soft_start, soft_end, knobs.alpha_ce, knobs.temperature)
     gold = dataset_to_squad_json(data.eval_examples)["data"]
+    calibration = _calibration_set(data, settings)
 
     evaluation: Evaluation | None = None
     for epoch in range(1, settings.epochs + 1):
@@ -156,7 +160,8 @@ def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.devic
             accelerator, model, optimizer, scheduler, data.train_features, knobs.train_batch_size,
             settings.seed + epoch, loss_function, epoch,
         )
-        evaluation = _evaluate(accelerator.unwrap_model(model), data, gold, knobs, settings, device)
+        threshold = _null_threshold(accelerator.unwrap_model(model), calibration, knobs, settings, device)
+        evaluation = _evaluate(accelerator.unwrap_model(model), data, gold, knobs, settings, device, threshold)
         context.report_checkpoint(
             epoch,
             {
@@ -165,6 +170,7 @@ def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.devic
                 "loss": result.mean_loss,
                 "learning_rate": result.learning_rate,
                 "inference_time": evaluation.seconds,
+                "null_score_diff_threshold": threshold,
             },
         )
         logger.info("epoch %d: loss %.4f exact %.2f f1 %.2f", epoch, result.mean_loss, evaluation.metrics["exact"], evaluation.metrics["f1"])
@@ -191,7 +197,9 @@ def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.devic
     return metrics
 
 
-def _evaluate(model, data: SquadData, gold, knobs: StudentAssignments, settings: TrialSettings, device) -> Evaluation:
+def _evaluate(
+    model, data: SquadData, gold, knobs: StudentAssignments, settings: TrialSettings, device, threshold: float
+) -> Evaluation:
     return evaluate_model(
         model,
         data.eval_examples,
@@ -202,7 +210,43 @@ def _evaluate(model, data: SquadData, gold, knobs: StudentAssignments, settings:
         settings.amp,
         settings.n_best_size,
         settings.max_answer_length,
-        settings.null_score_diff_threshold,
+        threshold,
+    )
+
+
+@dataclass
+class CalibrationSet:
+    """Train questions (never eval articles) on which the null-score threshold is chosen."""
+
+    examples: datasets.Dataset
+    features: datasets.Dataset
+    gold: list[dict]
+
+
+def _calibration_set(data: SquadData, settings: TrialSettings) -> CalibrationSet | None:
+    if settings.calibration_examples is None:
+        return None
+    examples = take_examples(data.train_examples, settings.calibration_examples)
+    features = tokenize_squad(examples, data.tokenizer, feature_lengths(settings), "eval", settings.cache_dir)
+    return CalibrationSet(examples, features, dataset_to_squad_json(examples)["data"])
+
+
+def _null_threshold(
+    model, calibration: CalibrationSet | None, knobs: StudentAssignments, settings: TrialSettings, device
+) -> float:
+    """The configured threshold, or the one that scores best on the calibration questions."""
+    if calibration is None:
+        return settings.null_score_diff_threshold
+    return calibrate_null_threshold(
+        model,
+        calibration.examples,
+        calibration.features,
+        calibration.gold,
+        knobs.eval_batch_size,
+        device,
+        settings.amp,
+        settings.n_best_size,
+        settings.max_answer_length,
     )
 
 

@@ -57,6 +57,12 @@ class TrialSettings(BaseModel):
     max_answer_length: int = Field(30, ge=1)
     n_best_size: int = Field(20, ge=1)
     null_score_diff_threshold: float = 0.0
+    calibration_examples: int | None = Field(
+        None,
+        ge=1,
+        description="calibrate null_score_diff_threshold each evaluation on the first N train questions "
+        "(the official best_f1_thresh there) instead of using the fixed value",
+    )
 
     gradient_accumulation_steps: int = Field(1, ge=1)
     amp: bool = Field(True, description="mixed precision (fp16) on CUDA; ignored on CPU")

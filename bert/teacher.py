@@ -28,6 +28,11 @@ logger = logging.getLogger(__name__)
 
 TEACHER_WARMUP_FRACTION = 0.1
 LOGITS_BATCH_SIZE = 64
+# Short windows put most of a question's windows outside its answer, so about two thirds of the
+# train windows are labelled "no answer" (CLS); a small encoder fine-tuned on all of them learns
+# to answer nothing. The fine-tune keeps every window holding an answer and only enough
+# no-answer windows to make up this share of what it trains on.
+TEACHER_NO_ANSWER_SHARE = 0.5
 
 
 def model_fingerprint(name_or_path: str) -> str:
@@ -44,6 +49,22 @@ def model_fingerprint(name_or_path: str) -> str:
 
 def _hard_loss(model, batch, indices):
     return model(**batch).loss
+
+
+def teacher_training_windows(
+    train_features: datasets.Dataset, cls_token_id: int, no_answer_share: float, seed: int
+) -> datasets.Dataset:
+    """Every window labelled with an answer span, plus a seeded draw of the no-answer windows
+    (labelled at their CLS token) so that they make up at most `no_answer_share` of the result."""
+    starts = np.asarray(train_features["start_positions"])
+    cls_positions = np.asarray([ids.index(cls_token_id) if cls_token_id in ids else 0 for ids in train_features["input_ids"]])
+    no_answer = np.flatnonzero(starts == cls_positions)
+    answered = np.flatnonzero(starts != cls_positions)
+    wanted = len(no_answer) if no_answer_share >= 1 else round(len(answered) * no_answer_share / (1 - no_answer_share))
+    if len(answered) == 0 or wanted >= len(no_answer):
+        return train_features
+    drawn = np.random.default_rng(seed).choice(no_answer, size=wanted, replace=False)
+    return train_features.select(np.sort(np.concatenate([answered, drawn])))
 
 
 def finetune_teacher(
@@ -81,6 +102,7 @@ def teacher_cache_key(settings: TrialSettings, base: str, train_features: datase
         "learning_rate": settings.teacher_learning_rate,
         "batch_size": settings.teacher_batch_size,
         "seed": settings.seed,
+        "no_answer_share": TEACHER_NO_ANSWER_SHARE,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()[:20]
 
@@ -96,10 +118,14 @@ def prepare_teacher(settings: TrialSettings, train_features: datasets.Dataset, d
     with FileLock(str(folder) + ".lock"):
         if folder.exists():
             return str(folder)
-        logger.info("fine-tuning teacher %s on %d windows into %s", base, len(train_features), folder)
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        windows = teacher_training_windows(train_features, tokenizer.cls_token_id, TEACHER_NO_ANSWER_SHARE, settings.seed)
+        logger.info(
+            "fine-tuning teacher %s on %d of %d windows into %s", base, len(windows), len(train_features), folder
+        )
         model = finetune_teacher(
             base,
-            train_features,
+            windows,
             settings.teacher_epochs,
             settings.teacher_learning_rate,
             settings.teacher_batch_size,
@@ -111,7 +137,7 @@ def prepare_teacher(settings: TrialSettings, train_features: datasets.Dataset, d
         staging = folder.with_name(folder.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         model.save_pretrained(staging)
-        AutoTokenizer.from_pretrained(base).save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
         staging.rename(folder)
     return str(folder)
 

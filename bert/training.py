@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 
-from bert.metrics import squad_v2_evaluate
+from bert.metrics import get_raw_scores, make_qid_to_has_ans, squad_v2_evaluate
 from bert.postprocess import QAPredictions, postprocess_qa_predictions
 from paretune.failures import Diverged
 
@@ -196,3 +196,45 @@ def evaluate_model(
     )
     metrics = squad_v2_evaluate(gold, predictions.answers)
     return Evaluation(metrics=metrics, predictions=predictions, seconds=time.perf_counter() - started)
+
+
+def calibrate_null_threshold(
+    model: PreTrainedModel,
+    examples: datasets.Dataset,
+    features: datasets.Dataset,
+    gold: list[dict],
+    batch_size: int,
+    device: torch.device,
+    amp: bool,
+    n_best_size: int,
+    max_answer_length: int,
+) -> float:
+    """The null-score difference above which answering "" gives the best F1 on these questions
+    (meant for train questions, never the eval articles).
+
+    The official script's `best_f1_thresh` does this sweep too, but reports 0.0 when answering
+    nothing at all is best, which as a threshold would answer every question with a negative
+    difference; here that case is a threshold below every difference seen.
+    """
+    start_logits, end_logits = predict_logits(model, features, batch_size, device, amp)
+    predictions = postprocess_qa_predictions(
+        examples["id"],
+        examples["context"],
+        features["example_id"],
+        features["offset_mapping"],
+        start_logits,
+        end_logits,
+        n_best_size=n_best_size,
+        max_answer_length=max_answer_length,
+        null_score_diff_threshold=math.inf,
+    )
+    answered_f1 = get_raw_scores(gold, predictions.answers)[1]
+    has_answer = make_qid_to_has_ans(gold)
+    by_difference = sorted(predictions.null_score_diffs.items(), key=lambda item: item[1])
+    threshold = by_difference[0][1] - 1.0
+    score = best_score = sum(not has_answer[qid] for qid, _ in by_difference)
+    for qid, difference in by_difference:
+        score += answered_f1[qid] - (not has_answer[qid])
+        if score > best_score:
+            best_score, threshold = score, difference
+    return threshold

@@ -1,0 +1,89 @@
+"""The BERT demo: its experiment file, its data fallback, and the teacher recipe it relies on
+(balanced teacher windows, a null-score threshold calibrated on train questions)."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pytest
+import torch
+from bert_fixtures import hand_made_squad, save_tiny_qa_model
+from transformers import AutoModelForQuestionAnswering
+
+from bert.metrics import squad_v2_evaluate
+from bert.settings import StudentAssignments, TrialSettings
+from bert.squad import FeatureLengths, dataset_to_squad_json, load_squad, load_tokenizer, tokenize_squad
+from bert.teacher import teacher_training_windows
+from bert.training import calibrate_null_threshold, evaluate_model
+from flows import bert_demo
+from flows.preprocess import PreprocessParameters
+from optimizer import ExperimentSpec
+
+CLS = 101
+
+
+def test_the_demo_experiment_is_a_small_two_metric_sweep_the_objective_accepts():
+    spec = ExperimentSpec.from_file(bert_demo.DEMO_SPEC)
+    settings = TrialSettings.from_mapping(spec.metadata["trial"])
+    assert spec.metadata["objective"] == "bert.distill:run_trial"
+    assert spec.observation_budget >= 8 and spec.parallel_bandwidth == 2
+    assert [(m.name, m.objective) for m in spec.metrics if m.strategy == "optimize"] == [
+        ("exact", "maximize"), ("num_parameters", "minimize")
+    ]
+    assert (spec.parameter("n_layers").bounds.min, spec.parameter("n_layers").bounds.max) == (1, 6)
+    for parameter in spec.parameters:
+        StudentAssignments.from_mapping({parameter.name: parameter.coerce(parameter.bounds.min)})
+        StudentAssignments.from_mapping({parameter.name: parameter.coerce(parameter.bounds.max)})
+    assert settings.device == "cpu" and settings.torch_threads == 1 and settings.student == "teacher"
+    preprocess = PreprocessParameters.from_experiment(bert_demo.DEMO_SPEC).trial_settings()
+    assert (preprocess.teacher_epochs, preprocess.teacher_learning_rate) == (settings.teacher_epochs, settings.teacher_learning_rate)
+
+
+def test_the_demo_reads_the_given_data_else_the_shared_file_else_the_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ../shared/data/squad2 beside this folder
+    fallback = bert_demo.demo_definition(None)["metadata"]["trial"]
+    assert (fallback["train_data"], fallback["train_split"]) == (bert_demo.HUB_DATASET, bert_demo.HUB_SPLIT)
+    given = tmp_path / "dev.json"
+    given.write_text(json.dumps(hand_made_squad()))
+    assert bert_demo.demo_definition(str(given))["metadata"]["trial"]["train_data"] == str(given)
+    with pytest.raises(SystemExit, match="no such file"):
+        bert_demo.demo_definition(str(tmp_path / "missing.json"))
+
+
+def _windows(start_positions: list[int]) -> datasets.Dataset:
+    return datasets.Dataset.from_dict(
+        {"input_ids": [[CLS, 7, 8, 9]] * len(start_positions), "start_positions": start_positions}
+    )
+
+
+def test_teacher_windows_keep_every_answer_and_only_a_share_of_no_answer_windows():
+    features = _windows([0, 2, 0, 0, 3, 0, 0, 0, 1, 0])
+    kept = teacher_training_windows(features, CLS, no_answer_share=0.5, seed=0)
+    assert sorted(start for start in kept["start_positions"] if start != 0) == [1, 2, 3]
+    assert kept["start_positions"].count(0) == 3
+    assert kept["start_positions"] == teacher_training_windows(features, CLS, 0.5, seed=0)["start_positions"]
+    assert len(teacher_training_windows(features, CLS, no_answer_share=1.0, seed=0)) == len(features)
+
+
+def test_teacher_windows_are_all_kept_when_none_holds_an_answer():
+    features = _windows([0, 0, 0])
+    assert len(teacher_training_windows(features, CLS, no_answer_share=0.5, seed=0)) == 3
+
+
+def test_the_calibrated_threshold_reaches_the_best_f1_on_the_calibration_questions(tmp_path):
+    (tmp_path / "squad.json").write_text(json.dumps(hand_made_squad()))
+    examples = load_squad(str(tmp_path / "squad.json"))
+    model_path = save_tiny_qa_model(tmp_path / "model", "bert", seed=3)
+    model = AutoModelForQuestionAnswering.from_pretrained(model_path)
+    features = tokenize_squad(
+        examples, load_tokenizer(model_path), FeatureLengths(48, 16, 16), "eval", tmp_path / "cache"
+    )
+    gold = dataset_to_squad_json(examples)["data"]
+    cpu = torch.device("cpu")
+    threshold = calibrate_null_threshold(model, examples, features, gold, 8, cpu, False, 20, 30)
+    answered = evaluate_model(model, examples, features, gold, 8, cpu, False, 20, 30, float("inf"))
+    best = squad_v2_evaluate(gold, answered.predictions.answers, na_probs=answered.predictions.null_score_diffs)
+    calibrated = evaluate_model(model, examples, features, gold, 8, cpu, False, 20, 30, threshold)
+    assert calibrated.metrics["f1"] == pytest.approx(best["best_f1"])
+    assert calibrated.metrics["f1"] >= evaluate_model(model, examples, features, gold, 8, cpu, False, 20, 30, 0.0).metrics["f1"]
