@@ -1,0 +1,134 @@
+"""The BERT demo: distil a fine-tuned MiniLM-L6 into smaller students on a slice of SQuAD 2.0, on CPU.
+
+`experiments/bert_squad2_demo.yaml` at demo scale, offline: the preprocess flow first (split,
+windows, the teacher's one-off fine-tune and its logits, on every core), then the tune flow with
+a local Dask cluster of two single-threaded workers, a Prefect API under .paretune/prefect and
+the embedded DuckDB file. It ends with the Pareto frontier (exact against size) and where the
+results are. The data is the official SQuAD 2.0 dev set: `../shared/data/squad2/dev-v2.0.json`
+beside the repository where it is there, else `--data PATH`, else the hub's `squad_v2`
+validation split (the same questions, same article titles) when the machine is online.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from flows.local_prefect import prefect_api
+from flows.preprocess import PreprocessParameters, preprocess_squad
+from flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
+from optimizer import ExperimentSpec
+from storage import DuckDBStorage
+from storage.artifacts import ArtifactStore
+
+DEMO_SPEC = Path(__file__).resolve().parents[1] / "experiments" / "bert_squad2_demo.yaml"
+PREFECT_HOME = Path(".paretune/prefect")
+EXPORT_ROOT = Path(".paretune/bert-demo")
+HUB_DATASET, HUB_SPLIT = "squad_v2", "validation"
+WORKERS = 2
+FRONTIER_COLUMNS = ("exact", "num_parameters", "f1", "HasAns_exact", "NoAns_exact")
+
+
+def demo_definition(data: str | None) -> dict[str, Any]:
+    """The demo experiment with its data source resolved: `data`, else the yaml's shared file where
+    it exists, else the hub's dev split. A missing `data` file is an error naming it."""
+    definition = yaml.safe_load(DEMO_SPEC.read_text())
+    trial = definition["metadata"]["trial"]
+    if data is not None:
+        if "://" not in data and not Path(data).is_file():
+            raise SystemExit(f"--data {data}: no such file; give the SQuAD 2.0 dev JSON (dev-v2.0.json)")
+        trial["train_data"] = data
+    elif not Path(trial["train_data"]).is_file():
+        print(
+            f"SQuAD 2.0 dev data not found at {Path(trial['train_data']).resolve()}: using the hub's "
+            f"{HUB_DATASET} ({HUB_SPLIT} split). Offline, put dev-v2.0.json there or pass --data PATH."
+        )
+        trial["train_data"], trial["train_split"] = HUB_DATASET, HUB_SPLIT
+    return definition
+
+
+def demo_experiment(db_path: str, spec: ExperimentSpec) -> int:
+    """The newest unfinished experiment of this exact definition (a killed demo resumes), or a new one."""
+    with DuckDBStorage(db_path) as storage:
+        for record in reversed(storage.list_experiments()):
+            if record.name == spec.name and record.spec == spec and not storage.progress(record.id).done:
+                return record.id
+        return storage.create_experiment(spec).id
+
+
+def prepare_data(spec: ExperimentSpec) -> None:
+    """Windows, teacher and teacher logits cached once with every core, before single-threaded trials."""
+    parameters = PreprocessParameters.model_validate(
+        {name: value for name, value in spec.metadata["trial"].items() if name in PreprocessParameters.model_fields}
+    )
+    try:
+        preprocess_squad(parameters)
+    except ConnectionError as error:
+        raise SystemExit(
+            f"could not load SQuAD 2.0 from {parameters.train_data!r} ({error}). Put the official dev set at "
+            "../shared/data/squad2/dev-v2.0.json beside the repository, or pass --data PATH/TO/dev-v2.0.json"
+        ) from None
+
+
+def frontier_table(db_path: str, experiment_id: int) -> Table:
+    """The Pareto-optimal students with exact, size and the stored f1 beside them."""
+    with DuckDBStorage(db_path, read_only=True) as storage:
+        record = storage.get_experiment(experiment_id)
+        points = storage.frontier(experiment_id)
+        values = {
+            point["observation_id"]: {
+                row["metric"]: row["value"]
+                for row in storage.query(
+                    "SELECT metric, value FROM observation_values WHERE observation_id = ?", [point["observation_id"]]
+                )
+            }
+            for point in points
+        }
+    table = Table(title=f"Pareto frontier of {record.name} (experiment {experiment_id})")
+    for column in ("suggestion", *FRONTIER_COLUMNS, "n_layers", "n_heads"):
+        table.add_column(column, justify="right")
+    for point in points:
+        metrics = values[point["observation_id"]]
+        table.add_row(
+            str(point["suggestion_id"]),
+            *(f"{metrics[name]:.6g}" if name in metrics else "" for name in FRONTIER_COLUMNS),
+            str(point["assignments"].get("n_layers", "")),
+            str(point["assignments"].get("n_heads", "")),
+        )
+    return table
+
+
+def main(argv: list[str] | None = None) -> TuneResult:
+    parser = argparse.ArgumentParser(prog="python -m flows.bert_demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default="paretune.duckdb", help="DuckDB file (default: paretune.duckdb)")
+    parser.add_argument("--data", help="SQuAD 2.0 dev JSON (default: ../shared/data/squad2/dev-v2.0.json, else the hub)")
+    args = parser.parse_args(argv)
+    console = Console()
+    spec = ExperimentSpec.model_validate(demo_definition(args.data))
+    experiment_id = demo_experiment(args.db, spec)
+    with prefect_api(home=PREFECT_HOME):
+        prepare_data(spec)
+        result = tune(
+            ExperimentSource(experiment=str(experiment_id)), args.db, TuneOptions(parallelism=WORKERS, n_workers=WORKERS)
+        )
+    console.print(frontier_table(args.db, result.experiment_id))
+    with DuckDBStorage(args.db, read_only=True) as storage:
+        exported = storage.export_experiment(result.experiment_id, ArtifactStore(str(EXPORT_ROOT)))
+    console.print(
+        f"{result.observations} observations ({result.completed} completed, {result.failed} failed) in "
+        f"{Path(args.db).resolve()}\n"
+        f"Tables (observations, frontier, threshold report): {', '.join(exported)}\n"
+        f"Prefect runs and report artifacts: PREFECT_HOME={PREFECT_HOME} prefect server start, then open "
+        "http://127.0.0.1:4200\n"
+        f"Query the results: paretune --db {args.db} frontier {result.experiment_id}"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()
