@@ -46,7 +46,8 @@ FEASIBILITY_WEIGHT = 2.0  # a failed trial wastes its whole cost: weigh P(feasib
 EXPLORATION_DRAWS = 32  # uniform candidates beside TPE's, so the surrogate can pick unexplored regions
 LOCAL_STEP = 0.05  # spread of the local candidates around the best points, on the unit axes
 LOCAL_ANCHORS = 10  # how many of the best points (by frontier rank) local candidates start from
-LOCAL_DRAWS = 96  # local candidates per call
+LOCAL_DRAWS = 96  # perturbations of the best points per call
+CROSSOVER_DRAWS = 48  # crossovers of two of the best points per call
 POSTERIOR_SPREAD = 0.5  # posterior draws at half their spread: full spread over-rewards the boundary, where the surrogate is least sure
 HYPERVOLUME_SAMPLES = 64  # posterior draws per candidate for the expected hypervolume improvement
 
@@ -244,14 +245,19 @@ def _expected_hypervolume_gain(space: SearchSpace, data: _History, frontier_rank
 
 def _near_frontier(space: SearchSpace, data: _History, frontier_ranks: np.ndarray,
                    rng: np.random.Generator) -> np.ndarray:
-    """Small perturbations of the best points: the surrogate refines the frontier where TPE's
-    broader proposals would only rediscover its neighbourhood."""
+    """Candidates made from the best points: small perturbations of one, which refine the
+    frontier where TPE's broader proposals only rediscover its neighbourhood, and crossovers
+    taking each axis from one of two, which carry what one point has learned on some axes
+    (training hyperparameters, say) to another's position on the others (its architecture)."""
     anchors = data.rows[np.argsort(frontier_ranks, kind="stable")[:LOCAL_ANCHORS]]
     picks = anchors[rng.integers(len(anchors), size=LOCAL_DRAWS)]
     moved = picks + rng.normal(0.0, LOCAL_STEP, size=picks.shape) * space.continuous
     flips = (rng.uniform(size=picks.shape) < 1.0 / max(space.n_dims, 1)) & ~space.continuous
     moved = np.where(flips, space.sample_uniform(rng, LOCAL_DRAWS), moved)
-    return space.snap(moved)
+    first = anchors[rng.integers(len(anchors), size=CROSSOVER_DRAWS)]
+    second = anchors[rng.integers(len(anchors), size=CROSSOVER_DRAWS)]
+    crossed = np.where(rng.uniform(size=first.shape) < 0.5, first, second)
+    return space.snap(np.vstack([moved, crossed]))
 
 
 def _reference_point(data: _History) -> np.ndarray:
