@@ -32,6 +32,11 @@ def test_the_demo_experiment_is_a_small_two_metric_sweep_the_objective_accepts()
         ("exact", "maximize"), ("num_parameters", "minimize")
     ]
     assert (spec.parameter("n_layers").bounds.min, spec.parameter("n_layers").bounds.max) == (1, 6)
+    # The tune flow refuses a trial whose metrics the experiment does not declare.
+    assert {metric.name for metric in spec.metrics} == {
+        "exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact",
+        "num_parameters", "inference_time", "latency_ms", "peak_memory_mb",
+    }
     for parameter in spec.parameters:
         StudentAssignments.from_mapping({parameter.name: parameter.coerce(parameter.bounds.min)})
         StudentAssignments.from_mapping({parameter.name: parameter.coerce(parameter.bounds.max)})
