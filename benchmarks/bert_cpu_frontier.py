@@ -23,7 +23,6 @@ import json
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from transformers import AutoModelForQuestionAnswering
 
 from bert.data import feature_lengths, prepare_squad_data
@@ -32,7 +31,7 @@ from bert.metrics import squad_v2_evaluate
 from bert.settings import TrialSettings
 from bert.squad import dataset_to_squad_json, take_examples, tokenize_squad
 from bert.training import calibrate_null_threshold, evaluate_model
-from flows.bert_demo import frontier_table
+from flows.bert_demo import frontier_table, wide_console
 from flows.local_prefect import prefect_api
 from flows.preprocess import PreprocessParameters, preprocess_squad
 from flows.tune import ExperimentSource, TuneOptions, tune
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=MIN_BUDGET, help=f"students to tune (default {MIN_BUDGET})")
     parser.add_argument("--seed", type=int, default=0, help="optimizer seed")
     args = parser.parse_args(argv)
-    console = Console()
+    console = wide_console()
     spec = ExperimentSpec.from_file(SPEC_PATH)
     trial_settings = spec.metadata["trial"]
     data_file = Path(trial_settings["train_data"])

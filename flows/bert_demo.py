@@ -75,6 +75,15 @@ def prepare_data(spec: ExperimentSpec) -> None:
         ) from None
 
 
+def wide_console() -> Console:
+    """A console that keeps the frontier's numbers whole when the output is a file or a pipe
+    (rich assumes 80 columns there and would cut them)."""
+    console = Console()
+    if not console.is_terminal:
+        console.width = 140
+    return console
+
+
 def frontier_table(db_path: str, experiment_id: int) -> Table:
     """The Pareto-optimal students with exact, size and the stored f1 beside them."""
     with DuckDBStorage(db_path, read_only=True) as storage:
@@ -96,7 +105,8 @@ def frontier_table(db_path: str, experiment_id: int) -> Table:
         metrics = values[point["observation_id"]]
         table.add_row(
             str(point["suggestion_id"]),
-            *(f"{metrics[name]:.6g}" if name in metrics else "" for name in FRONTIER_COLUMNS),
+            *(f"{metrics[name]:.{0 if name == 'num_parameters' else 2}f}" if name in metrics else ""
+              for name in FRONTIER_COLUMNS),
             str(point["assignments"].get("n_layers", "")),
             str(point["assignments"].get("n_heads", "")),
         )
@@ -108,7 +118,7 @@ def main(argv: list[str] | None = None) -> TuneResult:
     parser.add_argument("--db", default="paretune.duckdb", help="DuckDB file (default: paretune.duckdb)")
     parser.add_argument("--data", help="SQuAD 2.0 dev JSON (default: ../shared/data/squad2/dev-v2.0.json, else the hub)")
     args = parser.parse_args(argv)
-    console = Console()
+    console = wide_console()
     spec = ExperimentSpec.model_validate(demo_definition(args.data))
     experiment_id = demo_experiment(args.db, spec)
     with prefect_api(home=PREFECT_HOME):
