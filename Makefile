@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo demo-bert test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,11 +15,18 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/python -m flows.demo
 
+# BERT distillation on a slice of SQuAD 2.0 (../shared/data/squad2, --data, or the hub), on CPU.
+demo-bert: $(STAMP)
+	PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=600 $(BIN)/python -m flows.bert_demo
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The quick benchmarks; benchmarks/RESULTS.md lists the long ones (optimizer quality, BERT frontier).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/storage_frontier.py
+	$(BIN)/python -m benchmarks.optimizer_speed
+	$(BIN)/python -m benchmarks.parallel_utilization
 
 clean:
 	rm -rf $(VENV) paretune.duckdb .paretune
