@@ -51,8 +51,9 @@ def feature_lengths(settings: TrialSettings) -> FeatureLengths:
     return FeatureLengths(settings.max_seq_length, settings.doc_stride, settings.max_query_length)
 
 
-def prepare_squad_data(settings: TrialSettings) -> SquadData:
-    train_examples, eval_examples = load_splits(
+def load_settings_splits(settings: TrialSettings) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """The train and eval questions the settings name, split by article."""
+    return load_splits(
         settings.train_data,
         settings.train_split,
         settings.eval_data,
@@ -63,6 +64,10 @@ def prepare_squad_data(settings: TrialSettings) -> SquadData:
         settings.max_train_examples,
         settings.max_eval_examples,
     )
+
+
+def prepare_squad_data(settings: TrialSettings) -> SquadData:
+    train_examples, eval_examples = load_settings_splits(settings)
     tokenizer = load_tokenizer(tokenizer_name(settings))
     lengths = feature_lengths(settings)
     cache_dir = Path(settings.cache_dir)

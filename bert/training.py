@@ -182,8 +182,26 @@ def evaluate_model(
     `seconds` is the wall time of the whole pass: logits, post-processing and scoring.
     """
     started = time.perf_counter()
+    predictions = predict_answers(model, examples, features, batch_size, device, amp, n_best_size,
+                                  max_answer_length, null_score_diff_threshold)
+    metrics = squad_v2_evaluate(gold, predictions.answers)
+    return Evaluation(metrics=metrics, predictions=predictions, seconds=time.perf_counter() - started)
+
+
+def predict_answers(
+    model: PreTrainedModel,
+    examples: datasets.Dataset,
+    features: datasets.Dataset,
+    batch_size: int,
+    device: torch.device,
+    amp: bool,
+    n_best_size: int,
+    max_answer_length: int,
+    null_score_diff_threshold: float,
+) -> QAPredictions:
+    """The model's answer text per question: logits over every window, then post-processing."""
     start_logits, end_logits = predict_logits(model, features, batch_size, device, amp)
-    predictions = postprocess_qa_predictions(
+    return postprocess_qa_predictions(
         examples["id"],
         examples["context"],
         features["example_id"],
@@ -194,8 +212,6 @@ def evaluate_model(
         max_answer_length=max_answer_length,
         null_score_diff_threshold=null_score_diff_threshold,
     )
-    metrics = squad_v2_evaluate(gold, predictions.answers)
-    return Evaluation(metrics=metrics, predictions=predictions, seconds=time.perf_counter() - started)
 
 
 def calibrate_null_threshold(
@@ -216,18 +232,8 @@ def calibrate_null_threshold(
     nothing at all is best, which as a threshold would answer every question with a negative
     difference; here that case is a threshold below every difference seen.
     """
-    start_logits, end_logits = predict_logits(model, features, batch_size, device, amp)
-    predictions = postprocess_qa_predictions(
-        examples["id"],
-        examples["context"],
-        features["example_id"],
-        features["offset_mapping"],
-        start_logits,
-        end_logits,
-        n_best_size=n_best_size,
-        max_answer_length=max_answer_length,
-        null_score_diff_threshold=math.inf,
-    )
+    predictions = predict_answers(model, examples, features, batch_size, device, amp, n_best_size,
+                                  max_answer_length, math.inf)
     answered_f1 = get_raw_scores(gold, predictions.answers)[1]
     has_answer = make_qid_to_has_ans(gold)
     by_difference = sorted(predictions.null_score_diffs.items(), key=lambda item: item[1])

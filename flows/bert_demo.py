@@ -19,6 +19,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from flows.demo import print_where
 from flows.local_prefect import prefect_api
 from flows.preprocess import PreprocessParameters, preprocess_squad
 from flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
@@ -129,14 +130,8 @@ def main(argv: list[str] | None = None) -> TuneResult:
     console.print(frontier_table(args.db, result.experiment_id))
     with DuckDBStorage(args.db, read_only=True) as storage:
         exported = storage.export_experiment(result.experiment_id, ArtifactStore(str(EXPORT_ROOT)))
-    console.print(
-        f"{result.observations} observations ({result.completed} completed, {result.failed} failed) in "
-        f"{Path(args.db).resolve()}\n"
-        f"Tables (observations, frontier, threshold report): {', '.join(exported)}\n"
-        f"Prefect runs and report artifacts: PREFECT_HOME={PREFECT_HOME} prefect server start, then open "
-        "http://127.0.0.1:4200\n"
-        f"Query the results: paretune --db {args.db} frontier {result.experiment_id}"
-    )
+    print_where(console, result, args.db, PREFECT_HOME,
+                f"Tables (observations, frontier, threshold report): {', '.join(exported)}")
     return result
 
 

@@ -55,14 +55,20 @@ def main(argv: list[str] | None = None) -> TuneResult:
         result = tune(ExperimentSource(experiment=str(experiment_id)), args.db,
                       TuneOptions(parallelism=args.workers, n_workers=args.workers))
     print_frontier(args.db, result, console)
-    console.print(
-        f"{result.observations} observations ({result.completed} completed, {result.failed} failed) in "
-        f"{Path(args.db).resolve()}\n"
-        f"Prefect runs and report artifacts: PREFECT_HOME={PREFECT_HOME} prefect server start, then open "
-        "http://127.0.0.1:4200\n"
-        f"Query the results: paretune --db {args.db} frontier {result.experiment_id}"
-    )
+    print_where(console, result, args.db, PREFECT_HOME)
     return result
+
+
+def print_where(console: Console, result: TuneResult, db_path: str, prefect_home: Path, *extra: str) -> None:
+    """Where a demo's results are: the database, any exported tables, the Prefect artifacts."""
+    console.print("\n".join([
+        f"{result.observations} observations ({result.completed} completed, {result.failed} failed) in "
+        f"{Path(db_path).resolve()}",
+        *extra,
+        f"Prefect runs and report artifacts: PREFECT_HOME={prefect_home} prefect server start, then open "
+        "http://127.0.0.1:4200",
+        f"Query the results: paretune --db {db_path} frontier {result.experiment_id}",
+    ]))
 
 
 if __name__ == "__main__":

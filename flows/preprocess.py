@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from bert.data import feature_lengths, load_splits, tokenizer_name
+from bert.data import feature_lengths, load_settings_splits, tokenizer_name
 from bert.settings import HUB_TEACHER, TrialSettings
 from bert.squad import load_tokenizer, tokenize_squad
 from bert.teacher import prepare_teacher, teacher_logits
@@ -76,18 +76,7 @@ class PreprocessResult(BaseModel):
 
 @task(name="load-squad-splits", cache_policy=NO_CACHE)
 def load_squad_splits(parameters: PreprocessParameters) -> tuple[datasets.Dataset, datasets.Dataset]:
-    settings = parameters.trial_settings()
-    return load_splits(
-        settings.train_data,
-        settings.train_split,
-        settings.eval_data,
-        settings.eval_split,
-        settings.eval_articles,
-        settings.eval_fraction,
-        settings.split_seed,
-        settings.max_train_examples,
-        settings.max_eval_examples,
-    )
+    return load_settings_splits(parameters.trial_settings())
 
 
 @task(name="tokenize-squad", cache_policy=NO_CACHE)
