@@ -237,8 +237,10 @@ class TrialLoop:
             self.store_checkpoint(trial, *body)
         elif kind == "ended":
             del self.in_flight[suggestion_id]
-            self.finish(trial, trial.dask.outcome())
+            outcome = trial.dask.outcome()
+            duration = self.finish(trial, outcome)
             self.fill_slots()
+            self.show_progress(trial, outcome, duration)  # the UI and terminal after the refill, off its path
 
     def store_checkpoint(self, trial: Trial, epoch: int, values: dict[str, float]) -> None:
         self.storage.add_checkpoint(trial.run_id, epoch, values)
@@ -273,7 +275,8 @@ class TrialLoop:
         thread.start()
         self.restarts.append(thread)
 
-    def finish(self, trial: Trial, outcome: TrialOutcome) -> None:
+    def finish(self, trial: Trial, outcome: TrialOutcome) -> float | None:
+        """Record the trial's end (observation, run, late checkpoints) and teach the history; return its duration."""
         for epoch, values in outcome.checkpoints:
             if epoch not in trial.epochs_stored:
                 self.store_checkpoint(trial, epoch, values)
@@ -286,6 +289,9 @@ class TrialLoop:
         self.observed += 1
         self.history.append(Observation(assignments=trial.assignments, values=outcome.values,
                                         failed=outcome.failed, failure_reason=outcome.failure_reason))
+        return duration
+
+    def show_progress(self, trial: Trial, outcome: TrialOutcome, duration: float | None) -> None:
         update_progress_artifact(self.progress_artifact, progress=self._percent_done())
         self.bar.update(self.task_id, completed=self.observed)
         self.bar.console.print(self._line(trial, outcome, duration), highlight=False, soft_wrap=True)
