@@ -20,8 +20,13 @@ from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_HOME,
     PREFECT_SERVER_ANALYTICS_ENABLED,
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
     temporary_settings,
 )
+
+# Prefect's default (20 s) is too short for a first start (database migrations) on a busy
+# two-core machine; a larger configured value still wins.
+START_TIMEOUT_S = 300
 
 
 @contextmanager
@@ -40,7 +45,7 @@ def prefect_api(home: str | Path | None = None) -> Iterator[str]:
         local[PREFECT_HOME] = Path(home).resolve()
     with temporary_settings(local):
         server = SubprocessASGIServer()
-        server.start()
+        server.start(timeout=max(START_TIMEOUT_S, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
         try:
             with temporary_settings({PREFECT_API_URL: server.api_url}):
                 yield server.api_url

@@ -285,7 +285,8 @@ class TrialLoop:
             duration = time.monotonic() - trial.started_at
         if duration is not None and not math.isfinite(duration):
             duration = None
-        close_trial(self.storage, trial.suggestion_id, trial.run_id, outcome.values, outcome.failure_reason, duration)
+        close_trial(self.storage, trial.suggestion_id, trial.run_id, outcome.values, outcome.failure_reason, duration,
+                    outcome.unobserved)
         self.observed += 1
         self.history.append(Observation(assignments=trial.assignments, values=outcome.values,
                                         failed=outcome.failed, failure_reason=outcome.failure_reason))

@@ -117,11 +117,13 @@ def close_trial(
     values: dict[str, float] | None,
     failure_reason: str | None,
     duration_s: float | None,
+    unobserved: dict[str, float] | None = None,
 ) -> None:
-    """Finish the run, then close the suggestion with its observation (the durable step, last)."""
+    """Finish the run (with every metric reported, `unobserved` ones too), then close the
+    suggestion with its observation of the experiment's metrics (the durable step, last)."""
     if failure_reason is None:
         assert values is not None
-        storage.log_run_metrics(run_id, values)
+        storage.log_run_metrics(run_id, values | (unobserved or {}))
         storage.finish_run(run_id, "completed")
         storage.record_observation(suggestion_id, values=values, duration_s=duration_s, run_id=run_id)
     else:

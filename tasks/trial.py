@@ -64,6 +64,7 @@ class TrialOutcome:
     checkpoints: list[tuple[int, dict[str, float]]]
     traceback: str | None = None
     worker_lost: bool = False
+    unobserved: dict[str, float] = field(default_factory=dict)  # metrics beyond the spec: kept on the run
 
     @property
     def failed(self) -> bool:
@@ -94,17 +95,26 @@ def load_objective(path: str) -> Objective:
     return objective
 
 
-def check_metrics(spec: ExperimentSpec, values: Any) -> dict[str, float]:
-    """The objective's return value as clean floats; NaN/inf is a divergence, anything else wrong a bug."""
+def check_metrics(spec: ExperimentSpec, values: Any) -> tuple[dict[str, float], dict[str, float]]:
+    """The objective's return value as clean floats, split into the experiment's metrics (the
+    observation) and any others it reports (kept on the trial's run: an objective such as
+    `bert.distill:run_trial` reports more than one experiment tracks). NaN/inf is a divergence;
+    a non-number, or a missing optimized/constraint metric, is a bug in the objective."""
     if not isinstance(values, dict):
         raise TypeError(f"the objective must return a dict of metric name to number, got {type(values).__name__}")
+    clean: dict[str, float] = {}
     for name, value in values.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(float(value)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"the objective returned {name}={value!r}: metric values must be numbers")
+        if not math.isfinite(float(value)):
             raise Diverged(f"metric {name} is {value}")
+        clean[str(name)] = float(value)
+    declared = {metric.name for metric in spec.metrics}
     try:
-        return validate_values(spec, values)
+        observed = validate_values(spec, {name: value for name, value in clean.items() if name in declared})
     except ObservationError as error:
         raise TypeError(f"the objective returned unusable metrics: {error}") from None
+    return observed, {name: value for name, value in clean.items() if name not in declared}
 
 
 def failure_reason(error: BaseException) -> str:
@@ -135,7 +145,7 @@ def run_objective(request: TrialRequest) -> TrialOutcome:
     started = time.perf_counter()
     try:
         objective = load_objective(request.objective)
-        values = check_metrics(request.spec, objective(dict(request.assignments), context))
+        values, unobserved = check_metrics(request.spec, objective(dict(request.assignments), context))
     except WORKER_LOST:
         raise
     except Exception as error:
@@ -145,7 +155,7 @@ def run_objective(request: TrialRequest) -> TrialOutcome:
         return TrialOutcome(request.suggestion_id, None, failure_reason(error), time.perf_counter() - started,
                             worker, context.checkpoints, details)
     return TrialOutcome(request.suggestion_id, values, None, time.perf_counter() - started, worker,
-                        context.checkpoints)
+                        context.checkpoints, unobserved=unobserved)
 
 
 class DaskTrial:
