@@ -6,6 +6,7 @@ a local cluster lives exactly as long as the flow that needs it.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 from contextlib import contextmanager
@@ -30,11 +31,8 @@ def visible_gpu_count() -> int:
 
 
 def dask_cuda_available() -> bool:
-    try:
-        import dask_cuda  # noqa: F401  (the `gpu` extra)
-    except ImportError:
-        return False
-    return True
+    """Whether the `gpu` extra (dask-cuda) is installed, without importing it."""
+    return importlib.util.find_spec("dask_cuda") is not None
 
 
 def local_cluster(n_workers: int, threads_per_worker: int = 1) -> distributed.SpecCluster:
