@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForQuestionAnswering
 
-from bert.data import feature_lengths, prepare_squad_data
+from bert.data import prepare_squad_data
 from bert.distill import run_trial
 from bert.metrics import squad_v2_evaluate
 from bert.settings import TrialSettings
-from bert.squad import dataset_to_squad_json, take_examples, tokenize_squad
+from bert.squad import dataset_to_squad_json
 from bert.training import calibrate_null_threshold, evaluate_model
 from flows.bert_demo import frontier_table, wide_console
 from flows.local_prefect import prefect_api
@@ -57,18 +57,17 @@ def score_line(name: str, metrics: dict[str, float]) -> str:
 
 
 def teacher_and_baseline_scores(settings: TrialSettings, teacher: str) -> tuple[dict, dict]:
-    """The teacher on the eval questions (null threshold calibrated on train questions, as the
-    students' is) and the score of answering nothing at all."""
+    """The teacher on the eval questions (null threshold calibrated on the held-out train
+    questions, as the students' is) and the score of answering nothing at all."""
     data = prepare_squad_data(settings)
     gold = dataset_to_squad_json(data.eval_examples)["data"]
     device = torch.device("cpu")
     model = AutoModelForQuestionAnswering.from_pretrained(teacher)
     threshold = settings.null_score_diff_threshold
-    if settings.calibration_examples is not None:
-        examples = take_examples(data.train_examples, settings.calibration_examples)
-        features = tokenize_squad(examples, data.tokenizer, feature_lengths(settings), "eval", settings.cache_dir)
+    if data.calibration_examples is not None:
         threshold = calibrate_null_threshold(
-            model, examples, features, dataset_to_squad_json(examples)["data"], 64, device, False,
+            model, data.calibration_examples, data.calibration_features,
+            dataset_to_squad_json(data.calibration_examples)["data"], 64, device, False,
             settings.n_best_size, settings.max_answer_length,
         )
     teacher_metrics = evaluate_model(

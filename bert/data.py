@@ -5,12 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import datasets
 from transformers import PreTrainedTokenizerFast
 
 from bert.settings import TrialSettings, resolve_model_path
-from bert.squad import FeatureLengths, load_squad, load_tokenizer, split_by_article, take_examples, tokenize_squad
+from bert.squad import (
+    FeatureLengths,
+    hold_out_articles,
+    load_squad,
+    load_tokenizer,
+    split_by_article,
+    take_examples,
+    tokenize_squad,
+)
+
+
+class SquadSplits(NamedTuple):
+    train: datasets.Dataset
+    evaluation: datasets.Dataset
+    calibration: datasets.Dataset | None
 
 
 @dataclass
@@ -20,6 +35,8 @@ class SquadData:
     train_features: datasets.Dataset
     eval_features: datasets.Dataset
     tokenizer: PreTrainedTokenizerFast
+    calibration_examples: datasets.Dataset | None = None
+    calibration_features: datasets.Dataset | None = None
 
 
 def load_splits(
@@ -32,14 +49,19 @@ def load_splits(
     split_seed: int = 0,
     max_train_examples: int | None = None,
     max_eval_examples: int | None = None,
-) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """(train, eval) questions: two sources, or one source split by article; then sliced."""
+    calibration_examples: int | None = None,
+) -> SquadSplits:
+    """Train and eval questions (two sources, or one source split by article), then sliced;
+    with `calibration_examples`, that many train questions from whole articles held out of training."""
     train = load_squad(train_data, train_split)
     if eval_data is None:
         train, evaluation = split_by_article(train, eval_articles, eval_fraction, split_seed)
     else:
         evaluation = load_squad(eval_data, eval_split)
-    return take_examples(train, max_train_examples), take_examples(evaluation, max_eval_examples)
+    calibration = None
+    if calibration_examples is not None:
+        train, calibration = hold_out_articles(train, calibration_examples)
+    return SquadSplits(take_examples(train, max_train_examples), take_examples(evaluation, max_eval_examples), calibration)
 
 
 def tokenizer_name(settings: TrialSettings) -> str:
@@ -51,8 +73,8 @@ def feature_lengths(settings: TrialSettings) -> FeatureLengths:
     return FeatureLengths(settings.max_seq_length, settings.doc_stride, settings.max_query_length)
 
 
-def load_settings_splits(settings: TrialSettings) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """The train and eval questions the settings name, split by article."""
+def load_settings_splits(settings: TrialSettings) -> SquadSplits:
+    """The train, eval and calibration questions the settings name."""
     return load_splits(
         settings.train_data,
         settings.train_split,
@@ -63,18 +85,23 @@ def load_settings_splits(settings: TrialSettings) -> tuple[datasets.Dataset, dat
         settings.split_seed,
         settings.max_train_examples,
         settings.max_eval_examples,
+        settings.calibration_examples,
     )
 
 
 def prepare_squad_data(settings: TrialSettings) -> SquadData:
-    train_examples, eval_examples = load_settings_splits(settings)
+    splits = load_settings_splits(settings)
     tokenizer = load_tokenizer(tokenizer_name(settings))
     lengths = feature_lengths(settings)
     cache_dir = Path(settings.cache_dir)
     return SquadData(
-        train_examples=train_examples,
-        eval_examples=eval_examples,
-        train_features=tokenize_squad(train_examples, tokenizer, lengths, "train", cache_dir),
-        eval_features=tokenize_squad(eval_examples, tokenizer, lengths, "eval", cache_dir),
+        train_examples=splits.train,
+        eval_examples=splits.evaluation,
+        train_features=tokenize_squad(splits.train, tokenizer, lengths, "train", cache_dir),
+        eval_features=tokenize_squad(splits.evaluation, tokenizer, lengths, "eval", cache_dir),
         tokenizer=tokenizer,
+        calibration_examples=splits.calibration,
+        calibration_features=(
+            None if splits.calibration is None else tokenize_squad(splits.calibration, tokenizer, lengths, "eval", cache_dir)
+        ),
     )

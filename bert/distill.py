@@ -28,10 +28,10 @@ from torch import nn
 from torch.nn import functional
 from transformers import AutoConfig, get_linear_schedule_with_warmup, set_seed
 
-from bert.data import SquadData, feature_lengths, prepare_squad_data
+from bert.data import SquadData, prepare_squad_data
 from bert.latency import measure_latency_ms
 from bert.settings import STUDENT_FROM_TEACHER, StudentAssignments, TrialSettings, resolve_model_path
-from bert.squad import dataset_to_squad_json, take_examples, tokenize_squad
+from bert.squad import dataset_to_squad_json
 from bert.students import (
     StudentPlan,
     build_student,
@@ -152,7 +152,7 @@ def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.devic
     model, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
     loss_function = make_distillation_loss(soft_start, soft_end, knobs.alpha_ce, knobs.temperature)
     gold = dataset_to_squad_json(data.eval_examples)["data"]
-    calibration = _calibration_set(data, settings)
+    calibration = _calibration_set(data)
 
     evaluation: Evaluation | None = None
     for epoch in range(1, settings.epochs + 1):
@@ -216,19 +216,19 @@ def _evaluate(
 
 @dataclass
 class CalibrationSet:
-    """Train questions (never eval articles) on which the null-score threshold is chosen."""
+    """Questions of train articles held out of training, on which the null-score threshold is chosen."""
 
     examples: datasets.Dataset
     features: datasets.Dataset
     gold: list[dict]
 
 
-def _calibration_set(data: SquadData, settings: TrialSettings) -> CalibrationSet | None:
-    if settings.calibration_examples is None:
+def _calibration_set(data: SquadData) -> CalibrationSet | None:
+    if data.calibration_examples is None:
         return None
-    examples = take_examples(data.train_examples, settings.calibration_examples)
-    features = tokenize_squad(examples, data.tokenizer, feature_lengths(settings), "eval", settings.cache_dir)
-    return CalibrationSet(examples, features, dataset_to_squad_json(examples)["data"])
+    return CalibrationSet(
+        data.calibration_examples, data.calibration_features, dataset_to_squad_json(data.calibration_examples)["data"]
+    )
 
 
 def _null_threshold(

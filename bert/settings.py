@@ -60,8 +60,8 @@ class TrialSettings(BaseModel):
     calibration_examples: int | None = Field(
         None,
         ge=1,
-        description="calibrate null_score_diff_threshold each evaluation on the first N train questions "
-        "(the official best_f1_thresh there) instead of using the fixed value",
+        description="hold N questions of whole train articles out of training and calibrate "
+        "null_score_diff_threshold on them each evaluation, instead of using the fixed value",
     )
 
     gradient_accumulation_steps: int = Field(1, ge=1)

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import shutil
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +171,28 @@ def _choose_eval_titles(
             "both sides need at least one article"
         )
     return set(random.Random(seed).sample(sorted(titles), count))
+
+
+def hold_out_articles(dataset: datasets.Dataset, questions: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(rest, held_out): whole articles taken from the end of `dataset` until they hold at least
+    `questions` questions, of which the first `questions` are held out. What the null-score
+    threshold is calibrated on must not be trained on: a model is surer of answers it has seen."""
+    row_titles = dataset["title"]
+    titles = list(dict.fromkeys(row_titles))
+    counts = Counter(row_titles)
+    held_titles: set[str] = set()
+    for title in reversed(titles[1:]):
+        held_titles.add(title)
+        if sum(counts[held] for held in held_titles) >= questions:
+            break
+    else:
+        raise ValueError(
+            f"calibration_examples: {questions} questions would take every train article "
+            f"({len(dataset)} questions in {len(titles)} articles); ask for fewer"
+        )
+    rest = [i for i, title in enumerate(row_titles) if title not in held_titles]
+    held = [i for i, title in enumerate(row_titles) if title in held_titles]
+    return dataset.select(rest), dataset.select(held[:questions])
 
 
 def take_examples(dataset: datasets.Dataset, limit: int | None) -> datasets.Dataset:

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from bert.data import feature_lengths, load_settings_splits, tokenizer_name
+from bert.data import SquadSplits, feature_lengths, load_settings_splits, tokenizer_name
 from bert.settings import HUB_TEACHER, TrialSettings
 from bert.squad import load_tokenizer, tokenize_squad
 from bert.teacher import prepare_teacher, teacher_logits
@@ -38,6 +38,9 @@ class PreprocessParameters(BaseModel):
     split_seed: int = 0
     max_train_examples: int | None = Field(None, ge=1, description="first N train questions (all if empty)")
     max_eval_examples: int | None = Field(None, ge=1, description="first N eval questions (all if empty)")
+    calibration_examples: int | None = Field(
+        None, ge=1, description="questions of whole train articles held out to calibrate the no-answer threshold"
+    )
     tokenizer: str | None = Field(None, description="empty: the teacher's tokenizer")
     max_seq_length: int = Field(384, ge=16)
     doc_stride: int = Field(128, ge=1, description="tokens shared by consecutive windows")
@@ -75,7 +78,7 @@ class PreprocessResult(BaseModel):
 
 
 @task(name="load-squad-splits", cache_policy=NO_CACHE)
-def load_squad_splits(parameters: PreprocessParameters) -> tuple[datasets.Dataset, datasets.Dataset]:
+def load_squad_splits(parameters: PreprocessParameters) -> SquadSplits:
     return load_settings_splits(parameters.trial_settings())
 
 
@@ -108,9 +111,12 @@ def preprocess_squad(parameters: PreprocessParameters = PreprocessParameters()) 
     """Load and split SQuAD 2.0 by article, tokenize both sides into cached windows, and, given a
     teacher, prepare it and cache its logits over the train windows."""
     logger = get_run_logger()
-    train_examples, eval_examples = load_squad_splits(parameters)
+    splits = load_squad_splits(parameters)
+    train_examples, eval_examples = splits.train, splits.evaluation
     train_features = tokenize_split(train_examples, "train", parameters)
     eval_features = tokenize_split(eval_examples, "eval", parameters)
+    if splits.calibration is not None:
+        tokenize_split(splits.calibration, "eval", parameters)
     result = PreprocessResult(
         cache_dir=parameters.cache_dir,
         train_examples=len(train_examples),

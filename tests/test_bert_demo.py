@@ -32,7 +32,7 @@ def test_the_demo_experiment_is_a_small_two_metric_sweep_the_objective_accepts()
         ("exact", "maximize"), ("num_parameters", "minimize")
     ]
     assert (spec.parameter("n_layers").bounds.min, spec.parameter("n_layers").bounds.max) == (1, 6)
-    # The tune flow refuses a trial whose metrics the experiment does not declare.
+    # Every metric the objective reports is declared, so each lands in the observation.
     assert {metric.name for metric in spec.metrics} == {
         "exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact",
         "num_parameters", "inference_time", "latency_ms", "peak_memory_mb",
@@ -43,6 +43,8 @@ def test_the_demo_experiment_is_a_small_two_metric_sweep_the_objective_accepts()
     assert settings.device == "cpu" and settings.torch_threads == 1 and settings.student == "teacher"
     preprocess = PreprocessParameters.from_experiment(bert_demo.DEMO_SPEC).trial_settings()
     assert (preprocess.teacher_epochs, preprocess.teacher_learning_rate) == (settings.teacher_epochs, settings.teacher_learning_rate)
+    # The same held-out calibration questions, so preprocessing warms the very caches trials read.
+    assert preprocess.calibration_examples == settings.calibration_examples is not None
 
 
 def test_the_demo_reads_the_given_data_else_the_shared_file_else_the_hub(tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ def test_preprocess_flow_prepares_what_trials_read(prefect_api, tmp_path, monkey
         max_seq_length=48,
         doc_stride=16,
         max_query_length=16,
+        calibration_examples=2,
         cache_dir=str(tmp_path / "cache"),
         teacher=save_tiny_qa_model(tmp_path / "teacher"),
         teacher_finetune=True,
@@ -31,7 +32,7 @@ def test_preprocess_flow_prepares_what_trials_read(prefect_api, tmp_path, monkey
         device="cpu",
     )
     result = preprocess_squad(parameters)
-    assert (result.train_examples, result.eval_examples) == (7, 3)
+    assert (result.train_examples, result.eval_examples) == (5, 3)
     assert Path(result.train_features).is_dir() and Path(result.eval_features).is_dir()
     assert (Path(result.teacher_logits) / "start_logits.npy").exists()
 
@@ -41,5 +42,6 @@ def test_preprocess_flow_prepares_what_trials_read(prefect_api, tmp_path, monkey
     monkeypatch.setattr(datasets.Dataset, "map", refuse)
     settings = parameters.trial_settings()
     data = prepare_squad_data(settings)
-    assert len(data.eval_examples) == 3
+    assert len(data.eval_examples) == 3 and len(data.calibration_features) >= 2
+    assert not set(data.calibration_examples["title"]) & set(data.train_examples["title"])
     assert prepare_teacher(settings, data.train_features, resolve_device("cpu")) == result.teacher

@@ -9,10 +9,12 @@ import fsspec
 import pytest
 from bert_fixtures import hand_made_squad, minilm_path, shared_squad_file
 
+from bert.data import load_splits
 from bert.squad import (
     FeatureLengths,
     cls_index_of,
     dataset_to_squad_json,
+    hold_out_articles,
     load_squad,
     load_tokenizer,
     prepare_train_features,
@@ -78,6 +80,27 @@ def test_split_by_article_names_bad_arguments():
         split_by_article(hand_made_squad(), eval_articles=1, eval_fraction=0.5)
     with pytest.raises(ValueError, match="both sides"):
         split_by_article(hand_made_squad(), eval_articles=3)
+
+
+def test_calibration_questions_come_from_whole_articles_held_out_of_training():
+    dataset = squad_json_to_dataset(hand_made_squad())
+    titles = list(dict.fromkeys(dataset["title"]))
+    rest, held = hold_out_articles(dataset, 2)
+    assert len(held) == 2 and set(held["title"]) == {titles[-1]}
+    assert titles[-1] not in set(rest["title"])
+    assert len(rest) == len(dataset) - dataset["title"].count(titles[-1])
+    last_two = dataset["title"].count(titles[-1]) + dataset["title"].count(titles[-2])
+    assert set(hold_out_articles(dataset, last_two - 1)[1]["title"]) == set(titles[-2:])
+    with pytest.raises(ValueError, match="calibration_examples"):
+        hold_out_articles(dataset, len(dataset) - dataset["title"].count(titles[0]) + 1)
+
+
+def test_train_eval_and_calibration_questions_share_no_article():
+    splits = load_splits(str(shared_squad_file("dev-v2.0.json")), eval_articles=5, max_train_examples=300,
+                         max_eval_examples=100, calibration_examples=50)
+    train, evaluation, calibration = (set(split["title"]) for split in splits)
+    assert (len(splits.train), len(splits.evaluation), len(splits.calibration)) == (300, 100, 50)
+    assert not train & evaluation and not train & calibration and not evaluation & calibration
 
 
 def test_split_by_article_on_the_real_dev_file():
