@@ -1,4 +1,4 @@
-"""`make demo`: tune the built-in two-metric function end to end on this machine, offline.
+"""`make demo-quick`: tune the built-in two-metric function end to end on this machine, offline.
 
 A local Dask cluster of two workers, a Prefect API that lives as long as the demo (its runs
 are kept under .paretune/prefect), and the embedded DuckDB file. An unfinished demo
