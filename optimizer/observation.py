@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from optimizer.spec import ExperimentSpec
@@ -33,6 +35,38 @@ class Observation(BaseModel):
 
 class ObservationError(ValueError):
     """Assignments or values that do not fit the experiment; nothing was recorded."""
+
+
+class MetricValueError(ObservationError):
+    """One metric value that is not a finite number.
+
+    `not_finite` tells the two cases apart: a NaN or infinity is a diverged trial
+    (a failed observation, when an objective returned it), anything else a bug in the caller.
+    """
+
+    def __init__(self, message: str, *, not_finite: bool):
+        super().__init__(message)
+        self.not_finite = not_finite
+
+
+def metric_number(name: str, value: Any) -> float:
+    """The one metric cleaner: `value` as a float, or MetricValueError naming the metric.
+
+    Numbers of every kind training code returns are accepted: Python ints and floats, numpy
+    scalars (`np.float32`, `np.int64`) and zero-dimensional arrays or torch tensors. Booleans,
+    strings, containers and non-finite values are refused.
+    """
+    number = value
+    if not isinstance(number, numbers.Real) and getattr(number, "ndim", None) == 0 and hasattr(number, "item"):
+        number = number.item()  # a 0-d numpy array or torch tensor
+    if isinstance(number, (bool, np.bool_)) or not isinstance(number, numbers.Real):
+        shape = getattr(value, "shape", None)
+        hint = f" (an array of shape {tuple(shape)}; reduce it to one number)" if shape else ""
+        raise MetricValueError(f"{name}: {value!r} is not a number{hint}", not_finite=False)
+    number = float(number)
+    if not math.isfinite(number):
+        raise MetricValueError(f"{name}: {value!r} is not finite", not_finite=True)
+    return number
 
 
 def validate_assignments(spec: ExperimentSpec, assignments: dict[str, Any]) -> Assignments:
@@ -73,13 +107,11 @@ def validate_values(spec: ExperimentSpec, values: dict[str, Any]) -> dict[str, f
     for name, value in values.items():
         if name not in known:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.append(f"values.{name}: {value!r} is not a number")
-            continue
-        if not math.isfinite(float(value)):
-            problems.append(f"values.{name}: {value!r} is not finite; report the trial as failed instead")
-            continue
-        clean[name] = float(value)
+        try:
+            clean[name] = metric_number(name, value)
+        except MetricValueError as error:
+            advice = "; report the trial as failed instead" if error.not_finite else ""
+            problems.append(f"values.{error}{advice}")
     if problems:
         raise ObservationError("; ".join(problems))
     return clean
