@@ -9,15 +9,19 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic_core import PydanticCustomError
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
@@ -26,6 +30,9 @@ from pydantic import (
 MAX_OPTIMIZED_METRICS = 2
 MAX_CONSTRAINT_METRICS = 4
 MAX_METRICS = 50
+MAX_OBSERVATION_BUDGET = 100_000  # beyond this, a store of trials is no longer an experiment but a mistake
+MAX_PARALLEL_BANDWIDTH = 1024
+MAX_NAME_LENGTH = 200
 
 # SigOpt features a definition may carry that paretune does not implement: refused by name
 # rather than silently ignored, so a user never believes they are in effect.
@@ -41,6 +48,36 @@ UNSUPPORTED_SIGOPT_KEYS = {
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
+def _name_problem(message: str) -> PydanticCustomError:
+    return PydanticCustomError("name", message)
+
+
+def _printable_name(name: str) -> str:
+    """Names are shown in tables, logs and the UI: refuse what would garble them."""
+    if not name.strip():
+        raise _name_problem("must not be empty")
+    if name != name.strip():
+        raise _name_problem(f"{name!r} has spaces at its start or end")
+    if not name.isprintable():
+        raise _name_problem(f"{name!r} holds a control character (a newline, tab or terminal escape); use plain text")
+    if len(name) > MAX_NAME_LENGTH:
+        raise _name_problem(f"is {len(name)} characters long; at most {MAX_NAME_LENGTH}")
+    return name
+
+
+def _not_an_id(name: str) -> str:
+    if name.isdigit():
+        raise _name_problem(f"{name!r} is all digits, which reads as an experiment id; add a letter")
+    return name
+
+
+# Numbers must be numbers: YAML's "1e-5" (a string there) or "0.5" in quotes is refused, not guessed.
+Number = Annotated[float, Strict()]
+Integer = Annotated[int, Strict()]
+Text = Annotated[str, Strict()]
+Name = Annotated[str, Strict(), AfterValidator(_printable_name)]
+
+
 class SpecError(ValueError):
     """An invalid experiment definition; `problems` lists each one as ``path: message``."""
 
@@ -53,29 +90,29 @@ class SpecError(ValueError):
 
 class Bounds(BaseModel):
     model_config = _STRICT
-    min: float
-    max: float
+    min: Number
+    max: Number
 
 
 class CategoricalValue(BaseModel):
     """SigOpt's object form of a categorical value; `enum_index` is accepted and ignored."""
 
     model_config = _STRICT
-    name: str
-    enum_index: int | None = None
+    name: Name
+    enum_index: Integer | None = None
 
 
 class Parameter(BaseModel):
     model_config = _STRICT
 
-    name: str
+    name: Name
     type: Literal["double", "int", "categorical"]
     bounds: Bounds | None = None
-    categorical_values: tuple[str, ...] | None = None
+    categorical_values: tuple[Name, ...] | None = None
     transformation: Literal["log", "none"] | None = None
-    default_value: float | int | str | None = None
-    precision: int | None = Field(default=None, ge=1)
-    tunable: bool = True
+    default_value: Integer | Number | Text | None = None
+    precision: Integer | None = Field(default=None, ge=1)
+    tunable: Annotated[bool, Strict()] = True
 
     @field_validator("categorical_values", mode="before")
     @classmethod
@@ -90,16 +127,12 @@ class Parameter(BaseModel):
     @model_validator(mode="after")
     def _check_domain(self) -> Parameter:
         problems = []
-        if not self.name.strip():
-            problems.append("name: must not be empty")
         if self.type == "categorical":
             if self.bounds is not None:
                 problems.append("bounds: a categorical parameter takes `categorical_values`, not `bounds`")
             values = self.categorical_values or ()
             if len(values) < 2:
                 problems.append("categorical_values: give at least two values")
-            if any(not v.strip() for v in values):
-                problems.append("categorical_values: values must not be empty")
             if len(set(values)) != len(values):
                 problems.append("categorical_values: values must be distinct")
             if self.transformation == "log":
@@ -167,16 +200,14 @@ class Parameter(BaseModel):
 class Metric(BaseModel):
     model_config = _STRICT
 
-    name: str
+    name: Name
     objective: Literal["maximize", "minimize"] = "maximize"
     strategy: Literal["optimize", "constraint", "store"] = "optimize"
-    threshold: float | None = None
+    threshold: Number | None = None
 
     @model_validator(mode="after")
     def _check_threshold(self) -> Metric:
         problems = []
-        if not self.name.strip():
-            problems.append("name: must not be empty")
         if self.strategy == "store" and self.threshold is not None:
             problems.append("threshold: a `store` metric is only recorded; drop its threshold or make it a constraint")
         if self.strategy == "constraint" and self.threshold is None:
@@ -197,15 +228,15 @@ class ExperimentSpec(BaseModel):
 
     model_config = _STRICT
 
-    name: str
+    name: Annotated[Name, AfterValidator(_not_an_id)]
     parameters: tuple[Parameter, ...]
     metrics: tuple[Metric, ...]
-    observation_budget: int | None = Field(
-        default=None, ge=1, validation_alias=AliasChoices("observation_budget", "budget")
+    observation_budget: Integer | None = Field(
+        default=None, ge=1, le=MAX_OBSERVATION_BUDGET, validation_alias=AliasChoices("observation_budget", "budget")
     )
-    parallel_bandwidth: int = Field(default=1, ge=1)
+    parallel_bandwidth: Integer = Field(default=1, ge=1, le=MAX_PARALLEL_BANDWIDTH)
     metadata: dict[str, Any] | None = None
-    project: str | None = None
+    project: Name | None = None
     type: Literal["offline"] | None = None
 
     @model_validator(mode="wrap")
@@ -244,7 +275,7 @@ class ExperimentSpec(BaseModel):
         """Load a YAML or JSON definition (JSON is YAML, so one parser reads both)."""
         text = Path(path).read_text()
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_Yaml12NumbersLoader)
         except yaml.YAMLError as error:
             raise SpecError([f"{path}: not valid YAML/JSON: {error}"]) from None
         if not isinstance(data, dict):
@@ -297,6 +328,19 @@ class ExperimentSpec(BaseModel):
         return all(m.name in values and m.meets(values[m.name]) for m in self.metrics if m.threshold is not None)
 
 
+class _Yaml12NumbersLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's floats: `1e-5` and `3E4` are numbers (PyYAML's YAML 1.1 reads them as text)."""
+
+
+_Yaml12NumbersLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
 def _parameter_dict(parameter: Parameter) -> dict[str, Any]:
     data = parameter.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {"type": parameter.type}
     if parameter.type == "int" and parameter.bounds is not None:
@@ -307,9 +351,6 @@ def _parameter_dict(parameter: Parameter) -> dict[str, Any]:
 def _cross_item_problems(data: dict[str, Any]) -> list[str]:
     """Rules across list items, checked on the raw input so they show beside field errors."""
     problems = []
-    name = data.get("name")
-    if isinstance(name, str) and not name.strip():
-        problems.append("name: must not be empty")
     for key in sorted(set(data) & set(UNSUPPORTED_SIGOPT_KEYS)):
         problems.append(f"{key}: {UNSUPPORTED_SIGOPT_KEYS[key]}")
     parameters = data.get("parameters")
@@ -376,6 +417,10 @@ def _describe(error: ValidationError) -> list[str]:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"; did you mean `{close[0]}`?" if close else f"; known keys: {', '.join(sorted(known))}" if known else ""
             lines.append(f"{path}: unknown key{hint}")
+        elif kind == "name":
+            lines.append(f"{path}: {item['msg']}")
+        elif kind in ("float_type", "int_type") and isinstance(item["input"], str):
+            lines.append(f"{path}: {item['input']!r} is text, not a number; write it without quotes")
         elif kind == "finite_number":
             lines.append(f"{path}: must be a finite number, got {item['input']!r}")
         elif kind == "value_error":
