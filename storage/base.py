@@ -1,7 +1,18 @@
 """The one interface every part of paretune stores through (like Optuna's BaseStorage).
 
-Implementations validate what they are given against the experiment's spec and write each
-call atomically: a refused call leaves nothing behind.
+The contract every implementation keeps:
+
+- **Validation.** What a call is given is checked against the experiment's spec; a refused call
+  raises `StorageError` and leaves nothing behind.
+- **Atomicity.** Each call is one transaction. In particular `record_observation` closes a
+  trial whole: the suggestion's state, the observation with its values, and (given `run_id`) the
+  run's metrics and status commit together or not at all.
+- **Lifecycle.** A suggestion is `open` until exactly one of: `completed` or `failed` (it has an
+  observation), `expired` (the process running it died; `expire_open_suggestions`) or
+  `cancelled` (its run was cancelled; `cancel_suggestions`). Only open suggestions change.
+- **Concurrency.** Several processes may write one store; each call sees every call committed
+  before it. A store opened read-only sees a committed state at most one write behind, and never
+  stops a writer.
 """
 
 from __future__ import annotations
@@ -10,7 +21,14 @@ import abc
 from typing import Any
 
 from optimizer import ExperimentSpec, Observation
-from storage.records import ExperimentRecord, ObservationRecord, Progress, RunRecord, SuggestionRecord
+from storage.records import (
+    ExperimentRecord,
+    ObservationRecord,
+    Progress,
+    RunEnvironment,
+    RunRecord,
+    SuggestionRecord,
+)
 
 
 class StorageError(ValueError):
@@ -20,7 +38,8 @@ class StorageError(ValueError):
 class Storage(abc.ABC):
     # -- experiments --------------------------------------------------------------------------
     @abc.abstractmethod
-    def create_experiment(self, spec: ExperimentSpec) -> ExperimentRecord: ...
+    def create_experiment(self, spec: ExperimentSpec, *, allow_duplicate_name: bool = False) -> ExperimentRecord:
+        """Store a new experiment; a name already in the store is refused unless allowed."""
 
     @abc.abstractmethod
     def get_experiment(self, ref: int | str) -> ExperimentRecord:
@@ -31,6 +50,10 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def set_experiment_state(self, experiment_id: int, state: str) -> None: ...
+
+    @abc.abstractmethod
+    def set_observation_budget(self, experiment_id: int, budget: int) -> None:
+        """Change the budget in force (an override or an extension); the state follows it."""
 
     # -- suggestions --------------------------------------------------------------------------
     @abc.abstractmethod
@@ -46,11 +69,20 @@ class Storage(abc.ABC):
     def list_suggestions(self, experiment_id: int, state: str | None = None) -> list[SuggestionRecord]: ...
 
     @abc.abstractmethod
-    def mark_suggestion_started(self, suggestion_id: int, worker: str | None) -> None: ...
+    def start_trial(self, suggestion_id: int, *, worker: str | None, run_id: int | None = None,
+                    environment: RunEnvironment | None = None) -> None:
+        """An open suggestion began running on `worker`; its run (if any) takes the host, device
+        and git commit where it runs."""
 
     @abc.abstractmethod
     def expire_open_suggestions(self, experiment_id: int) -> list[int]:
-        """Mark every open suggestion expired (a dead run's leftovers); return their ids."""
+        """Mark every open suggestion expired and its running run failed (a dead process's
+        leftovers); return their ids."""
+
+    @abc.abstractmethod
+    def cancel_suggestions(self, experiment_id: int, suggestion_ids: list[int], reason: str) -> list[int]:
+        """Mark these suggestions, where still open, cancelled and their running runs cancelled
+        with `reason`; return the ids changed."""
 
     # -- observations -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -63,8 +95,14 @@ class Storage(abc.ABC):
         reason: str | None = None,
         duration_s: float | None = None,
         run_id: int | None = None,
+        run_metrics: dict[str, float] | None = None,
     ) -> ObservationRecord:
-        """Close an open suggestion with its metric values, or as failed with a reason."""
+        """Close an open suggestion with its metric values, or as failed with a reason.
+
+        With `run_id` (the suggestion's running run), the run ends in the same transaction,
+        `completed` or `failed`, holding `values` plus `run_metrics` (metrics the experiment does
+        not track).
+        """
 
     @abc.abstractmethod
     def observations(self, experiment_id: int) -> list[ObservationRecord]: ...
@@ -124,7 +162,9 @@ class Storage(abc.ABC):
     def add_checkpoint(self, run_id: int, epoch: int, values: dict[str, float]) -> None: ...
 
     @abc.abstractmethod
-    def finish_run(self, run_id: int, status: str, failure_reason: str | None = None) -> None: ...
+    def finish_run(self, run_id: int, status: str, failure_reason: str | None = None,
+                   metrics: dict[str, float] | None = None) -> None:
+        """End a running run `completed`, `failed` or `cancelled`, with its last metrics."""
 
     @abc.abstractmethod
     def get_run(self, run_id: int) -> RunRecord: ...

@@ -1,7 +1,10 @@
-"""The embedded default store: one DuckDB file holding everything.
+"""The embedded default store: one DuckDB file holding everything, shared by many processes.
 
-DuckDB allows one writing process per file, so a store object is owned by one process (the
-flow, the CLI, a user's ask/tell loop); within it, a lock serialises threads.
+A writing store (the flow, the CLI's write commands, a user's ask/tell loop) holds the file
+only while one of its calls runs, under paretune's lock, and republishes ``<db>.read`` after
+every call that wrote; a read-only store (the CLI's read commands, the report flow, the
+dashboard) reads that published copy and never blocks a writer (storage/files.py explains
+why). Within a process, a lock per store serialises threads.
 """
 
 from __future__ import annotations
@@ -10,21 +13,42 @@ import json
 import math
 import os
 import threading
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator
 
 import duckdb
 
-from optimizer import ExperimentSpec, ObservationError, validate_assignments, validate_values
+from optimizer import ExperimentSpec, ObservationError, metric_number, validate_assignments, validate_values
 from storage.artifacts import ArtifactStore
 from storage.base import Storage, StorageError
-from storage.records import ExperimentRecord, ObservationRecord, Progress, RunRecord, SuggestionRecord
-from storage.schema import migrate
+from storage.files import (
+    DatabaseFiles,
+    DatabaseLocked,
+    attach,
+    detach,
+    file_lock,
+    holder_description,
+    host_connection,
+    publish_recovered_replica,
+    publish_replica,
+    replica_is_current,
+)
+from storage.records import (
+    ExperimentRecord,
+    ObservationRecord,
+    Progress,
+    RunEnvironment,
+    RunRecord,
+    SuggestionRecord,
+)
+from storage.schema import SCHEMA_VERSION, ForeignDatabaseError, SchemaTooNewError, check_version, current_version, migrate
 
 DEFAULT_DB_PATH = "paretune.duckdb"
 EXPERIMENT_STATES = ("active", "completed", "archived")
-RUN_STATUSES = ("running", "completed", "failed")
+RUN_END_STATUSES = ("completed", "failed", "cancelled")
+# How long a call waits for another process's write session (or a foreign program's hold on the
+# file) before it is refused. Write sessions last milliseconds; this covers a busy machine.
+LOCK_TIMEOUT_S = 60.0
 
 
 def default_db_path() -> str:
@@ -33,59 +57,238 @@ def default_db_path() -> str:
 
 
 class DuckDBStorage(Storage):
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False):
-        self.path = str(path if path is not None else default_db_path())
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._connection = duckdb.connect(self.path, read_only=read_only)
-        except duckdb.IOException as error:
-            raise StorageError(
-                f"cannot open {self.path}: {error}. DuckDB allows one writing process per file; "
-                "stop the other process (a running flow?) or pass another --db"
-            ) from None
-        self._connection.execute("SET enable_progress_bar = false")  # it would print into users' output
-        self._lock = threading.RLock()
-        if not read_only:
-            migrate(self._connection)
+    """The Storage contract on one DuckDB file.
 
-    # -- plumbing -----------------------------------------------------------------------------
+    `read_only=True` opens the published copy: it never creates, migrates or writes the file,
+    and works while other processes write. A writing store creates the file with the first
+    experiment or run stored in it (a refused call leaves no file behind) and migrates an older
+    file forward when it opens it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False,
+                 lock_timeout_s: float = LOCK_TIMEOUT_S):
+        self.path = str(path if path is not None else default_db_path())
+        self.read_only = read_only
+        self.files = DatabaseFiles.of(self.path)
+        self._timeout = lock_timeout_s
+        self._holder = holder_description("read" if read_only else "write")
+        self._guard = threading.RLock()
+        self._host = host_connection()
+        self._depth = 0
+        self._batches = 0
+        self._release: ExitStack | None = None  # set while a writer holds the file
+        self._wrote = False
+        self._attached: tuple[int, int] | None = None  # (device, inode) of the copy a reader has attached
+        try:
+            exists = self.files.inspect(for_writing=not read_only)
+            if exists:
+                with self._session():
+                    pass  # attaching checks the file is paretune's and of a version this code knows
+        except BaseException:
+            self._host.close()
+            raise
+
+    # -- sessions: how long a file is held --------------------------------------------------------
     @contextmanager
-    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self._lock:
-            self._connection.execute("BEGIN TRANSACTION")
+    def batch(self) -> Iterator[None]:
+        """Hold the file across several calls: one attach, one publish at the end.
+
+        For bursts of writes (a flow recording several trial events at once). Other writers
+        wait while it is held, so keep the block short. The file is taken by the first call
+        inside, so a batch that stores nothing creates nothing.
+        """
+        with self._guard:
+            self._batches += 1
             try:
-                yield self._connection
+                yield
+            finally:
+                self._batches -= 1
+                if not self._batches and self._release is not None:
+                    self._release.close()
+
+    @contextmanager
+    def _session(self, *, create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._guard:
+            if self._depth or self._release is not None:
+                self._depth += 1
+                try:
+                    yield self._host
+                finally:
+                    self._depth -= 1
+                return
+            if self.read_only:
+                keep_attached = self._attach_published_copy()
+                self._depth = 1
+                try:
+                    yield self._host
+                finally:
+                    self._depth = 0
+                    if not keep_attached:
+                        detach(self._host)
+                return
+            if not create and not self.files.path.exists():
+                raise StorageError(f"no database at {self.files.path} yet: it is created with the first experiment")
+            release = ExitStack()
+            release.enter_context(file_lock(self.files.lock).held(self._timeout, self._holder))
+            self._wrote = False
+            try:
+                attach(self._host, self.files.path, read_only=False, timeout_s=self._timeout)
+                release.callback(self._end_write_session)
+                self._upgrade_schema()
             except BaseException:
-                self._connection.execute("ROLLBACK")
+                release.close()
                 raise
-            self._connection.execute("COMMIT")
+            self._release, self._depth = release, 1
+            try:
+                yield self._host
+            finally:
+                self._depth = 0
+                if not self._batches:
+                    release.close()
+
+    def _end_write_session(self) -> None:
+        """Detach (DuckDB checkpoints) and, when something was written, publish the copy."""
+        self._release = None
+        detach(self._host)
+        if self._wrote:
+            publish_replica(self.files)
+
+    def _upgrade_schema(self) -> None:
+        """A writer brings an older file forward; another application's file, or a newer
+        paretune's, is refused untouched."""
+        try:
+            version = current_version(self._host)
+            check_version(version)
+            if version < SCHEMA_VERSION:
+                migrate(self._host)
+                self._wrote = True
+        except (ForeignDatabaseError, SchemaTooNewError) as error:
+            raise StorageError(f"{self.files.path}: {error}") from None
+
+    def _attach_published_copy(self) -> bool:
+        """Attach the newest published copy (republishing a stale one), or the file itself when
+        no copy can be kept beside it (a read-only folder, where nothing can be writing).
+
+        Returns whether it may stay attached between calls: a copy may (it is replaced, never
+        changed, so holding it blocks nobody), the file itself may not.
+        """
+        source = self.files.replica
+        if not replica_is_current(self.files):
+            source = self._republish() or self.files.path
+        stat = source.stat()
+        key = (stat.st_dev, stat.st_ino)
+        if self._attached == key:
+            return True
+        if self._attached is not None:
+            detach(self._host)
+            self._attached = None
+        attach(self._host, source, read_only=True, timeout_s=self._timeout)
+        try:
+            version = current_version(self._host)
+            check_version(version)
+            if version < SCHEMA_VERSION:
+                raise SchemaTooNewError(f"this database has schema version {version}, older than this paretune's "
+                                        f"{SCHEMA_VERSION}, in a folder where it cannot be upgraded; open it once "
+                                        "with a write command where it is writable")
+        except (ForeignDatabaseError, SchemaTooNewError) as error:
+            detach(self._host)
+            raise StorageError(f"{self.files.path}: {error}") from None
+        self._attached = key if source == self.files.replica else None
+        return self._attached is not None
+
+    def _republish(self) -> os.PathLike[str] | None:
+        """Bring the published copy up to date; None when this folder cannot hold one."""
+        if not os.access(self.files.path.parent, os.W_OK | os.X_OK):
+            return None
+        with file_lock(self.files.lock).held(self._timeout, self._holder):
+            if replica_is_current(self.files):
+                return self.files.replica
+            if self.files.wal.exists():
+                publish_recovered_replica(self.files, self._timeout)
+            else:
+                publish_replica(self.files)
+            self._upgrade_published_copy()
+        return self.files.replica
+
+    def _upgrade_published_copy(self) -> None:
+        """Migrate the copy (never the file) when the file predates this paretune."""
+        connection = host_connection()
+        try:
+            attach(connection, self.files.replica, read_only=False, timeout_s=self._timeout)
+            try:
+                migrate(connection)
+            except (ForeignDatabaseError, SchemaTooNewError) as error:
+                raise StorageError(f"{self.files.path}: {error}") from None
+            finally:
+                detach(connection)
+        finally:
+            connection.close()
+
+    @contextmanager
+    def _transaction(self, *, create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self.read_only:
+            raise StorageError(f"this store was opened read-only ({self.path}); open it without read_only to write")
+        with self._session(create=create) as db:
+            db.execute("BEGIN TRANSACTION")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            self._wrote = True
 
     def _rows(self, sql: str, parameters: list[Any] | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            cursor = self._connection.execute(sql, parameters or [])
+        with self._session() as db:
+            cursor = db.execute(sql, parameters or [])
             columns = [d[0] for d in cursor.description or []]
             return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
+    def sql_connection(self) -> duckdb.DuckDBPyConnection:
+        """Hand this reader's DuckDB connection over for SQL of your own; the store is done.
+
+        The connection holds one consistent copy for as long as it stays open: reconnect to see
+        newer data.
+        """
+        if not self.read_only:
+            raise StorageError("open the store with read_only=True to hand its connection over")
+        with self._guard:
+            self._attach_published_copy()
+            self._attached = None  # no longer this store's to detach
+            return self._host
+
     def close(self) -> None:
-        with self._lock:
-            self._connection.close()
+        with self._guard:
+            if self._attached is not None:
+                detach(self._host)
+                self._attached = None
+            self._host.close()
 
     # -- experiments --------------------------------------------------------------------------
-    def create_experiment(self, spec: ExperimentSpec) -> ExperimentRecord:
+    def create_experiment(self, spec: ExperimentSpec, *, allow_duplicate_name: bool = False) -> ExperimentRecord:
         optimize_rank = {m.name: rank for rank, m in enumerate(spec.optimized_metrics, start=1)}
-        with self._transaction() as db:
+        with self._transaction(create=True) as db:
+            if not allow_duplicate_name:
+                same = db.execute("SELECT id FROM experiments WHERE name = ? ORDER BY id", [spec.name]).fetchall()
+                if same:
+                    raise StorageError(
+                        f"an experiment named {spec.name!r} already exists in {self.path} (id {same[-1][0]}); "
+                        "rename it in the definition, or allow a duplicate name (--allow-duplicate-name)"
+                    )
             (experiment_id,) = db.execute(
-                "INSERT INTO experiments (name, spec) VALUES (?, ?) RETURNING id", [spec.name, spec.to_json()]
+                "INSERT INTO experiments (name, spec, budget) VALUES (?, ?, ?) RETURNING id",
+                [spec.name, spec.to_json(), spec.observation_budget],
             ).fetchone()
             db.executemany(
                 "INSERT INTO experiment_metrics VALUES (?, ?, ?, ?, ?, ?)",
                 [[experiment_id, m.name, m.objective, m.strategy, m.threshold, optimize_rank.get(m.name)]
                  for m in spec.metrics],
             )
-        return self.get_experiment(int(experiment_id))
+            return self.get_experiment(int(experiment_id))
 
     def get_experiment(self, ref: int | str) -> ExperimentRecord:
+        if not self.read_only and not self.files.path.exists():
+            raise StorageError(f"no experiment {ref!r}: there is no database at {self.files.path} yet")
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
             rows = self._rows("SELECT * FROM experiments WHERE id = ?", [int(ref)])
         else:
@@ -95,14 +298,24 @@ class DuckDBStorage(Storage):
         return _experiment(rows[0])
 
     def list_experiments(self) -> list[ExperimentRecord]:
+        if not self.read_only and not self.files.path.exists():
+            return []
         return [_experiment(row) for row in self._rows("SELECT * FROM experiments ORDER BY id")]
 
     def set_experiment_state(self, experiment_id: int, state: str) -> None:
         if state not in EXPERIMENT_STATES:
             raise StorageError(f"state must be one of {EXPERIMENT_STATES}, got {state!r}")
-        self.get_experiment(experiment_id)
         with self._transaction() as db:
+            self.get_experiment(experiment_id)
             db.execute("UPDATE experiments SET state = ? WHERE id = ?", [state, experiment_id])
+
+    def set_observation_budget(self, experiment_id: int, budget: int) -> None:
+        with self._transaction() as db:
+            self.get_experiment(experiment_id)
+            if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+                raise StorageError(f"an observation budget is a whole number >= 1, got {budget!r}")
+            db.execute("UPDATE experiments SET budget = ? WHERE id = ?", [budget, experiment_id])
+            _settle_state(db, experiment_id)
 
     def _spec(self, experiment_id: int) -> ExperimentSpec:
         return self.get_experiment(experiment_id).spec
@@ -111,12 +324,12 @@ class DuckDBStorage(Storage):
     def create_suggestions(
         self, experiment_id: int, batch: list[dict[str, Any]], worker: str | None = None
     ) -> list[SuggestionRecord]:
-        spec = self._spec(experiment_id)
-        try:
-            clean = [validate_assignments(spec, assignments) for assignments in batch]
-        except ObservationError as error:
-            raise StorageError(f"suggestion refused: {error}") from None
         with self._transaction() as db:
+            spec = self._spec(experiment_id)
+            try:
+                clean = [validate_assignments(spec, assignments) for assignments in batch]
+            except ObservationError as error:
+                raise StorageError(f"suggestion refused: {error}") from None
             ids = [
                 db.execute(
                     "INSERT INTO suggestions (experiment_id, assignments, worker) VALUES (?, ?, ?) RETURNING id",
@@ -124,7 +337,7 @@ class DuckDBStorage(Storage):
                 ).fetchone()[0]
                 for assignments in clean
             ]
-        return [self.get_suggestion(int(i)) for i in ids]
+            return [self.get_suggestion(int(i)) for i in ids]
 
     def get_suggestion(self, suggestion_id: int) -> SuggestionRecord:
         rows = self._rows("SELECT * FROM suggestions WHERE id = ?", [int(suggestion_id)])
@@ -136,7 +349,8 @@ class DuckDBStorage(Storage):
         sql = "SELECT * FROM suggestions WHERE experiment_id = ?" + (" AND state = ?" if state else "") + " ORDER BY id"
         return [_suggestion(row) for row in self._rows(sql, [experiment_id] + ([state] if state else []))]
 
-    def mark_suggestion_started(self, suggestion_id: int, worker: str | None) -> None:
+    def start_trial(self, suggestion_id: int, *, worker: str | None, run_id: int | None = None,
+                    environment: RunEnvironment | None = None) -> None:
         with self._transaction() as db:
             _require_open(db, suggestion_id)
             db.execute(
@@ -144,24 +358,42 @@ class DuckDBStorage(Storage):
                 "WHERE id = ?",
                 [worker, suggestion_id],
             )
+            if run_id is not None and environment is not None:
+                run = self._running(run_id)
+                db.execute(
+                    "UPDATE runs SET host = ?, device = ?, git_commit = ?, metadata = ? WHERE id = ?",
+                    [environment.host, environment.device, environment.git_commit,
+                     _json(run.metadata | environment.metadata() | ({"worker": worker} if worker else {}), "metadata"),
+                     run_id],
+                )
 
     def expire_open_suggestions(self, experiment_id: int) -> list[int]:
+        return self._end_open_suggestions(experiment_id, None, "expired", "expired: the flow that ran it stopped")
+
+    def cancel_suggestions(self, experiment_id: int, suggestion_ids: list[int], reason: str) -> list[int]:
+        return self._end_open_suggestions(experiment_id, suggestion_ids, "cancelled", reason)
+
+    def _end_open_suggestions(self, experiment_id: int, suggestion_ids: list[int] | None, state: str,
+                              reason: str) -> list[int]:
+        """Close open suggestions without an observation, and their running runs, in one transaction."""
         with self._transaction() as db:
+            chosen = "" if suggestion_ids is None else " AND list_contains(?, id)"
+            parameters: list[Any] = [experiment_id] + ([] if suggestion_ids is None else [list(suggestion_ids)])
             rows = db.execute(
-                "SELECT id FROM suggestions WHERE experiment_id = ? AND state = 'open'", [experiment_id]
+                f"SELECT id FROM suggestions WHERE experiment_id = ? AND state = 'open'{chosen}", parameters
             ).fetchall()
-            db.execute(
-                "UPDATE suggestions SET state = 'expired', updated_at = current_timestamp "
-                "WHERE experiment_id = ? AND state = 'open'",
-                [experiment_id],
-            )
-            db.execute(
-                "UPDATE runs SET status = 'failed', failure_reason = 'expired: the flow that ran it stopped', "
-                "ended_at = current_timestamp WHERE experiment_id = ? AND status = 'running' "
-                "AND suggestion_id IN (SELECT id FROM suggestions WHERE state = 'expired')",
-                [experiment_id],
-            )
-        return sorted(int(r[0]) for r in rows)
+            ids = sorted(int(r[0]) for r in rows)
+            if ids:
+                db.execute(
+                    "UPDATE runs SET status = ?, failure_reason = ?, ended_at = current_timestamp "
+                    "WHERE status = 'running' AND list_contains(?, suggestion_id)",
+                    ["failed" if state == "expired" else "cancelled", reason, ids],
+                )
+                db.execute(
+                    "UPDATE suggestions SET state = ?, updated_at = current_timestamp WHERE list_contains(?, id)",
+                    [state, ids],
+                )
+            return ids
 
     # -- observations -------------------------------------------------------------------------
     def record_observation(
@@ -173,28 +405,34 @@ class DuckDBStorage(Storage):
         reason: str | None = None,
         duration_s: float | None = None,
         run_id: int | None = None,
+        run_metrics: dict[str, float] | None = None,
     ) -> ObservationRecord:
-        suggestion = self.get_suggestion(suggestion_id)
-        if suggestion.state != "open":
-            raise StorageError(
-                f"suggestion {suggestion_id} is {suggestion.state}, not open: it was already observed or expired"
-            )
-        spec = self._spec(suggestion.experiment_id)
-        if failed:
-            if values:
-                raise StorageError("a failed observation carries no values; pass either values or failed=True")
-            clean: dict[str, float] = {}
-        else:
-            if reason is not None:
-                raise StorageError("`reason` is for failed observations; pass failed=True with it")
-            try:
-                clean = validate_values(spec, values or {})
-            except ObservationError as error:
-                raise StorageError(f"observation refused: {error}") from None
-        if duration_s is not None and (not math.isfinite(duration_s) or duration_s < 0):
+        if duration_s is not None and (isinstance(duration_s, bool) or not isinstance(duration_s, (int, float))
+                                       or not math.isfinite(duration_s) or duration_s < 0):
             raise StorageError(f"duration_s must be a finite number >= 0, got {duration_s!r}")
         with self._transaction() as db:
-            _require_open(db, suggestion_id)
+            suggestion = self.get_suggestion(suggestion_id)
+            if suggestion.state != "open":
+                raise StorageError(f"suggestion {suggestion_id} is {suggestion.state}, not open: "
+                                   "it was already observed, expired or cancelled")
+            spec = self._spec(suggestion.experiment_id)
+            if failed:
+                if values:
+                    raise StorageError("a failed observation carries no values; pass either values or failed=True")
+                clean: dict[str, float] = {}
+            else:
+                if reason is not None:
+                    raise StorageError("`reason` is for failed observations; pass failed=True with it")
+                try:
+                    clean = validate_values(spec, values or {})
+                except ObservationError as error:
+                    raise StorageError(f"observation refused: {error}") from None
+            if run_id is not None:
+                run = self.get_run(run_id)
+                if run.suggestion_id != suggestion_id or run.status != "running":
+                    raise StorageError(f"run {run_id} is not the running run of suggestion {suggestion_id}")
+                self._finish_run(db, run_id, clean | _finite_values(run_metrics or {}, "metric", allow_empty=True),
+                                 "failed" if failed else "completed", reason if failed else None)
             db.execute(
                 "UPDATE suggestions SET state = ?, updated_at = current_timestamp WHERE id = ?",
                 ["failed" if failed else "completed", suggestion_id],
@@ -210,7 +448,8 @@ class DuckDBStorage(Storage):
                     "INSERT INTO observation_values VALUES (?, ?, ?)",
                     [[observation_id, name, value] for name, value in clean.items()],
                 )
-        return self._observations("o.id = ?", [observation_id])[0]
+            _settle_state(db, suggestion.experiment_id)
+            return self._observations("o.id = ?", [observation_id])[0]
 
     def observations(self, experiment_id: int) -> list[ObservationRecord]:
         return self._observations("o.experiment_id = ?", [experiment_id])
@@ -234,22 +473,23 @@ class DuckDBStorage(Storage):
         ]
 
     def progress(self, experiment_id: int) -> Progress:
-        spec = self._spec(experiment_id)
-        counts = self._rows(
-            "SELECT count(*) FILTER (WHERE NOT failed) AS completed, count(*) FILTER (WHERE failed) AS failed "
-            "FROM observations WHERE experiment_id = ?",
-            [experiment_id],
-        )[0]
-        (open_count,) = self._rows(
-            "SELECT count(*) AS n FROM suggestions WHERE experiment_id = ? AND state = 'open'", [experiment_id]
-        )[0].values()
-        reasons = self._rows(
-            "SELECT failure_reason, count(*) AS n FROM observations WHERE experiment_id = ? AND failed "
-            "GROUP BY failure_reason ORDER BY n DESC, failure_reason",
-            [experiment_id],
-        )
+        with self._session():
+            budget = self.get_experiment(experiment_id).budget
+            counts = self._rows(
+                "SELECT count(*) FILTER (WHERE NOT failed) AS completed, count(*) FILTER (WHERE failed) AS failed "
+                "FROM observations WHERE experiment_id = ?",
+                [experiment_id],
+            )[0]
+            (open_count,) = self._rows(
+                "SELECT count(*) AS n FROM suggestions WHERE experiment_id = ? AND state = 'open'", [experiment_id]
+            )[0].values()
+            reasons = self._rows(
+                "SELECT failure_reason, count(*) AS n FROM observations WHERE experiment_id = ? AND failed "
+                "GROUP BY failure_reason ORDER BY n DESC, failure_reason",
+                [experiment_id],
+            )
         return Progress(
-            budget=spec.observation_budget,
+            budget=budget,
             observations=counts["completed"] + counts["failed"],
             completed=counts["completed"],
             failed=counts["failed"],
@@ -277,7 +517,6 @@ class DuckDBStorage(Storage):
 
     def export_experiment(self, experiment_id: int, artifacts: ArtifactStore, fmt: str = "parquet") -> list[str]:
         """Write the experiment's observations, frontier and threshold report as table files."""
-        self.get_experiment(experiment_id)
         tables = {
             "observations": (
                 "SELECT o.id AS observation_id, o.suggestion_id, o.run_id, o.failed, o.failure_reason, o.duration_s, "
@@ -290,11 +529,10 @@ class DuckDBStorage(Storage):
             "threshold_report": f"SELECT * FROM threshold_report WHERE experiment_id = {int(experiment_id)} "
                                 "ORDER BY observation_id",
         }
-        with self._lock:
-            return [
-                artifacts.export_query(self._connection, sql, f"experiment-{experiment_id}/{name}.{fmt}", fmt)
-                for name, sql in tables.items()
-            ]
+        with self._session() as db:
+            self.get_experiment(experiment_id)
+            return [artifacts.export_query(db, sql, f"experiment-{experiment_id}/{name}.{fmt}", fmt)
+                    for name, sql in tables.items()]
 
     # -- runs ---------------------------------------------------------------------------------
     def create_run(
@@ -309,16 +547,23 @@ class DuckDBStorage(Storage):
         host: str | None = None,
         device: str | None = None,
     ) -> RunRecord:
-        if not name or not name.strip():
-            raise StorageError("a run needs a non-empty name")
-        with self._transaction() as db:
+        if not isinstance(name, str) or not name.strip() or not name.isprintable():
+            raise StorageError(f"a run needs a non-empty, printable name, got {name!r}")
+        with self._transaction(create=experiment_id is None) as db:
+            if suggestion_id is not None:
+                suggestion = self.get_suggestion(suggestion_id)
+                if suggestion.experiment_id != experiment_id:
+                    raise StorageError(f"suggestion {suggestion_id} belongs to experiment {suggestion.experiment_id}")
+                _require_open(db, suggestion_id)
+            elif experiment_id is not None:
+                self.get_experiment(experiment_id)
             (run_id,) = db.execute(
                 "INSERT INTO runs (name, experiment_id, suggestion_id, parameters, metadata, git_commit, host, device) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 [name, experiment_id, suggestion_id, _json(parameters or {}, "parameters"),
                  _json(metadata or {}, "metadata"), git_commit, host, device],
             ).fetchone()
-        return self.get_run(int(run_id))
+            return self.get_run(int(run_id))
 
     def _running(self, run_id: int) -> RunRecord:
         run = self.get_run(run_id)
@@ -327,46 +572,50 @@ class DuckDBStorage(Storage):
         return run
 
     def log_run_parameters(self, run_id: int, parameters: dict[str, Any]) -> None:
-        run = self._running(run_id)
         with self._transaction() as db:
+            run = self._running(run_id)
             db.execute("UPDATE runs SET parameters = ? WHERE id = ?",
                        [_json(run.parameters | parameters, "parameters"), run_id])
 
     def log_run_metadata(self, run_id: int, metadata: dict[str, Any]) -> None:
-        run = self._running(run_id)
         with self._transaction() as db:
+            run = self._running(run_id)
             db.execute("UPDATE runs SET metadata = ? WHERE id = ?", [_json(run.metadata | metadata, "metadata"), run_id])
 
     def log_run_metrics(self, run_id: int, metrics: dict[str, float]) -> None:
-        self._running(run_id)
         clean = _finite_values(metrics, "metric")
         with self._transaction() as db:
-            db.executemany(
-                "INSERT INTO run_metrics VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET value = excluded.value",
-                [[run_id, name, value] for name, value in clean.items()],
-            )
+            self._running(run_id)
+            _upsert_run_metrics(db, run_id, clean)
 
     def add_checkpoint(self, run_id: int, epoch: int, values: dict[str, float]) -> None:
-        self.get_run(run_id)
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise StorageError(f"epoch must be an integer >= 0, got {epoch!r}")
         clean = _finite_values(values, "checkpoint value")
         with self._transaction() as db:
+            self.get_run(run_id)
             db.executemany(
                 "INSERT INTO checkpoints (run_id, epoch, metric, value) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT DO UPDATE SET value = excluded.value",
                 [[run_id, epoch, name, value] for name, value in clean.items()],
             )
 
-    def finish_run(self, run_id: int, status: str, failure_reason: str | None = None) -> None:
-        if status not in ("completed", "failed"):
-            raise StorageError(f"a run finishes as 'completed' or 'failed', not {status!r}")
-        self._running(run_id)
+    def finish_run(self, run_id: int, status: str, failure_reason: str | None = None,
+                   metrics: dict[str, float] | None = None) -> None:
+        clean = _finite_values(metrics or {}, "metric", allow_empty=True)
         with self._transaction() as db:
-            db.execute(
-                "UPDATE runs SET status = ?, failure_reason = ?, ended_at = current_timestamp WHERE id = ?",
-                [status, failure_reason if status == "failed" else None, run_id],
-            )
+            self._finish_run(db, run_id, clean, status, failure_reason)
+
+    def _finish_run(self, db: duckdb.DuckDBPyConnection, run_id: int, metrics: dict[str, float], status: str,
+                    failure_reason: str | None) -> None:
+        if status not in RUN_END_STATUSES:
+            raise StorageError(f"a run finishes as one of {RUN_END_STATUSES}, not {status!r}")
+        self._running(run_id)
+        _upsert_run_metrics(db, run_id, metrics)
+        db.execute(
+            "UPDATE runs SET status = ?, failure_reason = ?, ended_at = current_timestamp WHERE id = ?",
+            [status, None if status == "completed" else failure_reason, run_id],
+        )
 
     def get_run(self, run_id: int) -> RunRecord:
         rows = self._runs("r.id = ?", [int(run_id)])
@@ -375,6 +624,8 @@ class DuckDBStorage(Storage):
         return rows[0]
 
     def list_runs(self, experiment_id: int | None = None) -> list[RunRecord]:
+        if not self.read_only and not self.files.path.exists():
+            return []
         if experiment_id is None:
             return self._runs("true", [])
         return self._runs("r.experiment_id = ?", [experiment_id])
@@ -405,6 +656,15 @@ class DuckDBStorage(Storage):
         return [{"epoch": row["epoch"], "values": dict(row["vals"])} for row in rows]
 
 
+def connect(path: str | os.PathLike[str] | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only DuckDB connection to the store, safe while sweeps write (users' own SQL).
+
+    It reads the copy the writers publish (``<db>.read``) as of the moment it opens, holds no
+    lock a writer waits on, and refuses writes; every documented table and view is there.
+    """
+    return DuckDBStorage(path, read_only=True).sql_connection()
+
+
 def _require_open(db: duckdb.DuckDBPyConnection, suggestion_id: int) -> None:
     """Inside a transaction: refuse unless the suggestion is still open.
 
@@ -416,10 +676,29 @@ def _require_open(db: duckdb.DuckDBPyConnection, suggestion_id: int) -> None:
         raise StorageError(f"suggestion {suggestion_id} is {row[0] if row else 'unknown'}, not open")
 
 
+def _settle_state(db: duckdb.DuckDBPyConnection, experiment_id: int) -> None:
+    """An experiment is `completed` once its observations reach its budget, `active` again if the
+    budget grows; an archived one stays archived."""
+    db.execute(
+        "UPDATE experiments SET state = CASE WHEN budget IS NOT NULL AND "
+        "  (SELECT count(*) FROM observations WHERE experiment_id = ?) >= budget THEN 'completed' ELSE 'active' END "
+        "WHERE id = ? AND state <> 'archived'",
+        [experiment_id, experiment_id],
+    )
+
+
+def _upsert_run_metrics(db: duckdb.DuckDBPyConnection, run_id: int, metrics: dict[str, float]) -> None:
+    if metrics:
+        db.executemany(
+            "INSERT INTO run_metrics VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET value = excluded.value",
+            [[run_id, name, value] for name, value in metrics.items()],
+        )
+
+
 def _experiment(row: dict[str, Any]) -> ExperimentRecord:
     return ExperimentRecord(
         id=row["id"], name=row["name"], spec=ExperimentSpec.model_validate(json.loads(row["spec"])),
-        state=row["state"], created_at=row["created_at"],
+        state=row["state"], created_at=row["created_at"], budget=row["budget"],
     )
 
 
@@ -431,15 +710,13 @@ def _suggestion(row: dict[str, Any]) -> SuggestionRecord:
     )
 
 
-def _finite_values(values: dict[str, Any], what: str) -> dict[str, float]:
-    if not isinstance(values, dict) or not values:
+def _finite_values(values: dict[str, Any], what: str, *, allow_empty: bool = False) -> dict[str, float]:
+    if not isinstance(values, dict) or (not values and not allow_empty):
         raise StorageError(f"give at least one {what} as a mapping of name to number")
-    clean = {}
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-            raise StorageError(f"{what} {name}={value!r} refused: not a finite number")
-        clean[str(name)] = float(value)
-    return clean
+    try:
+        return {str(name): metric_number(f"{what} {name}", value) for name, value in values.items()}
+    except ObservationError as error:
+        raise StorageError(f"{error}: refused") from None
 
 
 def _json(value: dict[str, Any], what: str) -> str:
@@ -447,3 +724,6 @@ def _json(value: dict[str, Any], what: str) -> str:
         return json.dumps(value, allow_nan=False, default=str)
     except ValueError:
         raise StorageError(f"{what} contain a NaN or infinite number; JSON cannot hold it") from None
+
+
+__all__ = ["DEFAULT_DB_PATH", "DatabaseLocked", "DuckDBStorage", "LOCK_TIMEOUT_S", "connect", "default_db_path"]

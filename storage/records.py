@@ -16,6 +16,7 @@ class ExperimentRecord:
     spec: ExperimentSpec
     state: str
     created_at: datetime
+    budget: int | None  # the observation budget in force: the spec's, or the latest override
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,17 @@ class Progress:
     @property
     def done(self) -> bool:
         return self.budget is not None and self.observations >= self.budget
+
+
+@dataclass(frozen=True)
+class RunEnvironment:
+    """Where a run ran: host, device and the code's git commit (or why there is none)."""
+
+    host: str
+    device: str
+    git_commit: str | None
+    git_note: str | None = None
+
+    def metadata(self) -> dict[str, str]:
+        """What goes into the run's metadata beside the columns: why the commit is missing."""
+        return {} if self.git_note is None else {"git_commit_unavailable": self.git_note}

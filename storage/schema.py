@@ -1,14 +1,20 @@
-"""The DuckDB schema as an ordered list of forward migrations.
+"""The DuckDB schema as an ordered list of forward migrations, and the views over it.
 
-A file records the highest version applied in `paretune_schema`; opening it applies the rest,
-each migration in its own transaction. Never edit a released migration: append a new one.
+A file records the highest version applied in `paretune_schema`; a writer opening it applies
+the rest, all in one transaction. Never edit a released migration: append a new one. Views hold
+no data: after any migration they are dropped and created again from `VIEWS`, the current
+definitions, so a view changes by editing `VIEWS` and appending a migration that does nothing
+else (`refresh_views_only`).
 """
 
 from __future__ import annotations
 
+import re
+from typing import Callable
+
 import duckdb
 
-_TABLES = """
+_V1_TABLES = """
 CREATE TABLE paretune_schema (
     version INTEGER PRIMARY KEY,
     applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
@@ -101,7 +107,7 @@ CREATE TABLE checkpoints (
 );
 """
 
-_VIEWS = """
+VIEWS = """
 -- One row per (completed observation, thresholded metric): the value against its threshold.
 CREATE VIEW threshold_checks AS
 SELECT o.experiment_id, o.id AS observation_id, o.suggestion_id,
@@ -185,39 +191,153 @@ WHERE s.score_2 = c.best_score_2
   AND (c.best_score_2_above IS NULL OR c.best_score_2_above < s.score_2);
 """
 
-MIGRATIONS: list[str] = [_TABLES + _VIEWS]
+
+# Version 2: suggestions and runs can end `cancelled` (their flow run was cancelled, as opposed
+# to `expired`: it died), and each experiment stores the observation budget in force, so an
+# override (`--budget`, a nightly sweep) is what every report shows. DuckDB cannot alter a CHECK
+# constraint, so the tables it touches are rebuilt, children first, with every row kept.
+_V2_REBUILT = ("checkpoints", "run_metrics", "observation_values", "observations", "runs", "suggestions")
+_V2_TABLES = """
+CREATE TABLE suggestions (
+    id BIGINT PRIMARY KEY DEFAULT nextval('suggestions_id'),
+    experiment_id BIGINT NOT NULL REFERENCES experiments (id),
+    assignments JSON NOT NULL,
+    state VARCHAR NOT NULL DEFAULT 'open'
+        CHECK (state IN ('open', 'completed', 'failed', 'expired', 'cancelled')),
+    worker VARCHAR,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    started_at TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+
+CREATE TABLE runs (
+    id BIGINT PRIMARY KEY DEFAULT nextval('runs_id'),
+    name VARCHAR NOT NULL,
+    experiment_id BIGINT REFERENCES experiments (id),
+    suggestion_id BIGINT REFERENCES suggestions (id),
+    status VARCHAR NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'completed', 'failed', 'cancelled')),
+    parameters JSON NOT NULL DEFAULT '{}',
+    metadata JSON NOT NULL DEFAULT '{}',
+    git_commit VARCHAR,
+    host VARCHAR,
+    device VARCHAR,
+    failure_reason VARCHAR,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    ended_at TIMESTAMPTZ
+);
+
+CREATE TABLE run_metrics (
+    run_id BIGINT NOT NULL REFERENCES runs (id),
+    name VARCHAR NOT NULL,
+    value DOUBLE NOT NULL CHECK (isfinite(value)),
+    PRIMARY KEY (run_id, name)
+);
+
+CREATE TABLE observations (
+    id BIGINT PRIMARY KEY DEFAULT nextval('observations_id'),
+    experiment_id BIGINT NOT NULL REFERENCES experiments (id),
+    suggestion_id BIGINT NOT NULL UNIQUE REFERENCES suggestions (id),
+    run_id BIGINT REFERENCES runs (id),
+    failed BOOLEAN NOT NULL DEFAULT false,
+    failure_reason VARCHAR,
+    duration_s DOUBLE CHECK (duration_s IS NULL OR (isfinite(duration_s) AND duration_s >= 0)),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    CHECK (failed OR failure_reason IS NULL)
+);
+
+CREATE TABLE observation_values (
+    observation_id BIGINT NOT NULL REFERENCES observations (id),
+    metric VARCHAR NOT NULL,
+    value DOUBLE NOT NULL CHECK (isfinite(value)),
+    PRIMARY KEY (observation_id, metric)
+);
+
+CREATE TABLE checkpoints (
+    run_id BIGINT NOT NULL REFERENCES runs (id),
+    epoch INTEGER NOT NULL,
+    metric VARCHAR NOT NULL,
+    value DOUBLE NOT NULL CHECK (isfinite(value)),
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (run_id, epoch, metric)
+);
+"""
+
+
+def _v1(db: duckdb.DuckDBPyConnection) -> None:
+    db.execute(_V1_TABLES)
+
+
+def _v2(db: duckdb.DuckDBPyConnection) -> None:
+    for table in _V2_REBUILT:
+        db.execute(f"CREATE TEMP TABLE {table}_v1 AS SELECT * FROM {table}")
+        db.execute(f"DROP TABLE {table}")
+    db.execute(_V2_TABLES)
+    for table in reversed(_V2_REBUILT):
+        db.execute(f"INSERT INTO {table} SELECT * FROM temp.{table}_v1")
+        db.execute(f"DROP TABLE temp.{table}_v1")
+    db.execute("ALTER TABLE experiments ADD COLUMN budget BIGINT")
+    db.execute("UPDATE experiments SET budget = CAST(json_extract(spec, '$.observation_budget') AS BIGINT)")
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
+VIEW_NAMES = re.findall(r"CREATE VIEW (\w+)", VIEWS)
 
 
 class SchemaTooNewError(RuntimeError):
     """The file was written by a newer paretune; upgrading the package is the fix."""
 
 
+class ForeignDatabaseError(RuntimeError):
+    """A DuckDB file holding another application's tables, which paretune must not touch."""
+
+
 def current_version(connection: duckdb.DuckDBPyConnection) -> int:
-    exists = connection.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'paretune_schema'"
-    ).fetchone()
-    if not exists or not exists[0]:
+    """The schema version of the attached default catalog; 0 for an empty database.
+
+    Raises ForeignDatabaseError for a database with tables but no `paretune_schema`.
+    """
+    try:  # the common case, one cheap query; the catalog is searched only when it fails
+        row = connection.execute("SELECT coalesce(max(version), 0) FROM paretune_schema").fetchone()
+        return int(row[0]) if row else 0
+    except duckdb.CatalogException:
+        pass
+    tables = {row[0] for row in connection.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()"
+    ).fetchall()}
+    if "paretune_schema" not in tables:
+        if tables:
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise ForeignDatabaseError(f"it is a DuckDB database of another application (tables {shown}; "
+                                       "no paretune_schema)")
         return 0
-    row = connection.execute("SELECT coalesce(max(version), 0) FROM paretune_schema").fetchone()
-    return int(row[0]) if row else 0
+    raise ForeignDatabaseError("its paretune_schema table cannot be read")
 
 
-def migrate(connection: duckdb.DuckDBPyConnection) -> int:
-    """Apply every pending migration, each atomically; return the version now in force."""
-    version = current_version(connection)
+def check_version(version: int) -> None:
     if version > SCHEMA_VERSION:
         raise SchemaTooNewError(
             f"this database has schema version {version} but this paretune knows up to {SCHEMA_VERSION}; "
             "upgrade paretune to open it"
         )
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        connection.execute("BEGIN TRANSACTION")
-        try:
-            connection.execute(script)
+
+
+def migrate(connection: duckdb.DuckDBPyConnection) -> int:
+    """Apply every pending migration and refresh the views, atomically; return the version in force."""
+    version = current_version(connection)
+    check_version(version)
+    if version == SCHEMA_VERSION:
+        return version
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        for view in reversed(VIEW_NAMES):
+            connection.execute(f"DROP VIEW IF EXISTS {view}")
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            step(connection)
             connection.execute("INSERT INTO paretune_schema (version) VALUES (?)", [number])
-            connection.execute("COMMIT")
-        except Exception:
-            connection.execute("ROLLBACK")
-            raise
+        connection.execute(VIEWS)
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
     return SCHEMA_VERSION

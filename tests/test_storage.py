@@ -6,7 +6,7 @@ import pytest
 
 from optimizer import ExperimentSpec
 from storage import DuckDBStorage, StorageError
-from storage.schema import SCHEMA_VERSION, SchemaTooNewError
+from storage.schema import SCHEMA_VERSION
 
 
 def make_spec(metrics, name="exp"):
@@ -29,14 +29,25 @@ def store(tmp_path):
 
 def observe_all(store, spec, points, failed=()):
     """Record one observation per point (a dict of metric values); return suggestion ids in order."""
-    experiment = store.create_experiment(spec)
-    suggestions = store.create_suggestions(experiment.id, [{"x": i / (len(points) + 1)} for i in range(len(points))])
-    for suggestion, values in zip(suggestions, points):
-        if values in failed or values is None:
-            store.record_observation(suggestion.id, failed=True, reason="out_of_memory")
-        else:
-            store.record_observation(suggestion.id, values=values)
+    with store.batch():
+        experiment = store.create_experiment(spec)
+        suggestions = store.create_suggestions(experiment.id,
+                                               [{"x": i / (len(points) + 1)} for i in range(len(points))])
+        for suggestion, values in zip(suggestions, points):
+            if values in failed or values is None:
+                store.record_observation(suggestion.id, failed=True, reason="out_of_memory")
+            else:
+                store.record_observation(suggestion.id, values=values)
     return experiment.id, [s.id for s in suggestions]
+
+
+def raw_sql(store, sql):
+    """Run SQL on the file behind paretune's back (the store does not hold it between calls)."""
+    connection = duckdb.connect(store.path)
+    try:
+        connection.execute(sql)
+    finally:
+        connection.close()
 
 
 def frontier_ids(store, experiment_id):
@@ -150,8 +161,9 @@ def test_nan_and_infinite_values_are_refused_and_nothing_is_written(store):
 
 
 def test_the_database_itself_refuses_non_finite_values(store):
+    run = store.create_run("baseline")
     with pytest.raises(duckdb.ConstraintException):
-        store.query("INSERT INTO checkpoints (run_id, epoch, metric, value) VALUES (1, 0, 'loss', 'nan'::DOUBLE)")
+        raw_sql(store, f"INSERT INTO checkpoints (run_id, epoch, metric, value) VALUES ({run.id}, 0, 'loss', 'nan'::DOUBLE)")
 
 
 def test_a_batch_of_suggestions_is_all_or_nothing(store):
@@ -164,7 +176,7 @@ def test_a_batch_of_suggestions_is_all_or_nothing(store):
 def test_failed_transaction_rolls_back(store):
     experiment = store.create_experiment(make_spec(TWO_MAX))
     (suggestion,) = store.create_suggestions(experiment.id, [{"x": 0.5}])
-    store.query(f"INSERT INTO observations (experiment_id, suggestion_id) VALUES ({experiment.id}, {suggestion.id})")
+    raw_sql(store, f"INSERT INTO observations (experiment_id, suggestion_id) VALUES ({experiment.id}, {suggestion.id})")
     with pytest.raises(duckdb.ConstraintException):
         store.record_observation(suggestion.id, values={"a": 1.0, "b": 1.0})
     # The suggestion update inside the failed transaction was rolled back with it.
@@ -191,7 +203,7 @@ def test_runs_metrics_and_checkpoints(store):
     store.log_run_metrics(run.id, {"f1": 0.6, "exact": 0.4})
     store.add_checkpoint(run.id, 1, {"loss": 2.0, "f1": 0.3})
     store.add_checkpoint(run.id, 2, {"loss": 1.0})
-    with pytest.raises(StorageError, match="not a finite number"):
+    with pytest.raises(StorageError, match="loss: nan is not finite"):
         store.add_checkpoint(run.id, 3, {"loss": float("nan")})
     store.finish_run(run.id, "completed")
     record = store.get_run(run.id)
@@ -206,7 +218,9 @@ def test_runs_metrics_and_checkpoints(store):
 
 def test_experiments_by_id_or_name_and_state(store):
     older = store.create_experiment(make_spec(TWO_MAX, "same"))
-    newer = store.create_experiment(make_spec(TWO_MAX, "same"))
+    with pytest.raises(StorageError, match=f"named 'same' already exists .*id {older.id}.*allow a duplicate"):
+        store.create_experiment(make_spec(TWO_MAX, "same"))
+    newer = store.create_experiment(make_spec(TWO_MAX, "same"), allow_duplicate_name=True)
     assert store.get_experiment("same").id == newer.id
     assert store.get_experiment(str(older.id)).id == older.id
     store.set_experiment_state(older.id, "completed")
@@ -219,29 +233,17 @@ def test_experiments_by_id_or_name_and_state(store):
 
 def test_schema_is_versioned_and_migrations_run_once(tmp_path):
     path = tmp_path / "versioned.duckdb"
-    DuckDBStorage(path).close()
+    with DuckDBStorage(path) as store:
+        store.create_experiment(make_spec(TWO_MAX))
     with DuckDBStorage(path) as reopened:
         versions = reopened.query("SELECT version FROM paretune_schema ORDER BY version")
     assert [row["version"] for row in versions] == list(range(1, SCHEMA_VERSION + 1))
     connection = duckdb.connect(str(path))
     connection.execute("INSERT INTO paretune_schema (version) VALUES (?)", [SCHEMA_VERSION + 1])
     connection.close()
-    with pytest.raises(SchemaTooNewError, match="upgrade paretune"):
-        DuckDBStorage(path)
-
-
-def test_a_second_writer_process_gets_a_clear_error(tmp_path):
-    import subprocess
-    import sys
-
-    path = tmp_path / "locked.duckdb"
-    with DuckDBStorage(path):
-        result = subprocess.run(
-            [sys.executable, "-c", f"from storage import DuckDBStorage; DuckDBStorage({str(path)!r})"],
-            capture_output=True, text=True,
-        )
-    assert result.returncode != 0
-    assert "one writing process per file" in result.stderr
+    for read_only in (False, True):
+        with pytest.raises(StorageError, match="upgrade paretune"):
+            DuckDBStorage(path, read_only=read_only)
 
 
 def test_pairwise_brute_force_helper_is_itself_right():
