@@ -5,18 +5,20 @@
         suggestion = experiment.suggest()
         experiment.observe(suggestion, values=train(**suggestion.assignments))
     print(experiment.frontier())
+
+A thin front: every call delegates to the trial lifecycle (`paretune.lifecycle.TrialSession`),
+which the tuning flow and the CLI use too.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import optimizer
 from optimizer import ExperimentSpec
+from paretune.failures import Failure, TrialFailure
+from paretune.lifecycle import OpenTrial, TrialSession
 from paretune.runs import Run
 from storage import DuckDBStorage, ObservationRecord, Progress, Storage, StorageError
 
@@ -28,38 +30,45 @@ class Suggestion:
 
 
 class Experiment:
-    """One experiment in a store; every method reads or writes through that store."""
+    """One experiment in a store; every method reads or writes through that store.
 
-    def __init__(self, storage: Storage, experiment_id: int):
-        self.storage = storage
-        record = storage.get_experiment(experiment_id)
-        self.id = record.id
-        self.name = record.name
-        self.spec = record.spec
+    `seed` replaces the seed derived from the experiment, for repeating a study elsewhere.
+    """
+
+    def __init__(self, storage: Storage, experiment_id: int, *, seed: int | None = None):
+        self.session = TrialSession(storage, experiment_id, seed=seed)
+
+    @property
+    def storage(self) -> Storage:
+        return self.session.storage
+
+    @property
+    def id(self) -> int:
+        return self.session.experiment_id
+
+    @property
+    def name(self) -> str:
+        return self.session.experiment.name
+
+    @property
+    def spec(self) -> ExperimentSpec:
+        return self.session.spec
 
     # -- ask ----------------------------------------------------------------------------------
-    def suggest(self, *, seed: int | None = None) -> Suggestion:
+    def suggest(self) -> Suggestion:
         """A new suggestion from the optimizer, recorded as open until observed."""
-        return self.suggest_batch(1, seed=seed)[0]
+        return self.suggest_batch(1)[0]
 
-    def suggest_batch(self, n: int, *, seed: int | None = None) -> list[Suggestion]:
-        """`n` diverse suggestions at once (for `n` parallel workers)."""
-        already = len(self.storage.list_suggestions(self.id))
-        batch = optimizer.suggest(
-            self.spec,
-            self.storage.history(self.id),
-            self.storage.pending(self.id),
-            n=n,
-            seed=_derived_seed(self.id, already) if seed is None else seed,
-        )
-        return [Suggestion(r.id, r.assignments) for r in self.storage.create_suggestions(self.id, batch)]
+    def suggest_batch(self, n: int) -> list[Suggestion]:
+        """`n` diverse suggestions at once (for `n` parallel workers), within the budget left."""
+        return [Suggestion(t.suggestion_id, t.assignments) for t in self.session.ask(n)]
 
     # -- tell ---------------------------------------------------------------------------------
     def observe(
         self,
         suggestion: Suggestion | int,
         *,
-        values: dict[str, float] | None = None,
+        values: dict[str, Any] | None = None,
         failed: bool = False,
         reason: str | None = None,
         duration_s: float | None = None,
@@ -68,32 +77,38 @@ class Experiment:
 
         Refused, writing nothing: an unknown or already-observed suggestion, one from another
         experiment, a missing optimized/constraint metric, a metric the spec does not name, a
-        NaN or infinite value.
+        value that is not a finite number (numpy and torch scalars are numbers).
         """
-        suggestion_id = suggestion.id if isinstance(suggestion, Suggestion) else int(suggestion)
-        if self.storage.get_suggestion(suggestion_id).experiment_id != self.id:
-            raise StorageError(f"suggestion {suggestion_id} belongs to another experiment, not {self.id}")
-        return self.storage.record_observation(
-            suggestion_id, values=values, failed=failed, reason=reason, duration_s=duration_s
-        )
+        suggestion_id = suggestion.id if isinstance(suggestion, Suggestion) else suggestion
+        if failed:
+            if values:
+                raise StorageError("a failed observation carries no values; pass either values or failed=True")
+            return self.session.fail(suggestion_id, Failure.from_reason(reason), duration_s=duration_s)
+        if reason is not None:
+            raise StorageError("`reason` is for failed observations; pass failed=True with it")
+        if values is None:
+            raise StorageError("give the metric values (values={...}), or failed=True")
+        return self.session.complete(suggestion_id, values, duration_s=duration_s, strict=True)
 
     # -- SigOpt's run loop ------------------------------------------------------------------------
-    def loop(self) -> Iterator[Run]:
+    def loop(self) -> Iterator[TrialRun]:
         """Yield one run per suggestion until the budget is spent (SigOpt's `experiment.loop()`).
 
         Inside ``with run:``, `run.params` holds the assignments; metrics logged with
-        `run.log_metric` become the observation when the block ends, and an exception (or a
-        `paretune.failures.TrialFailure`) becomes a failed observation.
+        `run.log_metric` become the observation when the block ends (a NaN is a diverged trial,
+        metrics the experiment does not declare stay on the run), and an exception becomes a
+        failed observation: a `paretune.failures.TrialFailure` is swallowed, anything else
+        propagates once recorded.
         """
-        if self.spec.observation_budget is None:
+        if self.session.progress().budget is None:
             raise StorageError("loop() needs an observation_budget in the experiment definition")
         while not self.progress().done:
-            suggestion = self.suggest()
-            yield _TrialRun(self, suggestion)
+            (trial,) = self.session.ask(1, with_runs=True)
+            yield TrialRun(self.session, trial)
 
     # -- read ---------------------------------------------------------------------------------
     def progress(self) -> Progress:
-        return self.storage.progress(self.id)
+        return self.session.progress()
 
     def observations(self) -> list[ObservationRecord]:
         return self.storage.observations(self.id)
@@ -110,60 +125,33 @@ class Experiment:
         return self.storage.threshold_report(self.id)
 
 
-class _TrialRun(Run):
-    """A run bound to a suggestion; closing it records the observation in the same store."""
+class TrialRun(Run):
+    """A run bound to a suggestion; leaving the block closes the trial through the session."""
 
-    _swallow_trial_failures = True
+    def __init__(self, session: TrialSession, trial: OpenTrial):
+        assert trial.run_id is not None
+        super().__init__(session.storage, trial.run_id)
+        self.suggestion = Suggestion(trial.suggestion_id, trial.assignments)
+        self.metrics: dict[str, Any] = {}
+        self._session = session
+        self._trial = trial
 
-    def __init__(self, experiment: Experiment, suggestion: Suggestion):
-        super().__init__(
-            experiment.storage,
-            f"{experiment.name}#{suggestion.id}",
-            experiment_id=experiment.id,
-            suggestion_id=suggestion.id,
-            parameters=suggestion.assignments,
-        )
-        self.suggestion = suggestion
-        self._experiment = experiment
-        self._started = time.monotonic()
+    def log_metrics(self, metrics: dict[str, Any]) -> None:
+        """Kept until the block ends, when they become the observation in one transaction."""
+        self.metrics.update(metrics)
 
-    def __exit__(self, kind, error, tb):  # type: ignore[no-untyped-def]
-        invalid = None
-        if error is None and self.failure_reason is None:
-            try:
-                optimizer.validate_values(self._experiment.spec, self.metrics)
-            except optimizer.ObservationError as problem:
-                invalid = problem
-                self.failure_reason = f"invalid metrics: {problem}"
-        swallow = super().__exit__(kind, error, tb)
-        if invalid is not None:
-            raise StorageError(f"run {self.id} logged no valid observation, suggestion {self.suggestion.id} "
-                               f"stays open: {invalid}")
-        duration = time.monotonic() - self._started
-        if self.failure_reason is None:
-            self._experiment.storage.record_observation(
-                self.suggestion.id, values=self.metrics, duration_s=duration, run_id=self.id
-            )
+    def _cancel(self, reason: str) -> None:
+        self._session.cancel([self._trial], reason)
+
+    def _close(self) -> None:
+        if self.failure is not None:
+            self._session.fail(self._trial, self.failure)
         else:
-            self._experiment.storage.record_observation(
-                self.suggestion.id, failed=True, reason=self.failure_reason, duration_s=duration, run_id=self.id
-            )
-        return swallow
+            self._session.complete(self._trial, self.metrics)
 
-    def log_metric(self, name: str, value: float) -> None:
-        if not math.isfinite(float(value)):
-            self.log_failure(f"diverged: metric {name} is {value}")
-            return
-        super().log_metric(name, value)
-
-    def log_metrics(self, metrics: dict[str, float]) -> None:
-        for name, value in metrics.items():
-            self.log_metric(name, value)
-
-
-def _derived_seed(experiment_id: int, suggestions_so_far: int) -> int:
-    """Reproducible suggestions: the same experiment replayed gets the same seeds."""
-    return (experiment_id * 1_000_003 + suggestions_so_far * 7_919) % (2**32)
+    def _swallows(self, error: BaseException | None) -> bool:
+        """A TrialFailure is an outcome, and the loop goes on; anything else is a bug."""
+        return isinstance(error, TrialFailure)
 
 
 def load_spec(spec: ExperimentSpec | dict[str, Any] | str | Path) -> ExperimentSpec:
@@ -175,14 +163,20 @@ def load_spec(spec: ExperimentSpec | dict[str, Any] | str | Path) -> ExperimentS
 
 
 def create_experiment(
-    spec: ExperimentSpec | dict[str, Any] | str | Path, *, db: str | None = None, storage: Storage | None = None
+    spec: ExperimentSpec | dict[str, Any] | str | Path, *, db: str | None = None, storage: Storage | None = None,
+    allow_duplicate_name: bool = False,
 ) -> Experiment:
-    """Create an experiment from a definition (object, dict, or YAML/JSON path)."""
+    """Create an experiment from a definition (object, dict, or YAML/JSON path).
+
+    The definition is validated before the store is opened: a refused one creates no file.
+    """
+    definition = load_spec(spec)
     store = storage or DuckDBStorage(db)
-    return Experiment(store, store.create_experiment(load_spec(spec)).id)
+    return Experiment(store, store.create_experiment(definition, allow_duplicate_name=allow_duplicate_name).id)
 
 
-def open_experiment(ref: int | str, *, db: str | None = None, storage: Storage | None = None) -> Experiment:
+def open_experiment(ref: int | str, *, db: str | None = None, storage: Storage | None = None,
+                    seed: int | None = None) -> Experiment:
     """Open an existing experiment by id or name."""
     store = storage or DuckDBStorage(db)
-    return Experiment(store, store.get_experiment(ref).id)
+    return Experiment(store, store.get_experiment(ref).id, seed=seed)

@@ -52,14 +52,16 @@ def test_open_experiment_by_name_and_id(experiment):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"values": {"accuracy": 0.5}}, "values.size: missing"),
-        ({"values": GOOD | {"bleu": 1.0}}, "values.bleu: the experiment has no such metric"),
-        ({"values": GOOD | {"size": float("nan")}}, "values.size: nan is not finite"),
-        ({"values": GOOD | {"accuracy": "high"}}, "values.accuracy: 'high' is not a number"),
+        ({"values": {"accuracy": 0.5}}, "metric size: missing"),
+        ({"values": GOOD | {"bleu": 1.0}}, "metric bleu: the experiment has no such metric"),
+        ({"values": GOOD | {"size": float("nan")}}, "metric size: nan is not finite; report the trial with failed"),
+        ({"values": GOOD | {"accuracy": "high"}}, "metric accuracy: 'high' is not a number"),
         ({"values": GOOD, "failed": True}, "a failed observation carries no values"),
         ({"values": GOOD, "reason": "oom"}, "`reason` is for failed observations"),
         ({"values": GOOD, "duration_s": -1.0}, "duration_s must be a finite number >= 0"),
-        ({}, "values must be a non-empty mapping"),
+        ({}, "give the metric values"),
+        ({"values": {}}, "metrics must be a mapping of metric name to number, got an empty mapping"),
+        ({"values": [1.0, 2.0]}, "metrics must be a mapping of metric name to number, got list"),
     ],
 )
 def test_bad_observations_are_refused_and_write_nothing(experiment, kwargs, message):
@@ -81,9 +83,9 @@ def test_unknown_and_already_observed_suggestions_are_refused(experiment):
 
 
 def test_a_suggestion_of_another_experiment_is_refused(experiment):
-    other = paretune.create_experiment(SPEC, storage=experiment.storage)
+    other = paretune.create_experiment(SPEC, storage=experiment.storage, allow_duplicate_name=True)
     foreign = other.suggest()
-    with pytest.raises(StorageError, match="belongs to another experiment"):
+    with pytest.raises(StorageError, match=f"belongs to experiment {other.id}, not {experiment.id}"):
         experiment.observe(foreign, values=GOOD)
 
 
@@ -128,14 +130,27 @@ def test_loop_turns_a_nan_metric_into_a_failure(experiment):
     assert observation.failed and "diverged" in observation.failure_reason
 
 
-def test_loop_with_missing_metrics_is_an_error_that_leaves_the_suggestion_open(experiment):
+def test_loop_with_missing_metrics_records_the_objective_failure(experiment):
     run = next(experiment.loop())
-    with pytest.raises(StorageError, match="values.size: missing"):
-        with run:
-            run.log_metric("accuracy", 0.5)
-    assert experiment.observations() == []
-    assert experiment.storage.get_suggestion(run.suggestion.id).state == "open"
-    assert run.record().status == "failed"
+    with run:
+        run.log_metric("accuracy", 0.5)
+    (observation,) = experiment.observations()
+    assert observation.failed
+    assert observation.failure_reason == ("invalid_metrics: metric size: missing; every optimized and constraint "
+                                          "metric must be reported")
+    assert run.record().status == "failed" and run.record().failure_reason == observation.failure_reason
+
+
+def test_loop_keeps_undeclared_metrics_and_numpy_scalars_on_the_run(experiment):
+    import numpy as np
+    import torch
+
+    run = next(experiment.loop())
+    with run:
+        run.log_metrics({"accuracy": np.float32(0.5), "size": torch.tensor(12.0), "epochs": np.int64(3)})
+    (observation,) = experiment.observations()
+    assert observation.values == {"accuracy": 0.5, "size": 12.0}
+    assert run.record().metrics == {"accuracy": 0.5, "size": 12.0, "epochs": 3.0}
 
 
 def test_a_bug_in_a_loop_body_surfaces_and_is_recorded(experiment):
@@ -144,7 +159,8 @@ def test_a_bug_in_a_loop_body_surfaces_and_is_recorded(experiment):
         with run:
             1 / 0
     (observation,) = experiment.observations()
-    assert observation.failed and observation.failure_reason.startswith("ZeroDivisionError")
+    assert observation.failed and observation.failure_reason == "error: ZeroDivisionError: division by zero"
+    assert "1 / 0" in run.record().metadata["traceback"]
 
 
 def test_standalone_run_records_environment_and_status(tmp_path):

@@ -1,0 +1,224 @@
+"""The trial lifecycle, in one place for every front end.
+
+    ask -> suggestion `open` (with its run) -> the trial runs once -> close: the run, its metrics
+    and the observation in one transaction -> `completed` | `failed` | `expired` | `cancelled`
+
+The tuning flow, the Python ask/tell API, SigOpt's run loop and the CLI all go through a
+`TrialSession`, so they share:
+
+- seeding: suggestions are reproducible by default, from a seed derived from the experiment;
+- metric cleaning (`clean_metrics`): numpy and torch scalars are numbers, a NaN or infinity is
+  a divergence, metrics the experiment does not declare stay on the run;
+- failure reasons, written by `paretune.failures.Failure` alone;
+- the atomic close of a trial, by the storage contract's `record_observation`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optimizer
+from optimizer import ExperimentSpec, MetricValueError, metric_number
+from paretune.environment import capture_environment
+from paretune.failures import Failure, FailureKind
+from storage import ExperimentRecord, ObservationRecord, Progress, RunEnvironment, Storage, StorageError
+
+# Upper bound of one batch of suggestions, whatever the budget: a batch is computed in one call.
+MAX_BATCH = 1000
+
+
+# -- metric cleaning -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CleanMetrics:
+    observed: dict[str, float]  # the experiment's metrics: the observation
+    extra: dict[str, float]  # other metrics the objective reported: kept on the trial's run
+
+
+class MetricsRefused(ValueError):
+    """What an objective or a caller reported cannot be an observation; `failure` says why."""
+
+    def __init__(self, failure: Failure):
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
+def clean_metrics(spec: ExperimentSpec, reported: Any, *, keep_undeclared: bool = True) -> CleanMetrics:
+    """The one metric cleaner. Raises MetricsRefused with a `diverged` failure for a NaN or
+    infinity, an `invalid_metrics` one for anything else unusable (not a mapping, a non-number,
+    a missing optimized or constraint metric, an undeclared metric when not kept)."""
+    def refuse(kind: FailureKind, detail: str) -> MetricsRefused:
+        return MetricsRefused(Failure(kind, detail))
+
+    if not isinstance(reported, Mapping) or not reported:
+        shown = type(reported).__name__ if not isinstance(reported, Mapping) else "an empty mapping"
+        raise refuse(FailureKind.INVALID_METRICS, f"metrics must be a mapping of metric name to number, got {shown}")
+    numbers: dict[str, float] = {}
+    for name, value in reported.items():
+        try:
+            numbers[str(name)] = metric_number(str(name), value)
+        except MetricValueError as error:
+            kind = FailureKind.DIVERGED if error.not_finite else FailureKind.INVALID_METRICS
+            raise refuse(kind, f"metric {error}") from None
+    declared = {metric.name for metric in spec.metrics}
+    undeclared = sorted(set(numbers) - declared)
+    if undeclared and not keep_undeclared:
+        raise refuse(FailureKind.INVALID_METRICS, f"metric {undeclared[0]}: the experiment has no such metric "
+                                                  f"(it declares {', '.join(sorted(declared))})")
+    missing = [m.name for m in spec.required_metrics if m.name not in numbers]
+    if missing:
+        raise refuse(FailureKind.INVALID_METRICS, f"metric {', '.join(missing)}: missing; every optimized and "
+                                                  "constraint metric must be reported")
+    return CleanMetrics({n: v for n, v in numbers.items() if n in declared},
+                        {n: v for n, v in numbers.items() if n not in declared})
+
+
+# -- seeding ----------------------------------------------------------------------------------------
+def suggestion_seed(base: int, suggestions_so_far: int) -> int:
+    """The seed of the next suggestion: the same experiment replayed gets the same suggestions."""
+    digest = hashlib.blake2b(f"{base}/{suggestions_so_far}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
+def experiment_seed(experiment: ExperimentRecord) -> int:
+    digest = hashlib.blake2b(f"{experiment.id}/{experiment.name}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
+# -- the session ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OpenTrial:
+    """A suggestion handed out and not yet closed; `run_id` when its run is recorded."""
+
+    suggestion_id: int
+    assignments: dict[str, Any]
+    run_id: int | None = None
+
+
+class TrialSession:
+    """Asks for and closes the trials of one experiment, through a storage.
+
+    `seed` replaces the experiment-derived base seed (for repeating a study in a new store).
+    """
+
+    def __init__(self, storage: Storage, experiment_id: int, *, seed: int | None = None):
+        self.storage = storage
+        self.experiment = storage.get_experiment(experiment_id)
+        self.spec = self.experiment.spec
+        self.seed = experiment_seed(self.experiment) if seed is None else seed
+
+    @property
+    def experiment_id(self) -> int:
+        return self.experiment.id
+
+    def progress(self) -> Progress:
+        return self.storage.progress(self.experiment_id)
+
+    # -- ask --------------------------------------------------------------------------------------
+    def ask(self, n: int = 1, *, with_runs: bool = False, run_metadata: dict[str, Any] | None = None,
+            environment: RunEnvironment | None = None) -> list[OpenTrial]:
+        """`n` new suggestions, recorded open (and, `with_runs`, a running run for each).
+
+        Refused beyond the budget: open suggestions count, since each will be observed.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH:
+            raise StorageError(f"ask for between 1 and {MAX_BATCH} suggestions at once, not {n!r}")
+        with self.storage.batch():  # one consistent read; the file is not held while the optimizer works
+            self._check_budget(n)
+            made = len(self.storage.list_suggestions(self.experiment_id))
+            history = self.storage.history(self.experiment_id)
+            pending = self.storage.pending(self.experiment_id)
+        batch = optimizer.suggest(self.spec, history, pending, n=n, seed=suggestion_seed(self.seed, made))
+        with self.storage.batch():
+            self._check_budget(n)  # again: another process may have asked meanwhile
+            suggestions = self.storage.create_suggestions(self.experiment_id, batch)
+            if not with_runs:
+                return [OpenTrial(s.id, s.assignments) for s in suggestions]
+            where = environment or capture_environment()
+            return [OpenTrial(s.id, s.assignments, self._open_run(s.id, s.assignments, where, run_metadata))
+                    for s in suggestions]
+
+    def _check_budget(self, n: int) -> None:
+        progress = self.progress()
+        if progress.budget is None:
+            return
+        left = max(progress.budget - progress.observations - progress.open_suggestions, 0)
+        if n > left:
+            raise StorageError(
+                f"experiment {self.experiment.name!r} has {left} suggestion(s) left in its budget of "
+                f"{progress.budget} ({progress.observations} observed, {progress.open_suggestions} open); asked for "
+                f"{n}. Observe the open ones, or raise the budget"
+            )
+
+    def open_run(self, suggestion_id: int, environment: RunEnvironment | None = None,
+                 metadata: dict[str, Any] | None = None) -> OpenTrial:
+        """Record the run trying an open suggestion (SigOpt's run loop)."""
+        suggestion = self.storage.get_suggestion(suggestion_id)
+        run_id = self._open_run(suggestion.id, suggestion.assignments, environment or capture_environment(),
+                                metadata)
+        return OpenTrial(suggestion.id, suggestion.assignments, run_id)
+
+    def _open_run(self, suggestion_id: int, assignments: dict[str, Any], environment: RunEnvironment,
+                  metadata: dict[str, Any] | None) -> int:
+        run = self.storage.create_run(
+            f"{self.experiment.name}#{suggestion_id}", parameters=assignments, experiment_id=self.experiment_id,
+            suggestion_id=suggestion_id, metadata=environment.metadata() | (metadata or {}),
+            git_commit=environment.git_commit, host=environment.host, device=environment.device,
+        )
+        return run.id
+
+    # -- while it runs ----------------------------------------------------------------------------
+    def started(self, trial: OpenTrial, worker: str | None, environment: RunEnvironment | None = None) -> None:
+        """The trial began on `worker`; its run takes the worker's host, device and commit."""
+        self.storage.start_trial(trial.suggestion_id, worker=worker, run_id=trial.run_id, environment=environment)
+
+    def checkpoint(self, trial: OpenTrial, epoch: int, values: Mapping[str, Any]) -> None:
+        if trial.run_id is None:
+            raise StorageError(f"suggestion {trial.suggestion_id} has no run to hold checkpoints")
+        self.storage.add_checkpoint(trial.run_id, epoch, dict(values))
+
+    # -- tell -------------------------------------------------------------------------------------
+    def complete(self, trial: OpenTrial | int, reported: Any, *, duration_s: float | None = None,
+                 strict: bool = False) -> ObservationRecord:
+        """Close the trial with what it reported.
+
+        An objective's output (`strict=False`) that cannot be an observation closes the trial as
+        failed, with the reason; a caller's (`strict=True`, ask/tell) is refused, writing nothing,
+        so the caller can correct it.
+        """
+        trial = self._trial(trial)
+        try:
+            metrics = clean_metrics(self.spec, reported, keep_undeclared=trial.run_id is not None or not strict)
+        except MetricsRefused as refused:
+            if strict:
+                advice = "; report the trial with failed=True" if refused.failure.kind is FailureKind.DIVERGED else ""
+                raise StorageError(f"observation refused: {refused.failure.detail}{advice}") from None
+            return self.fail(trial, refused.failure, duration_s=duration_s)
+        return self.storage.record_observation(trial.suggestion_id, values=metrics.observed, duration_s=duration_s,
+                                               run_id=trial.run_id, run_metrics=metrics.extra)
+
+    def fail(self, trial: OpenTrial | int, failure: Failure, *, duration_s: float | None = None) -> ObservationRecord:
+        trial = self._trial(trial)
+        return self.storage.record_observation(trial.suggestion_id, failed=True, reason=failure.reason,
+                                               duration_s=duration_s, run_id=trial.run_id)
+
+    def cancel(self, trials: list[OpenTrial], reason: str) -> list[int]:
+        """Close trials that will never report (their run was cancelled): `cancelled`, no observation."""
+        return self.storage.cancel_suggestions(self.experiment_id, [t.suggestion_id for t in trials], reason)
+
+    def expire_leftovers(self) -> list[int]:
+        """Close what a dead process left open: `expired`, their runs failed."""
+        return self.storage.expire_open_suggestions(self.experiment_id)
+
+    def _trial(self, trial: OpenTrial | int) -> OpenTrial:
+        if isinstance(trial, OpenTrial):
+            return trial
+        if isinstance(trial, bool) or not isinstance(trial, int):
+            raise StorageError(f"a suggestion is identified by its integer id, got {trial!r}")
+        suggestion = self.storage.get_suggestion(trial)
+        if suggestion.experiment_id != self.experiment_id:
+            raise StorageError(f"suggestion {trial} belongs to experiment {suggestion.experiment_id}, "
+                               f"not {self.experiment_id}")
+        return OpenTrial(suggestion.id, suggestion.assignments)
