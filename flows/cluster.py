@@ -12,7 +12,13 @@ import subprocess
 from contextlib import contextmanager
 from typing import Iterator
 
+import dask
 import distributed
+
+# A local cluster's scheduler fails a trial on its first lost worker instead of running it again
+# elsewhere (Dask's default retries it up to three times): a second attempt would find its claim
+# taken (paretune.trial) and only delay the news that the trial was lost.
+LOCAL_SCHEDULER_CONFIG = {"distributed.scheduler.allowed-failures": 0}
 
 
 def visible_gpu_count() -> int:
@@ -43,12 +49,13 @@ def local_cluster(n_workers: int, threads_per_worker: int = 1) -> distributed.Sp
     if threads_per_worker < 1:
         raise ValueError(f"threads_per_worker must be at least 1, got {threads_per_worker}")
     common = {"host": "127.0.0.1", "dashboard_address": ":0"}
-    if visible_gpu_count() > 0 and dask_cuda_available():
-        from dask_cuda import LocalCUDACluster
+    with dask.config.set(LOCAL_SCHEDULER_CONFIG):
+        if visible_gpu_count() > 0 and dask_cuda_available():
+            from dask_cuda import LocalCUDACluster
 
-        return LocalCUDACluster(threads_per_worker=1, **common)
-    return distributed.LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                                    **common)
+            return LocalCUDACluster(threads_per_worker=1, **common)
+        return distributed.LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+                                        **common)
 
 
 @contextmanager

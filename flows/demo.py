@@ -2,7 +2,7 @@
 
 A local Dask cluster of two workers, a Prefect API that lives as long as the demo (its runs
 are kept under .paretune/prefect), and the embedded DuckDB file. An unfinished demo
-experiment is resumed; a finished one is followed by a fresh experiment.
+experiment is resumed; a finished one is followed by a fresh experiment (`...-2`, `...-3`).
 """
 
 from __future__ import annotations
@@ -24,13 +24,18 @@ PREFECT_HOME = Path(".paretune/prefect")
 
 
 def demo_experiment(db_path: str) -> int:
-    """The newest unfinished demo experiment, or a new one."""
-    spec = ExperimentSpec.model_validate(SIZE_VS_ERROR_SPEC)
+    """The unfinished demo experiment, or a new one under the first free name."""
+    base = ExperimentSpec.model_validate(SIZE_VS_ERROR_SPEC)
     with DuckDBStorage(db_path) as storage:
-        for record in reversed(storage.list_experiments()):
-            if record.name == spec.name and record.spec == spec and not storage.progress(record.id).done:
+        stored = {record.name: record for record in storage.list_experiments()}
+        for number in range(1, len(stored) + 2):
+            spec = base if number == 1 else base.model_copy(update={"name": f"{base.name}-{number}"})
+            record = stored.get(spec.name)
+            if record is None:
+                return storage.create_experiment(spec).id
+            if record.spec == spec and not storage.progress(record.id).done:
                 return record.id
-        return storage.create_experiment(spec).id
+    raise AssertionError("unreachable: one of len(stored) + 1 names is free")
 
 
 def print_frontier(db_path: str, result: TuneResult, console: Console) -> None:

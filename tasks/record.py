@@ -1,8 +1,9 @@
-"""The flow's writes to the store: opening or resuming an experiment, then each trial's life.
+"""Which experiment a tuning run works on: checked before anything starts, then prepared.
 
-Only the flow process calls these (DuckDB has one writer). `prepare_experiment` is a Prefect
-task, run once per flow run; the per-trial writes are plain functions on the scheduling hot
-path, where a task run per write would cost more than the write itself.
+`plan_tune` validates a request without writing anything (the command line calls it before
+Prefect or Dask start, so bad input costs a second and one message); the flow's tasks then
+create or resume the experiment and, once the run holds the experiment's lease, expire what a
+dead run left open and store the budget in force.
 """
 
 from __future__ import annotations
@@ -13,11 +14,28 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from optimizer import ExperimentSpec
-from storage import Storage, SuggestionRecord
+from optimizer import ExperimentSpec, SpecError
+from optimizer.spec import MAX_OBSERVATION_BUDGET
+from paretune.trial import ObjectiveImportError, check_objective_allowed, load_objective
+from storage import DuckDBStorage, ExperimentRecord, Storage, StorageError
+from storage.files import DatabaseFiles
 
 # Keys a re-run may change without making it a different experiment.
 _RUN_SETTINGS = ("observation_budget", "parallel_bandwidth")
+
+
+class TuneRequestError(ValueError):
+    """A tuning request that cannot run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class TunePlan:
+    """A checked request: the definition, the stored experiment it resumes (if any), the budget."""
+
+    spec: ExperimentSpec
+    experiment_id: int | None
+    budget: int
+    objective: str
 
 
 @dataclass(frozen=True)
@@ -33,10 +51,6 @@ class PreparedExperiment:
     resumed: bool
 
 
-class ExperimentMismatch(ValueError):
-    """A spec file whose name matches a stored experiment with a different definition."""
-
-
 def _definition(spec: ExperimentSpec) -> dict[str, Any]:
     return {key: value for key, value in spec.to_dict().items() if key not in _RUN_SETTINGS}
 
@@ -45,88 +59,89 @@ def objective_path(spec: ExperimentSpec) -> str:
     """`metadata.objective`, checked for shape; the error says what to write."""
     objective = (spec.metadata or {}).get("objective")
     if not isinstance(objective, str) or ":" not in objective:
-        raise ValueError(
+        raise TuneRequestError(
             f"experiment {spec.name!r}: metadata.objective must name the function trials call, "
             f"as 'package.module:function' (e.g. 'paretune.testfunctions:size_vs_error'); got {objective!r}"
         )
     return objective
 
 
-@task(name="prepare-experiment", cache_policy=NO_CACHE)
-def prepare_experiment(
-    storage: Storage, spec_path: str | None, experiment: str | None, budget: int | None
-) -> PreparedExperiment:
-    """Create the experiment from a spec file, or resume the stored one (same name or id).
+def plan_tune(spec_path: str | None, experiment: str | None, db_path: str, budget: int | None,
+              *, import_objective: bool) -> TunePlan:
+    """Check a tuning request, reading the store read-only; raise TuneRequestError saying what is wrong.
 
-    Resuming expires the suggestions a dead run left open; what it observed is kept and counts
-    toward the budget.
+    `import_objective`: import it here too (a local cluster runs this machine's code).
     """
-    logger = get_run_logger()
-    if spec_path is not None:
-        spec = ExperimentSpec.from_file(spec_path)
-        stored = [e for e in storage.list_experiments() if e.name == spec.name]
-        if stored and _definition(stored[-1].spec) != _definition(spec):
-            raise ExperimentMismatch(
-                f"{spec_path}: the store already holds experiment {spec.name!r} (id {stored[-1].id}) with a "
-                "different definition; rename the experiment in the file to start a new one"
-            )
-        record = stored[-1] if stored else storage.create_experiment(spec)
-        resumed = bool(stored)
-    else:
-        assert experiment is not None
-        record = storage.get_experiment(experiment)
-        spec, resumed = record.spec, True
-    objective_path(spec)
-    total = budget or spec.observation_budget
+    try:
+        files = DatabaseFiles.of(db_path)
+        exists = files.inspect(for_writing=True)
+        if spec_path is not None:
+            spec = ExperimentSpec.from_file(spec_path)
+            record = _stored_same_name(db_path, spec, spec_path) if exists else None
+        else:
+            if not exists:
+                raise TuneRequestError(f"no database at {files.path}: nothing to resume; give a spec file instead")
+            with DuckDBStorage(db_path, read_only=True) as storage:
+                record = storage.get_experiment(str(experiment))
+            spec = record.spec
+    except (SpecError, StorageError) as error:
+        raise TuneRequestError(str(error)) from None
+    except OSError as error:
+        raise TuneRequestError(f"{error.filename}: {error.strerror}") from None
+    total = budget or (record.budget if record is not None else None) or spec.observation_budget
     if total is None:
-        raise ValueError(
-            f"experiment {spec.name!r} has no observation_budget; set it in the spec or pass options.budget"
+        raise TuneRequestError(f"experiment {spec.name!r} has no observation_budget; set it in the spec or pass "
+                               "--budget")
+    if total > MAX_OBSERVATION_BUDGET:
+        raise TuneRequestError(f"budget {total} is above the maximum of {MAX_OBSERVATION_BUDGET}")
+    objective = objective_path(spec)
+    try:
+        check_objective_allowed(objective)
+        if import_objective:
+            load_objective(objective)
+    except ObjectiveImportError as error:
+        raise TuneRequestError(str(error)) from None
+    return TunePlan(spec, None if record is None else record.id, total, objective)
+
+
+def _stored_same_name(db_path: str, spec: ExperimentSpec, spec_path: str) -> ExperimentRecord | None:
+    """The stored experiment a definition file resumes: the one of its name, if its definition matches."""
+    with DuckDBStorage(db_path, read_only=True) as storage:
+        same = [e for e in storage.list_experiments() if e.name == spec.name]
+    if not same:
+        return None
+    if len(same) > 1:
+        raise TuneRequestError(f"{len(same)} experiments are named {spec.name!r} (ids "
+                               f"{', '.join(str(e.id) for e in same)}); pass --experiment ID to choose one")
+    if _definition(same[0].spec) != _definition(spec):
+        raise TuneRequestError(
+            f"{spec_path}: the store already holds experiment {spec.name!r} (id {same[0].id}) with a different "
+            "definition; rename the experiment in the file to start a new one, or pass --experiment "
+            f"{same[0].id} to resume the stored one"
         )
+    return same[0]
+
+
+@task(name="prepare-experiment", cache_policy=NO_CACHE)
+def prepare_experiment(storage: Storage, plan: TunePlan) -> ExperimentRecord:
+    """Create the planned experiment, or open the stored one it resumes."""
+    if plan.experiment_id is not None:
+        return storage.get_experiment(plan.experiment_id)
+    return storage.create_experiment(plan.spec)
+
+
+@task(name="resume-experiment", cache_policy=NO_CACHE)
+def resume_experiment(storage: Storage, record: ExperimentRecord, budget: int) -> PreparedExperiment:
+    """With the experiment's lease held: expire what a dead run left open and store the budget in force.
+
+    What a dead run observed is kept and counts toward the budget.
+    """
     expired = storage.expire_open_suggestions(record.id)
+    if budget != record.budget:
+        storage.set_observation_budget(record.id, budget)
     progress = storage.progress(record.id)
+    resumed = progress.observations > 0 or bool(expired)
     if resumed:
-        logger.info("resuming experiment %s (id %s): %s of %s observations done, %s open suggestions expired",
-                    spec.name, record.id, progress.observations, total, len(expired))
-    return PreparedExperiment(record.id, spec.name, spec, total, progress.observations, expired, resumed)
-
-
-def open_suggestion(storage: Storage, experiment_id: int, assignments: dict[str, Any]) -> SuggestionRecord:
-    """Record a suggestion about to be tried (its assignments as the store validated them)."""
-    (suggestion,) = storage.create_suggestions(experiment_id, [assignments])
-    return suggestion
-
-
-def open_run(storage: Storage, experiment_id: int, suggestion_id: int, assignments: dict[str, Any],
-             prefect_task_run_id: str) -> int:
-    """Record the run trying a suggestion, linked to its Prefect task run; return the run id."""
-    run = storage.create_run(f"trial-{suggestion_id}", parameters=assignments, experiment_id=experiment_id,
-                             suggestion_id=suggestion_id, metadata={"prefect_task_run_id": prefect_task_run_id})
-    return run.id
-
-
-def trial_started(storage: Storage, suggestion_id: int, run_id: int, worker: str | None) -> None:
-    storage.mark_suggestion_started(suggestion_id, worker)
-    if worker:
-        storage.log_run_metadata(run_id, {"worker": worker})
-
-
-def close_trial(
-    storage: Storage,
-    suggestion_id: int,
-    run_id: int,
-    values: dict[str, float] | None,
-    failure_reason: str | None,
-    duration_s: float | None,
-    unobserved: dict[str, float] | None = None,
-) -> None:
-    """Finish the run (with every metric reported, `unobserved` ones too), then close the
-    suggestion with its observation of the experiment's metrics (the durable step, last)."""
-    if failure_reason is None:
-        assert values is not None
-        storage.log_run_metrics(run_id, values | (unobserved or {}))
-        storage.finish_run(run_id, "completed")
-        storage.record_observation(suggestion_id, values=values, duration_s=duration_s, run_id=run_id)
-    else:
-        storage.finish_run(run_id, "failed", failure_reason)
-        storage.record_observation(suggestion_id, failed=True, reason=failure_reason, duration_s=duration_s,
-                                   run_id=run_id)
+        get_run_logger().info("resuming experiment %s (id %s): %s of %s observations done, %s open suggestions expired",
+                              record.name, record.id, progress.observations, budget, len(expired))
+    return PreparedExperiment(record.id, record.name, record.spec, budget, progress.observations, expired, resumed)

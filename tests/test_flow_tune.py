@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -93,9 +94,11 @@ def test_trials_are_prefect_task_runs_named_for_their_assignments(run_tune, tmp_
             task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=["experiment:visible"])))
         artifacts = client.read_artifacts()
         parents = {client.read_flow(client.read_flow_run(run.flow_run_id).flow_id).name for run in task_runs}
+        per_trial = {run.id: [a for a in artifacts if a.task_run_id == run.id] for run in task_runs}
     with DuckDBStorage(db, read_only=True) as store:
         suggestions = store.list_suggestions(result.experiment_id)
-        recorded_ids = {run.metadata["prefect_task_run_id"] for run in store.list_runs(result.experiment_id)}
+        runs = store.list_runs(result.experiment_id)
+        observations = {o.suggestion_id: o for o in store.observations(result.experiment_id)}
     names = sorted(run.name for run in task_runs)
     assert len(names) == 3
     for suggestion in suggestions:
@@ -103,7 +106,15 @@ def test_trials_are_prefect_task_runs_named_for_their_assignments(run_tune, tmp_
         assert expected in names
     assert all(run.state.is_completed() for run in task_runs)
     assert parents == {"tune"}
-    assert recorded_ids == {str(run.id) for run in task_runs}
+    assert {run.metadata["prefect_flow_run_id"] for run in runs} == {str(task_runs[0].flow_run_id)}
+    # each trial's task run carries its result: assignments, metric values, duration
+    for run in task_runs:
+        (table,) = per_trial[run.id]
+        suggestion_id = int(next(t for t in run.tags if t.startswith("suggestion:")).removeprefix("suggestion:"))
+        rows = {row["field"]: row["value"] for row in json.loads(table.data)}
+        assert rows["parameter duration"] == pytest.approx(observations[suggestion_id].assignments["duration"])
+        assert rows["metric loss"] == pytest.approx(observations[suggestion_id].values["loss"])
+        assert rows["status"] == "completed" and rows["duration_s"] > 0
     keys = {a.key for a in artifacts}
     assert {f"visible-{result.experiment_id}-{what}" for what in ("frontier", "thresholds", "summary")} <= keys
 
@@ -153,7 +164,7 @@ def test_failures_become_failed_observations_and_the_experiment_goes_on(run_tune
         elif expected == "raise":
             assert reason == "error: ValueError: boom"
         elif expected == "nan":
-            assert reason == "diverged: metric loss is nan"
+            assert reason == "diverged: metric loss: nan is not finite"
         elif expected == "hang":
             assert reason == "timeout: no result after 3 s"
         else:
@@ -187,7 +198,7 @@ def test_a_lost_worker_becomes_a_failed_observation(prefect_api, tmp_path):
     assert (result.observations, result.completed, result.failed) == (4, 2, 2)
     with DuckDBStorage(str(tmp_path / "deadly.duckdb"), read_only=True) as store:
         reasons = [o.failure_reason for o in store.observations(result.experiment_id) if o.failed]
-    assert all(reason.startswith("worker lost: KilledWorker") for reason in reasons), reasons
+    assert all(reason.startswith("worker_lost: its worker died while running it") for reason in reasons), reasons
     assert sorted(state for state, _ in task_run_states("deadly").values()) == ["COMPLETED"] * 2 + ["CRASHED"] * 2
 
 

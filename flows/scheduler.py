@@ -1,0 +1,234 @@
+"""The tuning flow's scheduler: slots and deadlines, nothing else.
+
+It keeps `parallelism` trials in flight until the budget is spent. Each decision goes to one
+collaborator, in typed messages: the trial lifecycle (`TrialSession`) asks and closes trials in
+the store, the `Dispatcher` runs them on Dask and reports what happens to them, the Prefect task
+run of each trial waits on its `TrialTicket`, and the `ProgressView` shows each `ClosedTrial`.
+
+Stopping: a `StopRequested` message (the flow run was cancelled in Prefect), Ctrl-C or SIGTERM
+ends the sweep at once. Results already reported are recorded first; trials that have not
+started are withdrawn (their claim token taken back, so no worker ever starts them); running
+ones are cancelled on their workers; all of them close `cancelled`, so the next run resumes with
+the budget that is left.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from prefect.futures import PrefectFuture
+from prefect.futures import wait as wait_for_task_runs
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.dispatch import Dispatcher, Message, StopRequested, TrialEnded
+from flows.progress import ProgressView
+from paretune.failures import Failure, FailureKind
+from paretune.lifecycle import OpenTrial, TrialSession
+from paretune.trial import TrialCheckpoint, TrialFinished, TrialOutcome, TrialRequest, TrialStarted
+from storage import RunEnvironment
+from tasks.trial import ClosedTrial, TrialTicket, run_trial
+
+logger = logging.getLogger(__name__)
+CANCEL_POLL_S = 1.0  # how often the flow run's own state is read, to notice a cancel from the UI or CLI
+
+
+@dataclass
+class InFlight:
+    trial: OpenTrial
+    ticket: TrialTicket
+    started_at: float | None = None
+    worker: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepEnd:
+    cancelled: bool
+    reason: str | None = None
+
+
+class TrialScheduler:
+    def __init__(self, session: TrialSession, dispatcher: Dispatcher, task_runner: ThreadPoolTaskRunner,
+                 progress: ProgressView, *, objective: str, settings: dict[str, Any], parallelism: int, budget: int,
+                 timeout_s: float | None, environment: RunEnvironment, restart_workers_on_stop: bool,
+                 run_metadata: dict[str, Any]):
+        self.session = session
+        self.dispatcher = dispatcher
+        self.task_runner = task_runner
+        self.progress = progress
+        self.objective = objective
+        self.settings = settings
+        self.parallelism = parallelism
+        self.budget = budget
+        self.timeout_s = timeout_s
+        self.environment = environment
+        self.restart_workers_on_stop = restart_workers_on_stop
+        self.run_metadata = run_metadata
+        self.observed = session.progress().observations
+        self.in_flight: dict[int, InFlight] = {}
+        self.task_runs: list[PrefectFuture] = []
+        self.experiment_tag = f"experiment:{session.experiment.name}"
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> SweepEnd:
+        try:
+            self.fill_slots()
+            while self.in_flight:
+                messages = self.dispatcher.next_messages(self.wait_s())
+                stop = next((m for m in messages if isinstance(m, StopRequested)), None)
+                for message in messages:
+                    self.handle(message, refill=stop is None)
+                if stop is not None:
+                    return self.stop(stop.reason)
+                self.time_out_overdue()
+            return SweepEnd(cancelled=False)
+        except KeyboardInterrupt:
+            return self.stop("interrupted (Ctrl-C)")
+        except BaseException:  # SIGTERM (Prefect's TerminationSignal) or a fault: stop the trials, then surface
+            self.stop("the flow run was terminated")
+            raise
+        finally:
+            wait_for_task_runs(self.task_runs)
+
+    def fill_slots(self) -> None:
+        while len(self.in_flight) < self.parallelism and self.observed + len(self.in_flight) < self.budget:
+            self.submit_next()
+
+    def submit_next(self) -> None:
+        (trial,) = self.session.ask(1, with_runs=True, environment=self.environment, run_metadata=self.run_metadata)
+        ticket = TrialTicket(trial.suggestion_id, trial.assignments)
+        task = run_trial.with_options(tags={self.experiment_tag, f"suggestion:{trial.suggestion_id}"})
+        self.task_runs.append(self.task_runner.submit(task, parameters={"ticket": ticket}))
+        self.in_flight[trial.suggestion_id] = InFlight(trial, ticket)
+        self.dispatcher.submit(TrialRequest(
+            suggestion_id=trial.suggestion_id, assignments=trial.assignments, objective=self.objective,
+            spec=self.session.spec, channel=self.dispatcher.channel_name,
+            claim=self.dispatcher.claim_name(trial.suggestion_id), settings=self.settings,
+        ))
+
+    def wait_s(self) -> float | None:
+        """Until the next trial deadline; None (wait for a message) without a timeout."""
+        deadlines = [f.started_at + self.timeout_s for f in self.in_flight.values()
+                     if self.timeout_s is not None and f.started_at is not None]
+        return None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
+
+    # -- messages -------------------------------------------------------------------------------
+    def handle(self, message: Message, *, refill: bool) -> None:
+        flight = self.in_flight.get(getattr(message, "suggestion_id", -1))
+        if flight is None:
+            return  # already closed (timed out, or its future ended after its result)
+        if isinstance(message, TrialStarted):
+            flight.started_at, flight.worker = time.monotonic(), message.worker
+            self.session.started(flight.trial, message.worker, message.environment)
+        elif isinstance(message, TrialCheckpoint):
+            self.session.checkpoint(flight.trial, message.epoch, message.values)
+        elif isinstance(message, TrialFinished):
+            self.close(flight, message.outcome)
+            if refill:
+                self.fill_slots()
+        elif isinstance(message, TrialEnded):
+            settled = self.dispatcher.settle(message.suggestion_id)
+            if settled.lost:
+                self.close(flight, TrialOutcome(None, Failure(FailureKind.WORKER_LOST, settled.detail), None))
+                if refill:
+                    self.fill_slots()
+
+    def close(self, flight: InFlight, outcome: TrialOutcome) -> None:
+        """Record the trial's end (one transaction) and let everyone who waits on it know."""
+        trial = flight.trial
+        del self.in_flight[trial.suggestion_id]
+        self.dispatcher.forget(trial.suggestion_id)
+        if outcome.metrics is not None:
+            observation = self.session.complete(trial, outcome.metrics.observed | outcome.metrics.extra,
+                                                duration_s=outcome.duration_s)
+        else:
+            assert outcome.failure is not None
+            observation = self.session.fail(trial, outcome.failure, duration_s=outcome.duration_s)
+        self.observed += 1
+        failure = Failure.from_reason(observation.failure_reason) if observation.failed else None
+        self.announce(flight, ClosedTrial(trial.suggestion_id, trial.assignments,
+                                          "failed" if observation.failed else "completed", observation.values,
+                                          failure, outcome.duration_s, flight.worker, outcome.traceback),
+                      counted=True)
+
+    def announce(self, flight: InFlight, closed: ClosedTrial, *, counted: bool) -> None:
+        flight.ticket.closed.set_result(closed)
+        self.progress.trial_closed(closed, counted=counted)
+
+    # -- ends that are not results ------------------------------------------------------------------
+    def time_out_overdue(self) -> None:
+        """Fail trials past their deadline, then restart their workers to free the slots (a thread
+        cannot be stopped otherwise); finished work is not on workers, so nothing is lost."""
+        if self.timeout_s is None:
+            return
+        now = time.monotonic()
+        for flight in list(self.in_flight.values()):
+            if flight.started_at is None or now - flight.started_at < self.timeout_s:
+                continue
+            self.dispatcher.cancel(flight.trial.suggestion_id)
+            if flight.worker is not None:
+                logger.warning("restarting Dask worker %s to stop timed-out trial %s", flight.worker,
+                               flight.trial.suggestion_id)
+                self.dispatcher.restart_worker(flight.worker)
+            self.close(flight, TrialOutcome(None, Failure(FailureKind.TIMEOUT, f"no result after {self.timeout_s:g} s"),
+                                            now - flight.started_at))
+        self.fill_slots()
+
+    def stop(self, reason: str) -> SweepEnd:
+        """End the sweep now: record what already finished, cancel the rest, never re-run it."""
+        for message in self.dispatcher.waiting_messages():
+            if not isinstance(message, StopRequested):
+                self.handle(message, refill=False)
+        flights = list(self.in_flight.values())
+        placement = self.dispatcher.placement() if self.restart_workers_on_stop else {}
+        started = [f for f in flights if not self.dispatcher.cancel(f.trial.suggestion_id)]
+        if self.restart_workers_on_stop:
+            workers = {f.worker or placement.get(f.trial.suggestion_id) for f in started}
+            for worker in sorted(w for w in workers if w):
+                self.dispatcher.restart_worker(worker)
+        self.session.cancel([f.trial for f in flights], f"cancelled: {reason}")
+        for flight in flights:
+            del self.in_flight[flight.trial.suggestion_id]
+            self.dispatcher.forget(flight.trial.suggestion_id)
+            self.announce(flight, ClosedTrial(flight.trial.suggestion_id, flight.trial.assignments, "cancelled",
+                                              failure=None, worker=flight.worker), counted=False)
+        self.progress.note(f"sweep stopped: {reason}; {len(flights)} trial(s) cancelled, none will run again")
+        return SweepEnd(cancelled=True, reason=reason)
+
+
+class CancellationWatcher:
+    """Notices that this flow run was cancelled (from the UI or `prefect flow-run cancel`) and
+    posts `StopRequested` to the scheduler's queue; reading the state costs one API call a second."""
+
+    def __init__(self, flow_run_id: str, dispatcher: Dispatcher):
+        self.flow_run_id = flow_run_id
+        self.dispatcher = dispatcher
+        self._done = threading.Event()
+        context = contextvars.copy_context()  # Prefect's settings and client live in context variables
+        self._thread = threading.Thread(target=context.run, args=(self._watch,), name="paretune-cancel", daemon=True)
+
+    def __enter__(self) -> CancellationWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            while not self._done.wait(CANCEL_POLL_S):
+                try:
+                    state = client.read_flow_run(self.flow_run_id).state
+                except Exception as error:  # the API may blink; the sweep goes on
+                    logger.debug("could not read flow run %s: %s", self.flow_run_id, error)
+                    continue
+                if state is not None and (state.is_cancelling() or state.is_cancelled()):
+                    self.dispatcher.post(StopRequested("the flow run was cancelled"))
+                    return
