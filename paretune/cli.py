@@ -1,7 +1,9 @@
 """The `paretune` command line: experiments, suggestions and observations from a shell.
 
-Exit codes: 0 success, 1 the request was refused (invalid spec, unknown experiment, bad
-values), 2 the command line itself is wrong. Errors go to stderr.
+Exit codes: 0 success, 1 the request was refused (invalid spec, unknown experiment, bad values),
+2 the command line itself is wrong. Errors go to stderr, one line each, never a traceback.
+Read commands (`list`, `frontier`, `export`) open the store read-only: they work while a sweep
+writes, and never create or change a file. A refused command writes nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import sys
 from typing import Any, Sequence
 
 from optimizer import SpecError
-from paretune.api import create_experiment, open_experiment
+from paretune.api import create_experiment, load_spec, open_experiment
+from paretune.lifecycle import MAX_BATCH
 from storage import DuckDBStorage, StorageError, default_db_path
 from storage.artifacts import ArtifactStore
 
@@ -25,110 +28,142 @@ class UsageError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.db = getattr(args, "db", None) or default_db_path()
     try:
         args.handler(args)
     except UsageError as error:
         parser.error(str(error))
-    except (SpecError, StorageError, ValueError, FileNotFoundError) as error:
-        print(f"paretune: error: {error}", file=sys.stderr)
+    except (SpecError, StorageError, OSError) as error:
+        print(f"paretune: error: {_message(error)}", file=sys.stderr)
         return 1
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paretune", description=__doc__.split("\n")[0])
-    parser.add_argument("--db", default=None, help=f"DuckDB file (default: $PARETUNE_DB or {default_db_path()})")
+    # --db is accepted before or after the command: the shared parent puts it on every subcommand.
+    db_option = argparse.ArgumentParser(add_help=False)
+    db_option.add_argument("--db", default=argparse.SUPPRESS, metavar="PATH",
+                           help=f"DuckDB file (default: $PARETUNE_DB or {default_db_path()})")
+    parser = argparse.ArgumentParser(prog="paretune", description=__doc__.split("\n")[0], parents=[db_option])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    create = commands.add_parser("create", help="create an experiment from a YAML/JSON definition")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=help_text, parents=[db_option])
+
+    create = command("create", "create an experiment from a YAML/JSON definition")
     create.add_argument("spec", help="path to the experiment definition (SigOpt-shaped YAML or JSON)")
+    create.add_argument("--allow-duplicate-name", action="store_true",
+                        help="create it even if an experiment of the same name exists")
     create.set_defaults(handler=_create)
 
-    suggest = commands.add_parser("suggest", help="get new suggestions for an experiment (printed as JSON)")
+    suggest = command("suggest", "get new suggestions for an experiment (printed as JSON lines)")
     suggest.add_argument("experiment", help="experiment id or name")
-    suggest.add_argument("--count", type=int, default=1, help="how many suggestions (default 1)")
-    suggest.add_argument("--seed", type=int, default=None, help="seed for reproducible suggestions")
+    suggest.add_argument("--count", type=_count, default=1,
+                         help="how many suggestions (default 1; at most what the budget has left)")
+    suggest.add_argument("--seed", type=int, default=None,
+                         help="seed for reproducible suggestions (default: derived from the experiment)")
     suggest.set_defaults(handler=_suggest)
 
-    observe = commands.add_parser("observe", help="report a suggestion's metric values, or its failure")
-    observe.add_argument("suggestion", type=int, help="suggestion id (from `paretune suggest`)")
+    observe = command("observe", "report a suggestion's metric values, or its failure")
+    observe.add_argument("suggestion", type=_suggestion_id, help="suggestion id (from `paretune suggest`)")
     observe.add_argument("--value", action="append", default=[], metavar="METRIC=NUMBER",
-                         help="a metric value; repeat for each metric")
+                         help="a metric value; repeat once for each metric")
     observe.add_argument("--failed", action="store_true", help="the trial failed and produced no metrics")
     observe.add_argument("--reason", default=None, help="why it failed (with --failed), e.g. out_of_memory")
     observe.add_argument("--duration", type=float, default=None, help="trial duration in seconds")
     observe.set_defaults(handler=_observe)
 
-    frontier = commands.add_parser("frontier", help="print the Pareto frontier of an experiment")
+    frontier = command("frontier", "print the Pareto frontier of an experiment")
     frontier.add_argument("experiment", help="experiment id or name")
     frontier.add_argument("--format", choices=["table", "json"], default="table")
     frontier.set_defaults(handler=_frontier)
 
-    export = commands.add_parser("export", help="write observations, frontier and threshold report as tables")
+    export = command("export", "write observations, frontier and threshold report as tables")
     export.add_argument("experiment", help="experiment id or name")
     export.add_argument("--to", required=True, metavar="URL",
                         help="a local folder or s3://bucket/prefix ($PARETUNE_S3_ENDPOINT_URL for other S3 APIs)")
     export.add_argument("--format", choices=["parquet", "csv", "json"], default="parquet")
     export.set_defaults(handler=_export)
 
-    listing = commands.add_parser("list", help="list the experiments in the database with their progress")
+    listing = command("list", "list the experiments in the database with their progress")
     listing.set_defaults(handler=_list)
     return parser
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"--count must be between 1 and {MAX_BATCH}, got {value}")
+    return value
+
+
+def _suggestion_id(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a suggestion id (a whole number from `paretune suggest`)")
+    return int(text)
+
+
 def _create(args: argparse.Namespace) -> None:
-    experiment = create_experiment(args.spec, db=args.db)
+    spec = load_spec(args.spec)  # validated before any file is touched
+    experiment = create_experiment(spec, db=args.db, allow_duplicate_name=args.allow_duplicate_name)
     print(f"created experiment {experiment.id} ({experiment.name}) in {experiment.storage.path}")
 
 
 def _suggest(args: argparse.Namespace) -> None:
-    if args.count < 1:
-        raise UsageError("--count must be at least 1")
-    experiment = open_experiment(args.experiment, db=args.db)
-    for suggestion in experiment.suggest_batch(args.count, seed=args.seed):
+    experiment = open_experiment(args.experiment, db=args.db, seed=args.seed)
+    for suggestion in experiment.suggest_batch(args.count):
         print(json.dumps({"suggestion": suggestion.id, "assignments": suggestion.assignments}))
 
 
 def _observe(args: argparse.Namespace) -> None:
-    values = dict(_parse_value(text) for text in args.value)
+    values = _parse_values(args.value)
     if args.failed and values:
         raise UsageError("give either --value ... or --failed, not both")
     if not args.failed and not values:
         raise UsageError("give the metric values with --value METRIC=NUMBER (or --failed --reason WHY)")
     if args.reason and not args.failed:
         raise UsageError("--reason goes with --failed")
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration >= 0):
+        raise UsageError(f"--duration must be a finite number of seconds >= 0, got {args.duration}")
     storage = DuckDBStorage(args.db)
-    experiment_id = storage.get_suggestion(args.suggestion).experiment_id
-    experiment = open_experiment(experiment_id, storage=storage)
-    observation = experiment.observe(
-        args.suggestion, values=values or None, failed=args.failed, reason=args.reason, duration_s=args.duration
-    )
+    experiment = open_experiment(storage.get_suggestion(args.suggestion).experiment_id, storage=storage)
+    observation = experiment.observe(args.suggestion, values=values or None, failed=args.failed, reason=args.reason,
+                                     duration_s=args.duration)
     progress = experiment.progress()
     budget = "" if progress.budget is None else f" of {progress.budget}"
     print(f"observation {observation.id} recorded for suggestion {args.suggestion} "
           f"({progress.observations}{budget} observations)")
 
 
-def _parse_value(text: str) -> tuple[str, float]:
-    name, sep, number = text.partition("=")
-    if not sep or not name:
-        raise UsageError(f"--value {text!r}: write it as METRIC=NUMBER, e.g. --value f1=0.83")
-    try:
-        value = float(number)
-    except ValueError:
-        raise UsageError(f"--value {text!r}: {number!r} is not a number") from None
-    if not math.isfinite(value):
-        raise UsageError(f"--value {text!r}: values must be finite; use --failed for a diverged trial")
-    return name, value
+def _parse_values(texts: list[str]) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for text in texts:
+        name, sep, number = text.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--value {text!r}: write it as METRIC=NUMBER, e.g. --value f1=0.83")
+        if name in values:
+            raise UsageError(f"--value {name} is given twice; give each metric once")
+        try:
+            value = float(number)
+        except ValueError:
+            raise UsageError(f"--value {text!r}: {number!r} is not a number") from None
+        if not math.isfinite(value):
+            raise UsageError(f"--value {text!r}: values must be finite; use --failed for a diverged trial")
+        values[name] = value
+    return values
 
 
 def _frontier(args: argparse.Namespace) -> None:
-    experiment = open_experiment(args.experiment, db=args.db)
-    rows = experiment.frontier()
+    with DuckDBStorage(args.db, read_only=True) as storage:
+        experiment = storage.get_experiment(args.experiment)
+        rows = storage.frontier(experiment.id)
+        progress = storage.progress(experiment.id)
     if args.format == "json":
         print(json.dumps(rows, default=str, indent=2))
         return
-    progress = experiment.progress()
     print(f"experiment {experiment.id} ({experiment.name}): {len(rows)} frontier point(s), "
           f"{progress.observations} observation(s), {progress.failed} failed")
     if rows:
@@ -140,20 +175,20 @@ def _frontier(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    storage = DuckDBStorage(args.db)
-    experiment = storage.get_experiment(args.experiment)
-    for url in storage.export_experiment(experiment.id, ArtifactStore(args.to), args.format):
-        print(url)
+    with DuckDBStorage(args.db, read_only=True) as storage:
+        experiment = storage.get_experiment(args.experiment)
+        for url in storage.export_experiment(experiment.id, ArtifactStore(args.to), args.format):
+            print(url)
 
 
 def _list(args: argparse.Namespace) -> None:
-    storage = DuckDBStorage(args.db)
-    rows = []
-    for record in storage.list_experiments():
-        progress = storage.progress(record.id)
-        budget = "-" if progress.budget is None else progress.budget
-        rows.append([record.id, record.name, record.state, f"{progress.observations}/{budget}", progress.failed,
-                     progress.open_suggestions, record.created_at.strftime("%Y-%m-%d %H:%M")])
+    with DuckDBStorage(args.db, read_only=True) as storage:
+        rows = []
+        for record in storage.list_experiments():
+            progress = storage.progress(record.id)
+            budget = "-" if progress.budget is None else progress.budget
+            rows.append([record.id, record.name, record.state, f"{progress.observations}/{budget}", progress.failed,
+                         progress.open_suggestions, record.created_at.strftime("%Y-%m-%d %H:%M")])
     if not rows:
         print(f"no experiments in {storage.path}")
         return
@@ -172,7 +207,14 @@ def format_table(header: list[str], rows: list[list[Any]]) -> str:
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value)
+    text = str(value)
+    return text if text.isprintable() else repr(text)  # a name from an old store must not drive the terminal
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return str(error)
 
 
 if __name__ == "__main__":

@@ -40,12 +40,18 @@ def test_create_suggest_observe_frontier_list(tmp_path, capsys, spec_file):
     assert json.loads(out)[0]["value_1"] == 0.8
     code, out, _ = cli(capsys, db, "list")
     assert code == 0 and "2/30" in out
+    assert main(["list", "--db", str(db)]) == 0 and "2/30" in capsys.readouterr().out  # --db after the command
 
 
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["observe", "1", "--value", "accuracy=0.8"], 1, "values.size: missing"),
+        (["observe", "1", "--value", "accuracy=0.8"], 1, "metric size: missing"),
+        (["observe", "1", "--value", "accuracy=0.8", "--value", "accuracy=0.9"], 2, "given twice"),
+        (["observe", "1.7", "--value", "accuracy=0.8"], 2, "'1.7' is not a suggestion id"),
+        (["suggest", "1", "--count", "5000"], 2, "--count must be between 1 and 1000"),
+        (["suggest", "1", "--count", "40"], 1, "29 suggestion(s) left in its budget of 30"),
+        (["create", "missing.yaml"], 1, "missing.yaml: No such file or directory"),
         (["observe", "1", "--value", "accuracy=0.8", "--value", "size=1", "--value", "bleu=1"], 1, "no such metric"),
         (["observe", "99", "--value", "accuracy=0.8"], 1, "no suggestion 99"),
         (["observe", "1", "--value", "accuracy"], 2, "write it as METRIC=NUMBER"),
@@ -53,7 +59,7 @@ def test_create_suggest_observe_frontier_list(tmp_path, capsys, spec_file):
         (["observe", "1", "--value", "accuracy=nan"], 2, "values must be finite"),
         (["observe", "1"], 2, "give the metric values"),
         (["observe", "1", "--failed", "--value", "size=1"], 2, "not both"),
-        (["suggest", "1", "--count", "0"], 2, "--count must be at least 1"),
+        (["suggest", "1", "--count", "0"], 2, "--count must be between 1 and 1000, got 0"),
         (["suggest", "nope"], 1, "no experiment 'nope'"),
         (["frontier", "7"], 1, "no experiment '7'"),
         (["bogus"], 2, "invalid choice"),
