@@ -6,10 +6,13 @@ a local cluster lives exactly as long as the flow that needs it.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import logging
 import shutil
 import subprocess
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 import dask
@@ -19,6 +22,7 @@ import distributed
 # elsewhere (Dask's default retries it up to three times): a second attempt would find its claim
 # taken (paretune.trial) and only delay the news that the trial was lost.
 LOCAL_SCHEDULER_CONFIG = {"distributed.scheduler.allowed-failures": 0}
+logger = logging.getLogger(__name__)
 
 
 def visible_gpu_count() -> int:
@@ -58,16 +62,50 @@ def local_cluster(n_workers: int, threads_per_worker: int = 1) -> distributed.Sp
                                         **common)
 
 
+# How long a cancelled sweep's local workers get to stop before they are killed: a trial thread
+# cannot be interrupted, and Dask's graceful close would wait for it.
+CANCEL_KILL_S = 0.5
+
+
+@dataclass
+class TrialCluster:
+    """The client of the cluster trials run on, and the local cluster when the flow owns one."""
+
+    client: distributed.Client
+    local: distributed.SpecCluster | None = None
+
+    def stop_trials_now(self, workers: set[str]) -> None:
+        """Stop the trials running on `workers` without waiting for them (a cancel).
+
+        A local cluster's workers all close at once (the sweep is over); on an external
+        cluster, which is not the flow's to close, only those workers are restarted.
+        """
+        if self.local is None:
+            for address in sorted(workers):
+                try:
+                    self.client.restart_workers([address], timeout=CANCEL_KILL_S * 10, raise_for_error=False)
+                except Exception as error:  # it may be gone already
+                    logger.warning("could not restart Dask worker %s: %s", address, error)
+            return
+        nannies = list(self.local.workers.values())
+
+        async def close_all() -> None:
+            await asyncio.gather(*(nanny.close(timeout=CANCEL_KILL_S, reason="paretune-cancel") for nanny in nannies),
+                                 return_exceptions=True)
+
+        self.local.sync(close_all)
+
+
 @contextmanager
-def dask_client(address: str | None, n_workers: int, threads_per_worker: int = 1) -> Iterator[distributed.Client]:
-    """A client of the cluster trials run on, closed (and a local cluster shut down) on exit.
+def dask_cluster(address: str | None, n_workers: int, threads_per_worker: int = 1) -> Iterator[TrialCluster]:
+    """The cluster trials run on; the client is closed (and a local cluster shut down) on exit.
 
     `address` (``tcp://host:8786``) joins a running scheduler, the way to grow past one
     machine; its workers decide their own resources and outlive the flow.
     """
     if address:
         with distributed.Client(address) as client:
-            yield client
+            yield TrialCluster(client)
         return
     with local_cluster(n_workers, threads_per_worker) as cluster, distributed.Client(cluster) as client:
-        yield client
+        yield TrialCluster(client, cluster)

@@ -20,7 +20,7 @@ from typing import Union
 import distributed
 from distributed import KilledWorker
 
-from paretune.trial import TrialMessage, TrialRequest, run_objective
+from paretune.trial import MessageChannel, TrialMessage, TrialRequest, run_objective
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Dispatcher:
     def __init__(self, client: distributed.Client, run_name: str | None = None):
         self.client = client
         self.channel_name = f"paretune-trials-{run_name or uuid.uuid4()}"
-        self.channel = distributed.Queue(self.channel_name, client=client)
+        self.channel = MessageChannel(self.channel_name, client)
         self._futures: dict[int, distributed.Future] = {}
         self._claims: dict[int, distributed.Queue] = {}
         self._restarts: list[threading.Thread] = []
@@ -80,13 +80,13 @@ class Dispatcher:
     def next_messages(self, timeout_s: float | None) -> list[Message]:
         """Block until a message arrives (or `timeout_s` passes), then take all that are waiting."""
         try:
-            first = self.channel.get(timeout=timeout_s)
+            first = self.channel.get(timeout_s)
         except TimeoutError:
             return []
-        return [first, *self.channel.get(batch=True)]
+        return [first, *self.channel.get_waiting()]  # type: ignore[list-item]
 
     def waiting_messages(self) -> list[Message]:
-        return self.channel.get(batch=True)
+        return self.channel.get_waiting()  # type: ignore[return-value]
 
     def forget(self, suggestion_id: int) -> None:
         """The trial is recorded: release its future (nothing is left for Dask to recompute)."""

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from prefect.futures import PrefectFuture
 from prefect.futures import wait as wait_for_task_runs
@@ -54,7 +54,7 @@ class SweepEnd:
 class TrialScheduler:
     def __init__(self, session: TrialSession, dispatcher: Dispatcher, task_runner: ThreadPoolTaskRunner,
                  progress: ProgressView, *, objective: str, settings: dict[str, Any], parallelism: int, budget: int,
-                 timeout_s: float | None, environment: RunEnvironment, restart_workers_on_stop: bool,
+                 timeout_s: float | None, environment: RunEnvironment, stop_trials: Callable[[set[str]], None],
                  run_metadata: dict[str, Any]):
         self.session = session
         self.dispatcher = dispatcher
@@ -66,7 +66,7 @@ class TrialScheduler:
         self.budget = budget
         self.timeout_s = timeout_s
         self.environment = environment
-        self.restart_workers_on_stop = restart_workers_on_stop
+        self.stop_trials = stop_trials
         self.run_metadata = run_metadata
         self.observed = session.progress().observations
         self.in_flight: dict[int, InFlight] = {}
@@ -184,12 +184,9 @@ class TrialScheduler:
             if not isinstance(message, StopRequested):
                 self.handle(message, refill=False)
         flights = list(self.in_flight.values())
-        placement = self.dispatcher.placement() if self.restart_workers_on_stop else {}
+        placement = self.dispatcher.placement()
         started = [f for f in flights if not self.dispatcher.cancel(f.trial.suggestion_id)]
-        if self.restart_workers_on_stop:
-            workers = {f.worker or placement.get(f.trial.suggestion_id) for f in started}
-            for worker in sorted(w for w in workers if w):
-                self.dispatcher.restart_worker(worker)
+        self.stop_trials({w for f in started if (w := f.worker or placement.get(f.trial.suggestion_id))})
         self.session.cancel([f.trial for f in flights], f"cancelled: {reason}")
         for flight in flights:
             del self.in_flight[flight.trial.suggestion_id]

@@ -26,7 +26,7 @@ from prefect.states import Cancelled, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flows.cluster import dask_client
+from flows.cluster import dask_cluster
 from flows.dispatch import Dispatcher
 from flows.progress import ProgressView
 from flows.report import report
@@ -145,9 +145,9 @@ def sweep(storage: DuckDBStorage, prepared: PreparedExperiment, plan: TunePlan, 
     """Keep trials in flight on a Dask cluster until the budget is spent or the run is stopped."""
     parallelism = options.parallelism or prepared.spec.parallel_bandwidth
     session = TrialSession(storage, prepared.experiment_id, seed=options.seed)
-    with dask_client(options.dask_address, options.n_workers or parallelism, options.threads_per_worker) as client, \
+    with dask_cluster(options.dask_address, options.n_workers or parallelism, options.threads_per_worker) as cluster, \
             ThreadPoolTaskRunner(max_workers=parallelism) as task_runner:
-        dispatcher = Dispatcher(client, str(flow_run.id))
+        dispatcher = Dispatcher(cluster.client, str(flow_run.id))
         progress = ProgressView(prepared.name, prepared.budget, prepared.already_observed, live_report=None,
                                 report_every_trials=max(parallelism, 5))
         with progress, CancellationWatcher(str(flow_run.id), dispatcher):
@@ -155,7 +155,7 @@ def sweep(storage: DuckDBStorage, prepared: PreparedExperiment, plan: TunePlan, 
                 session, dispatcher, task_runner, progress, objective=plan.objective,
                 settings=dict((prepared.spec.metadata or {}).get("trial") or {}), parallelism=parallelism,
                 budget=prepared.budget, timeout_s=options.trial_timeout_s, environment=capture_environment(),
-                restart_workers_on_stop=options.dask_address is not None,
+                stop_trials=cluster.stop_trials_now,
                 run_metadata={"prefect_flow_run_id": str(flow_run.id)},
             ).run()
             progress.final_report = not end.cancelled

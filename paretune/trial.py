@@ -26,6 +26,7 @@ import importlib
 import logging
 import math
 import os
+import pickle
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -127,6 +128,38 @@ class TrialFinished:
 TrialMessage = TrialStarted | TrialCheckpoint | TrialFinished
 
 
+class FlowUnreachable(BaseException):
+    """The flow can no longer be told anything (it stopped, or this worker is closing): the trial
+    is abandoned. A BaseException, like KeyboardInterrupt, so an objective's `except Exception`
+    does not swallow it."""
+
+
+class MessageChannel:
+    """A `distributed.Queue` of typed messages between workers and the flow, in order.
+
+    Messages travel pickled: Dask's own serialization takes plain data only, and would log a
+    fallback to pickle for every dataclass.
+    """
+
+    def __init__(self, name: str, client: distributed.Client):
+        self.name = name
+        self._queue = distributed.Queue(name, client=client)
+
+    def put(self, message: object) -> None:
+        try:
+            self._queue.put(pickle.dumps(message))
+        except Exception as error:
+            raise FlowUnreachable(f"cannot reach the flow on {self.name}: {type(error).__name__}: {error}") from None
+
+    def get(self, timeout_s: float | None) -> object:
+        """The next message; TimeoutError when none came within `timeout_s` (None: wait for one)."""
+        return pickle.loads(self._queue.get(timeout=timeout_s))
+
+    def get_waiting(self) -> list[object]:
+        """Every message waiting now, without blocking."""
+        return [pickle.loads(data) for data in self._queue.get(batch=True)]
+
+
 # -- the objective ------------------------------------------------------------------------------------
 class ObjectiveImportError(ImportError):
     """The objective path in the spec does not name an importable, allowed function."""
@@ -190,14 +223,17 @@ def run_objective(request: TrialRequest) -> bool:
     client = distributed.get_client()
     if not distributed.Queue(request.claim, client=client).get(batch=True):
         return False  # a re-run after a lost worker, or cancelled before it started: never run twice
-    channel = distributed.Queue(request.channel, client=client)
+    channel = MessageChannel(request.channel, client)
     worker = distributed.get_worker().address
 
     def stream_checkpoint(epoch: int, values: dict[str, float]) -> None:
         channel.put(TrialCheckpoint(request.suggestion_id, epoch, values))
 
-    channel.put(TrialStarted(request.suggestion_id, worker, capture_environment()))
     context = TrialContext(suggestion_id=request.suggestion_id, settings=dict(request.settings),
                            checkpoint_sink=stream_checkpoint)
-    channel.put(TrialFinished(request.suggestion_id, call_objective(request, context)))
+    try:
+        channel.put(TrialStarted(request.suggestion_id, worker, capture_environment()))
+        channel.put(TrialFinished(request.suggestion_id, call_objective(request, context)))
+    except FlowUnreachable as gone:
+        worker_logger.warning("trial %s abandoned: %s", request.suggestion_id, gone)
     return True

@@ -80,10 +80,10 @@ class DuckDBStorage(Storage):
         self._wrote = False
         self._attached: tuple[int, int] | None = None  # (device, inode) of the copy a reader has attached
         try:
-            exists = self.files.inspect(for_writing=not read_only)
-            if exists:
+            if self.files.inspect(for_writing=not read_only):
+                self._refuse_foreign_file()  # before anything is created beside a file that may not be ours
                 with self._session():
-                    pass  # attaching checks the file is paretune's and of a version this code knows
+                    pass  # a writer migrates an older file; a reader attaches the published copy
         except BaseException:
             self._host.close()
             raise
@@ -209,6 +209,20 @@ class DuckDBStorage(Storage):
                 publish_replica(self.files)
             self._upgrade_published_copy()
         return self.files.replica
+
+    def _refuse_foreign_file(self) -> None:
+        """Refuse another application's DuckDB file, or a newer paretune's, leaving it untouched."""
+        connection = host_connection()
+        try:
+            attach(connection, self.files.path, read_only=True, timeout_s=self._timeout)
+            try:
+                check_version(current_version(connection))
+            except (ForeignDatabaseError, SchemaTooNewError) as error:
+                raise StorageError(f"{self.files.path}: {error}") from None
+            finally:
+                detach(connection)
+        finally:
+            connection.close()
 
     def _upgrade_published_copy(self) -> None:
         """Migrate the copy (never the file) when the file predates this paretune."""
