@@ -5,8 +5,8 @@ collaborator, in typed messages: the trial lifecycle (`TrialSession`) asks and c
 the store, the `Dispatcher` runs them on Dask and reports what happens to them, the Prefect task
 run of each trial waits on its `TrialTicket`, and the `ProgressView` shows each `ClosedTrial`.
 
-Stopping: a `StopRequested` message (the flow run was cancelled in Prefect), Ctrl-C or SIGTERM
-ends the sweep at once. Results already reported are recorded first; trials that have not
+Stopping: a `StopRequested` message (the flow run was cancelled in Prefect, Ctrl-C or SIGTERM:
+see `StopWatcher`) ends the sweep at once. Results already reported are recorded first; trials that have not
 started are withdrawn (their claim token taken back, so no worker ever starts them); running
 ones are cancelled on their workers; all of them close `cancelled`, so the next run resumes with
 the budget that is left.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -197,30 +198,53 @@ class TrialScheduler:
         return SweepEnd(cancelled=True, reason=reason)
 
 
-class CancellationWatcher:
-    """Notices that this flow run was cancelled (from the UI or `prefect flow-run cancel`) and
-    posts `StopRequested` to the scheduler's queue; reading the state costs one API call a second."""
+class StopWatcher:
+    """Turns every way of stopping a sweep into one `StopRequested` message to the scheduler.
+
+    - This flow run cancelled in Prefect (the UI, `prefect flow-run cancel`): its state is read
+      once a second.
+    - Ctrl-C (SIGINT), or SIGTERM (how a Prefect worker stops a deployment's run): handled here
+      while the sweep runs, so the signal never lands in the middle of a database write or a
+      Dask call. A second Ctrl-C interrupts at once.
+    """
 
     def __init__(self, flow_run_id: str, dispatcher: Dispatcher):
         self.flow_run_id = flow_run_id
         self.dispatcher = dispatcher
         self._done = threading.Event()
+        self._signalled = threading.Event()
+        self._reason = ""
+        self._previous: dict[int, Any] = {}
         context = contextvars.copy_context()  # Prefect's settings and client live in context variables
-        self._thread = threading.Thread(target=context.run, args=(self._watch,), name="paretune-cancel", daemon=True)
+        self._thread = threading.Thread(target=context.run, args=(self._watch,), name="paretune-stop", daemon=True)
 
-    def __enter__(self) -> CancellationWatcher:
+    def __enter__(self) -> StopWatcher:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._on_signal)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
         self._done.set()
         self._thread.join(timeout=5)
+
+    def _on_signal(self, number: int, frame: Any) -> None:
+        if self._signalled.is_set() and number == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: the user does not want to wait
+        self._reason = "interrupted (Ctrl-C)" if number == signal.SIGINT else "terminated (SIGTERM)"
+        self._signalled.set()
 
     def _watch(self) -> None:
         from prefect.client.orchestration import get_client
 
         with get_client(sync_client=True) as client:
-            while not self._done.wait(CANCEL_POLL_S):
+            while not self._done.is_set():
+                if self._signalled.wait(CANCEL_POLL_S):
+                    self.dispatcher.post(StopRequested(self._reason))
+                    return
                 try:
                     state = client.read_flow_run(self.flow_run_id).state
                 except Exception as error:  # the API may blink; the sweep goes on

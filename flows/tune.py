@@ -30,7 +30,7 @@ from flows.cluster import dask_cluster
 from flows.dispatch import Dispatcher
 from flows.progress import ProgressView
 from flows.report import report
-from flows.scheduler import CancellationWatcher, SweepEnd, TrialScheduler
+from flows.scheduler import StopWatcher, SweepEnd, TrialScheduler
 from optimizer.spec import MAX_OBSERVATION_BUDGET, MAX_PARALLEL_BANDWIDTH
 from paretune.environment import capture_environment
 from paretune.lifecycle import TrialSession
@@ -150,7 +150,7 @@ def sweep(storage: DuckDBStorage, prepared: PreparedExperiment, plan: TunePlan, 
         dispatcher = Dispatcher(cluster.client, str(flow_run.id))
         progress = ProgressView(prepared.name, prepared.budget, prepared.already_observed, live_report=None,
                                 report_every_trials=max(parallelism, 5))
-        with progress, CancellationWatcher(str(flow_run.id), dispatcher):
+        with progress, StopWatcher(str(flow_run.id), dispatcher):
             end = TrialScheduler(
                 session, dispatcher, task_runner, progress, objective=plan.objective,
                 settings=dict((prepared.spec.metadata or {}).get("trial") or {}), parallelism=parallelism,

@@ -35,3 +35,31 @@ def misbehave(assignments: dict[str, Any], context: TrialContext) -> dict[str, f
     if mode == "oom":
         raise OutOfMemory("needs 80 GiB")
     return {"loss": float(assignments["duration"]), "cost": 1.0}
+
+
+def logged_sleep(assignments: dict[str, Any], context: TrialContext) -> dict[str, float]:
+    """Sleep `duration` seconds, writing "start <suggestion> <pid>" and "end <suggestion>" lines to
+    the file `context.settings['log']`: the tests' side channel for what really ran, and where."""
+    log = context.settings["log"]
+    _append(log, f"start {context.suggestion_id} {os.getpid()}")
+    time.sleep(float(assignments["duration"]))
+    _append(log, f"end {context.suggestion_id}")
+    return {"loss": float(assignments["duration"]), "cost": 1.0 / float(assignments["duration"])}
+
+
+def numpy_and_torch_metrics(assignments: dict[str, Any], context: TrialContext) -> dict[str, Any]:
+    """What real training code returns: numpy and torch scalars, and one metric the spec does not declare."""
+    import numpy as np
+    import torch
+
+    duration = float(assignments["duration"])
+    return {"loss": np.float32(duration), "cost": torch.tensor(1.0 / duration), "steps": np.int64(12)}
+
+
+def _append(path: str, line: str) -> None:
+    """One write of one line to a file opened for appending: lines from many processes never mix."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, (line + "\n").encode())
+    finally:
+        os.close(descriptor)

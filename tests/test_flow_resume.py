@@ -13,7 +13,7 @@ import pytest
 
 from flows.tune import ExperimentSource, TuneOptions, tune
 from storage import DuckDBStorage
-from test_flow_tune import write_spec
+from sweeps import write_spec
 
 pytestmark = pytest.mark.slow
 

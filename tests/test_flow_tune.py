@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from flows.tune import ExperimentSource, TuneOptions, tune
 from storage import DuckDBStorage
+from sweeps import write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -29,24 +28,6 @@ def task_run_states(experiment: str) -> dict[int, tuple[str, str | None]]:
         (suggestion_tag,) = (tag for tag in run.tags if tag.startswith("suggestion:"))
         states[int(suggestion_tag.removeprefix("suggestion:"))] = (run.state.type.value, run.state.name)
     return states
-
-
-def write_spec(folder: Path, name: str, budget: int, bandwidth: int, objective: str,
-               trial: dict[str, Any] | None = None, duration: tuple[float, float] = (0.05, 0.2)) -> str:
-    spec = {
-        "name": name,
-        "parameters": [{"name": "duration", "type": "double", "bounds": {"min": duration[0], "max": duration[1]}}],
-        "metrics": [
-            {"name": "loss", "objective": "minimize", "strategy": "optimize"},
-            {"name": "cost", "objective": "minimize", "strategy": "optimize"},
-        ],
-        "observation_budget": budget,
-        "parallel_bandwidth": bandwidth,
-        "metadata": {"objective": objective, "trial": trial or {}},
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return str(path)
 
 
 @pytest.fixture

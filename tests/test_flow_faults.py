@@ -1,0 +1,196 @@
+"""Faults caused for real, counted through a side channel (the objective's own log file):
+a SIGKILLed flow, killed workers, a cancel from Prefect, Ctrl-C, the local Prefect server.
+
+Each sweep runs `python -m flows.tune` in its own process with its own local Dask cluster,
+against the session's Prefect server unless the test is about the local one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from storage import DuckDBStorage
+from sweeps import SideLog, descendants, flow_env, start_flow, still_alive, wait_for, write_spec
+
+pytestmark = pytest.mark.slow
+
+
+def stored(db: Path) -> dict:
+    with DuckDBStorage(db, read_only=True) as store:
+        (experiment,) = store.list_experiments()
+        return {
+            "experiment": experiment,
+            "observations": store.observations(experiment.id),
+            "suggestions": store.list_suggestions(experiment.id),
+            "runs": store.list_runs(experiment.id),
+            "progress": store.progress(experiment.id),
+        }
+
+
+def test_sigkill_at_twenty_random_moments_loses_and_repeats_nothing(prefect_api, tmp_path):
+    side = tmp_path / "ran.log"
+    spec = write_spec(tmp_path, "killed", budget=40, bandwidth=2, objective="tests.objectives:logged_sleep",
+                      trial={"log": str(side)}, duration=(0.4, 1.0))
+    db = tmp_path / "killed.duckdb"
+    env = flow_env(prefect_api)
+    rng = random.Random(20)
+    orphans: list[psutil.Process] = []
+    for kill in range(20):
+        flow = start_flow(spec, "--db", str(db), "--no-report", env=env, log=tmp_path / "flow.log")
+        time.sleep(rng.uniform(1.0, 7.0))
+        children = descendants(flow.pid)
+        flow.send_signal(signal.SIGKILL)
+        flow.wait()
+        orphans += still_alive(children, within_s=10)
+    finished = start_flow(spec, "--db", str(db), "--no-report", env=env, log=tmp_path / "flow.log")
+    assert finished.wait(timeout=300) == 0, (tmp_path / "flow.log").read_text()[-3000:]
+
+    ran, state = SideLog.read(side), stored(db)
+    observed = {o.suggestion_id: o for o in state["observations"]}
+    print(f"\nkill loop: 20 SIGKILLs, {len(state['suggestions'])} suggestions, {len(observed)} observations, "
+          f"{sum(1 for s in state['suggestions'] if s.state == 'expired')} expired, "
+          f"{len(ran.started_more_than_once())} trials run twice, {len(orphans)} orphaned processes")
+    assert orphans == []
+    assert ran.started_more_than_once() == []
+    assert state["progress"].observations == 40 and len(observed) == 40
+    assert len({tuple(sorted(s.assignments.items())) for s in state["suggestions"]}) == len(state["suggestions"])
+    # nothing committed is lost: a completed run always has its observation, and its trial ran once
+    for run in state["runs"]:
+        assert (run.status == "completed") == (run.suggestion_id in observed and not observed[run.suggestion_id].failed)
+    for suggestion in state["suggestions"]:
+        assert (suggestion.id in observed) == (suggestion.state in ("completed", "failed"))
+        assert suggestion.state in ("completed", "expired")
+    for suggestion_id in observed:
+        assert len(ran.starts[suggestion_id]) == 1 and ran.ends[suggestion_id] == 1
+
+
+def test_killed_workers_lose_only_the_trial_they_ran_and_nothing_runs_twice(prefect_api, tmp_path):
+    side = tmp_path / "ran.log"
+    spec = write_spec(tmp_path, "workers", budget=26, bandwidth=2, objective="tests.objectives:logged_sleep",
+                      trial={"log": str(side)}, duration=(1.0, 2.0))
+    db = tmp_path / "workers.duckdb"
+    flow = start_flow(spec, "--db", str(db), "--no-report", env=flow_env(prefect_api), log=tmp_path / "flow.log")
+    rng = random.Random(10)
+    killed: dict[int, int] = {}  # pid -> suggestion it was running when killed
+    try:
+        while len(killed) < 10:
+            time.sleep(rng.uniform(0.5, 2.5))
+            running = {s: pid for s, pid in SideLog.read(side).running().items() if pid not in killed}
+            assert flow.poll() is None, "the sweep ended before ten workers were killed"
+            if running:
+                suggestion, pid = rng.choice(sorted(running.items()))
+                os.kill(pid, signal.SIGKILL)
+                killed[pid] = suggestion
+        assert flow.wait(timeout=300) == 0, (tmp_path / "flow.log").read_text()[-3000:]
+    finally:
+        if flow.poll() is None:
+            flow.kill()
+
+    ran, state = SideLog.read(side), stored(db)
+    lost = {o.suggestion_id for o in state["observations"] if o.failed and o.failure_reason.startswith("worker_lost")}
+    killed_mid_trial = {s for pid, s in killed.items() if ran.starts.get(s) == [pid] and not ran.ends[s]}
+    on_killed_workers = {s for s, pids in ran.starts.items() if pids[-1] in killed}
+    print(f"\nworker kills: {len(killed)} workers killed, {len(lost)} trials lost, "
+          f"{len(ran.started_more_than_once())} trials run twice, "
+          f"{sum(1 for o in state['observations'] if not o.failed)} completed once")
+    assert ran.started_more_than_once() == []
+    assert killed_mid_trial <= lost <= on_killed_workers
+    assert state["progress"].observations == 26
+    for observation in state["observations"]:
+        if not observation.failed:
+            assert ran.ends[observation.suggestion_id] == 1
+    runs = {run.suggestion_id: run for run in state["runs"]}
+    assert all(runs[s].status == "failed" and "worker_lost" in runs[s].failure_reason for s in lost)
+
+
+def test_a_cancelled_sweep_stops_within_seconds_never_reruns_and_resumes(prefect_api, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import State
+
+    side = tmp_path / "ran.log"
+    spec = write_spec(tmp_path, "cancelled", budget=8, bandwidth=2, objective="tests.objectives:logged_sleep",
+                      trial={"log": str(side)}, duration=(4.0, 6.0))
+    db = tmp_path / "cancelled.duckdb"
+    log = tmp_path / "flow.log"
+    flow = start_flow(spec, "--db", str(db), "--no-report", env=flow_env(prefect_api), log=log)
+    wait_for(lambda: len(SideLog.read(side).running()) == 2, 120, "two trials running")
+    flow_run_id = next(line.rsplit("flow-run/", 1)[1].split()[0] for line in log.read_text().splitlines()
+                       if "flow-run/" in line)
+    with get_client(sync_client=True) as client:
+        asked = time.monotonic()
+        client.set_flow_run_state(flow_run_id, State(type=StateType.CANCELLING))
+        wait_for(lambda: client.read_flow_run(flow_run_id).state.is_cancelled(), 30, "the Cancelled state")
+        to_cancelled = time.monotonic() - asked
+    assert flow.wait(timeout=30) == 130
+    ran_at_cancel = SideLog.read(side)
+    time.sleep(3)  # long enough for Dask to have run them again, had anything been left to do so
+    after = SideLog.read(side)
+    state = stored(db)
+    print(f"\ncancel: Cancelling -> Cancelled in {to_cancelled:.2f} s")
+    assert to_cancelled < 5
+    assert after.starts == ran_at_cancel.starts and after.ends == ran_at_cancel.ends
+    assert {s.state for s in state["suggestions"]} == {"cancelled"} and state["progress"].observations == 0
+    assert {r.status for r in state["runs"]} == {"cancelled"}
+
+    resumed = start_flow(spec, "--db", str(db), "--no-report", env=flow_env(prefect_api), log=log)
+    assert resumed.wait(timeout=300) == 0
+    state = stored(db)
+    assert state["progress"].observations == 8 and state["experiment"].state == "completed"
+    assert SideLog.read(side).started_more_than_once() == []
+
+
+def test_ctrl_c_in_a_terminal_cancels_the_sweep(tmp_path):
+    """A terminal's Ctrl-C signals the whole process group: the flow, its local Dask workers and
+    the local Prefect server it started."""
+    side = tmp_path / "ran.log"
+    spec = write_spec(tmp_path, "interrupted", budget=6, bandwidth=2, objective="tests.objectives:logged_sleep",
+                      trial={"log": str(side)}, duration=(4.0, 6.0))
+    db = tmp_path / "interrupted.duckdb"
+    env = flow_env(None, PREFECT_HOME=str(tmp_path / "prefect"))
+    flow = start_flow(spec, "--db", str(db), "--no-report", env=env, log=tmp_path / "flow.log", own_group=True)
+    wait_for(lambda: len(SideLog.read(side).running()) == 2, 300, "two trials running")
+    os.killpg(flow.pid, signal.SIGINT)
+    assert flow.wait(timeout=60) == 130, (tmp_path / "flow.log").read_text()[-3000:]
+    assert "Finished in state Cancelled" in (tmp_path / "flow.log").read_text()
+    assert "sweep stopped: interrupted (Ctrl-C); 2 trial(s) cancelled" in (tmp_path / "flow.log").read_text()
+    state = stored(db)
+    assert {s.state for s in state["suggestions"]} == {"cancelled"}
+    assert {r.failure_reason for r in state["runs"]} == {"cancelled: interrupted (Ctrl-C)"}
+
+
+def test_the_local_prefect_server_dies_with_a_killed_flow(tmp_path):
+    spec = write_spec(tmp_path, "orphan", budget=50, bandwidth=1, objective="tests.objectives:sleep_for",
+                      duration=(1.0, 2.0))
+    log = tmp_path / "flow.log"
+    env = flow_env(None, PREFECT_HOME=str(tmp_path / "prefect"))
+    for moment in ("starting", "running"):
+        flow = start_flow(spec, "--db", str(tmp_path / "orphan.duckdb"), "--no-report", env=env, log=log)
+        if moment == "starting":
+            wait_for(lambda: any("uvicorn" in " ".join(p.cmdline()) for p in descendants(flow.pid)), 60,
+                     "the server process")
+        else:
+            wait_for(lambda: log.read_text().count("trial ") >= 1, 180, "a trial to finish")
+        children = descendants(flow.pid)
+        server = [p for p in children if "uvicorn" in " ".join(p.cmdline())]
+        assert server, [p.cmdline() for p in children]
+        flow.send_signal(signal.SIGKILL)
+        flow.wait()
+        assert still_alive(children, within_s=10) == [], f"orphans after a kill while {moment}"
+
+
+def test_numpy_and_torch_metrics_complete_the_sweep(prefect_api, tmp_path):
+    spec = write_spec(tmp_path, "numpy", budget=3, bandwidth=1, objective="tests.objectives:numpy_and_torch_metrics")
+    db = tmp_path / "numpy.duckdb"
+    flow = start_flow(spec, "--db", str(db), "--no-report", env=flow_env(prefect_api), log=tmp_path / "flow.log")
+    assert flow.wait(timeout=300) == 0, (tmp_path / "flow.log").read_text()[-3000:]
+    state = stored(db)
+    assert [o.failed for o in state["observations"]] == [False] * 3
+    assert all(run.metrics["steps"] == 12.0 for run in state["runs"])
