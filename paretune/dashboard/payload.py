@@ -1,0 +1,117 @@
+"""The report model as the JSON the pages draw from: columns, not rows, so 10^5 points stay small.
+
+Numbers go out raw for the charts and tables (the page formats them with the same rule as
+`storage.report.format_number`); the summary's sentences are formatted here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from paretune.importance import MetricImportance
+from storage.records import RunRecord
+from storage.report import ExperimentReport, Summary, format_number, threshold_rule
+
+
+def experiment_payload(report: ExperimentReport) -> dict[str, Any]:
+    spec = report.spec
+    metrics = report.shown_metrics
+    parameters = [p for p in spec.parameters]
+    points = report.points
+    staircase = report.staircase()
+    history = report.history
+    return {
+        "experiment": {"id": report.experiment.id, "name": report.experiment.name, "state": report.experiment.state},
+        "version": report.version.token(),
+        "summary": summary_payload(report.summary),
+        "metrics": [{"name": m.name, "objective": m.objective, "strategy": m.strategy, "threshold": m.threshold,
+                     "rule": threshold_rule(m) if m.threshold is not None else None} for m in metrics],
+        "optimized": [m.name for m in report.optimized_metrics],
+        "parameters": [{"name": p.name, "type": p.type, "log": p.is_log,
+                        "categories": list(p.categorical_values) if p.categorical_values else None}
+                       for p in parameters],
+        "points": {
+            "observation": [p.observation_id for p in points],
+            "suggestion": [p.suggestion_id for p in points],
+            "run": [p.run_id for p in points],
+            "number": [p.number for p in points],
+            "status": [p.status for p in points],
+            "frontier": [p.on_frontier for p in points],
+            "reason": [p.failure_reason for p in points],
+            "duration": [p.duration_s for p in points],
+            "values": {m.name: [p.values.get(m.name) for p in points] for m in metrics},
+            "margins": {m.name: [p.margins.get(m.name) for p in points] for m in report.thresholded_metrics},
+            "assignments": {q.name: [p.assignments.get(q.name) for p in points] for q in parameters},
+        },
+        "staircase": {"x": [x for x, _ in staircase], "y": [y for _, y in staircase]},
+        "history": {
+            "kind": history.kind,
+            "metrics": list(history.metrics),
+            "x": [s.observations for s in history.steps] + ([history.total_observations] if history.steps else []),
+            "y": [s.value for s in history.steps] + ([history.steps[-1].value] if history.steps else []),
+            "current": format_number(history.current),
+            "reference": ", ".join(f"{name} {format_number(value)} ({history.reference_source[name]})"
+                                   for name, value in history.reference.items()),
+        },
+        "thresholds": [
+            {"metric": t.metric.name, "strategy": t.metric.strategy, "rule": t.rule, "met": t.met,
+             "violated": t.violated, "best_value": format_number(t.best_value),
+             "best_margin": format_number(t.best_margin), "median_margin": format_number(t.median_margin)}
+            for t in report.threshold_summaries()
+        ],
+    }
+
+
+def summary_payload(summary: Summary) -> dict[str, Any]:
+    return {
+        "id": summary.experiment_id,
+        "name": summary.name,
+        "state": summary.state,
+        "running": summary.running,
+        "budget": summary.budget,
+        "budget_used": summary.budget_used,
+        "remaining": summary.remaining,
+        "observations": summary.observations,
+        "completed": summary.completed,
+        "failed": summary.failed,
+        "feasible": summary.feasible,
+        "infeasible": summary.infeasible,
+        "open": summary.open_suggestions,
+        "failures_by_reason": [[reason, n] for reason, n in summary.failures_by_reason.items()],
+        "failures_by_kind": [[kind, n] for kind, n in summary.failures_by_kind.items()],
+        "best": [{"metric": b.metric, "objective": b.objective, "strategy": b.strategy, "value": b.value,
+                  "text": format_number(b.value), "suggestion": b.suggestion_id, "observation": b.observation_id,
+                  "run": b.run_id,
+                  "assignments": ", ".join(f"{k}={format_number(v)}" for k, v in b.assignments.items())}
+                 for b in summary.best],
+        "last_activity": summary.last_activity.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+        if summary.last_activity else None,
+        "created_at": summary.created_at.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def importance_payload(importances: list[MetricImportance]) -> list[dict[str, Any]]:
+    return [{"metric": i.metric, "importances": i.importances, "observations": i.observations, "reason": i.reason}
+            for i in importances]
+
+
+def run_payload(run: RunRecord, checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
+    duration = (run.ended_at - run.started_at).total_seconds() if run.ended_at else None
+    return {
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "experiment_id": run.experiment_id,
+        "suggestion_id": run.suggestion_id,
+        "failure_reason": run.failure_reason,
+        "parameters": run.parameters,
+        "metrics": run.metrics,
+        "metadata": run.metadata,
+        "environment": {"host": run.host, "device": run.device, "git_commit": run.git_commit,
+                        "started": run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        "ended": run.ended_at.strftime("%Y-%m-%d %H:%M:%S") if run.ended_at else None,
+                        "duration_s": duration},
+        "checkpoints": {"epoch": [c["epoch"] for c in checkpoints],
+                        "values": {name: [c["values"].get(name) for c in checkpoints]
+                                   for name in sorted({n for c in checkpoints for n in c["values"]})}},
+    }
