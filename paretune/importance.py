@@ -15,7 +15,7 @@ second; callers cache by `storage.report.Version` (the dashboard does).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -39,30 +39,32 @@ class MetricImportance:
 
 def metric_importances(
     spec: ExperimentSpec,
-    observations: Iterable[tuple[dict[str, Any], dict[str, float]]],
+    assignments: Mapping[str, Sequence[Any]],
+    values: Mapping[str, Sequence[float | None]],
     seed: int = 0,
 ) -> list[MetricImportance]:
     """Importance of each tunable parameter for each optimized metric.
 
-    `observations` are the completed ones as (assignments, values) pairs.
+    Columns, one entry per observation: `assignments[parameter][i]` and `values[metric][i]`
+    (None where observation i has no value: a failed one, or a parameter it lacks).
     """
     from sklearn.ensemble import RandomForestRegressor
     from sklearn.inspection import permutation_importance
 
     parameters = [p for p in spec.parameters if p.tunable]
-    completed = list(observations)
+    features_all = np.column_stack([_feature_column(p, assignments.get(p.name)) for p in parameters]) \
+        if parameters else None
     results = []
     for metric in spec.optimized_metrics:
-        rows = [(a, v[metric.name]) for a, v in completed if metric.name in v]
+        target_all = np.array(values.get(metric.name, []), dtype=float)
+        rows = np.flatnonzero(~np.isnan(target_all))
         if len(rows) > MAX_SAMPLES:
-            keep = np.random.default_rng(seed).choice(len(rows), MAX_SAMPLES, replace=False)
-            rows = [rows[i] for i in sorted(keep)]
-        reason = _why_not(parameters, rows)
-        if reason is not None:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_SAMPLES, replace=False))
+        reason = _why_not(parameters, target_all[rows])
+        if reason is not None or features_all is None:
             results.append(MetricImportance(metric.name, None, len(rows), reason))
             continue
-        features = np.array([[_feature(p, a.get(p.name)) for p in parameters] for a, _ in rows], dtype=float)
-        target = np.array([value for _, value in rows], dtype=float)
+        features, target = features_all[rows], target_all[rows]
         folds = np.random.default_rng(seed).permutation(len(rows)) % 2
         drops = np.zeros(len(parameters))
         for fold in (0, 1):
@@ -82,19 +84,21 @@ def metric_importances(
     return results
 
 
-def _why_not(parameters: list[Parameter], rows: list[tuple[dict[str, Any], float]]) -> str | None:
+def _why_not(parameters: list[Parameter], target: np.ndarray) -> str | None:
     if not parameters:
         return "the experiment has no tunable parameter"
-    if len(rows) < MIN_OBSERVATIONS:
-        return f"needs {MIN_OBSERVATIONS} completed observations, has {len(rows)}"
-    if len({value for _, value in rows}) < 2:
+    if len(target) < MIN_OBSERVATIONS:
+        return f"needs {MIN_OBSERVATIONS} completed observations, has {len(target)}"
+    if np.all(target == target[0]):
         return "every observation has the same value"
     return None
 
 
-def _feature(parameter: Parameter, value: Any) -> float:
-    if value is None:
-        return np.nan
+def _feature_column(parameter: Parameter, column: Sequence[Any] | None) -> np.ndarray:
+    """Numbers as they are, categories as their index, missing as NaN."""
+    if column is None:
+        return np.zeros(0)
     if parameter.type == "categorical":
-        return float((parameter.categorical_values or ()).index(value))
-    return float(value)
+        index = {value: float(i) for i, value in enumerate(parameter.categorical_values or ())}
+        return np.array([index.get(value, np.nan) for value in column], dtype=float)
+    return np.array(column, dtype=float)

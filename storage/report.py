@@ -22,6 +22,7 @@ import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -71,10 +72,10 @@ def _trim(text: str) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def margin(metric: Metric, value: float | None) -> float | None:
-    """How far `value` clears (> 0) or misses (< 0) the metric's threshold, in the metric's units."""
-    if metric.threshold is None or value is None:
-        return None
+def margin(metric: Metric, value: Any) -> Any:
+    """How far `value` (a number or a numpy array) clears (> 0) or misses (< 0) the metric's
+    threshold, in the metric's units."""
+    assert metric.threshold is not None
     return value - metric.threshold if metric.objective == "maximize" else metric.threshold - value
 
 
@@ -102,9 +103,45 @@ class Point:
     margins: dict[str, float]
     failure_reason: str | None
     duration_s: float | None
-    created_at: datetime
     on_frontier: bool
     number: int  # 1-based position in the experiment's observations (the history's x axis)
+
+
+@dataclass(frozen=True)
+class PointColumns:
+    """Every observation as columns, in observation order (index i is observation number i + 1).
+
+    Fronts that draw thousands of points read these; `point(i)` is one row as a `Point`.
+    """
+
+    observation_id: list[int]
+    suggestion_id: list[int]
+    run_id: list[int | None]
+    status: list[Status]
+    on_frontier: list[bool]
+    failure_reason: list[str | None]
+    duration_s: list[float | None]
+    assignments: dict[str, list[Any]]
+    values: dict[str, list[float | None]]
+    margins: dict[str, list[float | None]]
+
+    def __len__(self) -> int:
+        return len(self.observation_id)
+
+    def point(self, i: int) -> Point:
+        return Point(
+            observation_id=self.observation_id[i], suggestion_id=self.suggestion_id[i], run_id=self.run_id[i],
+            status=self.status[i],
+            assignments={name: column[i] for name, column in self.assignments.items() if column[i] is not None},
+            values={name: column[i] for name, column in self.values.items() if column[i] is not None},
+            margins={name: column[i] for name, column in self.margins.items() if column[i] is not None},
+            failure_reason=self.failure_reason[i], duration_s=self.duration_s[i], on_frontier=self.on_frontier[i],
+            number=i + 1,
+        )
+
+    def array(self, metric: str) -> np.ndarray:
+        """A metric's values as floats (NaN where an observation has none)."""
+        return np.array(self.values[metric], dtype=float)
 
 
 @dataclass(frozen=True)
@@ -244,10 +281,15 @@ class Version:
 class ExperimentReport:
     experiment: ExperimentRecord
     summary: Summary
-    points: tuple[Point, ...]
+    columns: PointColumns
     frontier: tuple[Point, ...]
     history: History
     version: Version
+
+    @cached_property
+    def points(self) -> tuple[Point, ...]:
+        """Every observation as a `Point`, in order."""
+        return tuple(self.columns.point(i) for i in range(len(self.columns)))
 
     @property
     def spec(self) -> ExperimentSpec:
@@ -270,9 +312,9 @@ class ExperimentReport:
     def threshold_rows(self, limit: int | None = None) -> list[ThresholdRow]:
         """Each observation (the latest `limit` when given) against every thresholded metric."""
         metrics = self.thresholded_metrics
-        points = self.points if limit is None else self.points[-limit:]
+        first = 0 if limit is None else max(len(self.columns) - limit, 0)
         rows = []
-        for point in points:
+        for point in (self.columns.point(i) for i in range(first, len(self.columns))):
             checks = tuple(
                 ThresholdCheck(m.name, m.objective, m.strategy, float(m.threshold), point.values.get(m.name),
                                point.margins.get(m.name),
@@ -283,15 +325,16 @@ class ExperimentReport:
         return rows
 
     def threshold_summaries(self) -> list[ThresholdSummary]:
-        completed = [p for p in self.points if p.status != "failed"]
         summaries = []
         for metric in self.thresholded_metrics:
-            margins = np.array([p.margins[metric.name] for p in completed if metric.name in p.margins])
-            values = [p.values[metric.name] for p in completed if metric.name in p.values]
-            best = (max if metric.objective == "maximize" else min)(values) if values else None
-            met = int(np.sum(margins >= 0)) if len(margins) else 0
+            margins = np.array(self.columns.margins[metric.name], dtype=float)
+            margins = margins[~np.isnan(margins)]
+            values = self.columns.array(metric.name)
+            values = values[~np.isnan(values)]
+            met = int(np.sum(margins >= 0))
             summaries.append(ThresholdSummary(
-                metric=metric, met=met, violated=len(margins) - met, best_value=best,
+                metric=metric, met=met, violated=len(margins) - met,
+                best_value=float(values.max() if metric.objective == "maximize" else values.min()) if len(values) else None,
                 best_margin=float(margins.max()) if len(margins) else None,
                 median_margin=float(np.median(margins)) if len(margins) else None,
             ))
@@ -328,14 +371,15 @@ def experiment_report(storage: Storage, ref: int | str) -> ExperimentReport:
     """The whole report of an experiment (id or name): summary, every point, frontier, history."""
     record = storage.get_experiment(ref)
     version = report_version(storage, record.id)
-    points = _points(storage, record)
-    frontier = tuple(sorted((p for p in points if p.on_frontier), key=_frontier_order(record.spec)))
+    columns = _columns(storage, record)
+    frontier = tuple(sorted((columns.point(i) for i, on in enumerate(columns.on_frontier) if on),
+                            key=_frontier_order(record.spec)))
     return ExperimentReport(
         experiment=record,
         summary=experiment_summary(storage, record),
-        points=points,
+        columns=columns,
         frontier=frontier,
-        history=_history(record.spec, points),
+        history=_history(record.spec, columns),
         version=version,
     )
 
@@ -383,8 +427,8 @@ def report_version(storage: Storage, experiment_id: int) -> Version:
 def frontier_points(storage: Storage, ref: int | str) -> tuple[ExperimentRecord, tuple[Point, ...]]:
     """Only the Pareto-optimal points (for the CLI): the frontier without reading every observation."""
     record = storage.get_experiment(ref)
-    points = _points(storage, record, frontier_only=True)
-    return record, tuple(sorted(points, key=_frontier_order(record.spec)))
+    columns = _columns(storage, record, frontier_only=True)
+    return record, tuple(sorted((columns.point(i) for i in range(len(columns))), key=_frontier_order(record.spec)))
 
 
 def _frontier_order(spec: ExperimentSpec):  # type: ignore[no-untyped-def]
@@ -392,60 +436,59 @@ def _frontier_order(spec: ExperimentSpec):  # type: ignore[no-untyped-def]
     return lambda p: (p.values[first.name], p.observation_id)
 
 
-def _points(storage: Storage, record: ExperimentRecord, frontier_only: bool = False) -> tuple[Point, ...]:
-    """Every observation in one query: assignments and values pivoted to columns in SQL."""
+def _columns(storage: Storage, record: ExperimentRecord, frontier_only: bool = False) -> PointColumns:
+    """Every observation in one query, returned as one row of lists (DuckDB builds the columns,
+    so 10^5 observations cost no Python loop): assignments and values pivoted in SQL."""
     spec = record.spec
-    parameters = list(spec.parameters)
-    metrics = list(spec.metrics)
-    arguments: list[Any] = [record.id, *(_json_path(p.name) for p in parameters), *(m.name for m in metrics)]
-    columns = [f"json_extract_string(s.assignments, ${2 + i}) AS p{i}" for i in range(len(parameters))]
-    columns += [f"max(v.value) FILTER (WHERE v.metric = ${2 + len(parameters) + i}) AS m{i}"
-                for i in range(len(metrics))]
-    rows = storage.query(
-        "WITH feasible AS (SELECT observation_id FROM feasible_scores WHERE experiment_id = $1), "
+    parameters, metrics = list(spec.parameters), list(spec.metrics)
+    # Each assignment's JSON is parsed once, into a struct typed by the spec.
+    structure = json.dumps({p.name: _SQL_TYPES[p.type] for p in parameters})
+    arguments: list[Any] = [record.id, structure, *(m.name for m in metrics)]
+    assignment_columns = [f"a.{_identifier(p.name)} AS p{i}" for i, p in enumerate(parameters)]
+    value_columns = [f"max(v.value) FILTER (WHERE v.metric = ${3 + i}) AS m{i}" for i in range(len(metrics))]
+    names = (["id", "suggestion_id", "run_id", "failed", "failure_reason", "duration_s", "feasible", "on_frontier"]
+             + [f"p{i}" for i in range(len(parameters))] + [f"m{i}" for i in range(len(metrics))])
+    (row,) = storage.query(
+        "WITH obs AS (SELECT id, suggestion_id, run_id, failed, failure_reason, duration_s FROM observations "
+        "             WHERE experiment_id = $1), "
+        "vals AS (SELECT v.observation_id" + "".join(f", {c}" for c in value_columns) +
+        "         FROM observation_values v JOIN obs ON obs.id = v.observation_id GROUP BY v.observation_id), "
+        "feasible AS (SELECT observation_id FROM feasible_scores WHERE experiment_id = $1), "
         "frontier AS (SELECT observation_id FROM pareto_frontier WHERE experiment_id = $1), "
-        "numbered AS (SELECT *, row_number() OVER (ORDER BY id) AS number FROM observations "
-        "             WHERE experiment_id = $1) "
-        "SELECT o.id, o.suggestion_id, o.run_id, o.failed, o.failure_reason, o.duration_s, o.created_at, "
-        "       o.number, any_value(f.observation_id) IS NOT NULL AS feasible, "
-        "       any_value(fr.observation_id) IS NOT NULL AS on_frontier"
-        + "".join(f", {c}" for c in columns) +
-        " FROM numbered o JOIN suggestions s ON s.id = o.suggestion_id "
-        "LEFT JOIN feasible f ON f.observation_id = o.id "
-        + ("JOIN" if frontier_only else "LEFT JOIN") + " frontier fr ON fr.observation_id = o.id "
-        "LEFT JOIN observation_values v ON v.observation_id = o.id "
-        "GROUP BY ALL ORDER BY o.id",
+        "rows AS (SELECT o.*, f.observation_id IS NOT NULL AS feasible, fr.observation_id IS NOT NULL AS on_frontier"
+        + "".join(f", s.{c}" for c in assignment_columns)
+        + "".join(f", vals.m{i}" for i in range(len(metrics))) +
+        "         FROM obs o JOIN (SELECT id, from_json(assignments, $2) AS a FROM suggestions "
+        "                          WHERE experiment_id = $1) s ON s.id = o.suggestion_id "
+        "         LEFT JOIN vals ON vals.observation_id = o.id "
+        "         LEFT JOIN feasible f ON f.observation_id = o.id "
+        "         LEFT JOIN frontier fr ON fr.observation_id = o.id"
+        + (" WHERE fr.observation_id IS NOT NULL" if frontier_only else "") + ") "
+        "SELECT " + ", ".join(f"coalesce(list({name} ORDER BY id), []) AS {name}" for name in names) + " FROM rows",
         arguments,
     )
-    readers = [(f"p{i}", p.name, _reader(p)) for i, p in enumerate(parameters)]
-    metric_columns = [(f"m{i}", m.name) for i, m in enumerate(metrics)]
-    thresholded = [m for m in metrics if m.threshold is not None]
-    points = []
-    for row in rows:
-        values = {name: row[column] for column, name in metric_columns if row[column] is not None}
-        status: Status = "failed" if row["failed"] else "feasible" if row["feasible"] else "infeasible"
-        points.append(Point(
-            observation_id=row["id"], suggestion_id=row["suggestion_id"], run_id=row["run_id"], status=status,
-            assignments={name: read(row[column]) for column, name, read in readers if row[column] is not None},
-            values=values,
-            margins={m.name: margin(m, values[m.name]) for m in thresholded if m.name in values},  # type: ignore[misc]
-            failure_reason=row["failure_reason"], duration_s=row["duration_s"], created_at=row["created_at"],
-            on_frontier=bool(row["on_frontier"]), number=int(row["number"]),
-        ))
-    return tuple(points)
+    values = {m.name: row[f"m{i}"] for i, m in enumerate(metrics)}
+    margins = {}
+    for metric in metrics:
+        if metric.threshold is None:
+            continue
+        gap = margin(metric, np.array(values[metric.name], dtype=float))
+        margins[metric.name] = [None if math.isnan(g) else g for g in gap.tolist()]
+    return PointColumns(
+        observation_id=row["id"], suggestion_id=row["suggestion_id"], run_id=row["run_id"],
+        status=["failed" if failed else "feasible" if feasible else "infeasible"
+                for failed, feasible in zip(row["failed"], row["feasible"])],
+        on_frontier=row["on_frontier"], failure_reason=row["failure_reason"], duration_s=row["duration_s"],
+        assignments={p.name: row[f"p{i}"] for i, p in enumerate(parameters)},
+        values=values, margins=margins,
+    )
 
 
-def _json_path(name: str) -> str:
-    return '$."' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+_SQL_TYPES = {"double": "DOUBLE", "int": "BIGINT", "categorical": "VARCHAR"}
 
 
-def _reader(parameter: Parameter):  # type: ignore[no-untyped-def]
-    """Turn the JSON text of an assignment back into the parameter's Python type."""
-    if parameter.type == "categorical":
-        return str
-    if parameter.type == "int":
-        return lambda text: int(float(text))
-    return float
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _best_values(storage: Storage, record: ExperimentRecord) -> tuple[BestValue, ...]:
@@ -473,40 +516,38 @@ def _best_values(storage: Storage, record: ExperimentRecord) -> tuple[BestValue,
 
 
 # -- history ------------------------------------------------------------------------------------
-def _history(spec: ExperimentSpec, points: tuple[Point, ...]) -> History:
+def _history(spec: ExperimentSpec, columns: PointColumns) -> History:
     optimized = spec.optimized_metrics
-    feasible = [p for p in points if p.status == "feasible"]
     names = tuple(m.name for m in optimized)
+    feasible = np.array([status == "feasible" for status in columns.status], dtype=bool)
+    numbers = np.flatnonzero(feasible) + 1
+    signs = np.array([-1.0 if m.objective == "maximize" else 1.0 for m in optimized])
+    losses = np.column_stack([signs[k] * columns.array(m.name)[feasible] for k, m in enumerate(optimized)])
     if len(optimized) == 1:
         (metric,) = optimized
-        sign = -1.0 if metric.objective == "maximize" else 1.0
-        steps, best = [], math.inf
-        for point in feasible:
-            loss = sign * point.values[metric.name]
-            if loss < best:
-                best = loss
-                steps.append(HistoryStep(point.number, point.values[metric.name]))
-        return History("best value", names, tuple(steps), len(points))
-    reference, source = _reference_point(optimized, feasible)
-    signs = np.array([-1.0 if m.objective == "maximize" else 1.0 for m in optimized])
+        best = np.minimum.accumulate(losses[:, 0]) if len(losses) else losses[:, 0]
+        improved = np.flatnonzero(np.diff(best, prepend=np.inf) < 0)
+        steps = tuple(HistoryStep(int(numbers[i]), float(signs[0] * best[i])) for i in improved)
+        return History("best value", names, steps, len(columns))
+    reference, source = _reference_point(optimized, columns, feasible)
     reference_loss = signs * np.array([reference[m.name] for m in optimized])
-    return History("hypervolume", names,
-                   tuple(_hypervolume_steps(feasible, optimized, signs, reference_loss)),
-                   len(points), reference, source)
+    steps = tuple(HistoryStep(int(numbers[i]), value) for i, value in _hypervolume_steps(losses, reference_loss))
+    return History("hypervolume", names, steps, len(columns), reference, source)
 
 
-def _reference_point(optimized: tuple[Metric, ...], feasible: list[Point]) -> tuple[dict[str, float], dict[str, str]]:
+def _reference_point(optimized: tuple[Metric, ...], columns: PointColumns,
+                     feasible: np.ndarray) -> tuple[dict[str, float], dict[str, str]]:
     """The threshold of each optimized metric, else its worst feasible value pushed out by a margin."""
     reference, source = {}, {}
     for metric in optimized:
         if metric.threshold is not None:
             reference[metric.name], source[metric.name] = float(metric.threshold), "threshold"
             continue
-        values = [p.values[metric.name] for p in feasible]
-        if not values:
+        values = columns.array(metric.name)[feasible]
+        if not len(values):
             reference[metric.name], source[metric.name] = 0.0, "no feasible observation yet"
             continue
-        low, high = min(values), max(values)
+        low, high = float(values.min()), float(values.max())
         pad = REFERENCE_MARGIN * (high - low) or REFERENCE_MARGIN * abs(high) or 1.0
         reference[metric.name] = low - pad if metric.objective == "maximize" else high + pad
         source[metric.name] = f"worst feasible value {'-' if metric.objective == 'maximize' else '+'} " \
@@ -514,28 +555,37 @@ def _reference_point(optimized: tuple[Metric, ...], feasible: list[Point]) -> tu
     return reference, source
 
 
-def _hypervolume_steps(feasible: list[Point], optimized: tuple[Metric, ...], signs: np.ndarray,
-                       reference: np.ndarray) -> list[HistoryStep]:
-    """Hypervolume after each feasible point, kept incrementally: a point dominated by the
-    current front (found by one binary search) changes nothing; a new front point adds its
-    exclusive area and evicts the points it dominates."""
-    first, second = (m.name for m in optimized)
-    front_x: list[float] = []  # losses (minimized), sorted by x ascending; y strictly descending
+def _hypervolume_steps(losses: np.ndarray, reference: np.ndarray, chunk: int = 1024) -> list[tuple[int, float]]:
+    """(index, hypervolume) after each feasible point that changes it (both losses minimized).
+
+    Kept incrementally: a point dominated by the current front changes nothing; a new front
+    point adds its exclusive area and evicts the points it dominates. Chunk by chunk, numpy
+    first drops the points the front at the chunk's start already dominates (the front only
+    improves, so they stay dominated); the few left go through one binary search each.
+    """
+    front_x: list[float] = []  # sorted ascending; front_y strictly descending
     front_y: list[float] = []
     volume, steps = 0.0, []
-    for point in feasible:
-        x, y = signs[0] * point.values[first], signs[1] * point.values[second]
-        if (before := bisect.bisect_right(front_x, x)) > 0 and front_y[before - 1] <= y:
-            continue  # dominated (or equalled) by a front point with x' <= x
-        position = bisect.bisect_left(front_x, x)
-        gain = float(hypervolume_improvements(np.array([[x, y]]), np.column_stack([front_x, front_y])
-                                              if front_x else np.zeros((0, 2)), reference)[0])
-        end = position
-        while end < len(front_x) and front_y[end] >= y:
-            end += 1
-        front_x[position:end] = [x]
-        front_y[position:end] = [y]
-        if gain > 0:
-            volume += gain
-            steps.append(HistoryStep(point.number, volume))
+    for start in range(0, len(losses), chunk):
+        block = losses[start:start + chunk]
+        candidates = np.arange(len(block))
+        if front_x:
+            before = np.searchsorted(np.array(front_x), block[:, 0], side="right")
+            tails = np.array(front_y)[np.maximum(before - 1, 0)]
+            candidates = candidates[(before == 0) | (tails > block[:, 1])]
+        for k in candidates:
+            x, y = float(block[k, 0]), float(block[k, 1])
+            if (after := bisect.bisect_right(front_x, x)) > 0 and front_y[after - 1] <= y:
+                continue  # dominated (or equalled) by a front point with x' <= x
+            gain = float(hypervolume_improvements(np.array([[x, y]]), np.column_stack([front_x, front_y])
+                                                  if front_x else np.zeros((0, 2)), reference)[0])
+            position = bisect.bisect_left(front_x, x)
+            end = position
+            while end < len(front_x) and front_y[end] >= y:
+                end += 1
+            front_x[position:end] = [x]
+            front_y[position:end] = [y]
+            if gain > 0:
+                volume += gain
+                steps.append((start + int(k), volume))
     return steps

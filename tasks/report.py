@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+import numpy as np
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -153,28 +154,28 @@ def frontier_png(report: ExperimentReport) -> bytes:
     optimized = report.optimized_metrics
     two = len(optimized) == 2
     x_metric, y_metric = (optimized[0], optimized[1]) if two else (None, optimized[0])
-    by_status: dict[str, list[Point]] = {"feasible": [], "infeasible": [], "failed": []}
-    for point in report.points:
-        by_status[point.status].append(point)
-    failed = by_status["failed"]
-    figure = Figure(figsize=(9, 6.2 if failed else 5.6), dpi=100, layout="constrained")
-    if failed:
+    columns = report.columns
+    status = np.array(columns.status, dtype=object)
+    on_frontier = np.array(columns.on_frontier, dtype=bool)
+    numbers = np.arange(1, len(columns) + 1)
+    counts = {name: int(np.sum(status == name)) for name in ("feasible", "infeasible", "failed")}
+    figure = Figure(figsize=(9, 6.2 if counts["failed"] else 5.6), dpi=100, layout="constrained")
+    if counts["failed"]:
         axes, strip = figure.subplots(2, 1, height_ratios=[9, 1])
     else:
         axes, strip = figure.subplots(1, 1), None
 
-    def xy(points: list[Point]) -> tuple[list[float], list[float]]:
-        xs = [p.values[x_metric.name] if two else p.number for p in points]  # type: ignore[union-attr]
-        return xs, [p.values[y_metric.name] for p in points]
+    def xy(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        xs = columns.array(x_metric.name)[mask] if two else numbers[mask]  # type: ignore[union-attr]
+        return xs, columns.array(y_metric.name)[mask]
 
-    big = len(report.points) > 5000
+    big = len(columns) > 5000
     size = 8 if big else 30
-    feasible = [p for p in by_status["feasible"] if not p.on_frontier]
-    axes.scatter(*xy(feasible), s=size, color=COLORS["feasible"], alpha=0.6, linewidths=0,
-                 label=f"feasible ({format_number(len(by_status['feasible']))})", rasterized=big)
-    axes.scatter(*xy(by_status["infeasible"]), s=size, facecolors="none", edgecolors=COLORS["infeasible"],
-                 linewidths=1.2, label=f"infeasible ({format_number(len(by_status['infeasible']))})", rasterized=big)
-    axes.scatter(*xy(list(report.frontier)), s=55, color=COLORS["feasible"], edgecolors=COLORS["frontier"],
+    axes.scatter(*xy((status == "feasible") & ~on_frontier), s=size, color=COLORS["feasible"], alpha=0.6,
+                 linewidths=0, label=f"feasible ({format_number(counts['feasible'])})", rasterized=big)
+    axes.scatter(*xy(status == "infeasible"), s=size, facecolors="none", edgecolors=COLORS["infeasible"],
+                 linewidths=1.2, label=f"infeasible ({format_number(counts['infeasible'])})", rasterized=big)
+    axes.scatter(*xy(on_frontier), s=55, color=COLORS["feasible"], edgecolors=COLORS["frontier"],
                  linewidths=1.8, zorder=3, label=f"frontier ({len(report.frontier)})")
     if two:
         corners = report.staircase()
@@ -204,10 +205,11 @@ def frontier_png(report: ExperimentReport) -> bytes:
     title = (f"{report.experiment.name}: {x_metric.name} against {y_metric.name}" if two  # type: ignore[union-attr]
              else f"{report.experiment.name}: {y_metric.name} by trial")
     axes.set_title(title, loc="left", fontsize=12, fontweight="bold")
-    if failed:
-        strip.scatter([p.number for p in failed], [0] * len(failed), marker="x", s=36, color=COLORS["failed"],
+    if strip is not None:
+        failed = numbers[status == "failed"]
+        strip.scatter(failed, np.zeros(len(failed)), marker="x", s=36, color=COLORS["failed"],
                       linewidths=1.6, label=f"failed ({format_number(len(failed))})")
-        strip.set_xlim(0, len(report.points) + 1)
+        strip.set_xlim(0, len(columns) + 1)
         strip.set_yticks([])
         strip.set_ylim(-1, 1)
         strip.set_xlabel("failed trials (no metric values), by trial number", fontsize=9)

@@ -202,19 +202,22 @@ IMPORTANCE_SPEC = ExperimentSpec.model_validate({
 
 
 def importance_data(n, seed=0):
+    """Columns of assignments and values, as the report model holds them."""
     rng = np.random.default_rng(seed)
-    rows = []
+    assignments, values = {"x": [], "y": [], "unused": [], "kind": []}, {"f": [], "g": []}
     for _ in range(n):
         x, unused = rng.uniform(size=2)
         y = float(10 ** rng.uniform(-4, 0))
         kind = str(rng.choice(["a", "b", "c"]))
-        values = {"f": 3 * x ** 2 + 0.5 * np.log10(y), "g": {"a": 0.0, "b": 1.0, "c": 2.0}[kind] + 0.05 * x}
-        rows.append(({"x": x, "y": y, "unused": unused, "kind": kind}, values))
-    return rows
+        for name, value in {"x": x, "y": y, "unused": unused, "kind": kind}.items():
+            assignments[name].append(value)
+        values["f"].append(3 * x ** 2 + 0.5 * np.log10(y))
+        values["g"].append({"a": 0.0, "b": 1.0, "c": 2.0}[kind] + 0.05 * x)
+    return assignments, values
 
 
 def test_importance_finds_the_parameters_that_matter_and_not_the_one_that_does_not():
-    results = {r.metric: r for r in metric_importances(IMPORTANCE_SPEC, importance_data(150))}
+    results = {r.metric: r for r in metric_importances(IMPORTANCE_SPEC, *importance_data(150))}
     f, g = results["f"].importances, results["g"].importances
     assert sum(f.values()) == pytest.approx(1.0) and sum(g.values()) == pytest.approx(1.0)
     assert f["x"] > 0.4 and f["y"] > 0.1 and f["unused"] < 0.05 and f["kind"] < 0.05
@@ -222,7 +225,7 @@ def test_importance_finds_the_parameters_that_matter_and_not_the_one_that_does_n
 
 
 def test_importance_subsamples_large_histories_and_says_why_when_it_cannot():
-    large = metric_importances(IMPORTANCE_SPEC, importance_data(3000))
+    large = metric_importances(IMPORTANCE_SPEC, *importance_data(3000))
     assert all(r.observations == 1000 and r.importances["unused"] < 0.05 for r in large)
-    few = metric_importances(IMPORTANCE_SPEC, importance_data(MIN_OBSERVATIONS - 1))
+    few = metric_importances(IMPORTANCE_SPEC, *importance_data(MIN_OBSERVATIONS - 1))
     assert all(r.importances is None and "needs 10 completed observations" in r.reason for r in few)

@@ -134,8 +134,8 @@ class Dashboard:
 
 
 def report_importances(report: ExperimentReport):  # type: ignore[no-untyped-def]
-    """Importances from the report model's completed points."""
-    return metric_importances(report.spec, [(p.assignments, p.values) for p in report.points if p.status != "failed"])
+    """Importances from the report model's columns (failed observations have no values, so they drop out)."""
+    return metric_importances(report.spec, report.columns.assignments, report.columns.values)
 
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:

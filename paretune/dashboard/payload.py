@@ -10,14 +10,16 @@ from typing import Any
 
 from paretune.importance import MetricImportance
 from storage.records import RunRecord
-from storage.report import ExperimentReport, Summary, format_number, threshold_rule
+from storage.report import STATUSES, ExperimentReport, Summary, format_number, threshold_rule
+
+STATUS_CODES = {status: code for code, status in enumerate(STATUSES)}
 
 
 def experiment_payload(report: ExperimentReport) -> dict[str, Any]:
     spec = report.spec
     metrics = report.shown_metrics
-    parameters = [p for p in spec.parameters]
-    points = report.points
+    parameters = list(spec.parameters)
+    columns = report.columns
     staircase = report.staircase()
     history = report.history
     return {
@@ -30,18 +32,20 @@ def experiment_payload(report: ExperimentReport) -> dict[str, Any]:
         "parameters": [{"name": p.name, "type": p.type, "log": p.is_log,
                         "categories": list(p.categorical_values) if p.categorical_values else None}
                        for p in parameters],
+        # Compact columns: statuses as codes into "statuses", the frontier as indices, failure
+        # reasons only where there is one; the page expands them (index i is observation number i + 1).
+        "statuses": list(STATUSES),
         "points": {
-            "observation": [p.observation_id for p in points],
-            "suggestion": [p.suggestion_id for p in points],
-            "run": [p.run_id for p in points],
-            "number": [p.number for p in points],
-            "status": [p.status for p in points],
-            "frontier": [p.on_frontier for p in points],
-            "reason": [p.failure_reason for p in points],
-            "duration": [p.duration_s for p in points],
-            "values": {m.name: [p.values.get(m.name) for p in points] for m in metrics},
-            "margins": {m.name: [p.margins.get(m.name) for p in points] for m in report.thresholded_metrics},
-            "assignments": {q.name: [p.assignments.get(q.name) for p in points] for q in parameters},
+            "observation": columns.observation_id,
+            "suggestion": columns.suggestion_id,
+            "run": columns.run_id,
+            "status": [STATUS_CODES[status] for status in columns.status],
+            "frontier": [i for i, on in enumerate(columns.on_frontier) if on],
+            "reason": {str(i): reason for i, reason in enumerate(columns.failure_reason) if reason is not None},
+            "duration": columns.duration_s,
+            "values": {m.name: columns.values[m.name] for m in metrics},
+            "margins": columns.margins,
+            "assignments": columns.assignments,
         },
         "staircase": {"x": [x for x, _ in staircase], "y": [y for _, y in staircase]},
         "history": {

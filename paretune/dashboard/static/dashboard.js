@@ -6,7 +6,7 @@
 
   const COLORS = { feasible: "#2563eb", infeasible: "#f59e0b", failed: "#dc2626", frontier: "#111827", grid: "#e5e7eb" };
   const WEBGL_ABOVE = 5000;       // points per chart beyond which scattergl draws them
-  const PARCOORDS_LINES = 20000;  // lines drawn at most (evenly sampled)
+  const PARCOORDS_LINES = 5000;   // lines drawn at most (evenly sampled)
   const PAGE_ROWS = 50;
   const PLOT_CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
   const FONT = { family: "system-ui, -apple-system, Segoe UI, Roboto, Helvetica Neue, Arial, sans-serif", size: 12, color: "#1f2430" };
@@ -18,7 +18,7 @@
     if (value === null || value === undefined) return "";
     if (typeof value !== "number") return String(value);
     if (!isFinite(value)) return String(value);
-    if (Number.isInteger(value) && Math.abs(value) < 1e15) return value.toLocaleString("en-US");
+    if (Number.isInteger(value) && Math.abs(value) < 1e15) return String(value).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
     const magnitude = Math.abs(value);
     if (magnitude < 1e-3 || magnitude >= 1e6) {
       const parts = value.toExponential(digits - 1).split("e");
@@ -54,6 +54,7 @@
     const inline = document.getElementById("report-data");
 
     function draw(data) {
+      expand(data);
       state.data = data;
       state.version = data.version;
       state.rowText = null;
@@ -118,6 +119,19 @@
             .catch((error) => { live.textContent = "could not load: " + error.message; live.className = "badge status-failed"; });
     }
     if (config.live) timer = setInterval(poll, config.refreshMs);
+  }
+
+  /* Undo the payload's compact encoding (see paretune/dashboard/payload.py). */
+  function expand(data) {
+    const p = data.points, n = p.observation.length;
+    p.status = p.status.map((code) => data.statuses[code]);
+    const frontier = new Array(n).fill(false);
+    for (const i of p.frontier) frontier[i] = true;
+    p.frontier = frontier;
+    const reason = new Array(n).fill(null);
+    for (const [i, text] of Object.entries(p.reason)) reason[Number(i)] = text;
+    p.reason = reason;
+    p.number = Array.from({ length: n }, (_, i) => i + 1);
   }
 
   function findIndex(data, observationId) { return data.points.observation.indexOf(observationId); }
@@ -380,11 +394,11 @@
     const node = document.getElementById("trials");
     const columns = trialColumns(data);
     const total = data.points.status.length;
-    if (!state.rowText) {
+    const needle = state.filter.trim().toLowerCase();
+    if (needle && !state.rowText) {  // built on the first filter, not on every draw
       state.rowText = new Array(total);
       for (let i = 0; i < total; i++) state.rowText[i] = columns.map((c) => fmt(c.get(i))).join(" ").toLowerCase();
     }
-    const needle = state.filter.trim().toLowerCase();
     let rows = [];
     for (let i = 0; i < total; i++) {
       const status = data.points.status[i];
