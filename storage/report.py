@@ -31,7 +31,7 @@ import numpy as np
 
 from optimizer import ExperimentSpec
 from optimizer.pareto import hypervolume_improvements
-from optimizer.spec import Metric, Parameter
+from optimizer.spec import Metric
 from storage.base import Storage, StorageError
 from storage.duckdb_store import DuckDBStorage
 from storage.records import ExperimentRecord
