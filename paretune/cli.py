@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="list the experiments in the database with their progress")
     listing.set_defaults(handler=_list)
-    register_dashboard_commands(commands)
+    register_dashboard_commands(lambda name, help_text: commands.add_parser(name, help=help_text))
     return parser
 
 

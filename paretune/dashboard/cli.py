@@ -1,4 +1,4 @@
-"""`paretune dashboard` and `paretune report`: registered on the main CLI by `register(commands)`.
+"""`paretune dashboard` and `paretune report`: registered on the main CLI by `register(command)`.
 
 Heavy imports (Starlette, uvicorn, scikit-learn) wait until a command runs, so the rest of the
 CLI starts as fast as before.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
+from typing import Callable
 
 from storage import default_db_path
 
@@ -16,9 +17,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    dashboard = commands.add_parser(
-        "dashboard", help="serve the web dashboard of the database (read-only; loopback unless --host says otherwise)")
+def register(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """Add `dashboard` and `report` through the main CLI's `command(name, help)` parser factory."""
+    dashboard = command("dashboard", "serve the web dashboard of the database (read-only; loopback unless --host says otherwise)")
     dashboard.add_argument("--host", default=DEFAULT_HOST,
                            help=f"address to bind (default {DEFAULT_HOST}: this machine only; 0.0.0.0 for every interface)")
     dashboard.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
@@ -26,7 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                            help="how often an open experiment page checks for new observations (default 3)")
     dashboard.set_defaults(handler=_dashboard)
 
-    report = commands.add_parser("report", help="write an experiment's dashboard page as one self-contained HTML file")
+    report = command("report", "write an experiment's dashboard page as one self-contained HTML file")
     report.add_argument("experiment", help="experiment id or name")
     report.add_argument("--html", required=True, metavar="PATH_OR_URL",
                         help="where to write it: a local path or s3://bucket/key.html "
