@@ -85,7 +85,10 @@ def add_observation(path: Path, experiment_id: int, timeout_s: float = 30) -> in
     try:
         experiment = paretune.open_experiment(experiment_id, storage=store)
         suggestion = experiment.suggest()
-        return experiment.observe(suggestion, values=objective(suggestion.assignments)).id
+        try:
+            return experiment.observe(suggestion, values=objective(suggestion.assignments)).id
+        except OutOfMemory as failure:
+            return experiment.observe(suggestion, failed=True, reason=f"out_of_memory: {failure}").id
     finally:
         store.close()
 
