@@ -14,11 +14,13 @@ import math
 import sys
 from typing import Any, Sequence
 
-from optimizer import SpecError
+from optimizer import ExperimentSpec, SpecError
 from paretune.api import create_experiment, load_spec, open_experiment
+from paretune.dashboard.cli import register as register_dashboard_commands
 from paretune.lifecycle import MAX_BATCH
 from storage import DuckDBStorage, StorageError, default_db_path
 from storage.artifacts import ArtifactStore
+from storage.report import Point, experiment_summary, format_number, frontier_points
 
 
 class UsageError(Exception):
@@ -87,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
     listing = command("list", "list the experiments in the database with their progress")
     listing.set_defaults(handler=_list)
+    register_dashboard_commands(command)
     return parser
 
 
@@ -158,20 +161,32 @@ def _parse_values(texts: list[str]) -> dict[str, float]:
 
 def _frontier(args: argparse.Namespace) -> None:
     with DuckDBStorage(args.db, read_only=True) as storage:
-        experiment = storage.get_experiment(args.experiment)
-        rows = storage.frontier(experiment.id)
-        progress = storage.progress(experiment.id)
+        record, points = frontier_points(storage, args.experiment)
+        summary = experiment_summary(storage, record)
     if args.format == "json":
-        print(json.dumps(rows, default=str, indent=2))
+        print(json.dumps([frontier_json(record.spec, point) for point in points], default=str, indent=2))
         return
-    print(f"experiment {experiment.id} ({experiment.name}): {len(rows)} frontier point(s), "
-          f"{progress.observations} observation(s), {progress.failed} failed")
-    if rows:
-        metrics = [m.name for m in experiment.spec.optimized_metrics]
+    print(f"experiment {record.id} ({record.name}): {len(points)} frontier point(s), "
+          f"{summary.observations} observation(s), {summary.failed} failed")
+    if points:
+        metrics = [m.name for m in record.spec.metrics if m.strategy != "store"]
         header = ["suggestion", *metrics, "assignments"]
-        body = [[row["suggestion_id"], row["value_1"], *([row["value_2"]] if len(metrics) > 1 else []),
-                 json.dumps(row["assignments"])] for row in rows]
+        body = [[point.suggestion_id, *(point.values.get(name) for name in metrics),
+                 ", ".join(f"{k}={format_number(v)}" for k, v in point.assignments.items())] for point in points]
         print(format_table(header, body))
+
+
+def frontier_json(spec: ExperimentSpec, point: Point) -> dict[str, Any]:
+    """A frontier point as `frontier --format json` prints it (raw numbers, the spec's metric order)."""
+    optimized = [m.name for m in spec.optimized_metrics]
+    return {
+        "observation_id": point.observation_id, "suggestion_id": point.suggestion_id, "run_id": point.run_id,
+        "metric_1": optimized[0], "value_1": point.values.get(optimized[0]),
+        "metric_2": optimized[1] if len(optimized) > 1 else None,
+        "value_2": point.values.get(optimized[1]) if len(optimized) > 1 else None,
+        "values": {m.name: point.values[m.name] for m in spec.metrics if m.name in point.values},
+        "assignments": point.assignments,
+    }
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -205,9 +220,7 @@ def format_table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    text = str(value)
+    text = format_number(value)
     return text if text.isprintable() else repr(text)  # a name from an old store must not drive the terminal
 
 

@@ -1,0 +1,591 @@
+"""The report model: one reading of an experiment that every front shows.
+
+The dashboard, the static HTML report, the CLI's `frontier` and the Prefect artifacts all
+render these dataclasses, so they show the same numbers: a point's status comes from the
+`feasible_scores` view, frontier membership from the `pareto_frontier` view (whose columns are
+decoded here and nowhere else), budgets and failures from `Storage.progress`. Everything is
+read through the storage interface (`Storage.query` on the documented tables and views), in a
+few set-based queries, so a report of 10^5 observations stays well under a second.
+
+    report = experiment_report(storage, "bert-squad2-distillation")
+    report.summary.best            # best value per optimized/constraint metric (feasible only)
+    report.frontier                # Pareto-optimal points, by the first optimized metric
+    report.threshold_summaries()   # per thresholded metric: met, violated, best margin
+    format_number(0.3935102667)    # '0.3935'
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from optimizer import ExperimentSpec
+from optimizer.pareto import hypervolume_improvements
+from optimizer.spec import Metric
+from storage.base import Storage, StorageError
+from storage.duckdb_store import DuckDBStorage
+from storage.records import ExperimentRecord
+
+Status = Literal["feasible", "infeasible", "failed"]
+STATUSES: tuple[Status, ...] = ("feasible", "infeasible", "failed")
+SIGNIFICANT_DIGITS = 4
+# With no threshold on an optimized metric, the hypervolume's reference point lies this
+# fraction of the observed range beyond the worst feasible value (so extreme points count).
+REFERENCE_MARGIN = 0.1
+
+
+def format_number(value: Any, digits: int = SIGNIFICANT_DIGITS) -> str:
+    """A number as a person reads it: `digits` significant digits, no float noise.
+
+    Whole numbers print whole with thousands separators (``22,713,216``), others with
+    `digits` significant digits in fixed point (``0.3935``, ``71.23``), or in scientific
+    notation below 1e-3 and from 1e6 on (``1.235e-5``). None prints as an empty string.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return str(value)
+    number = float(value)
+    if not math.isfinite(number):
+        return str(number)
+    if number.is_integer() and abs(number) < 1e15:
+        return f"{int(number):,}"
+    magnitude = abs(number)
+    if magnitude < 1e-3 or magnitude >= 1e6:
+        mantissa, exponent = f"{number:.{digits - 1}e}".split("e")
+        return f"{_trim(mantissa)}e{int(exponent)}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(magnitude)))
+    return _trim(f"{number:.{decimals}f}")
+
+
+def _trim(text: str) -> str:
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def margin(metric: Metric, value: Any) -> Any:
+    """How far `value` (a number or a numpy array) clears (> 0) or misses (< 0) the metric's
+    threshold, in the metric's units."""
+    assert metric.threshold is not None
+    return value - metric.threshold if metric.objective == "maximize" else metric.threshold - value
+
+
+def threshold_rule(metric: Metric) -> str:
+    """``exact >= 50``: the rule a value must meet."""
+    return f"{metric.name} {'>=' if metric.objective == 'maximize' else '<='} {format_number(metric.threshold)}"
+
+
+def failure_kind(reason: str) -> str:
+    """Reasons read 'kind: detail' (out_of_memory, timeout, diverged, worker lost...)."""
+    return reason.split(":", 1)[0].strip() or reason
+
+
+# -- the model ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Point:
+    """One observation: its status, assignments, metric values and threshold margins."""
+
+    observation_id: int
+    suggestion_id: int
+    run_id: int | None
+    status: Status
+    assignments: dict[str, Any]
+    values: dict[str, float]
+    margins: dict[str, float]
+    failure_reason: str | None
+    duration_s: float | None
+    on_frontier: bool
+    number: int  # 1-based position in the experiment's observations (the history's x axis)
+
+
+@dataclass(frozen=True)
+class PointColumns:
+    """Every observation as columns, in observation order (index i is observation number i + 1).
+
+    Fronts that draw thousands of points read these; `point(i)` is one row as a `Point`.
+    """
+
+    observation_id: list[int]
+    suggestion_id: list[int]
+    run_id: list[int | None]
+    status: list[Status]
+    on_frontier: list[bool]
+    failure_reason: list[str | None]
+    duration_s: list[float | None]
+    assignments: dict[str, list[Any]]
+    values: dict[str, list[float | None]]
+    margins: dict[str, list[float | None]]
+
+    def __len__(self) -> int:
+        return len(self.observation_id)
+
+    def point(self, i: int) -> Point:
+        return Point(
+            observation_id=self.observation_id[i], suggestion_id=self.suggestion_id[i], run_id=self.run_id[i],
+            status=self.status[i],
+            assignments={name: column[i] for name, column in self.assignments.items() if column[i] is not None},
+            values={name: column[i] for name, column in self.values.items() if column[i] is not None},
+            margins={name: column[i] for name, column in self.margins.items() if column[i] is not None},
+            failure_reason=self.failure_reason[i], duration_s=self.duration_s[i], on_frontier=self.on_frontier[i],
+            number=i + 1,
+        )
+
+    def array(self, metric: str) -> np.ndarray:
+        """A metric's values as floats (NaN where an observation has none)."""
+        return np.array(self.values[metric], dtype=float)
+
+
+@dataclass(frozen=True)
+class BestValue:
+    """The best value of one metric among feasible observations, and where it was observed."""
+
+    metric: str
+    objective: str
+    strategy: str
+    value: float
+    observation_id: int
+    suggestion_id: int
+    run_id: int | None
+    assignments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Where an experiment stands: budget, counts, failures, best values, last activity."""
+
+    experiment_id: int
+    name: str
+    state: str
+    created_at: datetime
+    budget: int | None
+    observations: int
+    completed: int
+    failed: int
+    feasible: int
+    open_suggestions: int
+    failures_by_reason: dict[str, int]
+    failures_by_kind: dict[str, int]
+    best: tuple[BestValue, ...]
+    last_activity: datetime | None
+
+    @property
+    def infeasible(self) -> int:
+        return self.completed - self.feasible
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.budget is None else max(self.budget - self.observations, 0)
+
+    @property
+    def budget_used(self) -> str:
+        """``40 of 60 observations`` (the budget in force, overrides included)."""
+        budget = "no budget" if self.budget is None else format_number(self.budget)
+        return f"{format_number(self.observations)} of {budget} observations"
+
+    @property
+    def running(self) -> bool:
+        return self.open_suggestions > 0
+
+
+@dataclass(frozen=True)
+class ThresholdCheck:
+    metric: str
+    objective: str
+    strategy: str
+    threshold: float
+    value: float | None
+    margin: float | None
+    meets: bool
+
+
+@dataclass(frozen=True)
+class ThresholdRow:
+    """One observation against every thresholded metric."""
+
+    point: Point
+    checks: tuple[ThresholdCheck, ...]
+
+    @property
+    def meets_all(self) -> bool:
+        return self.point.status == "feasible"
+
+    @property
+    def violated(self) -> tuple[str, ...]:
+        return tuple(c.metric for c in self.checks if not c.meets)
+
+
+@dataclass(frozen=True)
+class ThresholdSummary:
+    """One thresholded metric over the completed observations."""
+
+    metric: Metric
+    met: int
+    violated: int
+    best_value: float | None
+    best_margin: float | None
+    median_margin: float | None
+
+    @property
+    def rule(self) -> str:
+        return threshold_rule(self.metric)
+
+
+@dataclass(frozen=True)
+class HistoryStep:
+    observations: int
+    value: float
+
+
+@dataclass(frozen=True)
+class History:
+    """Hypervolume (two optimized metrics) or best value (one) after each observation.
+
+    Only the steps where it changes are kept; it holds from `observations` until the next step.
+    """
+
+    kind: Literal["hypervolume", "best value"]
+    metrics: tuple[str, ...]
+    steps: tuple[HistoryStep, ...]
+    total_observations: int
+    reference: dict[str, float] = field(default_factory=dict)
+    reference_source: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def current(self) -> float | None:
+        return self.steps[-1].value if self.steps else None
+
+
+@dataclass(frozen=True)
+class Version:
+    """What changes when an experiment does: a cheap poll tells a page to refresh."""
+
+    observations: int
+    last_observation_id: int | None
+    open_suggestions: int
+    state: str
+
+    def token(self) -> str:
+        return f"{self.observations}-{self.last_observation_id}-{self.open_suggestions}-{self.state}"
+
+
+@dataclass(frozen=True)
+class ExperimentReport:
+    experiment: ExperimentRecord
+    summary: Summary
+    columns: PointColumns
+    frontier: tuple[Point, ...]
+    history: History
+    version: Version
+
+    @cached_property
+    def points(self) -> tuple[Point, ...]:
+        """Every observation as a `Point`, in order."""
+        return tuple(self.columns.point(i) for i in range(len(self.columns)))
+
+    @property
+    def spec(self) -> ExperimentSpec:
+        return self.experiment.spec
+
+    @property
+    def optimized_metrics(self) -> tuple[Metric, ...]:
+        return self.spec.optimized_metrics
+
+    @property
+    def thresholded_metrics(self) -> tuple[Metric, ...]:
+        return tuple(m for m in self.spec.metrics if m.threshold is not None)
+
+    @property
+    def shown_metrics(self) -> tuple[Metric, ...]:
+        """Optimized, then constraint, then stored metrics: the order every table uses."""
+        order = {"optimize": 0, "constraint": 1, "store": 2}
+        return tuple(sorted(self.spec.metrics, key=lambda m: order[m.strategy]))
+
+    def threshold_rows(self, limit: int | None = None) -> list[ThresholdRow]:
+        """Each observation (the latest `limit` when given) against every thresholded metric."""
+        metrics = self.thresholded_metrics
+        first = 0 if limit is None else max(len(self.columns) - limit, 0)
+        rows = []
+        for point in (self.columns.point(i) for i in range(first, len(self.columns))):
+            checks = tuple(
+                ThresholdCheck(m.name, m.objective, m.strategy, float(m.threshold), point.values.get(m.name),
+                               point.margins.get(m.name),
+                               point.status != "failed" and m.name in point.values and m.meets(point.values[m.name]))
+                for m in metrics if m.threshold is not None
+            )
+            rows.append(ThresholdRow(point, checks))
+        return rows
+
+    def threshold_summaries(self) -> list[ThresholdSummary]:
+        summaries = []
+        for metric in self.thresholded_metrics:
+            margins = np.array(self.columns.margins[metric.name], dtype=float)
+            margins = margins[~np.isnan(margins)]
+            values = self.columns.array(metric.name)
+            values = values[~np.isnan(values)]
+            met = int(np.sum(margins >= 0))
+            summaries.append(ThresholdSummary(
+                metric=metric, met=met, violated=len(margins) - met,
+                best_value=float(values.max() if metric.objective == "maximize" else values.min()) if len(values) else None,
+                best_margin=float(margins.max()) if len(margins) else None,
+                median_margin=float(np.median(margins)) if len(margins) else None,
+            ))
+        return summaries
+
+    def staircase(self) -> list[tuple[float, float]]:
+        """The frontier of two optimized metrics as the corners of a step line, in metric units.
+
+        Between two neighbouring frontier points the line turns at the corner both dominate
+        (the worse value of each metric), so it bounds the region the frontier dominates.
+        """
+        if len(self.optimized_metrics) != 2 or not self.frontier:
+            return []
+        first, second = self.optimized_metrics
+        points = sorted((p.values[first.name], p.values[second.name]) for p in self.frontier)
+        worse_x = min if first.objective == "maximize" else max
+        worse_y = min if second.objective == "maximize" else max
+        corners = [points[0]]
+        for (x0, y0), (x1, y1) in zip(points, points[1:]):
+            corners += [(worse_x(x0, x1), worse_y(y0, y1)), (x1, y1)]
+        return corners
+
+
+# -- reading ------------------------------------------------------------------------------------
+def open_read_only(path: str | os.PathLike[str]) -> DuckDBStorage:
+    """The store at `path` for reading; a missing file is an error, never created."""
+    if not Path(path).is_file():
+        raise StorageError(f"there is no database at {path}; pass --db with the DuckDB file a sweep writes "
+                           "(default $PARETUNE_DB or ./paretune.duckdb)")
+    return DuckDBStorage(path, read_only=True)
+
+
+def experiment_report(storage: Storage, ref: int | str) -> ExperimentReport:
+    """The whole report of an experiment (id or name): summary, every point, frontier, history."""
+    record = storage.get_experiment(ref)
+    version = report_version(storage, record.id)
+    columns = _columns(storage, record)
+    frontier = tuple(sorted((columns.point(i) for i, on in enumerate(columns.on_frontier) if on),
+                            key=_frontier_order(record.spec)))
+    return ExperimentReport(
+        experiment=record,
+        summary=experiment_summary(storage, record),
+        columns=columns,
+        frontier=frontier,
+        history=_history(record.spec, columns),
+        version=version,
+    )
+
+
+def experiment_summary(storage: Storage, ref: int | str | ExperimentRecord) -> Summary:
+    """Budget used against the budget in force, counts, failures and best values (no points read)."""
+    record = ref if isinstance(ref, ExperimentRecord) else storage.get_experiment(ref)
+    progress = storage.progress(record.id)
+    (row,) = storage.query(
+        "SELECT (SELECT count(*) FROM feasible_scores WHERE experiment_id = $1) AS feasible, "
+        "greatest((SELECT max(updated_at) FROM suggestions WHERE experiment_id = $1), "
+        "         (SELECT max(created_at) FROM observations WHERE experiment_id = $1), "
+        "         (SELECT max(c.created_at) FROM checkpoints c JOIN runs r ON r.id = c.run_id "
+        "          WHERE r.experiment_id = $1)) AS last_activity",
+        [record.id],
+    )
+    kinds: Counter[str] = Counter()
+    for reason, count in progress.failures_by_reason.items():
+        kinds[failure_kind(reason)] += count
+    return Summary(
+        experiment_id=record.id, name=record.name, state=record.state, created_at=record.created_at,
+        budget=progress.budget, observations=progress.observations, completed=progress.completed,
+        failed=progress.failed, feasible=int(row["feasible"]), open_suggestions=progress.open_suggestions,
+        failures_by_reason=dict(progress.failures_by_reason), failures_by_kind=dict(kinds.most_common()),
+        best=_best_values(storage, record), last_activity=row["last_activity"],
+    )
+
+
+def report_version(storage: Storage, experiment_id: int) -> Version:
+    """The few numbers that change with the experiment; a page polls this and refreshes on change."""
+    rows = storage.query(
+        "SELECT e.state, "
+        "  (SELECT count(*) FROM observations WHERE experiment_id = e.id) AS observations, "
+        "  (SELECT max(id) FROM observations WHERE experiment_id = e.id) AS last_observation_id, "
+        "  (SELECT count(*) FROM suggestions WHERE experiment_id = e.id AND state = 'open') AS open_suggestions "
+        "FROM experiments e WHERE e.id = ?",
+        [experiment_id],
+    )
+    if not rows:
+        storage.get_experiment(experiment_id)  # raises the store's own "no experiment" error
+    row = rows[0]
+    return Version(int(row["observations"]), row["last_observation_id"], int(row["open_suggestions"]), row["state"])
+
+
+def frontier_points(storage: Storage, ref: int | str) -> tuple[ExperimentRecord, tuple[Point, ...]]:
+    """Only the Pareto-optimal points (for the CLI): the frontier without reading every observation."""
+    record = storage.get_experiment(ref)
+    columns = _columns(storage, record, frontier_only=True)
+    return record, tuple(sorted((columns.point(i) for i in range(len(columns))), key=_frontier_order(record.spec)))
+
+
+def _frontier_order(spec: ExperimentSpec):  # type: ignore[no-untyped-def]
+    first = spec.optimized_metrics[0]
+    return lambda p: (p.values[first.name], p.observation_id)
+
+
+def _columns(storage: Storage, record: ExperimentRecord, frontier_only: bool = False) -> PointColumns:
+    """Every observation in one query, returned as one row of lists (DuckDB builds the columns,
+    so 10^5 observations cost no Python loop): assignments and values pivoted in SQL."""
+    spec = record.spec
+    parameters, metrics = list(spec.parameters), list(spec.metrics)
+    # Each assignment's JSON is parsed once, into a struct typed by the spec.
+    structure = json.dumps({p.name: _SQL_TYPES[p.type] for p in parameters})
+    arguments: list[Any] = [record.id, structure, *(m.name for m in metrics)]
+    assignment_columns = [f"a.{_identifier(p.name)} AS p{i}" for i, p in enumerate(parameters)]
+    value_columns = [f"max(v.value) FILTER (WHERE v.metric = ${3 + i}) AS m{i}" for i in range(len(metrics))]
+    names = (["id", "suggestion_id", "run_id", "failed", "failure_reason", "duration_s", "feasible", "on_frontier"]
+             + [f"p{i}" for i in range(len(parameters))] + [f"m{i}" for i in range(len(metrics))])
+    (row,) = storage.query(
+        "WITH obs AS (SELECT id, suggestion_id, run_id, failed, failure_reason, duration_s FROM observations "
+        "             WHERE experiment_id = $1), "
+        "vals AS (SELECT v.observation_id" + "".join(f", {c}" for c in value_columns) +
+        "         FROM observation_values v JOIN obs ON obs.id = v.observation_id GROUP BY v.observation_id), "
+        "feasible AS (SELECT observation_id FROM feasible_scores WHERE experiment_id = $1), "
+        "frontier AS (SELECT observation_id FROM pareto_frontier WHERE experiment_id = $1), "
+        "rows AS (SELECT o.*, f.observation_id IS NOT NULL AS feasible, fr.observation_id IS NOT NULL AS on_frontier"
+        + "".join(f", s.{c}" for c in assignment_columns)
+        + "".join(f", vals.m{i}" for i in range(len(metrics))) +
+        "         FROM obs o JOIN (SELECT id, from_json(assignments, $2) AS a FROM suggestions "
+        "                          WHERE experiment_id = $1) s ON s.id = o.suggestion_id "
+        "         LEFT JOIN vals ON vals.observation_id = o.id "
+        "         LEFT JOIN feasible f ON f.observation_id = o.id "
+        "         LEFT JOIN frontier fr ON fr.observation_id = o.id"
+        + (" WHERE fr.observation_id IS NOT NULL" if frontier_only else "") + ") "
+        "SELECT " + ", ".join(f"coalesce(list({name} ORDER BY id), []) AS {name}" for name in names) + " FROM rows",
+        arguments,
+    )
+    values = {m.name: row[f"m{i}"] for i, m in enumerate(metrics)}
+    margins = {}
+    for metric in metrics:
+        if metric.threshold is None:
+            continue
+        gap = margin(metric, np.array(values[metric.name], dtype=float))
+        margins[metric.name] = [None if math.isnan(g) else g for g in gap.tolist()]
+    return PointColumns(
+        observation_id=row["id"], suggestion_id=row["suggestion_id"], run_id=row["run_id"],
+        status=["failed" if failed else "feasible" if feasible else "infeasible"
+                for failed, feasible in zip(row["failed"], row["feasible"])],
+        on_frontier=row["on_frontier"], failure_reason=row["failure_reason"], duration_s=row["duration_s"],
+        assignments={p.name: row[f"p{i}"] for i, p in enumerate(parameters)},
+        values=values, margins=margins,
+    )
+
+
+_SQL_TYPES = {"double": "DOUBLE", "int": "BIGINT", "categorical": "VARCHAR"}
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _best_values(storage: Storage, record: ExperimentRecord) -> tuple[BestValue, ...]:
+    """Per optimized/constraint metric, its best value among feasible observations (earliest on ties)."""
+    rows = storage.query(
+        "SELECT v.metric, v.value, o.id AS observation_id, o.suggestion_id, o.run_id, s.assignments "
+        "FROM feasible_scores f "
+        "JOIN observations o ON o.id = f.observation_id "
+        "JOIN suggestions s ON s.id = o.suggestion_id "
+        "JOIN observation_values v ON v.observation_id = o.id "
+        "JOIN experiment_metrics m ON m.experiment_id = o.experiment_id AND m.name = v.metric "
+        "WHERE f.experiment_id = ? AND m.strategy <> 'store' "
+        "QUALIFY row_number() OVER (PARTITION BY v.metric ORDER BY "
+        "  CASE WHEN m.objective = 'maximize' THEN -v.value ELSE v.value END, o.id) = 1",
+        [record.id],
+    )
+    by_metric = {row["metric"]: row for row in rows}
+    return tuple(
+        BestValue(metric=m.name, objective=m.objective, strategy=m.strategy, value=by_metric[m.name]["value"],
+                  observation_id=by_metric[m.name]["observation_id"],
+                  suggestion_id=by_metric[m.name]["suggestion_id"], run_id=by_metric[m.name]["run_id"],
+                  assignments=json.loads(by_metric[m.name]["assignments"]))
+        for m in record.spec.required_metrics if m.name in by_metric
+    )
+
+
+# -- history ------------------------------------------------------------------------------------
+def _history(spec: ExperimentSpec, columns: PointColumns) -> History:
+    optimized = spec.optimized_metrics
+    names = tuple(m.name for m in optimized)
+    feasible = np.array([status == "feasible" for status in columns.status], dtype=bool)
+    numbers = np.flatnonzero(feasible) + 1
+    signs = np.array([-1.0 if m.objective == "maximize" else 1.0 for m in optimized])
+    losses = np.column_stack([signs[k] * columns.array(m.name)[feasible] for k, m in enumerate(optimized)])
+    if len(optimized) == 1:
+        (metric,) = optimized
+        best = np.minimum.accumulate(losses[:, 0]) if len(losses) else losses[:, 0]
+        improved = np.flatnonzero(np.diff(best, prepend=np.inf) < 0)
+        steps = tuple(HistoryStep(int(numbers[i]), float(signs[0] * best[i])) for i in improved)
+        return History("best value", names, steps, len(columns))
+    reference, source = _reference_point(optimized, columns, feasible)
+    reference_loss = signs * np.array([reference[m.name] for m in optimized])
+    steps = tuple(HistoryStep(int(numbers[i]), value) for i, value in _hypervolume_steps(losses, reference_loss))
+    return History("hypervolume", names, steps, len(columns), reference, source)
+
+
+def _reference_point(optimized: tuple[Metric, ...], columns: PointColumns,
+                     feasible: np.ndarray) -> tuple[dict[str, float], dict[str, str]]:
+    """The threshold of each optimized metric, else its worst feasible value pushed out by a margin."""
+    reference, source = {}, {}
+    for metric in optimized:
+        if metric.threshold is not None:
+            reference[metric.name], source[metric.name] = float(metric.threshold), "threshold"
+            continue
+        values = columns.array(metric.name)[feasible]
+        if not len(values):
+            reference[metric.name], source[metric.name] = 0.0, "no feasible observation yet"
+            continue
+        low, high = float(values.min()), float(values.max())
+        pad = REFERENCE_MARGIN * (high - low) or REFERENCE_MARGIN * abs(high) or 1.0
+        reference[metric.name] = low - pad if metric.objective == "maximize" else high + pad
+        source[metric.name] = f"worst feasible value {'-' if metric.objective == 'maximize' else '+'} " \
+                              f"{REFERENCE_MARGIN:.0%} of the range"
+    return reference, source
+
+
+def _hypervolume_steps(losses: np.ndarray, reference: np.ndarray, chunk: int = 1024) -> list[tuple[int, float]]:
+    """(index, hypervolume) after each feasible point that changes it (both losses minimized).
+
+    Kept incrementally: a point dominated by the current front changes nothing; a new front
+    point adds its exclusive area and evicts the points it dominates. Chunk by chunk, numpy
+    first drops the points the front at the chunk's start already dominates (the front only
+    improves, so they stay dominated); the few left go through one binary search each.
+    """
+    front_x: list[float] = []  # sorted ascending; front_y strictly descending
+    front_y: list[float] = []
+    volume, steps = 0.0, []
+    for start in range(0, len(losses), chunk):
+        block = losses[start:start + chunk]
+        candidates = np.arange(len(block))
+        if front_x:
+            before = np.searchsorted(np.array(front_x), block[:, 0], side="right")
+            tails = np.array(front_y)[np.maximum(before - 1, 0)]
+            candidates = candidates[(before == 0) | (tails > block[:, 1])]
+        for k in candidates:
+            x, y = float(block[k, 0]), float(block[k, 1])
+            if (after := bisect.bisect_right(front_x, x)) > 0 and front_y[after - 1] <= y:
+                continue  # dominated (or equalled) by a front point with x' <= x
+            gain = float(hypervolume_improvements(np.array([[x, y]]), np.column_stack([front_x, front_y])
+                                                  if front_x else np.zeros((0, 2)), reference)[0])
+            position = bisect.bisect_left(front_x, x)
+            end = position
+            while end < len(front_x) and front_y[end] >= y:
+                end += 1
+            front_x[position:end] = [x]
+            front_y[position:end] = [y]
+            if gain > 0:
+                volume += gain
+                steps.append((start + int(k), volume))
+    return steps
