@@ -37,7 +37,6 @@ import httpx
 
 from optimizer import ExperimentSpec
 from storage import DuckDBStorage
-from storage.report import open_read_only
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ExperimentSpec.model_validate({
@@ -163,7 +162,7 @@ def measure(n: int, repeats: int, folder: Path) -> dict[str, float | None]:
             return statistics.median(one() for _ in range(repeats))
 
         def peer() -> None:
-            with open_read_only(path) as store:
+            with DuckDBStorage(path, read_only=True) as store:
                 store.query(PEER_SQL, [experiment_id])
 
         results: dict[str, float | None] = {

@@ -22,6 +22,10 @@ import distributed
 # elsewhere (Dask's default retries it up to three times): a second attempt would find its claim
 # taken (paretune.trial) and only delay the news that the trial was lost.
 LOCAL_SCHEDULER_CONFIG = {"distributed.scheduler.allowed-failures": 0}
+# Its nannies restart a worker that died, however often; without this, a worker still restarting
+# 15 s after its first death had its nanny closed for good (Dask's default lost-worker timeout),
+# and a sweep whose workers died repeatedly (out-of-memory kills) was left with none.
+LOCAL_CLUSTER_CONFIG = {"distributed.deploy.lost-worker-timeout": "365 days"}
 logger = logging.getLogger(__name__)
 
 
@@ -107,5 +111,6 @@ def dask_cluster(address: str | None, n_workers: int, threads_per_worker: int = 
         with distributed.Client(address) as client:
             yield TrialCluster(client)
         return
-    with local_cluster(n_workers, threads_per_worker) as cluster, distributed.Client(cluster) as client:
+    with dask.config.set(LOCAL_CLUSTER_CONFIG), local_cluster(n_workers, threads_per_worker) as cluster, \
+            distributed.Client(cluster) as client:
         yield TrialCluster(client, cluster)

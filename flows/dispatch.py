@@ -27,9 +27,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrialEnded:
-    """A trial's Dask future is done, however it went (posted by the flow process)."""
+    """One attempt's Dask future is done, however it went (posted by the flow process)."""
 
     suggestion_id: int
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ class Dispatcher:
         self.client = client
         self.channel_name = f"paretune-trials-{run_name or uuid.uuid4()}"
         self.channel = MessageChannel(self.channel_name, client)
+        self._requests: dict[int, TrialRequest] = {}
         self._futures: dict[int, distributed.Future] = {}
+        self._attempts: dict[int, int] = {}
         self._claims: dict[int, distributed.Queue] = {}
         self._restarts: list[threading.Thread] = []
 
@@ -70,9 +73,16 @@ class Dispatcher:
         claim = distributed.Queue(request.claim, client=self.client)
         claim.put(request.suggestion_id)
         self._claims[request.suggestion_id] = claim
-        future = self.client.submit(run_objective, request, pure=False, key=_key(request.suggestion_id))
-        self._futures[request.suggestion_id] = future
-        future.add_done_callback(lambda _: self.channel.put(TrialEnded(request.suggestion_id)))
+        self._requests[request.suggestion_id] = request
+        self._launch(request.suggestion_id)
+
+    def _launch(self, suggestion_id: int) -> None:
+        attempt = self._attempts.get(suggestion_id, -1) + 1
+        self._attempts[suggestion_id] = attempt
+        future = self.client.submit(run_objective, self._requests[suggestion_id], pure=False,
+                                    key=_key(suggestion_id, attempt))
+        self._futures[suggestion_id] = future
+        future.add_done_callback(lambda _: self.channel.put(TrialEnded(suggestion_id, attempt)))
 
     def post(self, message: Message) -> None:
         self.channel.put(message)
@@ -90,6 +100,8 @@ class Dispatcher:
 
     def forget(self, suggestion_id: int) -> None:
         """The trial is recorded: release its future (nothing is left for Dask to recompute)."""
+        self._requests.pop(suggestion_id, None)
+        self._attempts.pop(suggestion_id, None)
         future = self._futures.pop(suggestion_id, None)
         if future is not None:
             future.release()
@@ -97,14 +109,22 @@ class Dispatcher:
         if claim is not None:
             claim.close()
 
-    def settle(self, suggestion_id: int) -> Settled:
-        """Why a future ended without its trial's result."""
-        future = self._futures.get(suggestion_id)
-        if future is None or future.cancelled():
+    def settle(self, ended: TrialEnded) -> Settled | None:
+        """Why an attempt's future ended without its trial's result; None when there is nothing to
+        record: a stale attempt, or one whose worker died before the trial started (it is
+        submitted again, since it never ran)."""
+        future = self._futures.get(ended.suggestion_id)
+        if future is None or self._attempts.get(ended.suggestion_id) != ended.attempt:
+            return None
+        if future.cancelled():
             return Settled(lost=False, detail="cancelled")
         try:
             ran = future.result()  # the future is done: this returns at once
         except KilledWorker as error:
+            if self._claims[ended.suggestion_id].qsize():  # queued on the worker that died, never started
+                future.release()
+                self._launch(ended.suggestion_id)
+                return None
             return Settled(lost=True, detail=f"its worker died while running it ({error.last_worker.address})")
         except Exception as error:
             return Settled(lost=True, detail=f"{type(error).__name__}: {error}")
@@ -124,7 +144,7 @@ class Dispatcher:
 
     def placement(self) -> dict[int, str]:
         """Suggestion id -> the worker the scheduler has its trial processing on."""
-        ours = {_key(i): i for i in self._futures}
+        ours = {future.key: i for i, future in self._futures.items()}
         return {ours[key]: worker for worker, keys in self.client.processing().items() for key in keys if key in ours}
 
     def restart_worker(self, address: str) -> None:
@@ -145,5 +165,5 @@ class Dispatcher:
             thread.join(timeout=timeout_s)
 
 
-def _key(suggestion_id: int) -> str:
-    return f"trial-{suggestion_id}"
+def _key(suggestion_id: int, attempt: int) -> str:
+    return f"trial-{suggestion_id}" if attempt == 0 else f"trial-{suggestion_id}-attempt-{attempt}"

@@ -15,8 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
-from storage import StorageError, default_db_path
-from storage.report import ExperimentReport, experiment_report, open_read_only
+from storage import DuckDBStorage, StorageError, default_db_path
+from storage.report import ExperimentReport, experiment_report
 from tasks.report import (publish_frontier, publish_frontier_picture, publish_static_report_link, publish_summary,
                           publish_threshold_report)
 
@@ -30,7 +30,7 @@ class ReportResult(BaseModel):
 
 def read_report(experiment: str, db_path: str) -> ExperimentReport:
     """The report model of `experiment` (id or name); a missing file or experiment raises StorageError."""
-    with open_read_only(db_path) as storage:
+    with DuckDBStorage(db_path, read_only=True) as storage:
         return experiment_report(storage, experiment)
 
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> ReportResult:
     args = parser.parse_args(argv)
     db_path = args.db or default_db_path()
     try:  # refuse a missing file or experiment before Prefect starts
-        with open_read_only(db_path) as storage:
+        with DuckDBStorage(db_path, read_only=True) as storage:
             storage.get_experiment(args.experiment)
     except StorageError as error:
         parser.exit(1, f"{parser.prog}: error: {error}\n")

@@ -132,8 +132,8 @@ class TrialScheduler:
             if refill:
                 self.fill_slots()
         elif isinstance(message, TrialEnded):
-            settled = self.dispatcher.settle(message.suggestion_id)
-            if settled.lost:
+            settled = self.dispatcher.settle(message)
+            if settled is not None and settled.lost:
                 self.close(flight, TrialOutcome(None, Failure(FailureKind.WORKER_LOST, settled.detail), None))
                 if refill:
                     self.fill_slots()

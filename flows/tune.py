@@ -18,6 +18,7 @@ a cancelled run's trials are `cancelled` and are not counted either.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from prefect import flow
@@ -36,6 +37,7 @@ from paretune.environment import capture_environment
 from paretune.lifecycle import TrialSession
 from storage import DuckDBStorage, default_db_path
 from storage.files import experiment_lease, holder_description
+from tasks.report import publish_live_report
 from tasks.record import PreparedExperiment, TunePlan, TuneRequestError, plan_tune, prepare_experiment, resume_experiment
 
 # How long the flow waits for the DuckDB file when another program (a user's `duckdb` shell on the
@@ -145,10 +147,14 @@ def sweep(storage: DuckDBStorage, prepared: PreparedExperiment, plan: TunePlan, 
     """Keep trials in flight on a Dask cluster until the budget is spent or the run is stopped."""
     parallelism = options.parallelism or prepared.spec.parallel_bandwidth
     session = TrialSession(storage, prepared.experiment_id, seed=options.seed)
-    with dask_cluster(options.dask_address, options.n_workers or parallelism, options.threads_per_worker) as cluster, \
+    # The live report reads the published copy, so refreshing it never holds up the sweep's writes.
+    workers = options.n_workers or parallelism
+    with DuckDBStorage(storage.path, read_only=True) as reader, \
+            dask_cluster(options.dask_address, workers, options.threads_per_worker) as cluster, \
             ThreadPoolTaskRunner(max_workers=parallelism) as task_runner:
         dispatcher = Dispatcher(cluster.client, str(flow_run.id))
-        progress = ProgressView(prepared.name, prepared.budget, prepared.already_observed, live_report=None,
+        progress = ProgressView(prepared.name, prepared.budget, prepared.already_observed,
+                                live_report=functools.partial(publish_live_report, reader, prepared.experiment_id),
                                 report_every_trials=max(parallelism, 5))
         with progress, StopWatcher(str(flow_run.id), dispatcher):
             end = TrialScheduler(

@@ -273,7 +273,10 @@ class ExperimentSpec(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path) -> ExperimentSpec:
         """Load a YAML or JSON definition (JSON is YAML, so one parser reads both)."""
-        text = Path(path).read_text()
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise SpecError([f"{path}: not a text file; a definition is YAML or JSON text"]) from None
         try:
             data = yaml.load(text, Loader=_Yaml12NumbersLoader)
         except yaml.YAMLError as error:

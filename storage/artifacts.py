@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import posixpath
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import duckdb
 from fsspec.core import url_to_fs
@@ -20,13 +21,36 @@ from storage.base import StorageError
 EXPORT_FORMATS = {"parquet": "(FORMAT parquet)", "csv": "(FORMAT csv, HEADER true)", "json": "(FORMAT json)"}
 
 
+def _reach_errors() -> tuple[type[BaseException], ...]:
+    """What a filesystem raises when a location cannot be reached or written (S3's client included)."""
+    errors: tuple[type[BaseException], ...] = (OSError, duckdb.IOException)
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return errors
+    return errors + (BotoCoreError, ClientError)
+
+
+@contextmanager
+def _reaching(where: str) -> Iterator[None]:
+    """One clear StorageError for a location that cannot be written, whatever the filesystem."""
+    try:
+        yield
+    except _reach_errors() as error:
+        detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error) or type(error).__name__
+        raise StorageError(f"cannot write to {where}: {detail}") from None
+
+
 class ArtifactStore:
     def __init__(self, root: str, **storage_options: Any):
         if "://" in root and not root.startswith(("s3://", "file://", "memory://")):
             raise StorageError(f"artifact root {root!r}: use a local folder, file://, memory:// or s3:// URL")
+        if "://" not in root and os.path.exists(root) and not os.path.isdir(root):
+            raise StorageError(f"{root} is a file; give a folder (or an s3:// URL) to hold the artifacts")
         self.fs, self.root = url_to_fs(root, **_s3_options(root, storage_options))
         self.protocol = root.split("://", 1)[0] if "://" in root else "file"
-        self.fs.makedirs(self.root, exist_ok=True)
+        with _reaching(root):
+            self.fs.makedirs(self.root, exist_ok=True)
 
     def path(self, key: str) -> str:
         """The full path of `key` inside the store (refusing keys that escape it)."""
@@ -71,6 +95,10 @@ class ArtifactStore:
         if fmt not in EXPORT_FORMATS:
             raise StorageError(f"export format must be one of {sorted(EXPORT_FORMATS)}, got {fmt!r}")
         path = self.path(key)
+        with _reaching(self.url(key)):
+            return self._copy(connection, sql, key, path, fmt)
+
+    def _copy(self, connection: duckdb.DuckDBPyConnection, sql: str, key: str, path: str, fmt: str) -> str:
         self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
         copy = f"COPY ({sql}) TO '{{target}}' {EXPORT_FORMATS[fmt]}"
         if self.protocol == "file":

@@ -27,7 +27,6 @@ from storage.files import (
     attach,
     detach,
     file_lock,
-    holder_description,
     host_connection,
     publish_recovered_replica,
     publish_replica,
@@ -71,7 +70,6 @@ class DuckDBStorage(Storage):
         self.read_only = read_only
         self.files = DatabaseFiles.of(self.path)
         self._timeout = lock_timeout_s
-        self._holder = holder_description("read" if read_only else "write")
         self._guard = threading.RLock()
         self._host = host_connection()
         self._depth = 0
@@ -129,7 +127,7 @@ class DuckDBStorage(Storage):
             if not create and not self.files.path.exists():
                 raise StorageError(f"no database at {self.files.path} yet: it is created with the first experiment")
             release = ExitStack()
-            release.enter_context(file_lock(self.files.lock).held(self._timeout, self._holder))
+            release.enter_context(file_lock(self.files.lock).held(self._timeout))
             self._wrote = False
             try:
                 attach(self._host, self.files.path, read_only=False, timeout_s=self._timeout)
@@ -200,7 +198,7 @@ class DuckDBStorage(Storage):
         """Bring the published copy up to date; None when this folder cannot hold one."""
         if not os.access(self.files.path.parent, os.W_OK | os.X_OK):
             return None
-        with file_lock(self.files.lock).held(self._timeout, self._holder):
+        with file_lock(self.files.lock).held(self._timeout):
             if replica_is_current(self.files):
                 return self.files.replica
             if self.files.wal.exists():

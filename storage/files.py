@@ -144,13 +144,13 @@ class _FileLock:
         self._fd: int | None = None
 
     @contextmanager
-    def held(self, timeout_s: float, holder: str) -> Iterator[None]:
+    def held(self, timeout_s: float) -> Iterator[None]:
         deadline = time.monotonic() + timeout_s
         if not self._thread_lock.acquire(timeout=max(timeout_s, 0.0)):
             raise DatabaseLocked(f"timed out after {timeout_s:g} s waiting for another thread writing {self.path}")
         try:
             if self._depth == 0:
-                self._fd = _acquire_flock(self.path, deadline, holder)
+                self._fd = _acquire_flock(self.path, deadline)
             self._depth += 1
             try:
                 yield
@@ -163,7 +163,8 @@ class _FileLock:
             self._thread_lock.release()
 
 
-def _acquire_flock(path: Path, deadline: float, holder: str) -> int:
+def _acquire_flock(path: Path, deadline: float) -> int:
+    """An exclusive flock on `path` (created if need be), waiting until `deadline`."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
@@ -175,12 +176,11 @@ def _acquire_flock(path: Path, deadline: float, holder: str) -> int:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 os.close(fd)
-                raise DatabaseLocked(f"{path.with_suffix('')} is being written by another process "
-                                     f"({_read_holder(path)}) and stayed busy; try again") from None
+                raise DatabaseLocked(f"{path.with_suffix('')} is being written by another paretune process "
+                                     "and stayed busy; try again") from None
             time.sleep(pause)
             pause = min(pause * 2, LOCK_POLL_S[1])
             continue
-        _write_holder(fd, holder)
         return fd
 
 
@@ -188,7 +188,7 @@ HOLDER_BYTES = 256
 
 
 def _write_holder(fd: int, holder: str) -> None:
-    """Note who holds the lock, for other processes' error messages (fixed width: no truncate)."""
+    """Note who holds a lease, for other runs' refusals (fixed width: no truncate)."""
     os.pwrite(fd, holder.encode()[:HOLDER_BYTES].ljust(HOLDER_BYTES), 0)
 
 
@@ -209,12 +209,13 @@ def experiment_lease(files: DatabaseFiles, experiment_id: int, *, wait_s: float,
     """
     path = files.experiment_lease(experiment_id)
     try:
-        fd = _acquire_flock(path, time.monotonic() + wait_s, holder)
+        fd = _acquire_flock(path, time.monotonic() + wait_s)
     except DatabaseLocked:
         raise ExperimentBusy(
             f"experiment {experiment_id} of {files.path} is being tuned by another run ({_read_holder(path)}); "
             "one run tunes an experiment at a time: wait for it to end, cancel it, or pass a longer wait"
         ) from None
+    _write_holder(fd, holder)
     try:
         yield
     finally:

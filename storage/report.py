@@ -19,12 +19,10 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -32,8 +30,7 @@ import numpy as np
 from optimizer import ExperimentSpec
 from optimizer.pareto import hypervolume_improvements
 from optimizer.spec import Metric
-from storage.base import Storage, StorageError
-from storage.duckdb_store import DuckDBStorage
+from storage.base import Storage
 from storage.records import ExperimentRecord
 
 Status = Literal["feasible", "infeasible", "failed"]
@@ -359,14 +356,6 @@ class ExperimentReport:
 
 
 # -- reading ------------------------------------------------------------------------------------
-def open_read_only(path: str | os.PathLike[str]) -> DuckDBStorage:
-    """The store at `path` for reading; a missing file is an error, never created."""
-    if not Path(path).is_file():
-        raise StorageError(f"there is no database at {path}; pass --db with the DuckDB file a sweep writes "
-                           "(default $PARETUNE_DB or ./paretune.duckdb)")
-    return DuckDBStorage(path, read_only=True)
-
-
 def experiment_report(storage: Storage, ref: int | str) -> ExperimentReport:
     """The whole report of an experiment (id or name): summary, every point, frontier, history."""
     record = storage.get_experiment(ref)

@@ -8,7 +8,8 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from paretune.cli import main as cli
-from storage.report import experiment_report, format_number, open_read_only
+from storage import DuckDBStorage
+from storage.report import experiment_report, format_number
 from tests.dashboard_fixtures import add_observation, launch_browser, screenshot_dir, seed_experiment, serve_dashboard
 
 pytestmark = pytest.mark.slow
@@ -62,7 +63,7 @@ def test_the_experiments_page_lists_the_seeded_experiment(server, seeded, page):
     assert row.count() == 1
     text = row.inner_text()
     assert "dashboard-demo" in text and "active" in text and f"{TRIALS} / 40" in text
-    with open_read_only(seeded[0]) as store:
+    with DuckDBStorage(seeded[0], read_only=True) as store:
         summary = experiment_report(store, seeded[1]).summary
     best_accuracy = next(b for b in summary.best if b.metric == "accuracy")
     assert format_number(best_accuracy.value) in text  # the same rounded number as every other front
@@ -71,7 +72,7 @@ def test_the_experiments_page_lists_the_seeded_experiment(server, seeded, page):
 
 def test_experiment_page_draws_every_observation_and_shows_a_clicked_points_assignments(server, seeded, page):
     db, experiment_id = seeded
-    with open_read_only(db) as store:
+    with DuckDBStorage(db, read_only=True) as store:
         report = experiment_report(store, experiment_id)
     page.goto(f"{server}/experiments/{experiment_id}")
     page.wait_for_function(f"() => document.body.dataset.version === '{report.version.token()}'")
@@ -111,7 +112,7 @@ def test_trials_table_sorts_and_filters(server, seeded, page):
     assert sizes == sorted(sizes) and len(sizes) > 3
     page.select_option("#trial-status", "failed")
     failed = page.locator("#trials-table tbody tr")
-    with open_read_only(db) as store:
+    with DuckDBStorage(db, read_only=True) as store:
         report = experiment_report(store, experiment_id)
     assert failed.count() == report.summary.failed
     page.select_option("#trial-status", "all")
@@ -136,7 +137,7 @@ def test_the_page_refreshes_when_an_observation_is_added(server, seeded, page):
 
 def test_run_page_shows_parameters_metrics_metadata_and_checkpoint_curves(server, seeded, page):
     db, experiment_id = seeded
-    with open_read_only(db) as store:
+    with DuckDBStorage(db, read_only=True) as store:
         run = next(r for r in store.list_runs(experiment_id) if r.status == "completed")
     page.goto(f"{server}/runs/{run.id}")
     for name, value in run.parameters.items():
@@ -185,7 +186,7 @@ def test_static_report_opens_offline_and_shows_the_scatter(seeded, browser, tmp_
     page = context.new_page()
     page.goto(target.as_uri())
     page.wait_for_function("() => document.body.dataset.version !== undefined")
-    with open_read_only(db) as store:
+    with DuckDBStorage(db, read_only=True) as store:
         observations = experiment_report(store, experiment_id).summary.observations
     assert plotted(page) == {"data": observations, "drawn": observations}
     page.wait_for_selector("#importance .main-svg")

@@ -20,7 +20,8 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.report import main as report_main
 from flows.report import report
-from storage.report import format_number, open_read_only
+from storage import DuckDBStorage
+from storage.report import format_number
 from tasks.report import publish_live_report
 from tests.dashboard_fixtures import (ROOT, add_observation, free_port, launch_browser, screenshot_dir, seed_experiment,
                                       wait_for_http)
@@ -103,7 +104,7 @@ def test_report_flow_artifacts_render_in_the_prefect_ui(prefect_ui, seeded, brow
     flow_run_id = artifacts(api, key={"any_": [prefix + "summary"]})[0]["flow_run_id"]
     keys = {a["key"]: a for a in artifacts(api, flow_run_id={"any_": [flow_run_id]})}
     assert {prefix + what for what in ("frontier", "thresholds", "summary", "frontier-picture", "static-report")} <= set(keys)
-    with open_read_only(db) as store:
+    with DuckDBStorage(db, read_only=True) as store:
         frontier = store.frontier(experiment_id)
     table = {int(row["trial"]): row for row in json.loads(keys[prefix + "frontier"]["data"])}
     assert sorted(table) == sorted(p["suggestion_id"] for p in frontier)

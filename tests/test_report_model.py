@@ -10,7 +10,7 @@ from optimizer.pareto import hypervolume_2d
 from paretune.cli import main as cli
 from paretune.importance import MIN_OBSERVATIONS, metric_importances
 from storage import DuckDBStorage, StorageError
-from storage.report import (experiment_report, experiment_summary, format_number, frontier_points, open_read_only,
+from storage.report import (experiment_report, experiment_summary, format_number, frontier_points,
                             report_version)
 
 SPEC = {
@@ -69,7 +69,7 @@ def test_numbers_are_rounded_to_what_a_person_reads(value, text):
 
 def test_points_carry_status_values_margins_and_the_frontier(seeded):
     path, experiment_id, ids = seeded
-    with open_read_only(path) as store:
+    with DuckDBStorage(path, read_only=True) as store:
         report = experiment_report(store, experiment_id)
     by_label = {label: next(p for p in report.points if p.observation_id == ids[label]) for label in ids}
     assert {label: p.status for label, p in by_label.items()} == {
@@ -87,7 +87,7 @@ def test_points_carry_status_values_margins_and_the_frontier(seeded):
 
 def test_the_model_agrees_with_the_sql_views(seeded):
     path, experiment_id, _ = seeded
-    with open_read_only(path) as store:
+    with DuckDBStorage(path, read_only=True) as store:
         report = experiment_report(store, experiment_id)
         view_frontier = {r["observation_id"] for r in store.frontier(experiment_id)}
         view_checks = {(r["observation_id"], r["metric"]): r["meets"]
@@ -104,7 +104,7 @@ def test_the_model_agrees_with_the_sql_views(seeded):
 
 def test_summary_budget_failures_and_best_values(seeded):
     path, experiment_id, ids = seeded
-    with open_read_only(path) as store:
+    with DuckDBStorage(path, read_only=True) as store:
         summary = experiment_summary(store, experiment_id)
         thresholds = {t.metric.name: t for t in experiment_report(store, experiment_id).threshold_summaries()}
     assert (summary.budget, summary.observations, summary.completed, summary.failed) == (20, 6, 5, 1)
@@ -167,12 +167,6 @@ def test_the_version_changes_with_each_observation(seeded):
             report_version(store, 99)
     assert (before.open_suggestions, opened.open_suggestions, after.open_suggestions) == (0, 1, 0)
     assert len({before.token(), opened.token(), after.token()}) == 3 and after.observations == before.observations + 1
-
-
-def test_a_read_only_open_never_creates_a_file(tmp_path):
-    with pytest.raises(StorageError, match="there is no database at"):
-        open_read_only(tmp_path / "nothing.duckdb")
-    assert not (tmp_path / "nothing.duckdb").exists()
 
 
 def test_cli_frontier_prints_the_model_rounded(seeded, capsys):

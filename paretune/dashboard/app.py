@@ -33,9 +33,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from paretune.dashboard.payload import experiment_payload, importance_payload, run_payload, summary_payload
 from paretune.importance import metric_importances
-from storage import Storage, StorageError
+from storage import DuckDBStorage, Storage, StorageError
 from storage.report import (ExperimentReport, Version, experiment_report, experiment_summary, format_number,
-                            open_read_only, report_version)
+                            report_version)
 
 logger = logging.getLogger("paretune.dashboard")
 
@@ -81,7 +81,7 @@ class Dashboard:
     def store(self) -> Iterator[Storage]:
         """A read-only store for one request; a missing file is said, never created."""
         try:
-            storage = open_read_only(self.db_path)
+            storage = DuckDBStorage(self.db_path, read_only=True)
         except StorageError as error:
             raise PageError(503, "Database unavailable", str(error)) from None
         try:

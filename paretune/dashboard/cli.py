@@ -43,9 +43,9 @@ def _dashboard(args: argparse.Namespace) -> None:
     if args.refresh <= 0:
         raise UsageError("--refresh must be a positive number of seconds")
     db = args.db or default_db_path()
-    from storage.report import open_read_only
+    from storage import DuckDBStorage
 
-    with open_read_only(db) as storage:  # refuse a missing or unreadable file before serving anything
+    with DuckDBStorage(db, read_only=True) as storage:  # refuse a missing or unreadable file before serving anything
         storage.list_experiments()
     import uvicorn
 

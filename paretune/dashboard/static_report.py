@@ -14,9 +14,9 @@ import orjson
 
 from paretune.dashboard.app import _script_json, plotly_js_path, report_importances, templates
 from paretune.dashboard.payload import experiment_payload, importance_payload
-from storage import Storage, StorageError
+from storage import DuckDBStorage, Storage, StorageError
 from storage.artifacts import ArtifactStore
-from storage.report import ExperimentReport, experiment_report, open_read_only
+from storage.report import ExperimentReport, experiment_report
 
 
 def static_report_html(report: ExperimentReport) -> str:
@@ -49,7 +49,7 @@ def write_static_report(db: str, experiment: int | str, url: str) -> str:
 
     The BERT demo calls this at its end to leave the frontier picture beside the database.
     """
-    with open_read_only(db) as storage:
+    with DuckDBStorage(db, read_only=True) as storage:
         return write_report_file(storage, experiment, url)
 
 
