@@ -107,10 +107,24 @@ def dask_cluster(address: str | None, n_workers: int, threads_per_worker: int = 
     `address` (``tcp://host:8786``) joins a running scheduler, the way to grow past one
     machine; its workers decide their own resources and outlive the flow.
     """
-    if address:
-        with distributed.Client(address) as client:
-            yield TrialCluster(client)
-        return
-    with dask.config.set(LOCAL_CLUSTER_CONFIG), local_cluster(n_workers, threads_per_worker) as cluster, \
-            distributed.Client(cluster) as client:
-        yield TrialCluster(client, cluster)
+    with _dask_warnings_only():
+        if address:
+            with distributed.Client(address) as client:
+                yield TrialCluster(client)
+            return
+        with dask.config.set(LOCAL_CLUSTER_CONFIG), local_cluster(n_workers, threads_per_worker) as cluster, \
+                distributed.Client(cluster) as client:
+            yield TrialCluster(client, cluster)
+
+
+@contextmanager
+def _dask_warnings_only() -> Iterator[None]:
+    """Dask's INFO records (every worker and connection coming and going) would drown the
+    sweep's own lines in the terminal and the Prefect logs; its warnings and errors still show."""
+    logger = logging.getLogger("distributed")
+    previous = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)

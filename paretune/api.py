@@ -106,6 +106,10 @@ class Experiment:
             (trial,) = self.session.ask(1, with_runs=True)
             yield TrialRun(self.session, trial)
 
+    def set_observation_budget(self, budget: int) -> None:
+        """Raise (or lower) the budget in force, as SigOpt's experiment update did; it is stored."""
+        self.storage.set_observation_budget(self.id, budget)
+
     # -- read ---------------------------------------------------------------------------------
     def progress(self) -> Progress:
         return self.session.progress()

@@ -79,7 +79,8 @@ class DuckDBStorage(Storage):
         self._attached: tuple[int, int] | None = None  # (device, inode) of the copy a reader has attached
         try:
             if self.files.inspect(for_writing=not read_only):
-                self._refuse_foreign_file()  # before anything is created beside a file that may not be ours
+                if not self.files.replica.exists():  # only paretune publishes a copy: then the file is ours
+                    self._refuse_foreign_file()  # before anything is created beside a file that may not be ours
                 with self._session():
                     pass  # a writer migrates an older file; a reader attaches the published copy
         except BaseException:

@@ -56,6 +56,9 @@ def test_completes_the_budget_with_one_observation_per_suggestion(run_tune, tmp_
     assert {s.state for s in suggestions} == {"completed"}
     assert all(s.started_at is not None and s.worker for s in suggestions)
     assert {run.status for run in runs} == {"completed"} and len(runs) == 8
+    # where each trial ran: its worker's host and device, and the code's commit (or why there is none)
+    assert all(run.host and run.device == "cpu" and (run.git_commit or run.metadata["git_commit_unavailable"])
+               and run.metadata["worker"] == s.worker for run, s in zip(runs, suggestions))
     # every trial's three epochs landed in the checkpoints table against its run
     for observation in observations:
         epochs = checkpoints[observation.suggestion_id]
@@ -96,6 +99,11 @@ def test_trials_are_prefect_task_runs_named_for_their_assignments(run_tune, tmp_
         assert rows["parameter duration"] == pytest.approx(observations[suggestion_id].assignments["duration"])
         assert rows["metric loss"] == pytest.approx(observations[suggestion_id].values["loss"])
         assert rows["status"] == "completed" and rows["duration_s"] > 0
+    # the tune run itself carries the live report: frontier, thresholds, summary and its picture
+    tune_run_id = task_runs[0].flow_run_id
+    live = {a.key for a in artifacts if a.flow_run_id == tune_run_id and a.key}
+    assert {f"visible-{result.experiment_id}-{what}" for what in
+            ("frontier", "thresholds", "summary", "frontier-picture")} <= live
     keys = {a.key for a in artifacts}
     assert {f"visible-{result.experiment_id}-{what}" for what in ("frontier", "thresholds", "summary")} <= keys
 
