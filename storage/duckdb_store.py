@@ -291,7 +291,7 @@ class DuckDBStorage(Storage):
             (experiment_id,) = db.execute(
                 "INSERT INTO experiments (name, spec, budget) VALUES (?, ?, ?) RETURNING id",
                 [spec.name, spec.to_json(), spec.observation_budget],
-            ).fetchone()
+            ).fetchall()[0]
             db.executemany(
                 "INSERT INTO experiment_metrics VALUES (?, ?, ?, ?, ?, ?)",
                 [[experiment_id, m.name, m.objective, m.strategy, m.threshold, optimize_rank.get(m.name)]
@@ -347,7 +347,7 @@ class DuckDBStorage(Storage):
                 db.execute(
                     "INSERT INTO suggestions (experiment_id, assignments, worker) VALUES (?, ?, ?) RETURNING id",
                     [experiment_id, json.dumps(assignments), worker],
-                ).fetchone()[0]
+                ).fetchall()[0][0]
                 for assignments in clean
             ]
             return [self.get_suggestion(int(i)) for i in ids]
@@ -455,7 +455,7 @@ class DuckDBStorage(Storage):
                 "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 [suggestion.experiment_id, suggestion_id, run_id, failed,
                  (reason or "unspecified") if failed else None, duration_s],
-            ).fetchone()
+            ).fetchall()[0]
             if clean:
                 db.executemany(
                     "INSERT INTO observation_values VALUES (?, ?, ?)",
@@ -575,7 +575,7 @@ class DuckDBStorage(Storage):
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 [name, experiment_id, suggestion_id, _json(parameters or {}, "parameters"),
                  _json(metadata or {}, "metadata"), git_commit, host, device],
-            ).fetchone()
+            ).fetchall()[0]
             return self.get_run(int(run_id))
 
     def _running(self, run_id: int) -> RunRecord:
@@ -684,7 +684,8 @@ def _require_open(db: duckdb.DuckDBPyConnection, suggestion_id: int) -> None:
     (A plain UPDATE ... RETURNING would be simpler, but DuckDB rejects RETURNING on rows that a
     foreign key references.)
     """
-    row = db.execute("SELECT state FROM suggestions WHERE id = ?", [suggestion_id]).fetchone()
+    rows = db.execute("SELECT state FROM suggestions WHERE id = ?", [suggestion_id]).fetchall()
+    row = rows[0] if rows else None
     if row is None or row[0] != "open":
         raise StorageError(f"suggestion {suggestion_id} is {row[0] if row else 'unknown'}, not open")
 

@@ -298,8 +298,8 @@ def current_version(connection: duckdb.DuckDBPyConnection) -> int:
     Raises ForeignDatabaseError for a database with tables but no `paretune_schema`.
     """
     try:  # the common case, one cheap query; the catalog is searched only when it fails
-        row = connection.execute("SELECT coalesce(max(version), 0) FROM paretune_schema").fetchone()
-        return int(row[0]) if row else 0
+        (row,) = connection.execute("SELECT coalesce(max(version), 0) FROM paretune_schema").fetchall()
+        return int(row[0])
     except duckdb.CatalogException:
         pass
     tables = {row[0] for row in connection.execute(

@@ -1,0 +1,153 @@
+"""Every example in README.md runs, so the README cannot drift from the code.
+
+The fenced blocks are read out of README.md itself:
+- `yaml` definitions validate; the block showing an invalid definition's message is that message;
+- `python` blocks run in order, in one namespace, in a fresh folder holding `experiments/`;
+- `bash` blocks run line by line, in order, in one fresh folder (later sections read the store
+  the tuning section made), against a real Prefect server and moto's S3;
+- `sql` statements run through `paretune.connect`;
+- the few commands that need hours, GPUs or a long-lived server are named in COVERED with the
+  test that runs them; this file checks that test exists.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import paretune
+from optimizer import ExperimentSpec, SpecError
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+
+# Commands run elsewhere: a prefix of the command line -> the test that runs it.
+COVERED = {
+    "make demo": "tests/test_bert_demo.py",
+    "make test": ".ci/run",
+    "prefect server start": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
+    "prefect work-pool create": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
+    "prefect deploy --all": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
+    "prefect worker start": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
+    "prefect deployment run": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
+    "paretune dashboard": "tests/test_dashboard.py",
+    "python -m flows.preprocess": "tests/test_bert_preprocess_flow.py",
+    "python -m flows.tune experiments/bert_squad2.yaml": "tests/test_bert_experiments.py",
+    "python -m bert.evaluate": "tests/test_bert_metrics.py",
+}
+
+
+def blocks(language: str) -> list[str]:
+    return [body for lang, body in BLOCK.findall(README) if lang == language]
+
+
+def commands(block: str) -> list[str]:
+    """The command lines of a bash block, comments stripped."""
+    lines = []
+    for line in block.splitlines():
+        words = shlex.split(line, comments=True)
+        if words:
+            lines.append(shlex.join(words))
+    return lines
+
+
+def covered_by(command: str) -> str | None:
+    return next((test for prefix, test in COVERED.items() if command.startswith(prefix)), None)
+
+
+def workspace(tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    shutil.copytree(ROOT / "experiments", folder / "experiments")
+    return folder
+
+
+def run_line(command: str, folder: Path, env: dict[str, str]) -> None:
+    words = shlex.split(command)
+    if words[0] == "paretune":
+        words = [sys.executable, "-m", "paretune.cli", *words[1:]]
+    elif words[0] == "python":
+        words = [sys.executable, *words[1:]]
+    result = subprocess.run(words, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+
+
+@pytest.fixture
+def shell_env(prefect_api, s3_endpoint):
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="bucket")  # the README's bucket
+    return os.environ | {"PREFECT_API_URL": prefect_api, "PARETUNE_S3_ENDPOINT_URL": s3_endpoint,
+                         "PYTHONPATH": str(ROOT), "COLUMNS": "200", "PARETUNE_DB": "paretune.duckdb"}
+
+
+def test_every_command_is_run_here_or_by_a_named_test():
+    for block in blocks("bash"):
+        for command in commands(block):
+            test = covered_by(command)
+            if test is None:
+                continue
+            path, _, name = test.partition("::")
+            assert (ROOT / path).exists(), f"{command}: {path} does not exist"
+            assert not name or f"def {name}(" in (ROOT / path).read_text(), f"{command}: {test} does not exist"
+
+
+def test_the_yaml_definitions_validate_and_the_error_message_is_the_real_one():
+    for block in blocks("yaml"):
+        ExperimentSpec.model_validate(yaml.safe_load(block))
+    (shown,) = [body for lang, body in BLOCK.findall(README) if lang == "" and "invalid experiment definition" in body]
+    definition = yaml.safe_load(blocks("yaml")[0])
+    definition["parameters"][0]["bound"] = definition["parameters"][0].pop("bounds")
+    definition["parameters"][1] = {"name": "n_layers", "type": "int", "bounds": {"min": 5, "max": 1}}
+    definition["metrics"][2]["strategy"] = "optimize"
+    with pytest.raises(SpecError) as refused:
+        ExperimentSpec.model_validate(definition)
+    assert str(refused.value).strip() == shown.strip()
+
+
+def test_the_python_examples_run(tmp_path, monkeypatch):
+    folder = workspace(tmp_path, "python")
+    monkeypatch.chdir(folder)
+    namespace: dict = {}
+    for block in blocks("python"):
+        exec(compile(block, "README.md", "exec"), namespace)
+    experiment = paretune.open_experiment("demo-size-vs-accuracy", db="paretune.duckdb")
+    assert experiment.progress().observations == 40 and experiment.frontier()
+    assert len(experiment.storage.list_runs(experiment.id)) == 10  # the run loop's ten trials
+
+
+def test_the_shell_examples_run(tmp_path, shell_env):
+    folder = workspace(tmp_path, "shell")
+    ran = []
+    for block in blocks("bash"):
+        for command in commands(block):
+            if covered_by(command) is None:
+                run_line(command, folder, shell_env)
+                ran.append(command)
+    assert any(c.startswith("python -m flows.tune") for c in ran) and any(c.startswith("paretune create") for c in ran)
+    assert (folder / "report.html").exists() and (folder / "exported" / "experiment-1" / "frontier.parquet").exists()
+    with paretune.connect(folder / "paretune.duckdb") as connection:
+        assert connection.execute("SELECT count(*) FROM observations").fetchone() == (16,)
+
+
+def test_the_sql_examples_run(tmp_path):
+    db = tmp_path / "paretune.duckdb"
+    experiment = paretune.create_experiment(ROOT / "experiments" / "demo.yaml", db=str(db))
+    for _ in range(6):
+        suggestion = experiment.suggest()
+        experiment.observe(suggestion, values={"accuracy": 0.5, "size": 100.0})
+    connection = paretune.connect(db)
+    results = [connection.execute(statement).fetchall()
+               for statement in (s for block in blocks("sql") for s in block.split(";") if s.strip())]
+    assert results[0]  # the frontier
