@@ -115,3 +115,58 @@ def test_deploy_registers_every_deployment_and_a_worker_runs_tune(prefect_server
     with DuckDBStorage(db, read_only=True) as store:
         (experiment,) = store.list_experiments()
         assert store.progress(experiment.id).observations == 4
+
+
+def test_cancelling_a_deployment_run_stops_its_sweep_within_seconds(prefect_server, tmp_path):
+    """The UI's cancel, as a process worker carries it out: the flow run goes Cancelling, the
+    worker signals the flow's process, and the sweep stops, its trials `cancelled`."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    env = prefect_server
+    subprocess.run([PREFECT, "work-pool", "create", "--type", "process", POOL], cwd=ROOT, env=env,
+                   capture_output=True, text=True)  # already there when the test above ran first
+    prefect(env, "--no-prompt", "deploy", "--name", "tune", timeout=300)
+    spec = {"name": "slow", "parameters": [{"name": "duration", "type": "double", "bounds": {"min": 20, "max": 30}}],
+            "metrics": [{"name": "loss", "objective": "minimize"}, {"name": "cost", "objective": "minimize"}],
+            "observation_budget": 6, "parallel_bandwidth": 2,
+            "metadata": {"objective": "tests.objectives:sleep_for", "trial": {"epochs": 10}}}
+    spec_path = tmp_path / "slow.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    db = tmp_path / "slow.duckdb"
+    parameters = {"experiment": {"spec_path": str(spec_path)}, "db_path": str(db), "options": {"parallelism": 2}}
+    submitted = prefect(env, "deployment", "run", "tune/tune", "--params", json.dumps(parameters))
+    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", submitted).group(1)
+    worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", POOL, "--run-once"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not _running_trials(db) >= 2:
+            assert time.monotonic() < deadline and worker.poll() is None, "the deployment's sweep did not start"
+            time.sleep(0.5)
+        asked = time.monotonic()
+        prefect(env, "flow-run", "cancel", flow_run_id)
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            with get_client(sync_client=True) as client:
+                while not client.read_flow_run(flow_run_id).state.is_cancelled():
+                    assert time.monotonic() - asked < 60, client.read_flow_run(flow_run_id).state
+                    time.sleep(0.2)
+        took = time.monotonic() - asked
+        worker.wait(timeout=120)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    print(f"\ndeployment cancel: prefect flow-run cancel -> Cancelled in {took:.1f} s")
+    assert took < 5
+    with DuckDBStorage(db, read_only=True) as store:
+        (experiment,) = store.list_experiments()
+        assert {s.state for s in store.list_suggestions(experiment.id)} == {"cancelled"}
+        assert {r.status for r in store.list_runs(experiment.id)} == {"cancelled"}
+
+
+def _running_trials(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with DuckDBStorage(db, read_only=True) as store:
+        return sum(1 for experiment in store.list_experiments()
+                   for s in store.list_suggestions(experiment.id, state="open") if s.started_at is not None)
