@@ -54,7 +54,7 @@ class SweepEnd:
 
 class TrialScheduler:
     def __init__(self, session: TrialSession, dispatcher: Dispatcher, task_runner: ThreadPoolTaskRunner,
-                 progress: ProgressView, *, objective: str, settings: dict[str, Any], parallelism: int, budget: int,
+                 progress: ProgressView, *, objective: str, settings: dict[str, Any], parallelism: int,
                  timeout_s: float | None, environment: RunEnvironment, stop_trials: Callable[[set[str]], None],
                  run_metadata: dict[str, Any]):
         self.session = session
@@ -64,12 +64,10 @@ class TrialScheduler:
         self.objective = objective
         self.settings = settings
         self.parallelism = parallelism
-        self.budget = budget
         self.timeout_s = timeout_s
         self.environment = environment
         self.stop_trials = stop_trials
         self.run_metadata = run_metadata
-        self.observed = session.progress().observations
         self.in_flight: dict[int, InFlight] = {}
         self.task_runs: list[PrefectFuture] = []
         self.experiment_tag = f"experiment:{session.experiment.name}"
@@ -80,12 +78,12 @@ class TrialScheduler:
             self.fill_slots()
             while self.in_flight:
                 messages = self.dispatcher.next_messages(self.wait_s())
+                self.handle_all(messages)
                 stop = next((m for m in messages if isinstance(m, StopRequested)), None)
-                for message in messages:
-                    self.handle(message, refill=stop is None)
                 if stop is not None:
                     return self.stop(stop.reason)
                 self.time_out_overdue()
+                self.fill_slots()
             return SweepEnd(cancelled=False)
         except KeyboardInterrupt:
             return self.stop("interrupted (Ctrl-C)")
@@ -96,7 +94,14 @@ class TrialScheduler:
             wait_for_task_runs(self.task_runs)
 
     def fill_slots(self) -> None:
-        while len(self.in_flight) < self.parallelism and self.observed + len(self.in_flight) < self.budget:
+        """Start trials in the free slots, as far as the budget goes: the store's count of what is
+        observed and open, so suggestions other processes hold (`paretune suggest`) count too."""
+        free = self.parallelism - len(self.in_flight)
+        if free <= 0:
+            return
+        progress = self.session.progress()
+        assert progress.budget is not None  # the flow stores the budget in force before it sweeps
+        for _ in range(min(free, progress.budget - progress.observations - progress.open_suggestions)):
             self.submit_next()
 
     def submit_next(self) -> None:
@@ -118,7 +123,13 @@ class TrialScheduler:
         return None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
 
     # -- messages -------------------------------------------------------------------------------
-    def handle(self, message: Message, *, refill: bool) -> None:
+    def handle_all(self, messages: list[Message]) -> None:
+        """Record a burst of messages holding the store once (one attach, one publish)."""
+        with self.session.storage.batch():
+            for message in messages:
+                self.handle(message)
+
+    def handle(self, message: Message) -> None:
         flight = self.in_flight.get(getattr(message, "suggestion_id", -1))
         if flight is None:
             return  # already closed (timed out, or its future ended after its result)
@@ -129,14 +140,10 @@ class TrialScheduler:
             self.session.checkpoint(flight.trial, message.epoch, message.values)
         elif isinstance(message, TrialFinished):
             self.close(flight, message.outcome)
-            if refill:
-                self.fill_slots()
         elif isinstance(message, TrialEnded):
             settled = self.dispatcher.settle(message)
             if settled is not None and settled.lost:
                 self.close(flight, TrialOutcome(None, Failure(FailureKind.WORKER_LOST, settled.detail), None))
-                if refill:
-                    self.fill_slots()
 
     def close(self, flight: InFlight, outcome: TrialOutcome) -> None:
         """Record the trial's end (one transaction) and let everyone who waits on it know."""
@@ -149,7 +156,6 @@ class TrialScheduler:
         else:
             assert outcome.failure is not None
             observation = self.session.fail(trial, outcome.failure, duration_s=outcome.duration_s)
-        self.observed += 1
         failure = Failure.from_reason(observation.failure_reason) if observation.failed else None
         self.announce(flight, ClosedTrial(trial.suggestion_id, trial.assignments,
                                           "failed" if observation.failed else "completed", observation.values,
@@ -167,9 +173,9 @@ class TrialScheduler:
         if self.timeout_s is None:
             return
         now = time.monotonic()
-        for flight in list(self.in_flight.values()):
-            if flight.started_at is None or now - flight.started_at < self.timeout_s:
-                continue
+        overdue = [f for f in self.in_flight.values() if f.started_at is not None
+                   and now - f.started_at >= self.timeout_s]
+        for flight in overdue:
             self.dispatcher.cancel(flight.trial.suggestion_id)
             if flight.worker is not None:
                 logger.warning("restarting Dask worker %s to stop timed-out trial %s", flight.worker,
@@ -177,13 +183,10 @@ class TrialScheduler:
                 self.dispatcher.restart_worker(flight.worker)
             self.close(flight, TrialOutcome(None, Failure(FailureKind.TIMEOUT, f"no result after {self.timeout_s:g} s"),
                                             now - flight.started_at))
-        self.fill_slots()
 
     def stop(self, reason: str) -> SweepEnd:
         """End the sweep now: record what already finished, cancel the rest, never re-run it."""
-        for message in self.dispatcher.waiting_messages():
-            if not isinstance(message, StopRequested):
-                self.handle(message, refill=False)
+        self.handle_all(self.dispatcher.waiting_messages())
         flights = list(self.in_flight.values())
         placement = self.dispatcher.placement()
         started = [f for f in flights if not self.dispatcher.cancel(f.trial.suggestion_id)]

@@ -160,7 +160,7 @@ def sweep(storage: DuckDBStorage, prepared: PreparedExperiment, plan: TunePlan, 
             end = TrialScheduler(
                 session, dispatcher, task_runner, progress, objective=plan.objective,
                 settings=dict((prepared.spec.metadata or {}).get("trial") or {}), parallelism=parallelism,
-                budget=prepared.budget, timeout_s=options.trial_timeout_s, environment=capture_environment(),
+                timeout_s=options.trial_timeout_s, environment=capture_environment(),
                 stop_trials=cluster.stop_trials_now,
                 run_metadata={"prefect_flow_run_id": str(flow_run.id)},
             ).run()

@@ -18,7 +18,8 @@ The contract every implementation keeps:
 from __future__ import annotations
 
 import abc
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from optimizer import ExperimentSpec, Observation
 from storage.records import (
@@ -36,6 +37,14 @@ class StorageError(ValueError):
 
 
 class Storage(abc.ABC):
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group calls: writes share one hold of the store, reads see one consistent state.
+
+        Implementations that hold nothing between calls may keep the default (no grouping).
+        """
+        yield
+
     # -- experiments --------------------------------------------------------------------------
     @abc.abstractmethod
     def create_experiment(self, spec: ExperimentSpec, *, allow_duplicate_name: bool = False) -> ExperimentRecord:

@@ -92,9 +92,10 @@ class DuckDBStorage(Storage):
     def batch(self) -> Iterator[None]:
         """Hold the file across several calls: one attach, one publish at the end.
 
-        For bursts of writes (a flow recording several trial events at once). Other writers
-        wait while it is held, so keep the block short. The file is taken by the first call
-        inside, so a batch that stores nothing creates nothing.
+        For a writer, bursts of writes (a flow recording several trial events at once): other
+        writers wait while it is held, so keep the block short, and the file is taken by the
+        first call inside, so a batch that stores nothing creates nothing. For a reader, one
+        published copy for every call inside: a report built from several queries is consistent.
         """
         with self._guard:
             self._batches += 1
@@ -116,7 +117,7 @@ class DuckDBStorage(Storage):
                     self._depth -= 1
                 return
             if self.read_only:
-                keep_attached = self._attach_published_copy()
+                keep_attached = (self._batches and self._attached is not None) or self._attach_published_copy()
                 self._depth = 1
                 try:
                     yield self._host

@@ -358,6 +358,11 @@ class ExperimentReport:
 # -- reading ------------------------------------------------------------------------------------
 def experiment_report(storage: Storage, ref: int | str) -> ExperimentReport:
     """The whole report of an experiment (id or name): summary, every point, frontier, history."""
+    with storage.batch():  # every number from one state of the store
+        return _experiment_report(storage, ref)
+
+
+def _experiment_report(storage: Storage, ref: int | str) -> ExperimentReport:
     record = storage.get_experiment(ref)
     version = report_version(storage, record.id)
     columns = _columns(storage, record)

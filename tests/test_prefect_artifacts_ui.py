@@ -155,7 +155,7 @@ def test_live_report_updates_one_set_of_artifacts_on_the_running_flow(prefect_ui
 
 def test_report_command_refuses_bad_input_before_prefect_starts(tmp_path, seeded, capsys):
     db, _ = seeded
-    for argv, message in [([str(1), "--db", str(tmp_path / "missing.duckdb")], "there is no database at"),
+    for argv, message in [([str(1), "--db", str(tmp_path / "missing.duckdb")], "no database at"),
                           (["no-such-experiment", "--db", str(db)], "no experiment 'no-such-experiment'")]:
         with pytest.raises(SystemExit) as exit_:
             report_main(argv)
