@@ -118,6 +118,27 @@ def test_killed_workers_lose_only_the_trial_they_ran_and_nothing_runs_twice(pref
     assert all(runs[s].status == "failed" and "worker_lost" in runs[s].failure_reason for s in lost)
 
 
+def test_a_timeout_restarts_its_worker_and_touches_no_finished_trial(prefect_api, tmp_path):
+    side = tmp_path / "ran.log"
+    spec = write_spec(tmp_path, "timeouts", budget=10, bandwidth=2, objective="tests.objectives:logged_sleep",
+                      trial={"log": str(side)}, duration=(0.5, 12.0))
+    db = tmp_path / "timeouts.duckdb"
+    flow = start_flow(spec, "--db", str(db), "--no-report", "--timeout", "4", "--seed", "3", env=flow_env(prefect_api),
+                      log=tmp_path / "flow.log")
+    assert flow.wait(timeout=600) == 0, (tmp_path / "flow.log").read_text()[-3000:]
+    ran, state = SideLog.read(side), stored(db)
+    timed_out = {o.suggestion_id for o in state["observations"] if o.failed}
+    print(f"\ntimeouts: {len(timed_out)} trials timed out (their workers restarted), "
+          f"{len(ran.started_more_than_once())} trials run twice")
+    assert timed_out, "no trial ran past the timeout"
+    assert all(o.failure_reason == "timeout: no result after 4 s" for o in state["observations"] if o.failed)
+    assert ran.started_more_than_once() == []
+    for observation in state["observations"]:
+        assert len(ran.starts[observation.suggestion_id]) == 1
+        if not observation.failed:
+            assert ran.ends[observation.suggestion_id] == 1 and observation.values["loss"] < 4.5
+
+
 def test_a_cancelled_sweep_stops_within_seconds_never_reruns_and_resumes(prefect_api, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType

@@ -138,7 +138,9 @@ def test_the_shell_examples_run(tmp_path, shell_env):
     assert any(c.startswith("python -m flows.tune") for c in ran) and any(c.startswith("paretune create") for c in ran)
     assert (folder / "report.html").exists() and (folder / "exported" / "experiment-1" / "frontier.parquet").exists()
     with paretune.connect(folder / "paretune.duckdb") as connection:
-        assert connection.execute("SELECT count(*) FROM observations").fetchone() == (16,)
+        assert connection.execute("SELECT count(*) FROM observations").fetchall() == [(16,)]
+        # a --budget is stored: the resumed experiment's budget is 16, and it is complete
+        assert connection.execute("SELECT budget, state FROM experiments WHERE id = 1").fetchall() == [(16, "completed")]
 
 
 def test_the_sql_examples_run(tmp_path):
