@@ -80,7 +80,8 @@ def test_the_flow_runs_on_its_defaults_with_only_the_sizes_shrunk(prefect_api, t
     shared_squad_file("dev-v2.0.json")
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the repository root, where deployments run
     shrunk = _flow_defaults().model_copy(update={
-        "max_train_examples": 6, "max_eval_examples": 4, "calibration_examples": 3, "teacher_epochs": 1,
+        "max_train_examples": 6, "teacher_train_examples": 8, "max_eval_examples": 4, "calibration_examples": 3,
+        "teacher_epochs": 1,
         "cache_dir": str(tmp_path / "cache"),
     })
     result = preprocess_squad(shrunk)
