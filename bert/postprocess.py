@@ -5,8 +5,7 @@ window, the n-best start and end tokens form candidate spans inside the context 
 than `max_answer_length`; the null answer scores CLS+CLS in its lowest-scoring window; a
 question gets "" when the null score beats the best span by more than
 `null_score_diff_threshold`. The best span is kept as well: it is the answer when answers are
-always given (the SQuAD 1.1-style `HasAns_*` scores), and with the null-score differences it
-gives the answers of any other threshold without another pass over the logits.
+always given (the SQuAD 1.1-style `HasAns_*` scores), from the same pass over the logits.
 """
 
 from __future__ import annotations
@@ -51,13 +50,6 @@ class QAPredictions:
     best_spans: dict[str, str] = field(default_factory=dict)
     null_score_diffs: dict[str, float] = field(default_factory=dict)
     nbest: dict[str, list[dict[str, float | str]]] = field(default_factory=dict)
-
-    def answers_at(self, null_score_diff_threshold: float) -> dict[str, str]:
-        """The answers another threshold gives: "" where the null score wins by more than it."""
-        return {
-            qid: "" if self.null_score_diffs[qid] > null_score_diff_threshold else span
-            for qid, span in self.best_spans.items()
-        }
 
 
 def windows_per_example(example_ids: Sequence[str], feature_example_ids: Sequence[str]) -> list[list[int]]:
