@@ -126,8 +126,7 @@ def best_at_most(observations: list[ObservationRecord], size: float) -> Observat
 
 
 def shape(observation: ObservationRecord) -> str:
-    a = observation.assignments
-    return f"{a.get('n_layers')} layers x {a.get('n_heads')} heads"
+    return f"n_layers {observation.assignments.get('n_layers')}, n_heads {observation.assignments.get('n_heads')}"
 
 
 def main(argv: list[str] | None = None) -> None:
