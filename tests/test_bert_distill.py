@@ -88,7 +88,7 @@ def _kl_to_teacher(model, features, teacher_start: np.ndarray, teacher_end: np.n
 def test_a_distilled_student_moves_toward_the_teachers_logits(settings, tmp_path):
     # A teacher trained long enough to have opinions (peaked start/end distributions) to distil.
     trial = {**settings, "teacher_epochs": 8, "teacher_learning_rate": 3.0e-3, "teacher_batch_size": 2,
-             "epochs": 4, "save_model": True}
+             "epochs": 4, "save_model": True, "cache_dir": str(tmp_path / "cache")}
     knobs = {**FAST_KNOBS, "alpha_ce": 1.0, "temperature": 1, "n_layers": 1, "dropout": 0.0, "attention_dropout": 0.0}
     context = TrialContext(settings=trial, artifact_dir=str(tmp_path / "student"))
     run_trial(knobs, context)
