@@ -105,8 +105,9 @@ def completed(db_path: str, experiment_id: int) -> list[ObservationRecord]:
 
 
 def hypervolume(observations: list[ObservationRecord], reference_size: float) -> float:
-    """Area dominated by the students in (HasAns_f1 / 100, num_parameters / reference size), both
-    from the box corner (0, REFERENCE_SIZE_BOUND); 1 - (smallest size / reference) bounds it."""
+    """Area the students dominate in (HasAns_f1 / 100, num_parameters / the reference's size),
+    measured from the corner (0, REFERENCE_SIZE_BOUND): at most REFERENCE_SIZE_BOUND minus the
+    smallest student's relative size."""
     if not observations:
         return 0.0
     points = np.array([[-o.values["HasAns_f1"] / 100.0, o.values["num_parameters"] / reference_size] for o in observations])
