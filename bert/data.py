@@ -10,9 +10,10 @@ from typing import NamedTuple
 import datasets
 from transformers import PreTrainedTokenizerFast
 
-from bert.settings import TrialSettings, resolve_model_path
+from bert.settings import TrainQuestions, TrialSettings, resolve_model_path
 from bert.squad import (
     FeatureLengths,
+    answerable_questions,
     hold_out_articles,
     load_squad,
     load_tokenizer,
@@ -26,6 +27,7 @@ class SquadSplits(NamedTuple):
     train: datasets.Dataset
     evaluation: datasets.Dataset
     calibration: datasets.Dataset | None
+    teacher_train: datasets.Dataset | None = None  # None: the teacher fine-tunes on `train`
 
 
 @dataclass
@@ -37,6 +39,12 @@ class SquadData:
     tokenizer: PreTrainedTokenizerFast
     calibration_examples: datasets.Dataset | None = None
     calibration_features: datasets.Dataset | None = None
+    teacher_train_features: datasets.Dataset | None = None
+
+    @property
+    def teacher_features(self) -> datasets.Dataset:
+        """The windows a fine-tuned teacher learns from (its own slice, else the students')."""
+        return self.train_features if self.teacher_train_features is None else self.teacher_train_features
 
 
 def load_splits(
@@ -50,9 +58,13 @@ def load_splits(
     max_train_examples: int | None = None,
     max_eval_examples: int | None = None,
     calibration_examples: int | None = None,
+    train_questions: TrainQuestions = "all",
+    teacher_train_examples: int | None = None,
 ) -> SquadSplits:
     """Train and eval questions (two sources, or one source split by article), then sliced;
-    with `calibration_examples`, that many train questions from whole articles held out of training."""
+    with `calibration_examples`, that many train questions from whole articles held out of
+    training; with `train_questions="answerable"`, only the answerable ones train (the slices
+    count those); with `teacher_train_examples`, the teacher's own slice of the same questions."""
     train = load_squad(train_data, train_split)
     if eval_data is None:
         train, evaluation = split_by_article(train, eval_articles, eval_fraction, split_seed)
@@ -61,7 +73,14 @@ def load_splits(
     calibration = None
     if calibration_examples is not None:
         train, calibration = hold_out_articles(train, calibration_examples)
-    return SquadSplits(take_examples(train, max_train_examples), take_examples(evaluation, max_eval_examples), calibration)
+    if train_questions == "answerable":
+        train = answerable_questions(train)
+    return SquadSplits(
+        take_examples(train, max_train_examples),
+        take_examples(evaluation, max_eval_examples),
+        calibration,
+        None if teacher_train_examples is None else take_examples(train, teacher_train_examples),
+    )
 
 
 def tokenizer_name(settings: TrialSettings) -> str:
@@ -86,6 +105,8 @@ def load_settings_splits(settings: TrialSettings) -> SquadSplits:
         settings.max_train_examples,
         settings.max_eval_examples,
         settings.calibration_examples,
+        settings.train_questions,
+        settings.teacher_train_examples,
     )
 
 
@@ -103,5 +124,9 @@ def prepare_squad_data(settings: TrialSettings) -> SquadData:
         calibration_examples=splits.calibration,
         calibration_features=(
             None if splits.calibration is None else tokenize_squad(splits.calibration, tokenizer, lengths, "eval", cache_dir)
+        ),
+        teacher_train_features=(
+            None if splits.teacher_train is None
+            else tokenize_squad(splits.teacher_train, tokenizer, lengths, "train", cache_dir)
         ),
     )

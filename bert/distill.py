@@ -4,7 +4,14 @@
 "bert.distill:run_trial"` names. `context.settings` is the spec's `metadata.trial` (read as
 `bert.settings.TrialSettings`: teacher, student base, data, epochs, lengths, cache dir,
 device...); `assignments` are the tuned knobs (`bert.settings.StudentAssignments`; a knob the
-experiment does not tune keeps its default). Failures that are information become
+experiment does not tune keeps its default).
+
+The metrics it returns: SQuAD 2.0's `exact` and `f1` (the official evaluation, the null-score
+threshold calibrated on held-out train questions) with `NoAns_exact`; `HasAns_exact` and
+`HasAns_f1`, the official evaluation of the answerable eval questions with answers always given
+(the best non-null span, SQuAD 1.1-style: the CPU-scale experiments optimize these, since a
+teacher fine-tuned in CPU-minutes learns extraction but not SQuAD 2.0's rejection); size,
+inference time, batch-1 latency and peak memory. Failures that are information become
 `paretune.failures`: a config estimated or found not to fit in memory is `OutOfMemory`, a head
 count that cannot split the hidden size is `InvalidConfiguration`, a NaN or infinite loss is
 `Diverged`. Anything else is a bug and propagates.
@@ -128,7 +135,7 @@ def run_trial(assignments: dict[str, Any], context: TrialContext) -> dict[str, f
 
 def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.device, context: TrialContext) -> dict[str, float]:
     data = prepare_squad_data(settings)
-    teacher = prepare_teacher(settings, data.train_features, device)
+    teacher = prepare_teacher(settings, data.teacher_features, device)
     base = teacher if settings.student == STUDENT_FROM_TEACHER else resolve_model_path(settings.student)
     plan = plan_student(AutoConfig.from_pretrained(base), knobs)
     _check_vocabulary(plan, data, base)
@@ -167,13 +174,18 @@ def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.devic
             {
                 "exact": evaluation.metrics["exact"],
                 "f1": evaluation.metrics["f1"],
+                "HasAns_exact": evaluation.answerable["HasAns_exact"],
+                "HasAns_f1": evaluation.answerable["HasAns_f1"],
                 "loss": result.mean_loss,
                 "learning_rate": result.learning_rate,
                 "inference_time": evaluation.seconds,
                 "null_score_diff_threshold": threshold,
             },
         )
-        logger.info("epoch %d: loss %.4f exact %.2f f1 %.2f", epoch, result.mean_loss, evaluation.metrics["exact"], evaluation.metrics["f1"])
+        logger.info(
+            "epoch %d: loss %.4f exact %.2f f1 %.2f HasAns_f1 %.2f", epoch, result.mean_loss,
+            evaluation.metrics["exact"], evaluation.metrics["f1"], evaluation.answerable["HasAns_f1"],
+        )
 
     student = accelerator.unwrap_model(model)
     columns = accepted_inputs(student, data.eval_features.column_names)
@@ -181,8 +193,8 @@ def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.devic
     metrics = {
         "exact": evaluation.metrics["exact"],
         "f1": evaluation.metrics["f1"],
-        "HasAns_exact": evaluation.metrics.get("HasAns_exact", 0.0),
-        "HasAns_f1": evaluation.metrics.get("HasAns_f1", 0.0),
+        "HasAns_exact": evaluation.answerable["HasAns_exact"],
+        "HasAns_f1": evaluation.answerable["HasAns_f1"],
         "NoAns_exact": evaluation.metrics.get("NoAns_exact", 0.0),
         "num_parameters": float(count_parameters(student)),
         "inference_time": evaluation.seconds,
@@ -294,12 +306,15 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def _write_artifacts(artifact_dir: str, student, evaluation: Evaluation, metrics: dict[str, float], save_model: bool) -> None:
-    """Predictions, null odds (the official script's na-prob file) and metrics; the model if asked."""
+    """Predictions at the calibrated threshold, null odds (the official script's na-prob file),
+    the answers always given (`python -m bert.evaluate` on them prints the trial's HasAns_* figures)
+    and metrics; the model if asked."""
     filesystem, root = fsspec.core.url_to_fs(artifact_dir)
     filesystem.makedirs(root, exist_ok=True)
     documents = {
         "predictions.json": evaluation.predictions.answers,
         "null_odds.json": evaluation.predictions.null_score_diffs,
+        "predictions_forced.json": evaluation.predictions.best_spans,
         "metrics.json": metrics,
     }
     for name, document in documents.items():

@@ -5,6 +5,9 @@ Liang, 2018), so scores agree with the leaderboard's to the last bit. `dataset` 
 `data` list of a SQuAD-format JSON file; `predictions` maps question id -> answer text ("" for
 no answer); `na_probs` maps question id -> a score that grows with the model's belief that the
 question has no answer.
+
+`answerable_evaluate` is the CPU-scale family: the same official code on the answerable
+questions only (SQuAD 1.1-style), which gives the official script's `HasAns_exact` / `HasAns_f1`.
 """
 
 from __future__ import annotations
@@ -194,3 +197,33 @@ def squad_v2_evaluate(
 
 def missing_predictions(dataset: list[dict[str, Any]], predictions: dict[str, str]) -> list[str]:
     return [qa["id"] for qa in iter_questions(dataset) if qa["id"] not in predictions]
+
+
+def answerable_subset(dataset: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The articles with only their answerable questions (paragraphs and order kept; emptied ones dropped)."""
+    subset = []
+    for article in dataset:
+        paragraphs = []
+        for paragraph in article["paragraphs"]:
+            qas = [qa for qa in paragraph["qas"] if qa["answers"]]
+            if qas:
+                paragraphs.append({**paragraph, "qas": qas})
+        if paragraphs:
+            subset.append({**article, "paragraphs": paragraphs})
+    return subset
+
+
+def answerable_evaluate(dataset: list[dict[str, Any]], predictions: dict[str, str]) -> dict[str, float]:
+    """`HasAns_exact`, `HasAns_f1` and `HasAns_total`: the official evaluation on the answerable
+    questions alone, so the numbers are the official script's HasAns figures for these predictions.
+
+    Meant for answers always given (no null answer): SQuAD 1.1-style extraction scores, which is
+    what a model fine-tuned in CPU-minutes learns, not SQuAD 2.0's `exact` (which also scores
+    rejecting the unanswerable questions). Predictions of unanswerable questions are ignored.
+    """
+    subset = answerable_subset(dataset)
+    if not subset:
+        raise ValueError("no answerable question to score: HasAns_* needs at least one question with an answer")
+    answerable_ids = [qa["id"] for qa in iter_questions(subset)]
+    scores = squad_v2_evaluate(subset, {qid: predictions[qid] for qid in answerable_ids if qid in predictions})
+    return {name: scores[name] for name in ("HasAns_exact", "HasAns_f1", "HasAns_total")}

@@ -4,13 +4,15 @@ The rules of transformers' `utils_qa.postprocess_qa_predictions` (SQuAD 2.0 flav
 window, the n-best start and end tokens form candidate spans inside the context and no longer
 than `max_answer_length`; the null answer scores CLS+CLS in its lowest-scoring window; a
 question gets "" when the null score beats the best span by more than
-`null_score_diff_threshold`.
+`null_score_diff_threshold`. The best span is kept as well: it is the answer when answers are
+always given (the SQuAD 1.1-style `HasAns_*` scores), from the same pass over the logits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,12 +30,24 @@ class Candidate:
         return self.start_logit + self.end_logit
 
 
+class ExamplePrediction(NamedTuple):
+    """One question's answer ("" for no answer), its best non-null span, the null-score
+    difference (null score minus the best span's) and the n-best list."""
+
+    answer: str
+    best_span: str
+    null_score_diff: float
+    nbest: list[dict[str, float | str]]
+
+
 @dataclass
 class QAPredictions:
-    """Answer text per question id, the null-score difference (higher: more likely no answer,
-    the official script's na-prob input) and the n-best candidates with probabilities."""
+    """Per question id: the answer at the threshold, the best non-null span (the answer when
+    answers are always given), the null-score difference (higher: more likely no answer, the
+    official script's na-prob input) and the n-best candidates with probabilities."""
 
     answers: dict[str, str] = field(default_factory=dict)
+    best_spans: dict[str, str] = field(default_factory=dict)
     null_score_diffs: dict[str, float] = field(default_factory=dict)
     nbest: dict[str, list[dict[str, float | str]]] = field(default_factory=dict)
 
@@ -92,8 +106,8 @@ def predict_example(
     n_best_size: int = 20,
     max_answer_length: int = 30,
     null_score_diff_threshold: float = 0.0,
-) -> tuple[str, float, list[dict[str, float | str]]]:
-    """(answer, null score difference, n-best list) for one question from its windows' logits."""
+) -> ExamplePrediction:
+    """Answer, best span, null score difference and n-best list of one question from its windows' logits."""
     null: Candidate | None = None
     spans: list[tuple[tuple[int, int], float, float]] = []
     for start_logits, end_logits, offsets in zip(window_start_logits, window_end_logits, window_offsets):
@@ -124,7 +138,7 @@ def predict_example(
     best_non_null = next(candidate for candidate in best if candidate.text != "")
     null_score_diff = null.score - best_non_null.start_logit - best_non_null.end_logit
     answer = "" if null_score_diff > null_score_diff_threshold else best_non_null.text
-    return answer, float(null_score_diff), nbest
+    return ExamplePrediction(answer, best_non_null.text, float(null_score_diff), nbest)
 
 
 def postprocess_qa_predictions(
@@ -147,7 +161,7 @@ def postprocess_qa_predictions(
     result = QAPredictions()
     windows = windows_per_example(example_ids, feature_example_ids)
     for example_id, context, indices in zip(example_ids, contexts, windows):
-        answer, null_score_diff, nbest = predict_example(
+        prediction = predict_example(
             context,
             [start_logits[i] for i in indices],
             [end_logits[i] for i in indices],
@@ -156,7 +170,8 @@ def postprocess_qa_predictions(
             max_answer_length,
             null_score_diff_threshold,
         )
-        result.answers[example_id] = answer
-        result.null_score_diffs[example_id] = null_score_diff
-        result.nbest[example_id] = nbest
+        result.answers[example_id] = prediction.answer
+        result.best_spans[example_id] = prediction.best_span
+        result.null_score_diffs[example_id] = prediction.null_score_diff
+        result.nbest[example_id] = prediction.nbest
     return result

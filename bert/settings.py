@@ -23,6 +23,8 @@ MAX_DROPOUT = 0.99
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
+TrainQuestions = Literal["all", "answerable"]
+
 
 class TrialSettings(BaseModel):
     """The experiment's fixed knobs: `metadata.trial` of the spec, given as `context.settings`."""
@@ -37,6 +39,19 @@ class TrialSettings(BaseModel):
     teacher_epochs: int = Field(2, ge=1)
     teacher_learning_rate: float = Field(5.0e-5, gt=0)
     teacher_batch_size: int = Field(16, ge=1)
+    teacher_train_examples: int | None = Field(
+        None,
+        ge=1,
+        description="the fine-tune trains on the first N train questions; None: the students' "
+        "max_train_examples. A teacher may learn from more than each student distils on, as a hub teacher has",
+    )
+    teacher_no_answer_share: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="the fine-tune keeps every window holding an answer and draws no-answer windows "
+        "(labelled at CLS) up to this share of what it trains on; 0: answer windows only",
+    )
     student: str = Field(HUB_STUDENT, description=f"student base (name/folder/python:), or `{STUDENT_FROM_TEACHER}`")
     tokenizer: str | None = Field(None, description="defaults to the teacher's tokenizer")
 
@@ -49,6 +64,11 @@ class TrialSettings(BaseModel):
     split_seed: int = 0
     max_train_examples: int | None = Field(None, ge=1)
     max_eval_examples: int | None = Field(None, ge=1)
+    train_questions: TrainQuestions = Field(
+        "all",
+        description="`answerable`: teacher and students train on the answerable train questions only "
+        "(SQuAD 1.1-style), for experiments scored on HasAns_*; eval and calibration questions keep both kinds",
+    )
 
     epochs: int = Field(3, ge=1)
     max_seq_length: int = Field(384, ge=16)
@@ -83,6 +103,8 @@ class TrialSettings(BaseModel):
                 "eval_data is not given, so the eval articles must be carved out of train_data: "
                 "set eval_articles (titles or a count) or eval_fraction"
             )
+        if self.teacher_train_examples is not None and not self.teacher_finetune:
+            raise ValueError("teacher_train_examples sizes the teacher's fine-tune: set teacher_finetune: true, or drop it")
         if self.eval_articles is not None and self.eval_fraction is not None:
             raise ValueError("set only one of eval_articles and eval_fraction")
         if self.doc_stride >= self.max_seq_length - self.max_query_length - 3:

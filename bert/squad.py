@@ -195,6 +195,11 @@ def hold_out_articles(dataset: datasets.Dataset, questions: int) -> tuple[datase
     return dataset.select(rest), dataset.select(held[:questions])
 
 
+def answerable_questions(dataset: datasets.Dataset) -> datasets.Dataset:
+    """The questions that have an answer, in order (SQuAD 1.1's kind of question)."""
+    return dataset.select([i for i, answers in enumerate(dataset["answers"]) if answers["text"]])
+
+
 def take_examples(dataset: datasets.Dataset, limit: int | None) -> datasets.Dataset:
     """The first `limit` questions (all when None): small, reproducible slices for CPU runs."""
     if limit is None or limit >= len(dataset):

@@ -30,9 +30,8 @@ TEACHER_WARMUP_FRACTION = 0.1
 LOGITS_BATCH_SIZE = 64
 # Short windows put most of a question's windows outside its answer, so about two thirds of the
 # train windows are labelled "no answer" (CLS); a small encoder fine-tuned on all of them learns
-# to answer nothing. The fine-tune keeps every window holding an answer and only enough
-# no-answer windows to make up this share of what it trains on.
-TEACHER_NO_ANSWER_SHARE = 0.5
+# to answer nothing. The fine-tune therefore keeps every window holding an answer and only enough
+# no-answer windows to make up `teacher_no_answer_share` of what it trains on.
 
 
 def model_fingerprint(name_or_path: str) -> str:
@@ -102,7 +101,7 @@ def teacher_cache_key(settings: TrialSettings, base: str, train_features: datase
         "learning_rate": settings.teacher_learning_rate,
         "batch_size": settings.teacher_batch_size,
         "seed": settings.seed,
-        "no_answer_share": TEACHER_NO_ANSWER_SHARE,
+        "no_answer_share": settings.teacher_no_answer_share,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()[:20]
 
@@ -119,7 +118,9 @@ def prepare_teacher(settings: TrialSettings, train_features: datasets.Dataset, d
         if folder.exists():
             return str(folder)
         tokenizer = AutoTokenizer.from_pretrained(base)
-        windows = teacher_training_windows(train_features, tokenizer.cls_token_id, TEACHER_NO_ANSWER_SHARE, settings.seed)
+        windows = teacher_training_windows(
+            train_features, tokenizer.cls_token_id, settings.teacher_no_answer_share, settings.seed
+        )
         logger.info(
             "fine-tuning teacher %s on %d of %d windows into %s", base, len(windows), len(train_features), folder
         )

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 
-from bert.metrics import get_raw_scores, make_qid_to_has_ans, squad_v2_evaluate
+from bert.metrics import answerable_evaluate, get_raw_scores, make_qid_to_has_ans, squad_v2_evaluate
 from bert.postprocess import QAPredictions, postprocess_qa_predictions
 from paretune.failures import Diverged
 
@@ -160,7 +160,12 @@ def predict_logits(
 
 @dataclass
 class Evaluation:
+    """Official SQuAD 2.0 scores at the null threshold (`metrics`), the SQuAD 1.1-style scores of
+    the answerable questions with answers always given (`answerable`: HasAns_exact, HasAns_f1,
+    HasAns_total), the predictions behind both, and the wall time of the whole pass."""
+
     metrics: dict[str, float]
+    answerable: dict[str, float]
     predictions: QAPredictions
     seconds: float
 
@@ -177,7 +182,7 @@ def evaluate_model(
     max_answer_length: int,
     null_score_diff_threshold: float,
 ) -> Evaluation:
-    """Official SQuAD 2.0 scores of `model` on `examples` (gold: their nested SQuAD `data`).
+    """Scores of `model` on `examples` (gold: their nested SQuAD `data`), from one pass over the logits.
 
     `seconds` is the wall time of the whole pass: logits, post-processing and scoring.
     """
@@ -185,7 +190,8 @@ def evaluate_model(
     predictions = predict_answers(model, examples, features, batch_size, device, amp, n_best_size,
                                   max_answer_length, null_score_diff_threshold)
     metrics = squad_v2_evaluate(gold, predictions.answers)
-    return Evaluation(metrics=metrics, predictions=predictions, seconds=time.perf_counter() - started)
+    answerable = answerable_evaluate(gold, predictions.best_spans)
+    return Evaluation(metrics, answerable, predictions, seconds=time.perf_counter() - started)
 
 
 def predict_answers(
@@ -234,7 +240,7 @@ def calibrate_null_threshold(
     """
     predictions = predict_answers(model, examples, features, batch_size, device, amp, n_best_size,
                                   max_answer_length, math.inf)
-    answered_f1 = get_raw_scores(gold, predictions.answers)[1]
+    answered_f1 = get_raw_scores(gold, predictions.best_spans)[1]
     has_answer = make_qid_to_has_ans(gold)
     by_difference = sorted(predictions.null_score_diffs.items(), key=lambda item: item[1])
     threshold = by_difference[0][1] - 1.0

@@ -3,8 +3,10 @@
 `experiments/bert_squad2_demo.yaml` at demo scale, offline: the preprocess flow first (split,
 windows, the teacher's one-off fine-tune and its logits, on every core), then the tune flow with
 a local Dask cluster of two single-threaded workers, a Prefect API under .paretune/prefect and
-the embedded DuckDB file. It ends with the Pareto frontier (exact against size) and where the
-results are. The data is the official SQuAD 2.0 dev set: `../shared/data/squad2/dev-v2.0.json`
+the embedded DuckDB file. It ends with where the results are and the Pareto frontier of
+`HasAns_f1` (the official evaluation of the answerable eval questions with answers always given,
+SQuAD 1.1-style; not SQuAD 2.0's `exact`, stored beside it) against `num_parameters`.
+The data is the official SQuAD 2.0 dev set: `../shared/data/squad2/dev-v2.0.json`
 beside the repository where it is there, else `--data PATH`, else the hub's `squad_v2`
 validation split (the same questions, same article titles) when the machine is online.
 """
@@ -32,7 +34,7 @@ PREFECT_HOME = Path(".paretune/prefect")
 EXPORT_ROOT = Path(".paretune/bert-demo")
 HUB_DATASET, HUB_SPLIT = "squad_v2", "validation"
 WORKERS = 2
-FRONTIER_COLUMNS = ("exact", "num_parameters", "f1", "HasAns_exact", "NoAns_exact")
+FRONTIER_COLUMNS = ("HasAns_f1", "HasAns_exact", "num_parameters", "exact", "f1")
 
 
 def demo_definition(data: str | None) -> dict[str, Any]:
@@ -64,9 +66,7 @@ def demo_experiment(db_path: str, spec: ExperimentSpec) -> int:
 
 def prepare_data(spec: ExperimentSpec) -> None:
     """Windows, teacher and teacher logits cached once with every core, before single-threaded trials."""
-    parameters = PreprocessParameters.model_validate(
-        {name: value for name, value in spec.metadata["trial"].items() if name in PreprocessParameters.model_fields}
-    )
+    parameters = PreprocessParameters.from_trial_settings(spec.metadata["trial"])
     try:
         preprocess_squad(parameters)
     except ConnectionError as error:
@@ -86,7 +86,10 @@ def wide_console() -> Console:
 
 
 def frontier_table(db_path: str, experiment_id: int) -> Table:
-    """The Pareto-optimal students with exact, size and the stored f1 beside them."""
+    """The Pareto-optimal students, smallest first, with their optimized and stored scores and shape.
+
+    HasAns_* are the answerable questions' scores with answers always given; exact and f1 are
+    SQuAD 2.0's (no-answer threshold calibrated on held-out train questions)."""
     with DuckDBStorage(db_path, read_only=True) as storage:
         record = storage.get_experiment(experiment_id)
         points = storage.frontier(experiment_id)
@@ -99,14 +102,18 @@ def frontier_table(db_path: str, experiment_id: int) -> Table:
             }
             for point in points
         }
-    table = Table(title=f"Pareto frontier of {record.name} (experiment {experiment_id})")
+    points = sorted(points, key=lambda point: values[point["observation_id"]].get("num_parameters", 0.0))
+    table = Table(
+        title=f"Pareto frontier of {record.name} (experiment {experiment_id}): HasAns = answerable questions, "
+        "answers always given; exact/f1 = SQuAD 2.0"
+    )
     for column in ("suggestion", *FRONTIER_COLUMNS, "n_layers", "n_heads"):
         table.add_column(column, justify="right")
     for point in points:
         metrics = values[point["observation_id"]]
         table.add_row(
             str(point["suggestion_id"]),
-            *(f"{metrics[name]:.{0 if name == 'num_parameters' else 2}f}" if name in metrics else ""
+            *(f"{metrics[name]:,.0f}" if name == "num_parameters" else f"{metrics[name]:.2f}" if name in metrics else ""
               for name in FRONTIER_COLUMNS),
             str(point["assignments"].get("n_layers", "")),
             str(point["assignments"].get("n_heads", "")),
@@ -127,12 +134,17 @@ def main(argv: list[str] | None = None) -> TuneResult:
         result = tune(
             ExperimentSource(experiment=str(experiment_id)), args.db, TuneOptions(parallelism=WORKERS, n_workers=WORKERS)
         )
-    console.print(frontier_table(args.db, result.experiment_id))
-    with DuckDBStorage(args.db, read_only=True) as storage:
-        exported = storage.export_experiment(result.experiment_id, ArtifactStore(str(EXPORT_ROOT)))
-    print_where(console, result, args.db, PREFECT_HOME,
-                f"Tables (observations, frontier, threshold report): {', '.join(exported)}")
+    show_results(console, args.db, result)
     return result
+
+
+def show_results(console: Console, db_path: str, result: TuneResult) -> None:
+    """How the demo ends: the exported tables, where everything is, then the frontier table."""
+    with DuckDBStorage(db_path, read_only=True) as storage:
+        exported = storage.export_experiment(result.experiment_id, ArtifactStore(str(EXPORT_ROOT)))
+    print_where(console, result, db_path, PREFECT_HOME,
+                f"Tables (observations, frontier, threshold report): {', '.join(exported)}")
+    console.print(frontier_table(db_path, result.experiment_id))
 
 
 if __name__ == "__main__":

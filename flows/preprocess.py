@@ -3,7 +3,10 @@
 Everything lands in the same on-disk caches the trials read (`bert.squad.tokenize_squad`,
 `bert.teacher`), keyed the same way, so after this flow a trial with matching `metadata.trial`
 settings only loads. Run it as the `preprocess-squad` deployment or
-`python -m flows.preprocess [--settings-from experiments/bert_squad2_cpu.yaml]`.
+`python -m flows.preprocess [--settings-from experiments/bert_squad2_cpu.yaml]`. Its defaults are
+the demo experiment's (`experiments/bert_squad2_demo.yaml`): the SQuAD 2.0 dev set in the shared
+folder beside the repository, split by article, and the MiniLM-L6 teacher fine-tuned once, i.e.
+what `make demo` trains on, offline.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from bert.data import SquadSplits, feature_lengths, load_settings_splits, tokenizer_name
-from bert.settings import HUB_TEACHER, TrialSettings
+from bert.settings import HUB_TEACHER, TrainQuestions, TrialSettings
 from bert.squad import load_tokenizer, tokenize_squad
 from bert.teacher import prepare_teacher, teacher_logits
 from bert.training import resolve_device
+
+DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "bert_squad2_demo.yaml"
 
 
 class PreprocessParameters(BaseModel):
@@ -38,6 +43,7 @@ class PreprocessParameters(BaseModel):
     split_seed: int = 0
     max_train_examples: int | None = Field(None, ge=1, description="first N train questions (all if empty)")
     max_eval_examples: int | None = Field(None, ge=1, description="first N eval questions (all if empty)")
+    train_questions: TrainQuestions = Field("all", description="`answerable`: train on the answerable questions only")
     calibration_examples: int | None = Field(
         None, ge=1, description="questions of whole train articles held out to calibrate the no-answer threshold"
     )
@@ -51,6 +57,8 @@ class PreprocessParameters(BaseModel):
     teacher_epochs: int = Field(2, ge=1)
     teacher_learning_rate: float = Field(5.0e-5, gt=0)
     teacher_batch_size: int = Field(16, ge=1)
+    teacher_train_examples: int | None = Field(None, ge=1, description="first N train questions of its fine-tune")
+    teacher_no_answer_share: float = Field(0.5, ge=0, lt=1, description="share of no-answer windows in its fine-tune")
     seed: int = 0
     amp: bool = True
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
@@ -61,10 +69,14 @@ class PreprocessParameters(BaseModel):
         return TrialSettings.from_mapping({**fields, "teacher": self.teacher or HUB_TEACHER})
 
     @classmethod
+    def from_trial_settings(cls, trial: dict) -> PreprocessParameters:
+        """The data-side subset of an experiment's `metadata.trial` (the other knobs are the trials')."""
+        return cls.model_validate({name: value for name, value in trial.items() if name in cls.model_fields})
+
+    @classmethod
     def from_experiment(cls, spec_path: str | Path) -> PreprocessParameters:
         """The parameters an experiment file's `metadata.trial` implies."""
-        trial = (yaml.safe_load(Path(spec_path).read_text()).get("metadata") or {}).get("trial") or {}
-        return cls.model_validate({name: value for name, value in trial.items() if name in cls.model_fields})
+        return cls.from_trial_settings((yaml.safe_load(Path(spec_path).read_text()).get("metadata") or {}).get("trial") or {})
 
 
 class PreprocessResult(BaseModel):
@@ -107,9 +119,11 @@ def _cache_folder(features: datasets.Dataset) -> str:
 
 
 @flow(name="preprocess-squad")
-def preprocess_squad(parameters: PreprocessParameters = PreprocessParameters()) -> PreprocessResult:
+def preprocess_squad(
+    parameters: PreprocessParameters = PreprocessParameters.from_experiment(DEFAULT_EXPERIMENT),
+) -> PreprocessResult:
     """Load and split SQuAD 2.0 by article, tokenize both sides into cached windows, and, given a
-    teacher, prepare it and cache its logits over the train windows."""
+    teacher, prepare it and cache its logits over the train windows (defaults: the demo's data)."""
     logger = get_run_logger()
     splits = load_squad_splits(parameters)
     train_examples, eval_examples = splits.train, splits.evaluation
@@ -125,7 +139,10 @@ def preprocess_squad(parameters: PreprocessParameters = PreprocessParameters()) 
         eval_features=_cache_folder(eval_features),
     )
     if parameters.teacher:
-        result.teacher = prepare_teacher_model(train_features, parameters)
+        teacher_features = train_features
+        if splits.teacher_train is not None:
+            teacher_features = tokenize_split(splits.teacher_train, "train", parameters)
+        result.teacher = prepare_teacher_model(teacher_features, parameters)
         result.teacher_logits = compute_teacher_logits(result.teacher, train_features, parameters)
     logger.info(
         "%d train questions -> %d windows, %d eval questions -> %d windows, cached under %s",
@@ -138,11 +155,13 @@ def main(argv: list[str] | None = None) -> PreprocessResult:
     from flows.local_prefect import prefect_api
 
     parser = argparse.ArgumentParser(prog="python -m flows.preprocess", description=preprocess_squad.__doc__)
-    parser.add_argument("--settings-from", metavar="SPEC", help="experiment file whose metadata.trial to prepare for")
+    parser.add_argument(
+        "--settings-from", metavar="SPEC", default=str(DEFAULT_EXPERIMENT),
+        help="experiment file whose metadata.trial to prepare for (default: the demo's, %(default)s)",
+    )
     args = parser.parse_args(argv)
-    parameters = PreprocessParameters.from_experiment(args.settings_from) if args.settings_from else PreprocessParameters()
     with prefect_api():
-        result = preprocess_squad(parameters)
+        result = preprocess_squad(PreprocessParameters.from_experiment(args.settings_from))
     print(result.model_dump_json(indent=2))
     return result
 

@@ -28,9 +28,11 @@ def test_the_demo_experiment_is_a_small_two_metric_sweep_the_objective_accepts()
     settings = TrialSettings.from_mapping(spec.metadata["trial"])
     assert spec.metadata["objective"] == "bert.distill:run_trial"
     assert spec.observation_budget >= 8 and spec.parallel_bandwidth == 2
+    # The CPU-scale family (answerable questions, answers always given) against size; SQuAD 2.0 is stored.
     assert [(m.name, m.objective) for m in spec.metrics if m.strategy == "optimize"] == [
-        ("exact", "maximize"), ("num_parameters", "minimize")
+        ("HasAns_f1", "maximize"), ("num_parameters", "minimize")
     ]
+    assert {m.name for m in spec.metrics if m.strategy == "store"} >= {"HasAns_exact", "exact", "f1"}
     assert (spec.parameter("n_layers").bounds.min, spec.parameter("n_layers").bounds.max) == (1, 6)
     # Every metric the objective reports is declared, so each lands in the observation.
     assert {metric.name for metric in spec.metrics} == {
@@ -41,10 +43,17 @@ def test_the_demo_experiment_is_a_small_two_metric_sweep_the_objective_accepts()
         StudentAssignments.from_mapping({parameter.name: parameter.coerce(parameter.bounds.min)})
         StudentAssignments.from_mapping({parameter.name: parameter.coerce(parameter.bounds.max)})
     assert settings.device == "cpu" and settings.torch_threads == 1 and settings.student == "teacher"
+    assert settings.train_questions == "answerable" and settings.teacher_finetune
+
+
+def test_the_demo_settings_are_the_ones_the_preprocess_flow_warms():
+    """Every setting the preprocess flow reads (data, split, windows, teacher recipe, cache) is the
+    trials' own, so the flow fills the very caches (features, teacher, logits) the trials key on."""
+    settings = TrialSettings.from_mapping(ExperimentSpec.from_file(bert_demo.DEMO_SPEC).metadata["trial"])
     preprocess = PreprocessParameters.from_experiment(bert_demo.DEMO_SPEC).trial_settings()
-    assert (preprocess.teacher_epochs, preprocess.teacher_learning_rate) == (settings.teacher_epochs, settings.teacher_learning_rate)
-    # The same held-out calibration questions, so preprocessing warms the very caches trials read.
-    assert preprocess.calibration_examples == settings.calibration_examples is not None
+    for name in PreprocessParameters.model_fields:
+        assert getattr(preprocess, name) == getattr(settings, name), name
+    assert preprocess.calibration_examples is not None and preprocess.teacher_train_examples is not None
 
 
 def test_the_demo_reads_the_given_data_else_the_shared_file_else_the_hub(tmp_path, monkeypatch):

@@ -1,16 +1,24 @@
-"""The objective end to end on a tiny random model, and the failures it turns errors into."""
+"""The objective end to end on a tiny random model: it reports, distils toward the teacher, keys its
+caches by the teacher recipe, and turns errors into failures."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from bert_fixtures import hand_made_squad, save_tiny_qa_model
-from transformers import AutoModelForQuestionAnswering
+from transformers import AutoConfig, AutoModelForQuestionAnswering, set_seed
 
 import bert.distill
+from bert.data import prepare_squad_data
 from bert.distill import distillation_loss, run_trial
+from bert.metrics import answerable_evaluate
+from bert.settings import StudentAssignments, TrialSettings
+from bert.students import build_student, load_base, plan_student
+from bert.teacher import prepare_teacher, teacher_logits
+from bert.training import predict_logits
 from paretune.failures import Diverged, InvalidConfiguration, OutOfMemory
 from paretune.trial import TrialContext
 
@@ -55,6 +63,66 @@ def test_a_tiny_distillation_trial_learns_and_reports(settings, tmp_path):
     predictions = json.loads((tmp_path / "artifacts" / "predictions.json").read_text())
     assert set(predictions) == {"c1", "c2"}
     assert json.loads((tmp_path / "artifacts" / "metrics.json").read_text()) == metrics
+    # HasAns_*: the official evaluation of the answerable questions, answers always given.
+    forced = json.loads((tmp_path / "artifacts" / "predictions_forced.json").read_text())
+    assert set(forced) == {"c1", "c2"} and all(forced.values())
+    chess = [article for article in hand_made_squad()["data"] if article["title"] == "Chess"]
+    assert answerable_evaluate(chess, forced) == {
+        "HasAns_exact": metrics["HasAns_exact"], "HasAns_f1": metrics["HasAns_f1"], "HasAns_total": 1
+    }
+    assert {"HasAns_exact", "HasAns_f1"} <= set(context.checkpoints[-1][1])
+
+
+def _kl_to_teacher(model, features, teacher_start: np.ndarray, teacher_end: np.ndarray) -> float:
+    """Mean KL(teacher || model) of the start and end distributions over the windows."""
+    start, end = predict_logits(model, features, 8, torch.device("cpu"), False)
+    return sum(
+        torch.nn.functional.kl_div(
+            torch.from_numpy(student).log_softmax(-1), torch.from_numpy(np.array(teacher)).softmax(-1),
+            reduction="batchmean",
+        ).item()
+        for student, teacher in ((start, teacher_start), (end, teacher_end))
+    ) / 2
+
+
+def test_a_distilled_student_moves_toward_the_teachers_logits(settings, tmp_path):
+    # A teacher trained long enough to have opinions (peaked start/end distributions) to distil.
+    trial = {**settings, "teacher_epochs": 8, "teacher_learning_rate": 3.0e-3, "teacher_batch_size": 2,
+             "epochs": 4, "save_model": True, "cache_dir": str(tmp_path / "cache")}
+    knobs = {**FAST_KNOBS, "alpha_ce": 1.0, "temperature": 1, "n_layers": 1, "dropout": 0.0, "attention_dropout": 0.0}
+    context = TrialContext(settings=trial, artifact_dir=str(tmp_path / "student"))
+    run_trial(knobs, context)
+    losses = [values["loss"] for _, values in context.checkpoints]
+    assert losses[-1] < losses[0]  # alpha_ce 1: the loss is the KL to the teacher alone
+
+    trial_settings = TrialSettings.from_mapping(trial)
+    data = prepare_squad_data(trial_settings)
+    teacher = prepare_teacher(trial_settings, data.train_features, torch.device("cpu"))
+    teacher_start, teacher_end = teacher_logits(teacher, data.train_features, trial["cache_dir"], torch.device("cpu"), False)
+    set_seed(trial_settings.seed)  # the student as the trial built it, before any training
+    untrained = build_student(plan_student(AutoConfig.from_pretrained(teacher), StudentAssignments(**knobs)), load_base(teacher)[1])
+    distilled = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "student" / "model")
+    before = _kl_to_teacher(untrained, data.train_features, teacher_start, teacher_end)
+    after = _kl_to_teacher(distilled, data.train_features, teacher_start, teacher_end)
+    assert after < 0.8 * before
+
+
+def test_a_changed_teacher_recipe_or_train_questions_never_reuses_teacher_or_logits(settings, tmp_path):
+    def prepared(**changes) -> tuple[str, str]:
+        trial_settings = TrialSettings.from_mapping({**settings, "cache_dir": str(tmp_path), **changes})
+        data = prepare_squad_data(trial_settings)
+        teacher = prepare_teacher(trial_settings, data.train_features, torch.device("cpu"))
+        start, _ = teacher_logits(teacher, data.train_features, str(tmp_path), torch.device("cpu"), False)
+        return teacher, start.filename
+
+    recipes = [
+        prepared(),
+        prepared(teacher_no_answer_share=0.0),
+        prepared(teacher_learning_rate=1.0e-4),
+        prepared(train_questions="answerable"),
+    ]
+    assert len({teacher for teacher, _ in recipes}) == len({logits for _, logits in recipes}) == len(recipes)
+    assert prepared(teacher_no_answer_share=0.0) == recipes[1]  # the same recipe reads its caches
 
 
 def test_teacher_and_its_logits_are_prepared_once(settings, tmp_path):
@@ -124,6 +192,8 @@ def test_unknown_settings_and_assignments_are_named(settings):
         run_trial(FAST_KNOBS, TrialContext(settings={**settings, "max_seq_lenght": 64}))
     with pytest.raises(ValueError, match="n_layer"):
         run_trial({"n_layer": 2}, TrialContext(settings=settings))
+    with pytest.raises(ValueError, match="teacher_train_examples sizes the teacher's fine-tune"):
+        run_trial(FAST_KNOBS, TrialContext(settings={**settings, "teacher_finetune": False, "teacher_train_examples": 4}))
     with pytest.raises(ValueError, match="eval_articles"):
         run_trial(FAST_KNOBS, TrialContext(settings={key: value for key, value in settings.items() if key != "eval_articles"}))
 

@@ -10,7 +10,15 @@ import pytest
 from bert_fixtures import shared_squad_file
 
 from bert import evaluate as evaluate_cli
-from bert.metrics import compute_exact, compute_f1, find_best_thresh, normalize_answer, squad_v2_evaluate
+from bert.metrics import (
+    answerable_evaluate,
+    answerable_subset,
+    compute_exact,
+    compute_f1,
+    find_best_thresh,
+    normalize_answer,
+    squad_v2_evaluate,
+)
 
 # The README of the shared data: official evaluate-v2.0.py on these files.
 OFFICIAL_SCORES = [
@@ -39,6 +47,34 @@ def test_reproduces_the_official_scores(predictions_name, data_name, exact, f1, 
     assert scores["HasAns_f1"] == pytest.approx(has_f1, abs=1e-9)
     assert scores["NoAns_exact"] == pytest.approx(no_exact, abs=1e-9)
     assert scores["NoAns_f1"] == scores["NoAns_exact"]
+
+
+@pytest.mark.parametrize("predictions_name,data_name,exact,f1,has_exact,has_f1,no_exact", OFFICIAL_SCORES)
+def test_the_answerable_only_evaluation_gives_the_official_hasans_figures(
+    predictions_name, data_name, exact, f1, has_exact, has_f1, no_exact
+):
+    data, predictions = _load(data_name, predictions_name)
+    scores = answerable_evaluate(data, predictions)
+    assert scores["HasAns_exact"] == pytest.approx(has_exact, abs=1e-9)
+    assert scores["HasAns_f1"] == pytest.approx(has_f1, abs=1e-9)
+    assert scores["HasAns_total"] == squad_v2_evaluate(data, predictions)["HasAns_total"]
+    # Only the answerable questions' predictions are read.
+    answerable_ids = {qa["id"] for article in answerable_subset(data) for p in article["paragraphs"] for qa in p["qas"]}
+    assert answerable_evaluate(data, {qid: predictions[qid] for qid in answerable_ids}) == scores
+
+
+def test_the_answerable_only_evaluation_scores_extraction_and_needs_an_answerable_question():
+    data = _tiny_data()
+    scores = answerable_evaluate(data, {"a": "Eiffel Tower", "b": "in Paris", "n": "anything"})
+    assert (scores["HasAns_exact"], scores["HasAns_f1"], scores["HasAns_total"]) == (100.0, 100.0, 2)
+    # An empty answer to an answerable question is simply wrong: answers are meant to be always given.
+    assert answerable_evaluate(data, {"a": "", "b": "Paris"})["HasAns_exact"] == 50.0
+    unanswerable_only = [{"title": "t", "paragraphs": [{"context": "c", "qas": [data[0]["paragraphs"][0]["qas"][2]]}]}]
+    assert answerable_subset(unanswerable_only) == []
+    with pytest.raises(ValueError, match="no answerable question"):
+        answerable_evaluate(unanswerable_only, {"n": ""})
+    with pytest.raises(ValueError, match=r"\(b\)"):
+        answerable_evaluate(data, {"a": "Eiffel Tower"})
 
 
 def test_cli_prints_the_official_json():

@@ -33,8 +33,8 @@ def _logits(start_at: dict[int, float], end_at: dict[int, float], length: int = 
 
 def test_best_span_is_read_from_the_context():
     start, end = _logits({7: 5.0, 0: 1.0}, {9: 5.0, 0: 1.0})
-    answer, null_diff, nbest = predict_example(CONTEXT, [start], [end], [_offsets()])
-    assert answer == "Carl Wilhelm Scheele"
+    answer, best_span, null_diff, nbest = predict_example(CONTEXT, [start], [end], [_offsets()])
+    assert answer == best_span == "Carl Wilhelm Scheele"
     assert null_diff == pytest.approx(2.0 - 10.0)
     assert nbest[0]["text"] == "Carl Wilhelm Scheele"
     assert sum(item["probability"] for item in nbest) == pytest.approx(1.0)
@@ -42,9 +42,11 @@ def test_best_span_is_read_from_the_context():
 
 def test_null_wins_when_its_score_beats_the_best_span_by_more_than_the_threshold():
     start, end = _logits({7: 2.0, 0: 4.0}, {9: 2.0, 0: 4.0})
-    answer, null_diff, _ = predict_example(CONTEXT, [start], [end], [_offsets()])
+    answer, best_span, null_diff, _ = predict_example(CONTEXT, [start], [end], [_offsets()])
     assert (answer, null_diff) == ("", pytest.approx(4.0))
-    answer, _, _ = predict_example(CONTEXT, [start], [end], [_offsets()], null_score_diff_threshold=5.0)
+    # Answers always given: the best span is kept although the null answer won.
+    assert best_span == "Carl Wilhelm Scheele"
+    answer, _, _, _ = predict_example(CONTEXT, [start], [end], [_offsets()], null_score_diff_threshold=5.0)
     assert answer == "Carl Wilhelm Scheele"
 
 
@@ -62,7 +64,7 @@ def test_spans_outside_the_context_reversed_or_too_long_are_not_candidates():
 def test_null_score_comes_from_the_window_where_it_is_lowest_and_spans_from_all_windows():
     first = _logits({0: 3.0, 4: 1.0}, {0: 3.0, 5: 1.0})
     second = _logits({0: 0.5, 7: 2.0}, {0: 0.5, 9: 2.0})
-    answer, null_diff, _ = predict_example(
+    answer, _, null_diff, _ = predict_example(
         CONTEXT, [first[0], second[0]], [first[1], second[1]], [_offsets(), _offsets()]
     )
     assert answer == "Carl Wilhelm Scheele"
@@ -72,9 +74,9 @@ def test_null_score_comes_from_the_window_where_it_is_lowest_and_spans_from_all_
 def test_only_null_candidates_yield_the_empty_placeholder():
     start, end = _logits({0: 1.0}, {0: 1.0})
     offsets = [None] * 13
-    answer, _, nbest = predict_example(CONTEXT, [start], [end], [offsets])
+    answer, best_span, _, nbest = predict_example(CONTEXT, [start], [end], [offsets])
     assert answer == ""
-    assert nbest[0]["text"] == "empty"
+    assert nbest[0]["text"] == best_span == "empty"
 
 
 def test_predictions_for_many_examples_group_windows_by_example_id():
@@ -91,5 +93,7 @@ def test_predictions_for_many_examples_group_windows_by_example_id():
     )
     assert predictions.answers == {"q1": "Carl Wilhelm Scheele", "q2": ""}
     assert predictions.null_score_diffs["q2"] > 0 > predictions.null_score_diffs["q1"]
+    # Answers always given: q2's best span although its null answer wins.
+    assert predictions.best_spans["q1"] == "Carl Wilhelm Scheele" and predictions.best_spans["q2"] != ""
     with pytest.raises(ValueError, match="windows"):
         postprocess_qa_predictions(["q1"], [CONTEXT], ["q1"], [_offsets()], first[0][None], np.stack([first[1], first[1]]))

@@ -98,9 +98,25 @@ def test_calibration_questions_come_from_whole_articles_held_out_of_training():
 def test_train_eval_and_calibration_questions_share_no_article():
     splits = load_splits(str(shared_squad_file("dev-v2.0.json")), eval_articles=5, max_train_examples=300,
                          max_eval_examples=100, calibration_examples=50)
-    train, evaluation, calibration = (set(split["title"]) for split in splits)
+    train, evaluation, calibration = (set(split["title"]) for split in (splits.train, splits.evaluation, splits.calibration))
     assert (len(splits.train), len(splits.evaluation), len(splits.calibration)) == (300, 100, 50)
     assert not train & evaluation and not train & calibration and not evaluation & calibration
+    assert splits.teacher_train is None  # the teacher fine-tunes on the students' questions unless told
+
+
+def test_answerable_train_questions_and_a_larger_teacher_slice_of_the_same_split():
+    data = str(shared_squad_file("dev-v2.0.json"))
+    everything = load_splits(data, eval_articles=5, max_eval_examples=100, calibration_examples=50)
+    splits = load_splits(data, eval_articles=5, max_train_examples=300, max_eval_examples=100,
+                         calibration_examples=50, train_questions="answerable", teacher_train_examples=900)
+    assert (len(splits.train), len(splits.teacher_train)) == (300, 900)
+    assert all(answers["text"] for answers in splits.teacher_train["answers"])
+    # Only which train questions count changes: eval and calibration questions are the same, both kinds.
+    assert splits.evaluation["id"] == everything.evaluation["id"]
+    assert splits.calibration["id"] == everything.calibration["id"]
+    assert not all(answers["text"] for answers in splits.evaluation["answers"])
+    answerable_ids = [qid for qid, answers in zip(everything.train["id"], everything.train["answers"]) if answers["text"]]
+    assert splits.teacher_train["id"] == answerable_ids[:900] and splits.train["id"] == answerable_ids[:300]
 
 
 def test_split_by_article_on_the_real_dev_file():
