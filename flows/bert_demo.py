@@ -21,13 +21,16 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from flows.demo import print_where
+from flows.demo import demo_experiment, print_where
 from flows.local_prefect import prefect_api
 from flows.preprocess import PreprocessParameters, preprocess_squad
 from flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
 from optimizer import ExperimentSpec
+from paretune.dashboard import write_static_report
 from storage import DuckDBStorage
 from storage.artifacts import ArtifactStore
+from storage.report import experiment_report, format_number, frontier_points
+from tasks.report import frontier_png
 
 DEMO_SPEC = Path(__file__).resolve().parents[1] / "experiments" / "bert_squad2_demo.yaml"
 PREFECT_HOME = Path(".paretune/prefect")
@@ -53,15 +56,6 @@ def demo_definition(data: str | None) -> dict[str, Any]:
         )
         trial["train_data"], trial["train_split"] = HUB_DATASET, HUB_SPLIT
     return definition
-
-
-def demo_experiment(db_path: str, spec: ExperimentSpec) -> int:
-    """The newest unfinished experiment of this exact definition (a killed demo resumes), or a new one."""
-    with DuckDBStorage(db_path) as storage:
-        for record in reversed(storage.list_experiments()):
-            if record.name == spec.name and record.spec == spec and not storage.progress(record.id).done:
-                return record.id
-        return storage.create_experiment(spec).id
 
 
 def prepare_data(spec: ExperimentSpec) -> None:
@@ -91,32 +85,20 @@ def frontier_table(db_path: str, experiment_id: int) -> Table:
     HasAns_* are the answerable questions' scores with answers always given; exact and f1 are
     SQuAD 2.0's (no-answer threshold calibrated on held-out train questions)."""
     with DuckDBStorage(db_path, read_only=True) as storage:
-        record = storage.get_experiment(experiment_id)
-        points = storage.frontier(experiment_id)
-        values = {
-            point["observation_id"]: {
-                row["metric"]: row["value"]
-                for row in storage.query(
-                    "SELECT metric, value FROM observation_values WHERE observation_id = ?", [point["observation_id"]]
-                )
-            }
-            for point in points
-        }
-    points = sorted(points, key=lambda point: values[point["observation_id"]].get("num_parameters", 0.0))
+        record, points = frontier_points(storage, experiment_id)
     table = Table(
         title=f"Pareto frontier of {record.name} (experiment {experiment_id}): HasAns = answerable questions, "
         "answers always given; exact/f1 = SQuAD 2.0"
     )
     for column in ("suggestion", *FRONTIER_COLUMNS, "n_layers", "n_heads"):
         table.add_column(column, justify="right")
-    for point in points:
-        metrics = values[point["observation_id"]]
+    for point in sorted(points, key=lambda point: point.values.get("num_parameters") or 0.0):
         table.add_row(
-            str(point["suggestion_id"]),
-            *(f"{metrics[name]:,.0f}" if name == "num_parameters" else f"{metrics[name]:.2f}" if name in metrics else ""
+            str(point.suggestion_id),
+            *(format_number(point.values[name]) if point.values.get(name) is not None else ""
               for name in FRONTIER_COLUMNS),
-            str(point["assignments"].get("n_layers", "")),
-            str(point["assignments"].get("n_heads", "")),
+            str(point.assignments.get("n_layers", "")),
+            str(point.assignments.get("n_heads", "")),
         )
     return table
 
@@ -139,11 +121,17 @@ def main(argv: list[str] | None = None) -> TuneResult:
 
 
 def show_results(console: Console, db_path: str, result: TuneResult) -> None:
-    """How the demo ends: the exported tables, where everything is, then the frontier table."""
+    """How the demo ends: the exported tables, the frontier picture, where everything is, then
+    the frontier table."""
     with DuckDBStorage(db_path, read_only=True) as storage:
         exported = storage.export_experiment(result.experiment_id, ArtifactStore(str(EXPORT_ROOT)))
+        picture = EXPORT_ROOT / "frontier.png"
+        picture.write_bytes(frontier_png(experiment_report(storage, result.experiment_id)))
+    page = write_static_report(db_path, result.experiment_id, str(EXPORT_ROOT / "frontier.html"))
     print_where(console, result, db_path, PREFECT_HOME,
-                f"Tables (observations, frontier, threshold report): {', '.join(exported)}")
+                f"Tables (observations, frontier, threshold report): {', '.join(exported)}",
+                f"Frontier picture: {picture.resolve()}",
+                f"The experiment page (opens with no server or network): {Path(page).resolve()}")
     console.print(frontier_table(db_path, result.experiment_id))
 
 

@@ -23,9 +23,9 @@ from tasks.report import frontier_rows
 PREFECT_HOME = Path(".paretune/prefect")
 
 
-def demo_experiment(db_path: str) -> int:
-    """The unfinished demo experiment, or a new one under the first free name."""
-    base = ExperimentSpec.model_validate(SIZE_VS_ERROR_SPEC)
+def demo_experiment(db_path: str, base: ExperimentSpec) -> int:
+    """The unfinished experiment of this definition (a killed demo resumes), or a new one under
+    the first free name: `NAME`, `NAME-2`, `NAME-3`..."""
     with DuckDBStorage(db_path) as storage:
         stored = {record.name: record for record in storage.list_experiments()}
         for number in range(1, len(stored) + 2):
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> TuneResult:
     parser.add_argument("--workers", type=int, default=2, help="local Dask workers (default: 2)")
     args = parser.parse_args(argv)
     console = Console()
-    experiment_id = demo_experiment(args.db)
+    experiment_id = demo_experiment(args.db, ExperimentSpec.model_validate(SIZE_VS_ERROR_SPEC))
     with prefect_api(home=PREFECT_HOME):
         result = tune(ExperimentSource(experiment=str(experiment_id)), args.db,
                       TuneOptions(parallelism=args.workers, n_workers=args.workers))

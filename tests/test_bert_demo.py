@@ -103,3 +103,36 @@ def test_the_calibrated_threshold_reaches_the_best_f1_on_the_calibration_questio
     calibrated = evaluate_model(model, examples, features, gold, 8, cpu, False, 20, 30, threshold)
     assert calibrated.metrics["f1"] == pytest.approx(best["best_f1"])
     assert calibrated.metrics["f1"] >= evaluate_model(model, examples, features, gold, 8, cpu, False, 20, 30, 0.0).metrics["f1"]
+
+
+def test_the_demo_ends_with_its_tables_the_frontier_picture_and_the_frontier(tmp_path, monkeypatch):
+    import io
+
+    import paretune
+    from flows.demo import demo_experiment
+    from flows.tune import TuneResult
+    from rich.console import Console
+
+    monkeypatch.chdir(tmp_path)
+    spec = ExperimentSpec.from_file(bert_demo.DEMO_SPEC)
+    db = str(tmp_path / "demo.duckdb")
+    experiment_id = demo_experiment(db, spec)
+    assert demo_experiment(db, spec) == experiment_id  # an unfinished demo resumes
+    experiment = paretune.open_experiment(experiment_id, db=db)
+    experiment.set_observation_budget(3)
+    for f1, size in ((40.0, 22e6), (25.0, 12e6), (10.0, 30e6)):
+        experiment.observe(experiment.suggest(), values={"HasAns_f1": f1, "num_parameters": size})
+    experiment.storage.close()
+    assert demo_experiment(db, spec) != experiment_id  # a finished one is followed by NAME-2
+
+    output = io.StringIO()
+    result = TuneResult(experiment_id=experiment_id, experiment=spec.name, budget=3, observations=3, completed=3,
+                        failed=0, expired_on_start=0)
+    bert_demo.show_results(Console(file=output, width=300), db, result)
+    printed = output.getvalue()
+    picture = tmp_path / bert_demo.EXPORT_ROOT / "frontier.png"
+    page = tmp_path / bert_demo.EXPORT_ROOT / "frontier.html"
+    assert picture.read_bytes().startswith(b"\x89PNG") and "<html" in page.read_text().lower()
+    assert f"Frontier picture: {picture}" in printed and str(page) in printed
+    assert "Pareto frontier of" in printed and "22,000,000" in printed and "12,000,000" in printed
+    assert "30,000,000" not in printed  # dominated: larger and worse
