@@ -12,10 +12,11 @@ benchmarks/RESULTS.md). Printed:
 2. the smallest student within 1 HasAns_f1 point of the reference, and its size reduction (the
    case study's "22% smaller");
 3. the best student's HasAns_f1 against the reference's at equal or smaller size (the "+3.5%");
-4. paretune against random search at the same budget: paretune through the tune flow, random
-   search as a peer that draws every suggestion uniformly at random (log-uniform on log
-   parameters) and runs it through the same objective, settings and two single-threaded Dask
-   workers; each sweep's hypervolume, for every seed.
+4. paretune against random search at the same budget, both through the tune flow on the same
+   objective, settings and two single-threaded Dask workers: random search is the same
+   definition with SigOpt's `type: random` (every suggestion a start-up draw: the farthest of
+   64 uniform draws, log-uniform on log parameters, from what was tried); each sweep's
+   hypervolume, for every seed.
 
 The sweeps run interleaved (paretune seed 0, random seed 0, paretune seed 1, ...), so a run cut
 short still compares both methods; run again on the same --db to resume where it stopped.
@@ -41,7 +42,6 @@ from bert.distill import run_trial
 from bert.settings import TrialSettings
 from bert.squad import dataset_to_squad_json
 from bert.training import calibrate_null_threshold, evaluate_model
-from benchmarks.random_search import WORKERS, random_search, sweep_experiment
 from flows.bert_demo import frontier_table, wide_console
 from flows.local_prefect import prefect_api
 from flows.preprocess import PreprocessParameters, preprocess_squad
@@ -59,6 +59,19 @@ REFERENCE_SIZE_BOUND = 1.1
 # The teacher's shape with mid-range knobs of the sweep's space.
 REFERENCE_ASSIGNMENTS = {"n_layers": 6, "n_heads": 12, "learning_rate": 1.0e-4, "alpha_ce": 0.5, "temperature": 2}
 SCORE_COLUMNS = ("HasAns_exact", "HasAns_f1", "exact", "f1")
+WORKERS = 2
+
+
+def sweep_experiment(db_path: str, spec: ExperimentSpec, method: str, seed: int) -> int:
+    """The stored experiment of one sweep (the spec under a name per method and seed, `type:
+    random` for random search), created once."""
+    name = f"{spec.name}-{method}-seed{seed}"
+    with DuckDBStorage(db_path) as storage:
+        for record in storage.list_experiments():
+            if record.name == name:
+                return record.id
+        search = {"paretune": "offline", "random": "random"}[method]
+        return storage.create_experiment(spec.model_copy(update={"name": name, "type": search})).id
 
 
 def score_line(name: str, metrics: dict[str, float]) -> str:
@@ -165,11 +178,8 @@ def main(argv: list[str] | None = None) -> None:
                 experiment_id = sweep_experiment(args.db, spec, method, seed)
                 sweeps[method, seed] = experiment_id
                 started = time.perf_counter()
-                if method == "paretune":
-                    tune(ExperimentSource(experiment=str(experiment_id)), args.db,
-                         TuneOptions(budget=budget, parallelism=WORKERS, n_workers=WORKERS, seed=seed))
-                else:
-                    random_search(args.db, experiment_id, budget, seed)
+                tune(ExperimentSource(experiment=str(experiment_id)), args.db,
+                     TuneOptions(budget=budget, parallelism=WORKERS, n_workers=WORKERS, seed=seed))
                 console.print(f"{method} seed {seed}: {time.perf_counter() - started:.0f} s "
                               f"(load average {os.getloadavg()[0]:.1f})")
 

@@ -237,7 +237,9 @@ class ExperimentSpec(BaseModel):
     parallel_bandwidth: Integer = Field(default=1, ge=1, le=MAX_PARALLEL_BANDWIDTH)
     metadata: dict[str, Any] | None = None
     project: Name | None = None
-    type: Literal["offline"] | None = None
+    # SigOpt's experiment type: "offline" (the default) is the model-based search; "random" is
+    # random search, every suggestion a start-up draw (a baseline to measure the search against).
+    type: Literal["offline", "random"] | None = None
 
     @model_validator(mode="wrap")
     @classmethod

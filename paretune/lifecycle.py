@@ -130,7 +130,9 @@ class TrialSession:
             made = len(self.storage.list_suggestions(self.experiment_id))
             history = self.storage.history(self.experiment_id)
             pending = self.storage.pending(self.experiment_id)
-        batch = optimizer.suggest(self.spec, history, pending, n=n, seed=suggestion_seed(self.seed, made))
+        # SigOpt's `type: random`: every suggestion is drawn the way the search's start-up draws.
+        startup = {"n_startup": made + n} if self.spec.type == "random" else {}
+        batch = optimizer.suggest(self.spec, history, pending, n=n, seed=suggestion_seed(self.seed, made), **startup)
         with self.storage.batch():
             self._check_budget(n)  # again: another process may have asked meanwhile
             suggestions = self.storage.create_suggestions(self.experiment_id, batch)

@@ -1,5 +1,5 @@
-"""The CPU case study's peer and arithmetic: random search through the same objective on Dask,
-its hypervolume, and the smallest-within-a-point and best-at-size answers."""
+"""The CPU case study's peer and arithmetic: random search (SigOpt's `type: random`) through the
+same tune flow, its hypervolume, and the smallest-within-a-point and best-at-size answers."""
 
 from __future__ import annotations
 
@@ -10,51 +10,49 @@ import numpy as np
 import pytest
 
 from benchmarks.bert_cpu_frontier import best_at_most, hypervolume, smallest_within
-from benchmarks.random_search import random_assignments, random_search, sweep_experiment
 from optimizer import ExperimentSpec
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC
 from storage import DuckDBStorage, ObservationRecord
 
 
-def test_random_assignments_cover_the_space_uniformly_on_the_right_scale():
-    spec = ExperimentSpec.model_validate(SIZE_VS_ERROR_SPEC)
-    rng = np.random.default_rng(0)
-    draws = [random_assignments(spec, rng) for _ in range(4000)]
-    widths = np.log([draw["width"] for draw in draws])
-    assert 16 <= min(draw["width"] for draw in draws) and max(draw["width"] for draw in draws) <= 1024
-    # log-uniform: half the draws below the geometric middle of [16, 1024], i.e. 128
-    assert np.mean(widths < math.log(128)) == pytest.approx(0.5, abs=0.03)
-    assert {draw["depth"] for draw in draws} == set(range(1, 9))
-    assert {draw["optimizer"] for draw in draws} == {"adamw", "sgd", "lamb"}
-    assert random_assignments(spec, np.random.default_rng(7)) == random_assignments(spec, np.random.default_rng(7))
+def test_a_random_search_experiment_draws_every_suggestion_at_start_up(tmp_path):
+    """SigOpt's `type: random`: the history never steers the draws (a random-search peer)."""
+    import paretune
+
+    spec = dict(SIZE_VS_ERROR_SPEC) | {"observation_budget": 400}
+    searched = paretune.create_experiment(spec | {"type": "random"}, db=str(tmp_path / "r.duckdb"))
+    modelled = paretune.create_experiment(spec, db=str(tmp_path / "m.duckdb"))
+    widths = []
+    for experiment in (searched, modelled):
+        for _ in range(40):  # past the model's start-up: the model-based search narrows, random search does not
+            suggestion = experiment.suggest()
+            experiment.observe(suggestion, values={"accuracy": -abs(math.log(suggestion.assignments["width"] / 64)),
+                                                   "size": 1.0})
+        widths.append([s.assignments["width"] for s in experiment.suggest_batch(100)])
+    random_widths, model_widths = (np.log(w) for w in widths)
+    # random search keeps covering [16, 1024] log-uniformly; the model concentrates near the optimum, 64
+    assert np.mean(random_widths < math.log(128)) == pytest.approx(0.5, abs=0.15)
+    assert np.mean(np.abs(model_widths - math.log(64)) < 0.7) > np.mean(np.abs(random_widths - math.log(64)) < 0.7)
 
 
 @pytest.mark.slow
-def test_random_search_runs_each_suggestion_once_through_the_objective_and_records_it(tmp_path):
+def test_each_method_sweeps_once_per_seed_through_the_tune_flow(tmp_path, prefect_api):
+    from benchmarks.bert_cpu_frontier import sweep_experiment
+    from flows.tune import ExperimentSource, TuneOptions, tune
+
     spec = ExperimentSpec.model_validate({**SIZE_VS_ERROR_SPEC, "metadata": {
         "objective": "paretune.testfunctions:size_vs_error", "trial": {"memory_budget": 1500.0}}})
     db = str(tmp_path / "sweeps.duckdb")
     first = sweep_experiment(db, spec, "random", seed=3)
-    assert sweep_experiment(db, spec, "random", seed=3) == first != sweep_experiment(db, spec, "random", seed=4)
-    random_search(db, first, budget=12, seed=3)
+    assert sweep_experiment(db, spec, "random", seed=3) == first != sweep_experiment(db, spec, "paretune", seed=3)
+    tune(ExperimentSource(experiment=str(first)), db, TuneOptions(budget=12, parallelism=2, report=False))
     with DuckDBStorage(db, read_only=True) as storage:
+        record = storage.get_experiment(first)
         observations = storage.observations(first)
-        suggestions = storage.list_suggestions(first)
-        assert storage.get_experiment(first).name == "demo-size-vs-accuracy-random-seed3"
-    assert len(observations) == len(suggestions) == 12
-    assert {s.state for s in suggestions} <= {"completed", "failed"}
-    rng = np.random.default_rng(3)
-    assert [s.assignments for s in suggestions] == [random_assignments(spec, rng) for _ in range(12)]
+    assert (record.name, record.spec.type, len(observations)) == ("demo-size-vs-accuracy-random-seed3", "random", 12)
     for observation in observations:
         size = observation.assignments["width"] * observation.assignments["depth"]
         assert observation.failed == (size > 1500.0)
-        if observation.failed:
-            assert observation.failure_reason.startswith("out_of_memory")
-        else:
-            assert observation.values["size"] == pytest.approx(size)
-    random_search(db, first, budget=12, seed=3)  # nothing left open: nothing runs again
-    with DuckDBStorage(db, read_only=True) as storage:
-        assert len(storage.observations(first)) == 12
 
 
 def _student(f1: float, size: float) -> ObservationRecord:
