@@ -1,16 +1,18 @@
 """A sweep people watch: what readers cost the loop, how fast readers are, how fast a cancel lands.
 
-    .venv/bin/python -m benchmarks.live_sweep [--workers 4] [--trials 48] [--repeats 2] [--cancels 3]
+    .venv/bin/python -m benchmarks.live_sweep [--workers 4] [--trials 48] [--repeats 2] [--poll-s 1] [--cancels 3]
 
 Three figures, each against a peer measured in the same run:
 
 * loop cost per trial, alone and with readers: the tune flow runs `--trials` trials of a fixed
   0.5 s on `--workers` local workers; the cost is the worker time each trial leaves idle,
   (workers x wall - busy) / trials, wall from the first suggestion to the last observation.
-  "with readers" runs the same sweep while another process polls without pause: `paretune list`
-  (the CLI's own code), a `DuckDBStorage(read_only=True)` progress read and a raw `duckdb`
-  query of `<db>.read`. Alone and with readers alternate, `--repeats` times each. Goal: readers
-  add under 5 %.
+  "with readers" runs the same sweep while another process polls every `--poll-s` seconds (a
+  dashboard refreshing every 3 s polls less): `paretune list` (the CLI's own code), a
+  `DuckDBStorage(read_only=True)` progress read and a raw `duckdb` query of `<db>.read`. Alone and
+  with readers alternate, `--repeats` times each; the reader's own CPU time is printed, since on
+  a machine with fewer cores than processes any reader slows the sweep by the CPU it takes.
+  Goal: readers add under 5 %.
 * reader latency: median and 99th percentile of those polls, each of the three kinds timed.
   Goal: p99 under 1 s.
 * cancel to Cancelled: a sweep of 30 s trials runs as `python -m flows.tune`; its flow run is set
@@ -48,10 +50,11 @@ READER = textwrap.dedent("""
     from paretune.cli import main
     from storage import DuckDBStorage
 
-    db, stop, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    db, stop, out, pause = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     samples = {"cli list": [], "read-only store": [], "raw duckdb": []}
     import os
     while not os.path.exists(stop):
+        time.sleep(pause)
         began = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["list", "--db", db]) == 0
@@ -65,6 +68,7 @@ READER = textwrap.dedent("""
         connection.execute("SELECT count(*) FROM pareto_frontier").fetchall()
         connection.close()
         samples["raw duckdb"].append(time.perf_counter() - began)
+    samples["cpu_s"] = [time.process_time()]
     json.dump(samples, open(out, "w"))
 """)
 
@@ -85,15 +89,17 @@ def spec(name: str, trials: int, workers: int, sleep_s: float) -> dict[str, Any]
     }
 
 
-def loop_cost(folder: Path, name: str, trials: int, workers: int, readers: bool) -> tuple[float, dict[str, list[float]]]:
-    """Idle worker seconds per trial for one sweep; with `readers`, the readers' timings too."""
+def loop_cost(folder: Path, name: str, trials: int, workers: int, poll_s: float | None
+              ) -> tuple[float, dict[str, list[float]]]:
+    """Idle worker seconds per trial for one sweep; polled every `poll_s` s (None: no reader),
+    the reader's timings too."""
     db = folder / f"{name}.duckdb"
     with DuckDBStorage(db) as store:  # the file exists before the readers start
         experiment_id = store.create_experiment(ExperimentSpec.model_validate(spec(name, trials, workers, TRIAL_S))).id
     stop, out = folder / f"{name}.stop", folder / f"{name}.polls.json"
     reader = None
-    if readers:
-        reader = subprocess.Popen([sys.executable, "-c", READER, str(db), str(stop), str(out)], cwd=ROOT,
+    if poll_s is not None:
+        reader = subprocess.Popen([sys.executable, "-c", READER, str(db), str(stop), str(out), str(poll_s)], cwd=ROOT,
                                   env=os.environ | {"PYTHONPATH": str(ROOT)})
     try:
         tune(ExperimentSource(experiment=str(experiment_id)), str(db),
@@ -107,7 +113,7 @@ def loop_cost(folder: Path, name: str, trials: int, workers: int, readers: bool)
         observations = store.observations(experiment_id)
     wall = (max(o.created_at for o in observations) - min(s.created_at for s in suggestions)).total_seconds()
     busy = sum(o.duration_s or 0.0 for o in observations)
-    return (workers * wall - busy) / len(observations), json.loads(out.read_text()) if readers else {}
+    return (workers * wall - busy) / len(observations), json.loads(out.read_text()) if reader else {}
 
 
 def cancel_to_cancelled(folder: Path, api_url: str, index: int) -> float:
@@ -157,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--trials", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--poll-s", type=float, default=1.0, help="pause between one reader's polls (default 1)")
     parser.add_argument("--cancels", type=int, default=3)
     args = parser.parse_args(argv)
     alone: list[float] = []
@@ -165,18 +172,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as name, prefect_api(home=Path(name) / "prefect") as api_url:
         folder = Path(name)
         for repeat in range(args.repeats):
-            alone.append(loop_cost(folder, f"alone-{repeat}", args.trials, args.workers, readers=False)[0])
-            cost, samples = loop_cost(folder, f"watched-{repeat}", args.trials, args.workers, readers=True)
+            alone.append(loop_cost(folder, f"alone-{repeat}", args.trials, args.workers, None)[0])
+            cost, samples = loop_cost(folder, f"watched-{repeat}", args.trials, args.workers, args.poll_s)
             watched.append(cost)
             for kind, times in samples.items():
                 polls.setdefault(kind, []).extend(times)
         cancels = [cancel_to_cancelled(folder, api_url, i) for i in range(args.cancels)]
+    reader_cpu = sum(polls.pop("cpu_s", []))
     figures = {"alone_s": statistics.median(alone), "with_readers_s": statistics.median(watched),
                "cancel_s": cancels, "polls": {k: len(v) for k, v in polls.items()}}
     print(f"loop cost per trial ({args.workers} workers, {args.trials} trials of {TRIAL_S} s, median of "
-          f"{args.repeats}): alone {figures['alone_s'] * 1000:.0f} ms, with readers polling "
+          f"{args.repeats}): alone {figures['alone_s'] * 1000:.0f} ms, with a reader polling every {args.poll_s:g} s "
           f"{figures['with_readers_s'] * 1000:.0f} ms: ratio {figures['with_readers_s'] / figures['alone_s']:.3f} "
-          f"(goal < 1.05)")
+          f"(goal < 1.05); the reader used {reader_cpu:.1f} CPU-s; load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores")
     print(f"{'reader':<16} {'polls':>6} {'median ms':>10} {'p99 ms':>8}")
     for kind, times in polls.items():
         print(f"{kind:<16} {len(times):>6} {statistics.median(times) * 1000:>10.1f} {percentile(times, 0.99) * 1000:>8.1f}")
