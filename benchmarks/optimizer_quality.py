@@ -1,12 +1,15 @@
 """Hypervolume after a fixed budget: paretune's `suggest` against the peers users would pick.
 
-    .venv/bin/python -m benchmarks.optimizer_quality --problems all --methods all --seeds 5 \\
-        --budget 100 --modes sequential,async8 --jobs 2
+    nohup .venv/bin/python -m benchmarks.optimizer_quality --problems all --methods all \
+        --modes sequential,async8 --jobs 2 > quality.log 2>&1 &
 
-Each run appends one JSON line to `--results` (default benchmarks/.cache/quality.jsonl, an
-ignored folder); runs already there are skipped, so an interrupted grid resumes. The table
-(median, min and max hypervolume fraction per problem, mode and method, with seconds per
-suggestion) is printed from every line in the file that matches the requested grid.
+Seeds per method by default: 20 for paretune, 10 for the slow, strong peers (sigoptlite and
+Optuna's GPSampler), 5 for the others (`--seeds N` gives every method N). Each run appends one
+JSON line to the first `--results` file (default benchmarks/.cache/quality.jsonl, an ignored
+folder); runs already in any `--results` file are skipped, so an interrupted grid resumes and
+slow peers can run in a second process with their own file. The table reports, per problem,
+mode and method: the median, the 10th percentile and the worst seed of the hypervolume
+fraction, with seconds per suggestion; a summary compares paretune with its strongest peers.
 
 Modes: `sequential` (one trial at a time) and `async8` (8 workers; each time a trial ends,
 one new suggestion is asked for with the other 7 in flight passed as pending). Trial durations
@@ -16,8 +19,8 @@ Methods: paretune; Optuna's TPESampler univariate (`tpe`) and `multivariate=True
 both with `constraints_func` where the problem has thresholds and `constant_liar=True` in
 async mode; NSGAIISampler (`nsga2`), GPSampler (`gp`), RandomSampler (`random`); SigOpt's own
 optimizer through sigoptlite (`sigopt`, sequential only: sigoptlite refuses
-parallel_bandwidth > 1; run by benchmarks/sigoptlite_driver.py in the Python
-3.10 environment given by `--sigopt-python`, default benchmarks/.sigopt-venv/bin/python).
+parallel_bandwidth > 1; run by benchmarks/sigoptlite_driver.py in the Python 3.10 environment
+that `make sigopt-env` builds, or the one given by `--sigopt-python`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from benchmarks.problems import PROBLEMS, Problem  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 METHODS = ("paretune", "tpe", "tpe_mv", "nsga2", "gp", "random", "sigopt")
 MODES = {"sequential": 1, "async8": 8}
+SEEDS = {"paretune": 20, "sigopt": 10, "gp": 10}  # every other method: DEFAULT_SEEDS
+DEFAULT_SEEDS = 5
 DEFAULT_SIGOPT_PYTHON = ROOT / ".sigopt-venv" / "bin" / "python"
 
 
@@ -223,20 +228,61 @@ def load(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def summarize(hv_by_seed: dict[int, float]) -> dict[str, float]:
+    """Median, 10th percentile (linear interpolation) and the worst seed of one cell."""
+    values = np.array(list(hv_by_seed.values()))
+    worst_seed = min(hv_by_seed, key=hv_by_seed.get)
+    return {"runs": len(values), "median": float(np.median(values)), "p10": float(np.percentile(values, 10)),
+            "worst": float(values.min()), "worst_seed": worst_seed}
+
+
+def cells(records: list[dict[str, Any]], budget: int) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(problem, mode, method) -> summary, with the median milliseconds per suggestion."""
+    grouped: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = {}
+    for r in records:
+        if r["budget"] == budget:
+            grouped.setdefault((r["problem"], r["mode"], r["method"]), {})[r["seed"]] = r
+    return {key: summarize({seed: r["hv"] for seed, r in runs.items()})
+            | {"ms": statistics.median(r["ms_per_suggest"] for r in runs.values())}
+            for key, runs in grouped.items()}
+
+
 def table(records: list[dict[str, Any]], problems: list[str], methods: list[str], modes: list[str], budget: int) -> str:
-    lines = ["| problem | mode | method | runs | median HV | min | max | ms/suggest |",
+    summary = cells(records, budget)
+    lines = ["| problem | mode | method | seeds | median HV | p10 | worst (seed) | ms/suggest |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for problem in problems:
         for mode in modes:
             for method in methods:
-                rows = [r for r in records if (r["problem"], r["method"], r["mode"], r["budget"]) ==
-                        (problem, method, mode, budget)]
-                if not rows:
-                    continue
-                hv = [r["hv"] for r in rows]
-                ms = statistics.median(r["ms_per_suggest"] for r in rows)
-                lines.append(f"| {problem} | {mode} | {method} | {len(rows)} | {statistics.median(hv):.3f} | "
-                             f"{min(hv):.3f} | {max(hv):.3f} | {ms:.1f} |")
+                cell = summary.get((problem, mode, method))
+                if cell:
+                    lines.append(f"| {problem} | {mode} | {method} | {cell['runs']} | {cell['median']:.3f} | "
+                                 f"{cell['p10']:.3f} | {cell['worst']:.3f} ({cell['worst_seed']}) | {cell['ms']:.1f} |")
+    return "\n".join(lines)
+
+
+def goals(records: list[dict[str, Any]], problems: list[str], budget: int) -> str:
+    """paretune against the issue's goals: sigoptlite's and GPSampler's medians, its own
+    10th percentile against its median, and 8 in flight against sequential."""
+    summary = cells(records, budget)
+
+    def median(problem: str, mode: str, method: str) -> str:
+        cell = summary.get((problem, mode, method))
+        return f"{cell['median']:.3f} ({cell['runs']})" if cell else "—"
+
+    def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key_a: str = "median") -> str:
+        return f"{a[key_a] / b['median']:.2f}" if a and b and b["median"] > 0 else "—"
+
+    lines = ["| problem | paretune seq (seeds) | p10 / median | async8 / seq | sigoptlite seq (seeds) | "
+             "paretune / sigoptlite | GPSampler seq (seeds) | paretune / GPSampler |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for problem in problems:
+        seq = summary.get((problem, "sequential", "paretune"))
+        async8 = summary.get((problem, "async8", "paretune"))
+        lines.append(f"| {problem} | {median(problem, 'sequential', 'paretune')} | {ratio(seq, seq, 'p10')} | "
+                     f"{ratio(async8, seq)} | {median(problem, 'sequential', 'sigopt')} | "
+                     f"{ratio(seq, summary.get((problem, 'sequential', 'sigopt')))} | "
+                     f"{median(problem, 'sequential', 'gp')} | {ratio(seq, summary.get((problem, 'sequential', 'gp')))} |")
     return "\n".join(lines)
 
 
@@ -244,12 +290,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", default="all", help=f"comma list of {', '.join(PROBLEMS)} or 'all'")
     parser.add_argument("--methods", default="all", help=f"comma list of {', '.join(METHODS)} or 'all'")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help=f"seeds 0..N-1 for every method (default: {SEEDS}, {DEFAULT_SEEDS} for the others)")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--modes", default="sequential,async8")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
-    parser.add_argument("--results", type=Path, default=ROOT / ".cache" / "quality.jsonl")
+    parser.add_argument("--results", type=Path, action="append",
+                        help="JSON lines file: the first gets new runs, all are read (default .cache/quality.jsonl)")
     parser.add_argument("--sigopt-python", type=Path, default=DEFAULT_SIGOPT_PYTHON)
     parser.add_argument("--table-only", action="store_true", help="print the table from --results, run nothing")
     args = parser.parse_args(argv)
@@ -259,30 +307,38 @@ def main(argv: list[str] | None = None) -> None:
     modes = args.modes.split(",")
     if "sigopt" in methods and not args.sigopt_python.exists():
         print(f"sigoptlite is not available ({args.sigopt_python} missing): the `sigopt` column is skipped. "
-              "Create it with `python3.10 -m venv benchmarks/.sigopt-venv && "
-              "benchmarks/.sigopt-venv/bin/pip install 'sigopt[lite]' 'numpy<1.23'`.", file=sys.stderr)
+              "Build it with `make sigopt-env` (SIGOPT_PYTHON=path/to/python3.10 if it is not on the PATH).",
+              file=sys.stderr)
         methods.remove("sigopt")
 
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    done = {_key(r) for r in load(args.results)}
+    results = args.results or [ROOT / ".cache" / "quality.jsonl"]
+    results[0].parent.mkdir(parents=True, exist_ok=True)
+    records = [r for path in results for r in load(path)]
+    done = {_key(r) for r in records}
     if "sigopt" in methods and any(MODES[mode] > 1 for mode in modes):
         print("sigoptlite refuses parallel_bandwidth > 1: the `sigopt` column has sequential runs only.",
               file=sys.stderr)
-    grid = [(p, m, mode, s) for p in problems for mode in modes for m in methods
-            for s in range(args.first_seed, args.first_seed + args.seeds)
+
+    def seeds(method: str) -> range:
+        count = args.seeds if args.seeds is not None else SEEDS.get(method, DEFAULT_SEEDS)
+        return range(args.first_seed, args.first_seed + count)
+
+    grid = [(p, m, mode, s) for p in problems for mode in modes for m in methods for s in seeds(m)
             if (p, m, mode, s, args.budget) not in done and not (m == "sigopt" and MODES[mode] > 1)]
     if not args.table_only and grid:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool, args.results.open("a") as out:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool, results[0].open("a") as out:
             futures = [pool.submit(run_one, p, m, mode, s, args.budget, str(args.sigopt_python))
                        for p, m, mode, s in grid]
             for future in as_completed(futures):
                 record = future.result()
                 out.write(json.dumps(record) + "\n")
                 out.flush()
+                records.append(record)
                 print(f"{record['problem']:9s} {record['mode']:10s} {record['method']:9s} seed {record['seed']}: "
                       f"hv {record['hv']:.3f} ({record['ms_per_suggest']:.1f} ms/suggest)", flush=True)
-    print(table(load(args.results), problems, methods, modes, args.budget))
-
+    print(table(records, problems, methods, modes, args.budget))
+    print()
+    print(goals(records, problems, args.budget))
 
 if __name__ == "__main__":
     main()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -235,14 +236,164 @@ def _pipeline_front() -> np.ndarray:
     return np.column_stack([f1[ok], f2[ok]])
 
 
+# -- BERT students: the case study's own search, as a function --------------------------------
+#
+# Shaped like SigOpt's BERT-for-SQuAD-2.0 distillation (experiments/bert_squad2.yaml): exact
+# match (noisy, threshold 50 = answering nothing) against the student's parameter count, a
+# deterministic function of the architecture. Accuracy rises with capacity and falls off as
+# each training hyperparameter leaves its optimum (the learning rate's optimum moves with the
+# batch size and the model's width, as in practice); trials run out of memory for the largest
+# students at large batches, and diverge at very high learning rates.
+
+_STUDENT_WIDTHS = ("256", "384", "512", "768")
+_STUDENT_BATCHES = ("8", "16", "32", "64")
+_VOCABULARY = 30522
+
+STUDENT9_SPEC = {
+    "name": "student9",
+    "parameters": [
+        {"name": "hidden", "type": "categorical", "categorical_values": list(_STUDENT_WIDTHS)},
+        {"name": "n_layers", "type": "int", "bounds": {"min": 1, "max": 12}},
+        {"name": "ffn_ratio", "type": "int", "bounds": {"min": 1, "max": 4}},
+        {"name": "learning_rate", "type": "double", "bounds": {"min": 1e-6, "max": 1e-2}, "transformation": "log"},
+        {"name": "temperature", "type": "double", "bounds": {"min": 1.0, "max": 10.0}},
+        {"name": "alpha_ce", "type": "double", "bounds": {"min": 0.0, "max": 1.0}},
+        {"name": "dropout", "type": "double", "bounds": {"min": 0.0, "max": 0.5}},
+        {"name": "batch_size", "type": "categorical", "categorical_values": list(_STUDENT_BATCHES)},
+        {"name": "warmup", "type": "double", "bounds": {"min": 0.0, "max": 0.3}},
+    ],
+    "metrics": [
+        {"name": "exact", "objective": "maximize", "threshold": 50.0},
+        {"name": "num_parameters", "objective": "minimize"},
+    ],
+}
+
+
+def _student9_arrays(width, layers, ffn, lr, temperature, alpha, dropout, batch, warmup):
+    """Vectorized ground truth: (exact, parameters in millions, failed)."""
+    per_layer = (4.0 + 2.0 * ffn) * width**2 / 1e6
+    size_m = layers * per_layer + width * _VOCABULARY / 1e6
+    capacity = np.log2(layers * per_layer / 0.4)  # 0.4M: one layer of the narrowest, thinnest student
+    # the best learning rate grows with the batch (square-root rule) and shrinks with width
+    best_log_lr = -4.2 + 0.5 * np.log10(batch / 32.0) - 0.8 * np.log10(width / 512.0)
+    exact = (36.0 + 42.0 * (1.0 - np.exp(-0.32 * capacity))
+             - 12.0 * (np.log10(lr) - best_log_lr) ** 2
+             - 0.3 * (temperature - 3.0 - 0.25 * np.log2(width / 256.0)) ** 2
+             - 25.0 * (alpha - 0.6) ** 2 - 150.0 * (dropout - 0.1) ** 2 - 120.0 * (warmup - 0.08) ** 2
+             - 0.8 * np.abs(np.log2(batch / 32.0)))
+    memory = batch * layers * width * (1.0 + 0.5 * ffn)
+    out_of_memory = memory > 64 * 8 * 768 * 2.2
+    diverged = np.log10(lr) > best_log_lr + 2.0
+    return exact, size_m, out_of_memory | diverged
+
+
+_STUDENT9_ORDER = ("hidden", "n_layers", "ffn_ratio", "learning_rate", "temperature", "alpha_ce", "dropout",
+                   "batch_size", "warmup")
+
+
+def _student9_true(a: Assignments) -> dict[str, float] | None:
+    columns = [np.array([float(a[k]) if k in ("hidden", "batch_size") else a[k]]) for k in _STUDENT9_ORDER]
+    exact, size, failed = _student9_arrays(*columns)
+    if failed[0]:
+        return None
+    return {"exact": float(exact[0]), "num_parameters": float(size[0])}
+
+
+def _student9_observed(a: Assignments, rng: np.random.Generator) -> dict[str, float] | None:
+    values = _student9_true(a)
+    if values is not None:
+        values["exact"] += float(rng.normal(0.0, 0.5))  # evaluation noise: a few hundred questions
+    return values
+
+
+def _student9_front() -> np.ndarray:
+    """Every width x layers x FFN ratio x batch size; the doubles at their optimum (each has
+    one inside its bounds, given the discrete parameters)."""
+    grids = np.meshgrid(np.array([float(w) for w in _STUDENT_WIDTHS]), np.arange(1, 13), np.arange(1, 5),
+                        np.array([float(b) for b in _STUDENT_BATCHES]), indexing="ij")
+    width, layers, ffn, batch = (g.ravel() for g in grids)
+    best_lr = 10 ** (-4.2 + 0.5 * np.log10(batch / 32.0) - 0.8 * np.log10(width / 512.0))
+    exact, size, failed = _student9_arrays(width, layers, ffn, best_lr, 3.0 + 0.25 * np.log2(width / 256.0),
+                                           0.6, 0.1, batch, 0.08)
+    ok = ~failed & (exact >= 50.0)
+    return np.column_stack([-exact[ok], size[ok]])
+
+
+def _bert17_spec() -> dict[str, Any]:
+    """The case study's 17 parameters and two optimized metrics, from experiments/bert_squad2.yaml."""
+    import yaml
+
+    case_study = yaml.safe_load((Path(__file__).resolve().parent.parent / "experiments" / "bert_squad2.yaml").read_text())
+    return {"name": "bert17", "parameters": case_study["parameters"],
+            "metrics": [m for m in case_study["metrics"] if m.get("strategy", "optimize") == "optimize"]}
+
+
+def _bert17_arrays(a: dict[str, np.ndarray]):
+    """DistilBERT-style student: 768 wide, `n_heads` heads of 64 kept per layer (head pruning),
+    a 3072-wide FFN; (exact, parameters, failed)."""
+    layers, heads = a["n_layers"], a["n_heads"]
+    parameters = (_VOCABULARY + 512 + 2) * 768 + layers * (heads * 64 * 768 * 4 + 2 * 768 * 3072 + 3072 + 6 * 768) + 768 * 2
+    capacity = np.log2(layers * (heads + 8.0) / 9.0)
+    batch = a["train_batch_size"]
+    best_log_lr = -4.4 + 0.5 * np.log10(batch / 16.0)
+    log_lr = np.log10(a["learning_rate"])
+    seed_luck = 0.6 * np.sin(2.399 * a["pruning_seed"])  # which heads survive pruning: a deterministic lottery
+    exact = (42.0 + 38.0 * (1.0 - np.exp(-0.28 * capacity))
+             - 2.0 * (log_lr - best_log_lr) ** 2
+             - 0.3 * (np.log10(a["adam_epsilon"]) + 8.0) ** 2 / 4.0
+             - 0.25 * (np.log10(a["weight_decay"]) + 4.0) ** 2 / 4.0
+             - 30.0 * np.clip(0.85 - a["beta_1"], 0.0, None) ** 2 - 200.0 * np.clip(0.98 - a["beta_2"], 0.0, None) ** 2
+             - 8.0 * (a["alpha_ce"] - 0.5) ** 2 - 0.15 * (a["temperature"] - 3.0) ** 2
+             - 25.0 * np.clip(a["initializer_range"] - 0.05, 0.0, None) ** 2
+             - 12.0 * (a["dropout"] - 0.1) ** 2 - 6.0 * (a["attention_dropout"] - 0.1) ** 2
+             - 5.0 * (a["qa_dropout"] - 0.1) ** 2 - 0.0004 * (a["warm_up_steps"] - 30.0) ** 2
+             + seed_luck)
+    memory = (batch + 0.5 * a["eval_batch_size"]) * layers * (heads + 6.0)
+    out_of_memory = memory > 32 * 20 * 18 * 0.6
+    diverged = log_lr > best_log_lr + 2.3
+    return exact, parameters / 1e6, out_of_memory | diverged
+
+
+def _bert17_true(assignments: Assignments) -> dict[str, float] | None:
+    exact, size, failed = _bert17_arrays({k: np.array([float(v)]) for k, v in assignments.items()})
+    if failed[0]:
+        return None
+    return {"exact": float(exact[0]), "num_parameters": float(size[0])}
+
+
+def _bert17_observed(a: Assignments, rng: np.random.Generator) -> dict[str, float] | None:
+    values = _bert17_true(a)
+    if values is not None:
+        values["exact"] += float(rng.normal(0.0, 0.5))
+    return values
+
+
+def _bert17_front() -> np.ndarray:
+    """Every n_layers x n_heads x train batch x pruning seed; the rest at their optimum
+    (the smallest eval batch, which never runs out of memory first)."""
+    grids = np.meshgrid(np.arange(1, 21), np.arange(1, 13), np.arange(4, 33), np.arange(1, 101), indexing="ij")
+    layers, heads, batch, seed = (g.ravel().astype(float) for g in grids)
+    optimum = {"n_layers": layers, "n_heads": heads, "train_batch_size": batch, "pruning_seed": seed,
+               "learning_rate": 10 ** (-4.4 + 0.5 * np.log10(batch / 16.0)), "adam_epsilon": 1e-8,
+               "weight_decay": 1e-4, "beta_1": 0.9, "beta_2": 0.999, "alpha_ce": 0.5, "temperature": 3.0,
+               "initializer_range": 0.02, "dropout": 0.1, "attention_dropout": 0.1, "qa_dropout": 0.1,
+               "warm_up_steps": 30.0, "eval_batch_size": 4.0}
+    exact, size, failed = _bert17_arrays(optimum)
+    ok = ~failed & (exact >= 50.0)
+    return np.column_stack([-exact[ok], size[ok]])
+
+
 PROBLEMS: dict[str, Problem] = {
     **{name: _pymoo_problem(name) for name in ("zdt1", "zdt2", "zdt3", "dtlz2")},
     "distill": Problem("distill", DISTILL_SPEC, _distill_observed, _distill_true, (-0.6, 60.0), _distill_front),
     "pipeline": Problem("pipeline", PIPELINE_SPEC, lambda a, rng: _pipeline_true(a), _pipeline_true, (1.0, 0.8),
                         _pipeline_front),
+    "student9": Problem("student9", STUDENT9_SPEC, _student9_observed, _student9_true, (-50.0, 120.0),
+                        _student9_front),
+    "bert17": Problem("bert17", _bert17_spec(), _bert17_observed, _bert17_true, (-50.0, 180.0), _bert17_front),
 }
 
-MIXED_PROBLEMS = ("distill", "pipeline")
+MIXED_PROBLEMS = ("distill", "pipeline", "student9", "bert17")
 
 
 def failure_rate(problem: Problem, samples: int = 20000, seed: int = 0) -> float:
