@@ -22,6 +22,7 @@ _LENGTHSCALES = (0.15, 0.3, 0.6, 1.2)
 _NOISES = (1e-4, 1e-2, 1e-1)
 _ARD_FACTORS = (1 / 3, 3.0)
 _JITTER = 1e-6
+PRODUCT_SHARE = 0.5  # of the mixed-space kernel's variance on the joint (product) part
 
 
 def axis_distances(rows: np.ndarray, others: np.ndarray, continuous: np.ndarray) -> np.ndarray:
@@ -30,12 +31,31 @@ def axis_distances(rows: np.ndarray, others: np.ndarray, continuous: np.ndarray)
     return np.where(continuous, diff * diff, (diff != 0).astype(float))
 
 
-def matern52(distances: np.ndarray, lengthscales: np.ndarray) -> np.ndarray:
-    """Kernel matrix from `axis_distances` (unit signal variance)."""
-    rows, others, axes = distances.shape
-    squared = (distances.reshape(rows * others, axes) @ (1.0 / lengthscales**2)).reshape(rows, others)
+def matern52(squared: np.ndarray) -> np.ndarray:
+    """Matern-5/2 of scaled squared distances (unit signal variance)."""
     r = np.sqrt(5.0 * squared)
     return (1.0 + r + r * r / 3.0) * np.exp(-r)
+
+
+def kernel(distances: np.ndarray, lengthscales: np.ndarray, continuous: np.ndarray) -> np.ndarray:
+    """Kernel matrix from `axis_distances`: on a mixed space, half a Matern over every axis and
+    half the sum of a Matern over the continuous axes and one over the categorical axes.
+
+    The sum part lets what was learned about the continuous axes (training hyperparameters,
+    say) carry over to categories with few observations, each category adding its own offset;
+    a product kernel alone treats every category as a separate function, so a category seen
+    only at poor random settings is predicted poor everywhere and never tried again.
+    """
+    rows, others, axes = distances.shape
+    flat = distances.reshape(rows * others, axes)
+    inverse = 1.0 / lengthscales**2
+    if continuous.all() or not continuous.any():
+        return matern52(flat @ inverse).reshape(rows, others)
+    on_continuous = flat @ np.where(continuous, inverse, 0.0)
+    on_categorical = flat @ np.where(continuous, 0.0, inverse)
+    joint = matern52(on_continuous + on_categorical)
+    additive = 0.5 * (matern52(on_continuous) + matern52(on_categorical))
+    return (PRODUCT_SHARE * joint + (1.0 - PRODUCT_SHARE) * additive).reshape(rows, others)
 
 
 @dataclass(frozen=True)
@@ -57,13 +77,13 @@ class GaussianProcess:
         scale = float(np.std(values)) or 1.0
         targets = np.clip((values - offset) / scale, -5.0, 5.0)  # one wild value must not flatten the rest
         distances = axis_distances(rows, rows, continuous)
-        lengthscales, noise = _select_hyperparameters(distances, targets)
-        cholesky, alpha = _factor(distances, targets, lengthscales, noise)
+        lengthscales, noise = _select_hyperparameters(distances, targets, continuous)
+        cholesky, alpha = _factor(distances, targets, lengthscales, noise, continuous)
         return cls(rows, targets, continuous, lengthscales, noise, offset, scale, cholesky, alpha)
 
     def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the metric (original units) at `rows`."""
-        cross = matern52(axis_distances(rows, self.rows, self.continuous), self.lengthscales)
+        cross = kernel(axis_distances(rows, self.rows, self.continuous), self.lengthscales, self.continuous)
         mean = cross @ self.alpha
         solved = solve_triangular(self.cholesky, cross.T, lower=True)
         variance = np.maximum(1.0 - np.sum(solved * solved, axis=0), 1e-12)
@@ -78,12 +98,13 @@ class GaussianProcess:
         all_rows = np.vstack([self.rows, rows])
         targets = np.concatenate([self.targets, believed])
         distances = axis_distances(all_rows, all_rows, self.continuous)
-        cholesky, alpha = _factor(distances, targets, self.lengthscales, self.noise)
+        cholesky, alpha = _factor(distances, targets, self.lengthscales, self.noise, self.continuous)
         return GaussianProcess(all_rows, targets, self.continuous, self.lengthscales, self.noise, self.offset,
                                self.scale, cholesky, alpha)
 
 
-def _select_hyperparameters(distances: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, float]:
+def _select_hyperparameters(distances: np.ndarray, targets: np.ndarray,
+                            continuous: np.ndarray) -> tuple[np.ndarray, float]:
     """Best (lengthscales, noise) by log marginal likelihood: a grid of shared lengthscales and
     noise levels, then one pass of per-axis refinement. Evidence on `MAX_SELECTION_POINTS`
     points spread over the training set ranks hyperparameters as well, at a fraction of the cost."""
@@ -91,31 +112,32 @@ def _select_hyperparameters(distances: np.ndarray, targets: np.ndarray) -> tuple
         spread = np.linspace(0, len(targets) - 1, MAX_SELECTION_POINTS).astype(int)
         distances, targets = distances[np.ix_(spread, spread)], targets[spread]
     n_axes = distances.shape[2]
-    best = max(((_evidence(distances, targets, np.full(n_axes, lengthscale), noise), lengthscale, noise)
+    best = max(((_evidence(distances, targets, np.full(n_axes, lengthscale), noise, continuous), lengthscale, noise)
                 for lengthscale in _LENGTHSCALES for noise in _NOISES), key=lambda item: item[0])
     evidence, lengthscales, noise = best[0], np.full(n_axes, best[1]), best[2]
     for axis in range(n_axes):
         for factor in _ARD_FACTORS:
             trial = lengthscales.copy()
             trial[axis] *= factor
-            trial_evidence = _evidence(distances, targets, trial, noise)
+            trial_evidence = _evidence(distances, targets, trial, noise, continuous)
             if trial_evidence > evidence:
                 evidence, lengthscales = trial_evidence, trial
     return lengthscales, noise
 
 
-def _factor(distances: np.ndarray, targets: np.ndarray, lengthscales: np.ndarray,
-            noise: float) -> tuple[np.ndarray, np.ndarray]:
-    kernel = matern52(distances, lengthscales)
-    kernel[np.diag_indices_from(kernel)] += noise + _JITTER
-    cholesky = np.linalg.cholesky(kernel)
+def _factor(distances: np.ndarray, targets: np.ndarray, lengthscales: np.ndarray, noise: float,
+            continuous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    matrix = kernel(distances, lengthscales, continuous)
+    matrix[np.diag_indices_from(matrix)] += noise + _JITTER
+    cholesky = np.linalg.cholesky(matrix)
     return cholesky, cho_solve((cholesky, True), targets)
 
 
-def _evidence(distances: np.ndarray, targets: np.ndarray, lengthscales: np.ndarray, noise: float) -> float:
+def _evidence(distances: np.ndarray, targets: np.ndarray, lengthscales: np.ndarray, noise: float,
+              continuous: np.ndarray) -> float:
     """Log marginal likelihood (up to a constant); -inf where the kernel is not positive definite."""
     try:
-        cholesky, alpha = _factor(distances, targets, lengthscales, noise)
+        cholesky, alpha = _factor(distances, targets, lengthscales, noise, continuous)
     except np.linalg.LinAlgError:
         return -np.inf
     return -0.5 * float(targets @ alpha) - float(np.sum(np.log(np.diag(cholesky))))

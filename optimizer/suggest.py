@@ -262,10 +262,14 @@ def _near_frontier(space: SearchSpace, data: _History, frontier_ranks: np.ndarra
 
 def _reference_point(data: _History) -> np.ndarray:
     """Where the hypervolume is measured from: each optimized metric's threshold when it has
-    one (only the frontier beyond it counts), else a tenth of the range past the worst
-    feasible value."""
-    feasible = data.objectives[data.tiers == FEASIBLE]
-    pool = feasible if len(feasible) else data.objectives[data.tiers != FAILED]
+    one (only the frontier beyond it counts), else a tenth of the range past the worst value
+    of any completed observation.
+
+    The worst *completed* value, not the worst feasible one: a reference at the edge of the
+    current feasible front gives no credit to anything past it, so once the feasible points
+    sit at one end of the front (the small models, say), the other end can never win again.
+    """
+    pool = data.objectives[data.tiers != FAILED]
     worst, best = pool.max(axis=0), pool.min(axis=0)
     span = np.where(worst > best, worst - best, np.maximum(np.abs(worst), 1.0))
     return np.where(np.isnan(data.thresholds), worst + 0.1 * span, data.thresholds)
