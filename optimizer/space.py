@@ -35,7 +35,16 @@ class SearchSpace:
         return np.array([_encode(p, assignments[p.name]) for p in self.parameters], dtype=float)
 
     def encode_many(self, assignments: list[dict[str, Any]]) -> np.ndarray:
-        return np.array([self.encode(a) for a in assignments], dtype=float).reshape(len(assignments), self.n_dims)
+        """Rows for many (validated) assignments, a column at a time."""
+        rows = np.empty((len(assignments), self.n_dims))
+        for d, p in enumerate(self.parameters):
+            column = [a[p.name] for a in assignments]
+            if p.type == "categorical":
+                index = {value: float(i) for i, value in enumerate(p.categorical_values or ())}
+                rows[:, d] = [index[value] for value in column]
+            else:
+                rows[:, d] = _encode_numbers(p, np.array(column, dtype=float))
+        return rows
 
     def decode(self, row: np.ndarray) -> dict[str, Any]:
         decoded = {p.name: _decode(p, float(u)) for p, u in zip(self.parameters, row)}
@@ -77,13 +86,17 @@ def _int_cells(parameter: Parameter) -> int:
 def _encode(parameter: Parameter, value: Any) -> float:
     if parameter.type == "categorical":
         return float((parameter.categorical_values or ()).index(value))
+    return float(_encode_numbers(parameter, np.array([value], dtype=float))[0])
+
+
+def _encode_numbers(parameter: Parameter, values: np.ndarray) -> np.ndarray:
     assert parameter.bounds is not None
     low, high = parameter.bounds.min, parameter.bounds.max
     if parameter.type == "int":
-        return (int(value) - int(low) + 0.5) / _int_cells(parameter)
+        return (values - low + 0.5) / _int_cells(parameter)
     if parameter.is_log:
-        return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
-    return (float(value) - low) / (high - low)
+        return (np.log(values) - math.log(low)) / (math.log(high) - math.log(low))
+    return (values - low) / (high - low)
 
 
 def _decode(parameter: Parameter, unit: float) -> float | int | str:
