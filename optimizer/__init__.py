@@ -5,10 +5,13 @@ from optimizer.observation import (
     ObservationError,
     validate_assignments,
     validate_history,
+    validate_task,
+    validate_value_stddevs,
     validate_values,
 )
+from optimizer.solutions import best_solutions
 from optimizer.spec import ExperimentSpec, Metric, Parameter, SpecError
-from optimizer.suggest import suggest
+from optimizer.suggest import Proposal, propose, suggest
 
 __all__ = [
     "ExperimentSpec",
@@ -16,9 +19,14 @@ __all__ = [
     "Observation",
     "ObservationError",
     "Parameter",
+    "Proposal",
     "SpecError",
+    "best_solutions",
+    "propose",
     "suggest",
     "validate_assignments",
     "validate_history",
+    "validate_task",
+    "validate_value_stddevs",
     "validate_values",
 ]

@@ -118,6 +118,17 @@ class GaussianProcess:
         variance = np.maximum(1.0 - np.sum(solved * solved, axis=0), 1e-12)
         return self.offset + self.scale * mean, self.scale * np.sqrt(variance)
 
+    def variance_reduction(self, target: np.ndarray, probe: np.ndarray) -> float:
+        """How much observing `probe` (one row) would shrink the posterior variance at `target`
+        (one row), in standardized units: cov(target, probe)^2 / (var(probe) + noise)."""
+        both = np.vstack([target, probe])
+        cross = kernel_between(both, self.rows, self.lengthscales, self.continuous)
+        solved = solve_triangular(self.cholesky, cross.T, lower=True)
+        prior = kernel_between(target, probe, self.lengthscales, self.continuous)[0, 0]
+        covariance = prior - float(solved[:, 0] @ solved[:, 1])
+        variance = max(1.0 - float(solved[:, 1] @ solved[:, 1]), 1e-12)
+        return covariance**2 / (variance + float(np.min(self.noise)))
+
     def believing(self, rows: np.ndarray) -> GaussianProcess:
         """The model after pretending its own mean was observed at `rows` (kriging believer):
         uncertainty collapses around in-flight points, so the next pick goes elsewhere."""

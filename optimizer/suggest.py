@@ -50,9 +50,31 @@ LOCAL_DRAWS = 96  # perturbations of the best points per call
 CROSSOVER_DRAWS = 48  # crossovers of two of the best points per call
 POSTERIOR_SPREAD = 0.5  # posterior draws at half their spread: full spread over-rewards the boundary, where the surrogate is least sure
 HYPERVOLUME_SAMPLES = 64  # posterior draws per candidate for the expected hypervolume improvement
+FULL_TASK_SHARE = 0.5  # multitask: the least share of the cost spent that goes to full-task observations
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One suggestion: its assignments (SigOpt's shape) and the task to run it at (None
+    without tasks)."""
+
+    assignments: dict[str, Any]
+    task: str | None = None
 
 
 def suggest(
+    spec: ExperimentSpec,
+    history: list[Observation],
+    pending: list[dict[str, Any]],
+    n: int = 1,
+    seed: int | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Return `n` new assignments (see `propose`, which also says at which task to run each)."""
+    return [proposal.assignments for proposal in propose(spec, history, pending, n, seed, **options)]
+
+
+def propose(
     spec: ExperimentSpec,
     history: list[Observation],
     pending: list[dict[str, Any]],
@@ -64,12 +86,13 @@ def suggest(
     n_proposals: int = 4,
     gamma: float = 1.0,
     prior_weight: float = 1.0,
-) -> list[dict[str, Any]]:
-    """Return `n` new assignments. Pure: same inputs and seed, same output.
+) -> list[Proposal]:
+    """Return `n` new proposals. Pure: same inputs and seed, same output.
 
     `n_startup` random suggestions come first (default scales with the number of tunable
     parameters); `n_candidates` are drawn per model; `gamma` sets hyperopt's good-group size
-    (ceil(gamma * sqrt(n)), at most 25).
+    (ceil(gamma * sqrt(n)), at most 25). Every proposal satisfies the linear constraints and
+    grids, and carries only the parameters its conditionals make active.
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -80,19 +103,22 @@ def suggest(
     startup = n_startup if n_startup is not None else min(max(space.n_dims + 4, 8), 20)
     data = _History.build(spec, space, history)
     in_flight = space.encode_many(pending)
-    batch: list[dict[str, Any]] = []
+    spent = [spec.task_cost(o.task) for o in history]
+    batch: list[Proposal] = []
     for _ in range(n):
         taken = np.vstack([data.rows, in_flight])
         if space.n_dims == 0:
             row = np.zeros(0)
-        elif space.defaults and not _defaults_tried(space, taken):
-            row = _with_defaults(space, _space_filling(space, taken, rng))
+        elif len(space.default_axes) and not _defaults_tried(space, taken):
+            row = _with_defaults(space, taken, rng)
         elif len(taken) < startup or data.n_completed == 0:
             row = _space_filling(space, taken, rng)
         else:
             row = _model_based(space, data, in_flight, rng, n_proposals, n_candidates, gamma, prior_weight)
+        task = choose_task(spec, space, data, row, spent, len(taken) < startup)
+        spent.append(spec.task_cost(task))
         in_flight = np.vstack([in_flight, row[None, :]])
-        batch.append(space.decode(row))
+        batch.append(Proposal(space.decode(row), task))
     return batch
 
 
@@ -107,10 +133,27 @@ class _History:
     thresholds: np.ndarray  # optimized metrics' thresholds in minimization form, nan if none
     constraint_values: np.ndarray  # (n, constraint metrics) in minimization form; nan where failed
     constraint_limits: np.ndarray  # constraint thresholds in minimization form
+    variances: np.ndarray  # (n, optimized + constraint metrics): reported value_stddev squared, 0 if none
+    costs: np.ndarray  # each observation's task cost (1: the full task)
+    multitask: bool
 
     @property
     def n_completed(self) -> int:
         return int(np.sum(self.tiers != FAILED))
+
+    @property
+    def full(self) -> np.ndarray:
+        return self.costs == 1.0
+
+    def inputs(self, rows: np.ndarray, costs: np.ndarray | float = 1.0) -> np.ndarray:
+        """What the Gaussian processes see: the rows, plus the task cost as one more axis when
+        the experiment has tasks (so cheap observations inform predictions at the full task)."""
+        if not self.multitask:
+            return rows
+        return np.column_stack([rows, np.broadcast_to(np.asarray(costs, dtype=float), (len(rows),))])
+
+    def input_continuous(self, space: SearchSpace) -> np.ndarray:
+        return np.append(space.continuous, True) if self.multitask else space.continuous
 
     @classmethod
     def build(cls, spec: ExperimentSpec, space: SearchSpace, history: list[Observation]) -> _History:
@@ -140,8 +183,12 @@ class _History:
             if not observation.failed and observation.values:
                 constraint_values[i] = constraint_signs * np.array([observation.values[m.name] for m in constraints])
         constraint_limits = constraint_signs * np.array([float(m.threshold) for m in constraints])
+        variances = np.array([[(o.value_stddevs or {}).get(m.name, 0.0) ** 2 for m in (*optimized, *constraints)]
+                              for o in history]).reshape(len(history), len(optimized) + len(constraints))
+        costs = np.array([spec.task_cost(o.task) for o in history])
         rows = space.encode_many([o.assignments for o in history])
-        return cls(rows, tiers, objectives, shortfall, thresholds, constraint_values, constraint_limits)
+        return cls(rows, tiers, objectives, shortfall, thresholds, constraint_values, constraint_limits, variances,
+                   costs, bool(spec.tasks))
 
 
 def _miss(metric: Any, value: float) -> float:
@@ -162,29 +209,54 @@ def _metric_scales(spec: ExperimentSpec, history: list[Observation]) -> dict[str
 
 # -- start-up ------------------------------------------------------------------------------------
 
+def choose_task(spec: ExperimentSpec, space: SearchSpace, data: _History, row: np.ndarray, spent: list[float],
+                startup: bool) -> str | None:
+    """The task to run `row` at: the one whose observation is expected to teach the most about
+    the full task at `row`, per unit of cost (the reduction of the full task's posterior
+    variance there, divided by the task's cost), from a Gaussian process with the task cost as
+    an input. Start-up points go to the cheapest task. Whatever that says, full-task
+    observations keep at least `FULL_TASK_SHARE` of the cost spent: the frontier and "best"
+    are made of them alone.
+    """
+    if not spec.tasks:
+        return None
+    full = spec.full_task
+    if sum(cost for cost in spent if cost == 1.0) <= FULL_TASK_SHARE * sum(spent):
+        return full
+    tasks = sorted(spec.tasks, key=lambda t: t.cost)
+    completed = np.flatnonzero(data.tiers != FAILED)
+    if startup or len(np.unique(data.costs[completed])) < 2 or not data.full[completed].any():
+        return tasks[0].name
+    subset = completed[training_subset(_frontier_ranks(data)[completed])]
+    model = GaussianProcess.fit(data.inputs(data.rows[subset], data.costs[subset]), data.objectives[subset, 0],
+                                data.input_continuous(space), data.variances[subset, 0])
+    at_full = data.inputs(row[None, :])
+    value = [model.variance_reduction(at_full, data.inputs(row[None, :], task.cost)) / task.cost for task in tasks]
+    return tasks[int(np.argmax(value))].name
+
+
 def _defaults_tried(space: SearchSpace, taken: np.ndarray) -> bool:
-    default_row = space.encode({p.name: space.defaults.get(p.name, _any_value(p)) for p in space.parameters})
-    columns = [d for d, p in enumerate(space.parameters) if p.name in space.defaults]
-    return bool(np.any(np.all(np.isclose(taken[:, columns], default_row[columns]), axis=1))) if len(taken) else False
+    if not len(taken):
+        return False
+    return bool(np.any(np.all(np.isclose(taken[:, space.default_axes], space.default_units), axis=1)))
 
 
-def _any_value(parameter: Any) -> Any:
-    if parameter.type == "categorical":
-        return parameter.categorical_values[0]
-    return int(parameter.bounds.min) if parameter.type == "int" else parameter.bounds.min
-
-
-def _with_defaults(space: SearchSpace, row: np.ndarray) -> np.ndarray:
-    encoded = space.encode({p.name: space.defaults.get(p.name, _any_value(p)) for p in space.parameters})
-    for d, p in enumerate(space.parameters):
-        if p.name in space.defaults:
-            row[d] = encoded[d]
-    return row
+def _with_defaults(space: SearchSpace, taken: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The space-filling point with every `default_value` in place (and a valid rest)."""
+    draws = space.sample(rng, 64)
+    draws[:, space.default_axes] = space.default_units
+    draws = space.deactivate(draws)
+    draws = draws[space.feasible(draws)]
+    if len(draws) == 0:
+        return _space_filling(space, taken, rng)
+    if len(taken) == 0:
+        return draws[0]
+    return draws[int(np.argmax(space.distances(draws, taken).min(axis=1)))]
 
 
 def _space_filling(space: SearchSpace, taken: np.ndarray, rng: np.random.Generator, draws: int = 64) -> np.ndarray:
     """The random draw farthest from everything tried or in flight (maximin over `draws`)."""
-    candidates = space.sample_uniform(rng, draws)
+    candidates = space.sample(rng, draws)
     if len(taken) == 0:
         return candidates[0]
     return candidates[int(np.argmax(space.distances(candidates, taken).min(axis=1)))]
@@ -203,12 +275,13 @@ def _model_based(space: SearchSpace, data: _History, in_flight: np.ndarray, rng:
         proposers.append(fit_model(space, data.rows, frontier_ranks, in_flight, gamma, prior_weight))
     candidates = space.snap(np.vstack([np.vstack([model.propose(rng, n_proposals, n_candidates),
                                                   model.sample(rng, n_proposals * 4)]) for model in proposers]
-                                      + [space.sample_uniform(rng, EXPLORATION_DRAWS)]))
-    candidates = _unseen(space, candidates, np.vstack([data.rows, in_flight]))
+                                      + [space.sample_uniform(rng, EXPLORATION_DRAWS)]), rng)
+    candidates = _unseen(space, candidates[space.feasible(candidates)], np.vstack([data.rows, in_flight]))
     if len(candidates) == 0:
         return _space_filling(space, np.vstack([data.rows, in_flight]), rng)
     if n_metrics > 1 and data.n_completed >= 2:
-        local = _unseen(space, _near_frontier(space, data, frontier_ranks, rng), np.vstack([data.rows, in_flight]))
+        local = _near_frontier(space, data, frontier_ranks, rng)
+        local = _unseen(space, local[space.feasible(local)], np.vstack([data.rows, in_flight]))
         candidates = np.vstack([candidates, local])
         gains = _expected_hypervolume_gain(space, data, frontier_ranks, in_flight, candidates, rng, prior_weight)
         if np.max(gains) > 0:
@@ -223,22 +296,26 @@ def _expected_hypervolume_gain(space: SearchSpace, data: _History, frontier_rank
     """E[hypervolume improvement] x P(meets constraints) x P(completes), per candidate."""
     completed = np.flatnonzero(data.tiers != FAILED)
     subset = completed[training_subset(frontier_ranks[completed])]
-    models = [GaussianProcess.fit(data.rows[subset], data.objectives[subset, m], space.continuous).believing(in_flight)
-              for m in range(data.objectives.shape[1])]
-    predictions = [model.predict(candidates) for model in models]
+    inputs, continuous = data.inputs(data.rows[subset], data.costs[subset]), data.input_continuous(space)
+    flight, targets = data.inputs(in_flight), data.inputs(candidates)
+    models = [GaussianProcess.fit(inputs, data.objectives[subset, m], continuous, data.variances[subset, m])
+              .believing(flight) for m in range(data.objectives.shape[1])]
+    predictions = [model.predict(targets) for model in models]
     means = np.column_stack([mean for mean, _ in predictions])
     stds = np.column_stack([std for _, std in predictions])
-    believed = np.column_stack([model.predict(in_flight)[0] for model in models]) if len(in_flight) else means[:0]
-    front = pareto_front(np.vstack([data.objectives[data.tiers == FEASIBLE], believed]))
+    believed = np.column_stack([model.predict(flight)[0] for model in models]) if len(in_flight) else means[:0]
+    front = pareto_front(np.vstack([data.objectives[(data.tiers == FEASIBLE) & data.full], believed]))
     reference = _reference_point(data)
     draws = rng.standard_normal((1, HYPERVOLUME_SAMPLES, means.shape[1]))
     samples = means[:, None, :] + POSTERIOR_SPREAD * stds[:, None, :] * draws
     gains = hypervolume_improvements(samples.reshape(-1, means.shape[1]), front, reference)
     expected = gains.reshape(len(candidates), HYPERVOLUME_SAMPLES).mean(axis=1)
     probability = np.exp(_log_feasibility(space, data, candidates, prior_weight, FAILED))
+    n_optimized = data.objectives.shape[1]
     for c, limit in enumerate(data.constraint_limits):
-        model = GaussianProcess.fit(data.rows[subset], data.constraint_values[subset, c], space.continuous)
-        mean, std = model.believing(in_flight).predict(candidates)
+        model = GaussianProcess.fit(inputs, data.constraint_values[subset, c], continuous,
+                                    data.variances[subset, n_optimized + c])
+        mean, std = model.believing(flight).predict(targets)
         probability *= ndtr((limit - mean) / std)
     return expected * probability
 
@@ -257,7 +334,7 @@ def _near_frontier(space: SearchSpace, data: _History, frontier_ranks: np.ndarra
     first = anchors[rng.integers(len(anchors), size=CROSSOVER_DRAWS)]
     second = anchors[rng.integers(len(anchors), size=CROSSOVER_DRAWS)]
     crossed = np.where(rng.uniform(size=first.shape) < 0.5, first, second)
-    return space.snap(np.vstack([moved, crossed]))
+    return space.snap(np.vstack([moved, crossed]), rng)
 
 
 def _reference_point(data: _History) -> np.ndarray:
