@@ -21,6 +21,11 @@ async mode; NSGAIISampler (`nsga2`), GPSampler (`gp`), RandomSampler (`random`);
 optimizer through sigoptlite (`sigopt`, sequential only: sigoptlite refuses
 parallel_bandwidth > 1; run by benchmarks/sigoptlite_driver.py in the Python 3.10 environment
 that `make sigopt-env` builds, or the one given by `--sigopt-python`).
+
+SigOpt's definition keys: conditionals reach Optuna define-by-run (the conditionals first, then
+the parameters they make active); linear constraints join Optuna's `constraints_func`, and a
+point that breaks one never counts; Optuna has no cheaper tasks, so on a multitask problem it
+runs every trial at the full task. Only full-task observations count for quality.
 """
 
 from __future__ import annotations
@@ -61,23 +66,23 @@ class Paretune:
         self.spec = ExperimentSpec.model_validate(problem.spec)
         self.seed = seed
         self.history: list = []
-        self.pending: dict[int, dict[str, Any]] = {}
+        self.pending: dict[int, tuple[dict[str, Any], str | None]] = {}
         self.asked = 0
 
-    def ask(self) -> tuple[int, dict[str, Any]]:
-        from optimizer import suggest
+    def ask(self) -> tuple[int, dict[str, Any], str | None]:
+        from optimizer import propose
 
-        [assignments] = suggest(self.spec, self.history, list(self.pending.values()), 1,
-                                seed=self.seed * 100_003 + self.asked)
+        [proposal] = propose(self.spec, self.history, [a for a, _ in self.pending.values()], 1,
+                             seed=self.seed * 100_003 + self.asked)
         token, self.asked = self.asked, self.asked + 1
-        self.pending[token] = assignments
-        return token, assignments
+        self.pending[token] = (proposal.assignments, proposal.task)
+        return token, proposal.assignments, proposal.task
 
     def tell(self, token: int, values: dict[str, float] | None) -> None:
         from optimizer import Observation
 
-        assignments = self.pending.pop(token)
-        self.history.append(Observation(assignments=assignments, values=values, failed=values is None))
+        assignments, task = self.pending.pop(token)
+        self.history.append(Observation(assignments=assignments, values=values, failed=values is None, task=task))
 
     def close(self) -> None:
         pass
@@ -92,7 +97,8 @@ class OptunaMethod:
         warnings.filterwarnings("ignore", category=FutureWarning)  # constraints_func, as the issue asks
         self.problem = problem
         thresholded = [m for m in problem.spec["metrics"] if m.get("threshold") is not None]
-        constraints = _constraints_func if thresholded else None
+        constrained = thresholded or problem.spec.get("linear_constraints")
+        constraints = _constraints_func if constrained else None
         samplers = {
             "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constraints_func=constraints,
                                                       constant_liar=workers > 1),
@@ -105,11 +111,19 @@ class OptunaMethod:
         directions = [m.get("objective", "maximize") for m in problem.optimized]
         self.study = optuna.create_study(directions=directions, sampler=samplers[method]())
         self.trials: dict[int, Any] = {}
+        self.assignments: dict[int, dict[str, Any]] = {}
 
-    def ask(self) -> tuple[int, dict[str, Any]]:
+    def ask(self) -> tuple[int, dict[str, Any], str | None]:
+        """Define-by-run: the conditionals first, then only the parameters they make active.
+        Optuna has no cheaper tasks: every trial runs at the full one."""
         trial = self.study.ask()
         assignments = {}
+        for conditional in self.problem.spec.get("conditionals", ()):
+            assignments[conditional["name"]] = trial.suggest_categorical(conditional["name"], conditional["values"])
         for p in self.problem.spec["parameters"]:
+            conditions = p.get("conditions", {})
+            if any(assignments[name] not in ([v] if isinstance(v, str) else v) for name, v in conditions.items()):
+                continue
             if p["type"] == "categorical":
                 assignments[p["name"]] = trial.suggest_categorical(p["name"], p["categorical_values"])
             elif p["type"] == "int":
@@ -118,16 +132,18 @@ class OptunaMethod:
                 assignments[p["name"]] = trial.suggest_float(p["name"], p["bounds"]["min"], p["bounds"]["max"],
                                                              log=p.get("transformation") == "log")
         self.trials[trial.number] = trial
-        return trial.number, assignments
+        self.assignments[trial.number] = assignments
+        return trial.number, assignments, full_task(self.problem)
 
     def tell(self, token: int, values: dict[str, float] | None) -> None:
         import optuna
 
         trial = self.trials.pop(token)
+        assignments = self.assignments.pop(token)
         if values is None:
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return
-        violations = []
+        violations = linear_violations(self.problem, assignments)
         for metric in self.problem.spec["metrics"]:
             if metric.get("threshold") is not None:
                 value, threshold = values[metric["name"]], metric["threshold"]
@@ -143,11 +159,25 @@ def _constraints_func(trial: Any) -> list[float]:
     return trial.user_attrs["constraints"]
 
 
+def linear_violations(problem: Problem, assignments: dict[str, Any]) -> list[float]:
+    """Each linear constraint as Optuna's constraint value (<= 0 when it holds)."""
+    violations = []
+    for constraint in problem.spec.get("linear_constraints", ()):
+        total = sum(term["weight"] * assignments[term["name"]] for term in constraint["terms"])
+        violations.append(constraint["threshold"] - total if constraint["type"] == "greater_than"
+                          else total - constraint["threshold"])
+    return violations
+
+
+def full_task(problem: Problem) -> str | None:
+    return next((t["name"] for t in problem.spec.get("tasks", ()) if t["cost"] == 1), None)
+
+
 class SigOpt:
     def __init__(self, problem: Problem, seed: int, budget: int, python: Path):
         self.process = subprocess.Popen([str(python), str(ROOT / "sigoptlite_driver.py")], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)
-        spec = dict(problem.spec, observation_budget=budget)
+        spec = dict(problem.spec, observation_budget=int(problem.budget_units or budget))
         self._call({"op": "create", "spec": spec, "seed": seed})
 
     def _call(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -159,9 +189,9 @@ class SigOpt:
             raise RuntimeError("sigoptlite driver exited")
         return json.loads(line)
 
-    def ask(self) -> tuple[str, dict[str, Any]]:
+    def ask(self) -> tuple[str, dict[str, Any], str | None]:
         reply = self._call({"op": "suggest"})
-        return reply["id"], reply["assignments"]
+        return reply["id"], reply["assignments"], reply.get("task")
 
     def tell(self, token: str, values: dict[str, float] | None) -> None:
         self._call({"op": "observe", "id": token, "values": values})
@@ -183,37 +213,43 @@ def make_method(name: str, problem: Problem, seed: int, budget: int, workers: in
 # -- one run --------------------------------------------------------------------------------------
 
 def run_one(problem_name: str, method_name: str, mode: str, seed: int, budget: int, sigopt_python: str) -> dict[str, Any]:
-    """Run one optimizer on one problem; trials end in simulated time so workers overlap."""
+    """Run one optimizer on one problem; trials end in simulated time so workers overlap. The
+    budget is `budget` trials, or the problem's `budget_units` of cost (multitask)."""
     problem = PROBLEMS[problem_name]
     workers = MODES[mode]
     clock_rng = np.random.default_rng([seed, workers])
     noise_rng = np.random.default_rng([seed, 7])
+    units = problem.budget_units if problem.budget_units is not None else float(budget)
     method = make_method(method_name, problem, seed, budget, workers, Path(sigopt_python))
-    in_flight: list[tuple[float, int, Any, dict[str, Any]]] = []
+    in_flight: list[tuple[float, int, Any, dict[str, Any], str | None]] = []
     evaluated: list[dict[str, Any]] = []
-    asked, now, ask_seconds = 0, 0.0, 0.0
+    asked, spent, now, ask_seconds = 0, 0.0, 0.0, 0.0
 
     def launch() -> None:
-        nonlocal asked, ask_seconds
+        nonlocal asked, spent, ask_seconds
         start = time.perf_counter()
-        token, assignments = method.ask()
+        token, assignments, task = method.ask()
         ask_seconds += time.perf_counter() - start
-        heapq.heappush(in_flight, (now + float(clock_rng.uniform(0.5, 1.5)), asked, token, assignments))
+        duration = float(clock_rng.uniform(0.5, 1.5)) * problem.task_cost(task)
+        heapq.heappush(in_flight, (now + duration, asked, token, assignments, task))
         asked += 1
+        spent += problem.task_cost(task)
 
     try:
-        while asked < min(workers, budget):
+        while len(in_flight) < workers and spent < units:
             launch()
         while in_flight:
-            now, _, token, assignments = heapq.heappop(in_flight)
-            method.tell(token, problem.evaluate(assignments, noise_rng))
-            evaluated.append(assignments)
-            if asked < budget:
+            now, _, token, assignments, task = heapq.heappop(in_flight)
+            method.tell(token, problem.observe(assignments, noise_rng, task))
+            if problem.task_cost(task) == 1.0:
+                evaluated.append(assignments)
+            if spent < units:
                 launch()
     finally:
         method.close()
     return {"problem": problem_name, "method": method_name, "mode": mode, "seed": seed, "budget": budget,
-            "hv": problem.hypervolume_fraction(evaluated), "ms_per_suggest": 1000 * ask_seconds / budget}
+            "hv": problem.hypervolume_fraction(evaluated), "ms_per_suggest": 1000 * ask_seconds / asked,
+            "trials": asked}
 
 
 # -- grid, resume, table --------------------------------------------------------------------------
