@@ -158,53 +158,41 @@ class _History:
     @classmethod
     def build(cls, spec: ExperimentSpec, space: SearchSpace, history: list[Observation]) -> _History:
         optimized, constraints = spec.optimized_metrics, spec.constraint_metrics
-        signs = np.array([1.0 if m.objective == "minimize" else -1.0 for m in optimized])
-        objectives = np.full((len(history), len(optimized)), np.nan)
-        tiers = np.full(len(history), FAILED)
-        shortfall = np.zeros(len(history))
-        scales = _metric_scales(spec, history)
+        required = (*optimized, *constraints)
+        completed = np.array([not o.failed for o in history], dtype=bool)
+        table = np.full((len(history), len(required)), np.nan)  # every required metric, as reported
+        if completed.any():
+            table[completed] = [[o.values[m.name] for m in required] for o in history if not o.failed]  # type: ignore[index]
+        misses = []
+        for column, metric in enumerate(required):
+            values = table[completed, column]
+            spread = float(np.std(values)) if len(values) > 1 else 0.0
+            scale = spread if spread > 0 else max(abs(metric.threshold or 0.0), 1.0)
+            met = np.ones(len(history), dtype=bool) if metric.threshold is None else (
+                table[:, column] >= metric.threshold if metric.objective == "maximize" else table[:, column] <= metric.threshold)
+            misses.append(np.where(met | ~completed, 0.0, np.abs(table[:, column] - (metric.threshold or 0.0))) / scale)
+        constraint_miss, optimized_miss = np.zeros(len(history)), np.zeros(len(history))
+        for column in range(len(optimized), len(required)):  # summed in metric order, as a person would
+            constraint_miss = constraint_miss + misses[column]
+        for column in range(len(optimized)):
+            optimized_miss = optimized_miss + misses[column]
+        tiers = np.where(~completed, FAILED, np.where(constraint_miss > 0, VIOLATES_CONSTRAINT,
+                                                      np.where(optimized_miss > 0, OUTSIDE_THRESHOLD, FEASIBLE)))
+        shortfall = np.where(tiers == VIOLATES_CONSTRAINT, constraint_miss,
+                             np.where(tiers == OUTSIDE_THRESHOLD, optimized_miss, 0.0))
+        signs = np.array([1.0 if m.objective == "minimize" else -1.0 for m in required])
+        signed = table * signs
+        thresholds = np.array([signs[j] * m.threshold if m.threshold is not None else np.nan
+                               for j, m in enumerate(optimized)])
+        constraint_limits = signs[len(optimized):] * np.array([float(m.threshold) for m in constraints])
+        variances = np.zeros((len(history), len(required)))
         for i, observation in enumerate(history):
-            if observation.failed:
-                continue
-            values = observation.values or {}
-            objectives[i] = signs * np.array([values[m.name] for m in optimized])
-            constraint_miss = sum(_miss(m, values[m.name]) / scales[m.name] for m in constraints)
-            optimized_miss = sum(_miss(m, values[m.name]) / scales[m.name] for m in optimized)
-            if constraint_miss > 0:
-                tiers[i], shortfall[i] = VIOLATES_CONSTRAINT, constraint_miss
-            elif optimized_miss > 0:
-                tiers[i], shortfall[i] = OUTSIDE_THRESHOLD, optimized_miss
-            else:
-                tiers[i] = FEASIBLE
-        thresholds = np.array([s * m.threshold if m.threshold is not None else np.nan for s, m in zip(signs, optimized)])
-        constraint_signs = np.array([1.0 if m.objective == "minimize" else -1.0 for m in constraints])
-        constraint_values = np.full((len(history), len(constraints)), np.nan)
-        for i, observation in enumerate(history):
-            if not observation.failed and observation.values:
-                constraint_values[i] = constraint_signs * np.array([observation.values[m.name] for m in constraints])
-        constraint_limits = constraint_signs * np.array([float(m.threshold) for m in constraints])
-        variances = np.array([[(o.value_stddevs or {}).get(m.name, 0.0) ** 2 for m in (*optimized, *constraints)]
-                              for o in history]).reshape(len(history), len(optimized) + len(constraints))
-        costs = np.array([spec.task_cost(o.task) for o in history])
+            if observation.value_stddevs:
+                variances[i] = [observation.value_stddevs.get(m.name, 0.0) ** 2 for m in required]
+        costs = np.array([spec.task_cost(o.task) for o in history]) if spec.tasks else np.ones(len(history))
         rows = space.encode_many([o.assignments for o in history])
-        return cls(rows, tiers, objectives, shortfall, thresholds, constraint_values, constraint_limits, variances,
-                   costs, bool(spec.tasks))
-
-
-def _miss(metric: Any, value: float) -> float:
-    if metric.threshold is None or metric.meets(value):
-        return 0.0
-    return abs(value - metric.threshold)
-
-
-def _metric_scales(spec: ExperimentSpec, history: list[Observation]) -> dict[str, float]:
-    """Spread of each metric over the history, so misses on different metrics add up fairly."""
-    scales = {}
-    for metric in spec.required_metrics:
-        values = [o.values[metric.name] for o in history if not o.failed and o.values]
-        spread = float(np.std(values)) if len(values) > 1 else 0.0
-        scales[metric.name] = spread if spread > 0 else max(abs(metric.threshold or 0.0), 1.0)
-    return scales
+        return cls(rows, tiers, signed[:, :len(optimized)], shortfall, thresholds, signed[:, len(optimized):],
+                   constraint_limits, variances, costs, bool(spec.tasks))
 
 
 # -- start-up ------------------------------------------------------------------------------------
