@@ -628,7 +628,8 @@ def _describe(error: ValidationError) -> list[str]:
     """Turn pydantic's errors into ``path: message`` lines a person can act on."""
     lines = []
     for item in error.errors(include_url=False):
-        location = [part for part in item["loc"] if not _is_union_branch(part)]
+        location = [part for index, part in enumerate(item["loc"]) if not _is_union_branch(part)
+                    and not (index and item["loc"][index - 1] == "prior" and part in ("normal", "beta"))]
         path = _path(location)
         kind = item["type"]
         if kind == "extra_forbidden":
