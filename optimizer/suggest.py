@@ -17,11 +17,20 @@ space-filling random points) or the model-based step:
    over the current feasible frontier wins, weighted by its probability of meeting every
    constraint (a Gaussian process per constraint metric) and of not failing (Parzen densities
    of failed against completed points). Thresholds on optimized metrics are the hypervolume's
-   reference point, so only the part of the frontier beyond them counts. With one metric, or
-   when no candidate is expected to improve anything, candidates are ranked as in plain TPE:
-   the (frontier) model's log l/g plus twice log P(feasible).
+   reference point, so only the part of the frontier beyond them counts; a metric without a
+   threshold is measured from past the worst completed value. With one metric, or when no
+   candidate is expected to improve anything, candidates are ranked as in plain TPE: the
+   (frontier) model's log l/g plus twice log P(feasible).
 5. Pending points and the batch's earlier picks are liars in every bad group (constant liar)
-   and believed at their predicted values by the Gaussian processes (kriging believer); exact repeats of tried or in-flight points are never proposed.
+   and believed at their predicted values by the Gaussian processes (kriging believer); exact
+   repeats of tried or in-flight points are never proposed.
+
+SigOpt's definition keys: every candidate is snapped to its grid and conditionals (inactive
+parameters marked, see optimizer.space) and dropped if it breaks a linear constraint; priors
+shape start-up draws and each axis's Parzen prior; reported `value_stddevs` are per-point
+noise in the Gaussian processes. With tasks, the task cost is one more Gaussian-process input,
+the frontier is made of full-task observations only, and `choose_task` says where each
+proposal runs.
 """
 
 from __future__ import annotations
