@@ -46,7 +46,7 @@ from scipy.special import ndtr
 from optimizer.gp import GaussianProcess, training_subset
 from optimizer.observation import Observation, validate_assignments, validate_history
 from optimizer.pareto import hypervolume_improvements, nondominated_ranks, pareto_front
-from optimizer.space import SearchSpace
+from optimizer.space import INACTIVE, SearchSpace
 from optimizer.spec import ExperimentSpec
 from optimizer.tpe import build_mixture, fit_model
 
@@ -118,7 +118,7 @@ def propose(
         taken = np.vstack([data.rows, in_flight])
         if space.n_dims == 0:
             row = np.zeros(0)
-        elif len(space.default_axes) and not _defaults_tried(space, taken):
+        elif len(space.default_axes) and len(taken) < startup and not _defaults_tried(space, taken):
             row = _with_defaults(space, taken, rng)
         elif len(taken) < startup or data.n_completed == 0:
             row = _space_filling(space, taken, rng)
@@ -233,9 +233,12 @@ def choose_task(spec: ExperimentSpec, space: SearchSpace, data: _History, row: n
 
 
 def _defaults_tried(space: SearchSpace, taken: np.ndarray) -> bool:
+    """Whether some tried or pending row has every default (one its conditions leave inactive
+    cannot be set, so it counts as tried)."""
     if not len(taken):
         return False
-    return bool(np.any(np.all(np.isclose(taken[:, space.default_axes], space.default_units), axis=1)))
+    columns = taken[:, space.default_axes]
+    return bool(np.any(np.all(np.isclose(columns, space.default_units) | (columns == INACTIVE), axis=1)))
 
 
 def _with_defaults(space: SearchSpace, taken: np.ndarray, rng: np.random.Generator) -> np.ndarray:
