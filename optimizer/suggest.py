@@ -247,6 +247,9 @@ def _with_defaults(space: SearchSpace, taken: np.ndarray, rng: np.random.Generat
     draws[:, space.default_axes] = space.default_units
     draws = space.deactivate(draws)
     draws = draws[space.feasible(draws)]
+    active = np.all(draws[:, space.default_axes] != INACTIVE, axis=1)
+    if active.any():  # conditionals that let every default apply
+        draws = draws[active]
     if len(draws) == 0:
         return _space_filling(space, taken, rng)
     if len(taken) == 0:
