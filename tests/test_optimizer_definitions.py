@@ -121,6 +121,14 @@ def test_default_values_of_every_type_come_first():
     assert (first["x"], first["n"], first["k"]) == (0.25, 4, "q")
 
 
+def test_a_default_under_a_condition_comes_first_with_its_branch():
+    spec = spec_of(conditionals=[{"name": "arch", "values": ["plain", "gated"]}],
+                   parameters=[double("gate", default_value=0.25, conditions={"arch": "gated"}), double("x")])
+    for seed in range(5):
+        [first] = suggest(spec, [], [], seed=seed)
+        assert (first["arch"], first["gate"]) == ("gated", 0.25)
+
+
 # -- properties over random specs -----------------------------------------------------------------
 
 @st.composite
