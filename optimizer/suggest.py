@@ -356,8 +356,17 @@ def _reference_point(data: _History) -> np.ndarray:
 
 
 def _metric_ranks(data: _History, metric: int) -> np.ndarray:
-    """Feasible first: (tier, objective or shortfall) ordered, returned as ranks."""
-    within = np.where(data.tiers <= OUTSIDE_THRESHOLD, data.objectives[:, metric], data.shortfall)
+    """Feasible first: (tier, objective or shortfall) ordered, returned as ranks. With tasks,
+    an objective counts by its quantile among its own task's observations: a cheap task is a
+    biased view, so its values compare with each other, not with the full task's."""
+    objective = data.objectives[:, metric]
+    if data.multitask:
+        objective = np.full(len(objective), np.nan)
+        for cost in np.unique(data.costs):
+            same = (data.costs == cost) & (data.tiers != FAILED)
+            values = data.objectives[same, metric]
+            objective[same] = np.argsort(np.argsort(values, kind="stable"), kind="stable") / max(len(values) - 1, 1)
+    within = np.where(data.tiers <= OUTSIDE_THRESHOLD, objective, data.shortfall)
     within = np.where(data.tiers == OUTSIDE_THRESHOLD, data.shortfall, within)
     return _ranks(data.tiers, np.nan_to_num(within))
 
