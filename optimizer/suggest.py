@@ -356,11 +356,14 @@ def _reference_point(data: _History) -> np.ndarray:
 
 
 def _metric_ranks(data: _History, metric: int) -> np.ndarray:
-    """Feasible first: (tier, objective or shortfall) ordered, returned as ranks. With tasks,
-    an objective counts by its quantile among its own task's observations: a cheap task is a
-    biased view, so its values compare with each other, not with the full task's."""
+    """Feasible first: (tier, objective or shortfall) ordered, returned as ranks.
+
+    With tasks and one metric, an objective counts by its quantile among its own task's
+    observations: a cheap task is a biased view, so its values compare with each other, not
+    with the full task's. (With two metrics the selection step's Gaussian processes, which
+    take the task as an input, correct the bias; quantiles there measured worse.)"""
     objective = data.objectives[:, metric]
-    if data.multitask:
+    if data.multitask and data.objectives.shape[1] == 1:
         objective = np.full(len(objective), np.nan)
         for cost in np.unique(data.costs):
             same = (data.costs == cost) & (data.tiers != FAILED)
