@@ -7,7 +7,8 @@ of through pyll graphs, which are far too slow for a per-call budget of millisec
   hyperopt's gamma rule: ``min(ceil(gamma * sqrt(n)), 25)`` good ones.
 * `adaptive_parzen_normal` gives each observation's bandwidth on every continuous axis (the
   larger gap to its neighbours, clipped by the prior's sigma) and inserts the prior component
-  (mu 0.5, sigma 1 on the unit axis, weight `prior_weight`); its `linear_forgetting_weights`
+  (mu 0.5, sigma 1 on the unit axis, or the parameter's own `prior` mapped to that axis;
+  weight `prior_weight`); its `linear_forgetting_weights`
   down-weight all but the 25 most recent observations.
 * `normal_cdf` normalizes every truncated Gaussian kernel to the [0, 1] axis (hyperopt's
   `GMM1_lpdf` truncation, applied per component).
