@@ -566,6 +566,8 @@ def _parameter_dict(parameter: Parameter) -> dict[str, Any]:
     data = parameter.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {"type": parameter.type}
     if parameter.type == "int" and parameter.bounds is not None:
         data["bounds"] = {"min": int(parameter.bounds.min), "max": int(parameter.bounds.max)}
+    if parameter.type == "int" and parameter.grid is not None:
+        data["grid"] = [int(value) for value in parameter.grid]
     return data
 
 
