@@ -31,3 +31,13 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) paretune.duckdb .paretune
+
+# SigOpt's own optimizer for the quality benchmark's `sigopt` column: sigoptlite needs Python 3.10.
+SIGOPT_PYTHON ?= python3.10
+SIGOPT_VENV := benchmarks/.sigopt-venv
+.PHONY: sigopt-env
+sigopt-env: $(SIGOPT_VENV)/.installed
+$(SIGOPT_VENV)/.installed: benchmarks/sigoptlite-requirements.txt
+	$(SIGOPT_PYTHON) -m venv $(SIGOPT_VENV)
+	$(SIGOPT_VENV)/bin/python -m pip install --quiet -r benchmarks/sigoptlite-requirements.txt
+	touch $@

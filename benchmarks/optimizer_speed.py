@@ -1,11 +1,13 @@
-"""Milliseconds per `suggest` call at 10, 100, 500 and 2,000 observations (10 mixed
+"""Milliseconds per `suggest` call at 10, 100, 500 and 2,000 observations (9 mixed
 parameters, 2 optimized metrics), against Optuna's TPESampler asked on the same history.
 
     .venv/bin/python -m benchmarks.optimizer_speed [--sizes 10,100,500,2000] [--repeats 5]
 
 The history is random assignments with synthetic metric values (a few failures); each timing
 is the median of `--repeats` calls with different seeds, in CPU time of this process
-(`time.process_time`, one BLAS thread) so that a loaded shared machine does not inflate it.
+(`time.process_time`, one BLAS thread) so that a loaded shared machine inflates it less. The
+ratio to Optuna's TPESampler, measured in the same run, and the machine's load average are
+printed with it: on a shared machine, compare ratios.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from optimizer import ExperimentSpec, Observation, suggest  # noqa: E402
 SPEC = ExperimentSpec.model_validate({
     "name": "speed",
     "parameters": [
-        *({"name": f"x{i}", "type": "double", "bounds": {"min": 0.0, "max": 1.0}} for i in range(5)),
+        *({"name": f"x{i}", "type": "double", "bounds": {"min": 0.0, "max": 1.0}} for i in range(4)),
         {"name": "lr", "type": "double", "bounds": {"min": 1e-5, "max": 1e-1}, "transformation": "log"},
         {"name": "layers", "type": "int", "bounds": {"min": 1, "max": 12}},
         {"name": "batch", "type": "int", "bounds": {"min": 8, "max": 256}},
@@ -42,14 +44,14 @@ def random_history(size: int, seed: int) -> list[Observation]:
     rng = np.random.default_rng(seed)
     history = []
     for _ in range(size):
-        a = {f"x{i}": float(rng.uniform()) for i in range(5)}
+        a = {f"x{i}": float(rng.uniform()) for i in range(4)}
         a |= {"lr": float(math.exp(rng.uniform(math.log(1e-5), math.log(1e-1)))),
               "layers": int(rng.integers(1, 13)), "batch": int(rng.integers(8, 257)),
               "optimizer": str(rng.choice(["adamw", "sgd", "lion"])), "width": str(rng.choice(["128", "256", "512", "768"]))}
         if rng.uniform() < 0.05:
             history.append(Observation(assignments=a, failed=True))
         else:
-            g = 1 + sum(a[f"x{i}"] for i in range(1, 5))
+            g = 1 + sum(a[f"x{i}"] for i in range(1, 4))
             history.append(Observation(assignments=a, values={"f1": a["x0"], "f2": g * (1 - math.sqrt(a["x0"] / g))}))
     return history
 
@@ -97,12 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="10,100,500,2000")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    print("| observations | paretune ms/suggest | Optuna TPESampler ms/suggest |")
-    print("|---:|---:|---:|")
+    print("| observations | paretune ms/suggest | Optuna TPESampler ms/suggest | paretune / Optuna | load average |")
+    print("|---:|---:|---:|---:|---:|")
     for size in (int(s) for s in args.sizes.split(",")):
         history = random_history(size, seed=size)
-        print(f"| {size} | {time_paretune(history, args.repeats):.1f} | {time_optuna(history, args.repeats):.1f} |",
-              flush=True)
+        ours, theirs = time_paretune(history, args.repeats), time_optuna(history, args.repeats)
+        print(f"| {size} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} | {os.getloadavg()[0]:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ sigoptlite needs Python 3.10 and numpy < 1.23, so the quality benchmark runs thi
 that virtual environment's python and talks to it over stdin/stdout:
 
     {"op": "create", "spec": {...SigOpt experiment...}, "seed": 3}   -> {"ok": true}
-    {"op": "suggest"}                                                -> {"id": "1", "assignments": {...}}
+    {"op": "suggest"}                       -> {"id": "1", "assignments": {...}, "task": "cheap" | null}
     {"op": "observe", "id": "1", "values": {"f1": 0.2} | null}       -> {"ok": true}
 
 `values: null` reports a failed trial. Nothing else is written to stdout.
@@ -32,7 +32,8 @@ def main() -> None:
         elif command["op"] == "suggest":
             suggestion = connection.experiments(experiment.id).suggestions().create()
             assignments = {key: _plain(value) for key, value in suggestion.assignments.items()}
-            reply = {"id": suggestion.id, "assignments": assignments}
+            reply = {"id": suggestion.id, "assignments": assignments,
+                     "task": suggestion.task.name if getattr(suggestion, "task", None) else None}
         elif command["op"] == "observe":
             observations = connection.experiments(experiment.id).observations()
             if command["values"] is None:

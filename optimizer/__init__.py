@@ -7,10 +7,13 @@ from optimizer.observation import (
     metric_number,
     validate_assignments,
     validate_history,
+    validate_task,
+    validate_value_stddevs,
     validate_values,
 )
+from optimizer.solutions import best_solutions
 from optimizer.spec import ExperimentSpec, Metric, Parameter, SpecError
-from optimizer.suggest import suggest
+from optimizer.suggest import Proposal, propose, suggest
 
 __all__ = [
     "ExperimentSpec",
@@ -19,10 +22,15 @@ __all__ = [
     "Observation",
     "ObservationError",
     "Parameter",
+    "Proposal",
     "SpecError",
+    "best_solutions",
     "metric_number",
+    "propose",
     "suggest",
     "validate_assignments",
     "validate_history",
+    "validate_task",
+    "validate_value_stddevs",
     "validate_values",
 ]

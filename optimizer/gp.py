@@ -2,11 +2,14 @@
 
 TPE proposes candidates; this model predicts every metric at each candidate (mean and
 uncertainty), so the selection step can score how much a candidate would extend the frontier.
-It works on the unit-cube encoding of `optimizer.space`: a Matern-5/2 kernel whose squared
-distance adds, per axis, ((x - x') / lengthscale)^2 on continuous axes and
-(x != x') / lengthscale^2 on categorical ones. Hyperparameters are chosen by marginal
-likelihood over a coarse grid, then refined per axis (automatic relevance determination),
-which stays cheap because the training set is capped (`MAX_TRAINING_POINTS`).
+It works on the unit-cube encoding of `optimizer.space`. The kernel is Matern-5/2 on scaled
+squared distances that add, per axis, ((x - x') / lengthscale)^2 on continuous axes and
+(x != x') / lengthscale^2 on categorical ones; on a mixed space, half of it is that joint
+kernel and half the sum of one over the continuous axes and one over the categorical axes
+(see `_mixed_matern`). Hyperparameters are chosen by marginal likelihood over a coarse grid,
+then refined per axis (automatic relevance determination), on at most
+`MAX_SELECTION_POINTS` points; the model itself is fit on at most `MAX_TRAINING_POINTS`.
+Noise a user reported per observation (SigOpt's `value_stddev`) is added to the diagonal.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import numpy as np
 from scipy.linalg import cho_solve, solve_triangular
 
 MAX_TRAINING_POINTS = 200
-MAX_SELECTION_POINTS = 100  # hyperparameters are chosen on a subset; the final fit uses all points
+MAX_SELECTION_POINTS = 64  # hyperparameters are chosen on a subset; the final fit uses all points
+PRODUCT_SHARE = 0.5  # of the mixed-space kernel's variance on the joint (product) part
 _LENGTHSCALES = (0.15, 0.3, 0.6, 1.2)
 _NOISES = (1e-4, 1e-2, 1e-1)
 _ARD_FACTORS = (1 / 3, 3.0)
@@ -30,12 +34,49 @@ def axis_distances(rows: np.ndarray, others: np.ndarray, continuous: np.ndarray)
     return np.where(continuous, diff * diff, (diff != 0).astype(float))
 
 
-def matern52(distances: np.ndarray, lengthscales: np.ndarray) -> np.ndarray:
-    """Kernel matrix from `axis_distances` (unit signal variance)."""
-    rows, others, axes = distances.shape
-    squared = (distances.reshape(rows * others, axes) @ (1.0 / lengthscales**2)).reshape(rows, others)
+def matern52(squared: np.ndarray) -> np.ndarray:
+    """Matern-5/2 of scaled squared distances (unit signal variance)."""
     r = np.sqrt(5.0 * squared)
     return (1.0 + r + r * r / 3.0) * np.exp(-r)
+
+
+def kernel(distances: np.ndarray, lengthscales: np.ndarray, continuous: np.ndarray) -> np.ndarray:
+    """Kernel matrix from `axis_distances` (where lengthscales are being chosen)."""
+    rows, others, axes = distances.shape
+    flat = distances.reshape(rows * others, axes)
+    inverse = 1.0 / lengthscales**2
+    on_continuous = (flat @ np.where(continuous, inverse, 0.0)).reshape(rows, others)
+    on_categorical = (flat @ np.where(continuous, 0.0, inverse)).reshape(rows, others)
+    return _mixed_matern(on_continuous, on_categorical, continuous)
+
+
+def kernel_between(rows: np.ndarray, others: np.ndarray, lengthscales: np.ndarray,
+                   continuous: np.ndarray) -> np.ndarray:
+    """The same kernel for fixed lengthscales, by matrix products instead of a per-axis tensor."""
+    inverse = 1.0 / lengthscales**2
+    a = rows[:, continuous] * np.sqrt(inverse[continuous])
+    b = others[:, continuous] * np.sqrt(inverse[continuous])
+    on_continuous = np.maximum(np.sum(a * a, axis=1)[:, None] + np.sum(b * b, axis=1)[None, :] - 2.0 * a @ b.T, 0.0)
+    on_categorical = np.zeros((len(rows), len(others)))
+    for axis in np.flatnonzero(~continuous):
+        on_categorical += inverse[axis] * (rows[:, axis, None] != others[None, :, axis])
+    return _mixed_matern(on_continuous, on_categorical, continuous)
+
+
+def _mixed_matern(on_continuous: np.ndarray, on_categorical: np.ndarray, continuous: np.ndarray) -> np.ndarray:
+    """On a mixed space, half a Matern over every axis and half the sum of a Matern over the
+    continuous axes and one over the categorical axes.
+
+    The sum part lets what was learned about the continuous axes (training hyperparameters,
+    say) carry over to categories with few observations, each category adding its own offset.
+    A product kernel alone treats every category as a separate function: a category seen only
+    at poor random settings is predicted poor everywhere, and is never tried again.
+    """
+    joint = matern52(on_continuous + on_categorical)
+    if continuous.all() or not continuous.any():
+        return joint
+    additive = 0.5 * (matern52(on_continuous) + matern52(on_categorical))
+    return PRODUCT_SHARE * joint + (1.0 - PRODUCT_SHARE) * additive
 
 
 @dataclass(frozen=True)
@@ -44,30 +85,49 @@ class GaussianProcess:
     targets: np.ndarray  # standardized
     continuous: np.ndarray
     lengthscales: np.ndarray
-    noise: float
+    noise: np.ndarray  # per point, standardized units: the chosen level plus any reported noise
     offset: float
     scale: float
     cholesky: np.ndarray
     alpha: np.ndarray
 
     @classmethod
-    def fit(cls, rows: np.ndarray, values: np.ndarray, continuous: np.ndarray) -> GaussianProcess:
-        """Fit to `values` at `rows` (at least two points), choosing hyperparameters by evidence."""
+    def fit(cls, rows: np.ndarray, values: np.ndarray, continuous: np.ndarray,
+            known_variances: np.ndarray | None = None) -> GaussianProcess:
+        """Fit to `values` at `rows` (at least two points), choosing hyperparameters by evidence.
+
+        `known_variances` (original units, per point, 0 where not reported) is noise the user
+        measured (SigOpt's `value_stddev` squared): it joins the diagonal beside the chosen
+        noise level, so a noisy point pulls the posterior less than a precise one.
+        """
         offset = float(np.mean(values))
         scale = float(np.std(values)) or 1.0
         targets = np.clip((values - offset) / scale, -5.0, 5.0)  # one wild value must not flatten the rest
-        distances = axis_distances(rows, rows, continuous)
-        lengthscales, noise = _select_hyperparameters(distances, targets)
-        cholesky, alpha = _factor(distances, targets, lengthscales, noise)
-        return cls(rows, targets, continuous, lengthscales, noise, offset, scale, cholesky, alpha)
+        known = np.zeros(len(values)) if known_variances is None else np.asarray(known_variances, float) / scale**2
+        chosen = _selection_subset(len(targets))
+        lengthscales, noise = _select_hyperparameters(axis_distances(rows[chosen], rows[chosen], continuous),
+                                                      targets[chosen], known[chosen], continuous)
+        cholesky, alpha = _factor(kernel_between(rows, rows, lengthscales, continuous), targets, noise + known)
+        return cls(rows, targets, continuous, lengthscales, noise + known, offset, scale, cholesky, alpha)
 
     def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the metric (original units) at `rows`."""
-        cross = matern52(axis_distances(rows, self.rows, self.continuous), self.lengthscales)
+        cross = kernel_between(rows, self.rows, self.lengthscales, self.continuous)
         mean = cross @ self.alpha
         solved = solve_triangular(self.cholesky, cross.T, lower=True)
         variance = np.maximum(1.0 - np.sum(solved * solved, axis=0), 1e-12)
         return self.offset + self.scale * mean, self.scale * np.sqrt(variance)
+
+    def variance_reduction(self, target: np.ndarray, probe: np.ndarray) -> float:
+        """How much observing `probe` (one row) would shrink the posterior variance at `target`
+        (one row), in standardized units: cov(target, probe)^2 / (var(probe) + noise)."""
+        both = np.vstack([target, probe])
+        cross = kernel_between(both, self.rows, self.lengthscales, self.continuous)
+        solved = solve_triangular(self.cholesky, cross.T, lower=True)
+        prior = kernel_between(target, probe, self.lengthscales, self.continuous)[0, 0]
+        covariance = prior - float(solved[:, 0] @ solved[:, 1])
+        variance = max(1.0 - float(solved[:, 1] @ solved[:, 1]), 1e-12)
+        return covariance**2 / (variance + float(np.min(self.noise)))
 
     def believing(self, rows: np.ndarray) -> GaussianProcess:
         """The model after pretending its own mean was observed at `rows` (kriging believer):
@@ -77,48 +137,51 @@ class GaussianProcess:
         believed = (self.predict(rows)[0] - self.offset) / self.scale
         all_rows = np.vstack([self.rows, rows])
         targets = np.concatenate([self.targets, believed])
-        distances = axis_distances(all_rows, all_rows, self.continuous)
-        cholesky, alpha = _factor(distances, targets, self.lengthscales, self.noise)
-        return GaussianProcess(all_rows, targets, self.continuous, self.lengthscales, self.noise, self.offset,
+        noise = np.concatenate([self.noise, np.full(len(rows), float(np.min(self.noise)))])
+        cholesky, alpha = _factor(kernel_between(all_rows, all_rows, self.lengthscales, self.continuous),
+                                  targets, noise)
+        return GaussianProcess(all_rows, targets, self.continuous, self.lengthscales, noise, self.offset,
                                self.scale, cholesky, alpha)
 
 
-def _select_hyperparameters(distances: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, float]:
-    """Best (lengthscales, noise) by log marginal likelihood: a grid of shared lengthscales and
-    noise levels, then one pass of per-axis refinement. Evidence on `MAX_SELECTION_POINTS`
-    points spread over the training set ranks hyperparameters as well, at a fraction of the cost."""
-    if len(targets) > MAX_SELECTION_POINTS:
-        spread = np.linspace(0, len(targets) - 1, MAX_SELECTION_POINTS).astype(int)
-        distances, targets = distances[np.ix_(spread, spread)], targets[spread]
+def _selection_subset(n: int) -> np.ndarray:
+    """At most `MAX_SELECTION_POINTS` indices spread over the training set: evidence on them
+    ranks hyperparameters as well as evidence on all points, at a fraction of the cost."""
+    if n <= MAX_SELECTION_POINTS:
+        return np.arange(n)
+    return np.linspace(0, n - 1, MAX_SELECTION_POINTS).astype(int)
+
+
+def _select_hyperparameters(distances: np.ndarray, targets: np.ndarray, known: np.ndarray,
+                            continuous: np.ndarray) -> tuple[np.ndarray, float]:
+    """Best (lengthscales, noise level) by log marginal likelihood: a grid of shared
+    lengthscales and noise levels, then one pass of per-axis refinement."""
     n_axes = distances.shape[2]
-    best = max(((_evidence(distances, targets, np.full(n_axes, lengthscale), noise), lengthscale, noise)
+
+    def evidence(lengthscales: np.ndarray, noise: float) -> float:
+        try:
+            cholesky, alpha = _factor(kernel(distances, lengthscales, continuous), targets, noise + known)
+        except np.linalg.LinAlgError:
+            return -np.inf
+        return -0.5 * float(targets @ alpha) - float(np.sum(np.log(np.diag(cholesky))))
+
+    best = max(((evidence(np.full(n_axes, lengthscale), noise), lengthscale, noise)
                 for lengthscale in _LENGTHSCALES for noise in _NOISES), key=lambda item: item[0])
-    evidence, lengthscales, noise = best[0], np.full(n_axes, best[1]), best[2]
+    best_evidence, lengthscales, noise = best[0], np.full(n_axes, best[1]), best[2]
     for axis in range(n_axes):
         for factor in _ARD_FACTORS:
             trial = lengthscales.copy()
             trial[axis] *= factor
-            trial_evidence = _evidence(distances, targets, trial, noise)
-            if trial_evidence > evidence:
-                evidence, lengthscales = trial_evidence, trial
+            trial_evidence = evidence(trial, noise)
+            if trial_evidence > best_evidence:
+                best_evidence, lengthscales = trial_evidence, trial
     return lengthscales, noise
 
 
-def _factor(distances: np.ndarray, targets: np.ndarray, lengthscales: np.ndarray,
-            noise: float) -> tuple[np.ndarray, np.ndarray]:
-    kernel = matern52(distances, lengthscales)
-    kernel[np.diag_indices_from(kernel)] += noise + _JITTER
-    cholesky = np.linalg.cholesky(kernel)
+def _factor(matrix: np.ndarray, targets: np.ndarray, noise: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    matrix[np.diag_indices_from(matrix)] += noise + _JITTER  # in place: every caller passes a fresh matrix
+    cholesky = np.linalg.cholesky(matrix)
     return cholesky, cho_solve((cholesky, True), targets)
-
-
-def _evidence(distances: np.ndarray, targets: np.ndarray, lengthscales: np.ndarray, noise: float) -> float:
-    """Log marginal likelihood (up to a constant); -inf where the kernel is not positive definite."""
-    try:
-        cholesky, alpha = _factor(distances, targets, lengthscales, noise)
-    except np.linalg.LinAlgError:
-        return -np.inf
-    return -0.5 * float(targets @ alpha) - float(np.sum(np.log(np.diag(cholesky))))
 
 
 def training_subset(ranks: np.ndarray, limit: int = MAX_TRAINING_POINTS) -> np.ndarray:

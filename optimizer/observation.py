@@ -15,7 +15,12 @@ Assignments = dict[str, float | int | str]
 
 
 class Observation(BaseModel):
-    """One finished trial: its assignments and either its metric values or `failed=True`."""
+    """One finished trial: its assignments and either its metric values or `failed=True`.
+
+    `value_stddevs` are the standard deviations the user measured for some of the values
+    (SigOpt's `value_stddev`); `task` is the multitask fidelity it ran at (None: the full task,
+    or an experiment without tasks).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -23,6 +28,8 @@ class Observation(BaseModel):
     values: dict[str, float] | None = None
     failed: bool = False
     failure_reason: str | None = Field(default=None, exclude=True)
+    value_stddevs: dict[str, float] | None = None
+    task: str | None = None
 
     @model_validator(mode="after")
     def _values_xor_failed(self) -> Observation:
@@ -30,6 +37,8 @@ class Observation(BaseModel):
             raise ValueError("a failed observation carries no values")
         if not self.failed and self.values is None:
             raise ValueError("a completed observation needs `values` (or pass failed=True)")
+        if self.value_stddevs and self.failed:
+            raise ValueError("a failed observation carries no value_stddevs")
         return self
 
 
@@ -70,15 +79,35 @@ def metric_number(name: str, value: Any) -> float:
 
 
 def validate_assignments(spec: ExperimentSpec, assignments: dict[str, Any]) -> Assignments:
-    """Return `assignments` coerced to each parameter's type; raise naming every bad entry."""
+    """Return `assignments` coerced to each parameter's type; raise naming every bad entry.
+
+    With conditionals, each conditional's value sits under its name, and a parameter whose
+    conditions do not hold must be absent (SigOpt's shape).
+    """
     if not isinstance(assignments, dict):
         raise ObservationError(f"assignments must be a mapping of parameter name to value, got {type(assignments).__name__}")
     problems = []
-    names = {p.name for p in spec.parameters}
+    conditionals = {c.name: c for c in spec.conditionals or ()}
+    names = {p.name for p in spec.parameters} | set(conditionals)
     for name in sorted(set(assignments) - names):
         problems.append(f"assignments.{name}: the experiment has no such parameter (known: {', '.join(sorted(names))})")
     coerced: Assignments = {}
+    for name, conditional in conditionals.items():
+        if name not in assignments:
+            problems.append(f"assignments.{name}: missing; give the conditional's value ({', '.join(conditional.values)})")
+        elif assignments[name] not in conditional.values:
+            problems.append(f"assignments.{name}: {assignments[name]!r} is not a value of conditional {name!r} "
+                            f"({', '.join(conditional.values)})")
+        else:
+            coerced[name] = str(assignments[name])
+    if problems:
+        raise ObservationError("; ".join(problems))
     for parameter in spec.parameters:
+        if not parameter.active(coerced):
+            if parameter.name in assignments:
+                problems.append(f"assignments.{parameter.name}: inactive here (its conditions "
+                                f"{dict(parameter.conditions or {})} do not hold); omit it")
+            continue
         if parameter.name not in assignments:
             problems.append(f"assignments.{parameter.name}: missing")
             continue
@@ -117,12 +146,97 @@ def validate_values(spec: ExperimentSpec, values: dict[str, Any]) -> dict[str, f
     return clean
 
 
+def validate_value_stddevs(spec: ExperimentSpec, stddevs: dict[str, Any] | None,
+                           values: dict[str, Any]) -> dict[str, float] | None:
+    """Return the standard deviations as floats; each must belong to a reported value and be
+    finite and non-negative."""
+    if stddevs is None:
+        return None
+    if not isinstance(stddevs, dict):
+        raise ObservationError("value_stddevs must be a mapping of metric name to a standard deviation")
+    problems = []
+    clean: dict[str, float] = {}
+    for name, stddev in stddevs.items():
+        if name not in values:
+            problems.append(f"value_stddevs.{name}: no value reported for it")
+            continue
+        try:
+            number = metric_number(name, stddev)
+        except MetricValueError as error:
+            problems.append(f"value_stddevs.{error}")
+            continue
+        if number < 0:
+            problems.append(f"value_stddevs.{name}: {stddev!r} is negative; a standard deviation is >= 0")
+        else:
+            clean[name] = number
+    if problems:
+        raise ObservationError("; ".join(problems))
+    return clean
+
+
+def validate_task(spec: ExperimentSpec, task: str | None) -> str | None:
+    """The task an observation or suggestion ran at: required, and known, when the experiment
+    has tasks; absent otherwise."""
+    known = [t.name for t in spec.tasks or ()]
+    if not known:
+        if task is not None:
+            raise ObservationError(f"task: the experiment has no tasks, got {task!r}")
+        return None
+    if task not in known:
+        shown = "missing" if task is None else f"{task!r} is not a task of the experiment"
+        raise ObservationError(f"task: {shown} (tasks: {', '.join(known)})")
+    return task
+
+
 def validate_history(spec: ExperimentSpec, history: list[Observation]) -> None:
-    """Raise ObservationError for history that does not match `spec` (the optimizer's input)."""
+    """Raise ObservationError for history that does not match `spec` (the optimizer's input).
+
+    History that conforms (the usual case, checked a column at a time) costs little; any
+    doubt goes through the per-observation checks, which name the offending entry.
+    """
+    if _conforms(spec, history):
+        return
     for index, observation in enumerate(history):
         try:
             validate_assignments(spec, observation.assignments)
+            validate_task(spec, observation.task)
             if not observation.failed:
                 validate_values(spec, observation.values or {})
+                validate_value_stddevs(spec, observation.value_stddevs, observation.values or {})
         except ObservationError as error:
             raise ObservationError(f"history[{index}]: {error}") from None
+
+
+def _conforms(spec: ExperimentSpec, history: list[Observation]) -> bool:
+    """True when every observation surely passes `validate_assignments` and `validate_values`
+    (a fast, column-wise sufficient check of the plain case: no conditionals, grids, tasks or
+    reported standard deviations; False only means "check one by one")."""
+    if spec.conditionals or spec.tasks or any(p.grid is not None for p in spec.parameters):
+        return False
+    if any(o.value_stddevs or o.task is not None for o in history):
+        return False
+    names = {p.name for p in spec.parameters}
+    known = {m.name for m in spec.metrics}
+    required = {m.name for m in spec.required_metrics}
+    assignments = [o.assignments for o in history]
+    completed = [o.values for o in history if not o.failed]
+    if not all(a.keys() == names for a in assignments):
+        return False
+    if not all(values is not None and required <= values.keys() <= known for values in completed):
+        return False
+    for parameter in spec.parameters:
+        column = [a[parameter.name] for a in assignments]
+        if parameter.type == "categorical":
+            if not set(map(type, column)) <= {str} or not set(column) <= set(parameter.categorical_values or ()):
+                return False
+            continue
+        if not set(map(type, column)) <= {int, float}:
+            return False
+        numbers = np.array(column, dtype=float)
+        assert parameter.bounds is not None
+        if not np.all((numbers >= parameter.bounds.min) & (numbers <= parameter.bounds.max)):
+            return False  # NaN fails this too
+        if parameter.type == "int" and not np.all(numbers == np.round(numbers)):
+            return False
+    values = [value for row in completed for value in row.values()]  # type: ignore[union-attr]
+    return set(map(type, values)) <= {int, float} and bool(np.all(np.isfinite(np.array(values, dtype=float))))

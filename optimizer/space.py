@@ -1,9 +1,17 @@
-"""The mixed search space as the models see it: every tunable parameter on one axis.
+"""The mixed search space as the models see it: every tunable parameter and every conditional
+on one axis of the unit cube.
 
-Doubles map linearly to [0, 1], log-doubles map their logarithm to [0, 1], ints map to [0, 1]
-with each integer owning an equal-width cell (decoding rounds, so integrality and bounds hold
-by construction), categoricals are the index of their value. Working in the unit cube lets
-hyperopt's uniform prior (mu 0.5, sigma 1) serve every continuous axis alike.
+Doubles map linearly to [0, 1], log-doubles map their logarithm to [0, 1], ints and grids map
+to [0, 1] with each allowed value owning an equal-width cell (decoding takes the cell, so
+integrality, grids and bounds hold by construction), categoricals and conditionals are the
+index of their value. Working in the unit cube lets hyperopt's uniform prior (mu 0.5, sigma 1)
+serve every continuous axis alike; a parameter's `prior` replaces it on its axis.
+
+A parameter whose conditions do not hold is *inactive*: its axis holds `INACTIVE`, a value
+outside the unit interval. The Parzen estimators skip inactive entries (each parameter is
+modelled on the observations where it was active); the Gaussian processes see "inactive" as
+one more level of the axis, apart from every active value, so points on the same branch
+compare on the axes they share.
 """
 
 from __future__ import annotations
@@ -13,51 +21,173 @@ from typing import Any
 
 import numpy as np
 
-from optimizer.spec import ExperimentSpec, Parameter
+from optimizer.spec import BetaPrior, ExperimentSpec, NormalPrior, Parameter
+
+INACTIVE = -1.0
+PRIOR_MU, PRIOR_SIGMA = 0.5, 1.0  # hyperopt's uniform prior on a unit axis
 
 
 class SearchSpace:
     """Encode assignments to rows of floats and decode rows back, for one experiment."""
 
     def __init__(self, spec: ExperimentSpec):
+        self.spec = spec
         self.fixed = {p.name: p.coerce(p.default_value) for p in spec.parameters
                       if not p.tunable and p.default_value is not None}
         self.parameters = tuple(p for p in spec.parameters if p.name not in self.fixed)
-        self.continuous = np.array([p.type != "categorical" for p in self.parameters], dtype=bool)
-        self.n_choices = [len(p.categorical_values or ()) for p in self.parameters]
+        self.conditionals = tuple(spec.conditionals or ())
+        self.names = tuple(p.name for p in self.parameters) + tuple(c.name for c in self.conditionals)
+        self.continuous = np.array([p.type != "categorical" for p in self.parameters]
+                                   + [False] * len(self.conditionals), dtype=bool)
+        self.n_choices = ([len(p.categorical_values or ()) for p in self.parameters]
+                          + [len(c.values) for c in self.conditionals])
         self.defaults = {p.name: p.default_value for p in self.parameters if p.default_value is not None}
+        self.default_axes = np.array([d for d, p in enumerate(self.parameters) if p.default_value is not None], dtype=int)
+        self.default_units = np.array([_encode_one(p, p.default_value) for p in self.parameters
+                                       if p.default_value is not None], dtype=float)
+        self.priors = [_unit_prior(p) for p in self.parameters] + [(PRIOR_MU, PRIOR_SIGMA)] * len(self.conditionals)
+        first_conditional = len(self.parameters)
+        # per parameter axis with conditions: [(conditional axis, allowed value indices), ...]
+        self.conditions = {
+            d: [(first_conditional + [c.name for c in self.conditionals].index(name),
+                 np.array([self.conditionals[[c.name for c in self.conditionals].index(name)].values.index(v)
+                           for v in values], dtype=float))
+                for name, values in p.conditions.items()]
+            for d, p in enumerate(self.parameters) if p.conditions
+        }
+        self.constraints = _constraint_rows(spec, self.parameters)
 
     @property
     def n_dims(self) -> int:
-        return len(self.parameters)
+        return len(self.names)
 
+    # -- encoding -------------------------------------------------------------------------------
     def encode(self, assignments: dict[str, Any]) -> np.ndarray:
-        return np.array([_encode(p, assignments[p.name]) for p in self.parameters], dtype=float)
+        return self.encode_many([assignments])[0]
 
     def encode_many(self, assignments: list[dict[str, Any]]) -> np.ndarray:
-        return np.array([self.encode(a) for a in assignments], dtype=float).reshape(len(assignments), self.n_dims)
+        """Rows for many (validated) assignments, a column at a time; absent parameters
+        (inactive under their conditions) encode as INACTIVE."""
+        rows = np.full((len(assignments), self.n_dims), INACTIVE)
+        for d, p in enumerate(self.parameters):
+            present = [i for i, a in enumerate(assignments) if p.name in a]
+            if not present:
+                continue
+            column = [assignments[i][p.name] for i in present]
+            if p.type == "categorical":
+                index = {value: float(i) for i, value in enumerate(p.categorical_values or ())}
+                rows[present, d] = [index[value] for value in column]
+            else:
+                rows[present, d] = _encode_numbers(p, np.array(column, dtype=float))
+        for offset, conditional in enumerate(self.conditionals):
+            index = {value: float(i) for i, value in enumerate(conditional.values)}
+            rows[:, len(self.parameters) + offset] = [index[a[conditional.name]] for a in assignments]
+        return rows
 
     def decode(self, row: np.ndarray) -> dict[str, Any]:
-        decoded = {p.name: _decode(p, float(u)) for p, u in zip(self.parameters, row)}
-        return decoded | self.fixed
+        """Assignments in SigOpt's shape: conditionals by name, inactive parameters omitted."""
+        decoded: dict[str, Any] = {}
+        for offset, conditional in enumerate(self.conditionals):
+            decoded[conditional.name] = conditional.values[int(row[len(self.parameters) + offset])]
+        for p, u in zip(self.parameters, row):
+            if p.active(decoded):
+                decoded[p.name] = _decode(p, float(u))
+        return decoded | {name: value for name, value in self.fixed.items() if self.spec.parameter(name).active(decoded)}
 
-    def snap(self, rows: np.ndarray) -> np.ndarray:
-        """Move rows onto values an assignment can take (integer cells' centres, categories)."""
+    # -- making valid rows ----------------------------------------------------------------------
+    def snap(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Move rows onto values an assignment can take (integer and grid cells' centres,
+        categories), mark axes whose conditions fail INACTIVE, and draw a value for an axis
+        that became active without one (a perturbation that switched a conditional)."""
+        rows = rows.copy()
+        missing = rows < INACTIVE / 2  # a perturbed INACTIVE entry; small negative steps are clipped
+        if missing.any():
+            rows[missing] = self.sample_uniform(rng, len(rows))[missing]
         snapped = np.clip(rows, 0.0, 1.0)
         for d, p in enumerate(self.parameters):
-            if p.type == "int":
-                cells = _int_cells(p)
+            cells = _cells(p)
+            if cells:
                 snapped[:, d] = (np.minimum(np.floor(snapped[:, d] * cells), cells - 1) + 0.5) / cells
-            elif p.type == "categorical":
-                snapped[:, d] = np.clip(np.round(rows[:, d]), 0, self.n_choices[d] - 1)
-        return snapped
+        for d, choices in enumerate(self.n_choices):
+            if choices:
+                snapped[:, d] = np.clip(np.round(rows[:, d]), 0, choices - 1)
+        return self.deactivate(snapped)
+
+    def deactivate(self, rows: np.ndarray) -> np.ndarray:
+        for d, conditions in self.conditions.items():
+            active = np.ones(len(rows), dtype=bool)
+            for axis, allowed in conditions:
+                active &= np.isin(rows[:, axis], allowed)
+            rows[~active, d] = INACTIVE
+        return rows
+
+    def feasible(self, rows: np.ndarray) -> np.ndarray:
+        """Which (snapped) rows satisfy every linear constraint, on their decoded values."""
+        if self.constraints is None:
+            return np.ones(len(rows), dtype=bool)
+        axes, weights, limits, tolerance = self.constraints
+        values = np.column_stack([_decode_numbers(self.parameters[d], rows[:, d]) for d in axes])
+        return np.all(values @ weights.T <= limits + tolerance, axis=1)
 
     def sample_uniform(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """Raw draws (not snapped): uniform on every axis, or from the axis's prior."""
         rows = rng.uniform(0.0, 1.0, size=(size, self.n_dims))
         for d, choices in enumerate(self.n_choices):
             if choices:
                 rows[:, d] = rng.integers(choices, size=size)
-        return self.snap(rows)
+        for d, p in enumerate(self.parameters):
+            if isinstance(p.prior, NormalPrior):
+                mu, sigma = self.priors[d]
+                rows[:, d] = _truncated_normal(rng, mu, sigma, size)
+            elif isinstance(p.prior, BetaPrior):
+                rows[:, d] = rng.beta(p.prior.shape_a, p.prior.shape_b, size=size)
+        return rows
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """`size` valid rows (snapped, satisfying every linear constraint) from the prior."""
+        rows = self.snap(self.sample_uniform(rng, size), rng)
+        if self.constraints is None:
+            return rows
+        kept = rows[self.feasible(rows)]
+        for _ in range(50):
+            if len(kept) >= size:
+                break
+            more = self.snap(self.sample_uniform(rng, 4 * size), rng)
+            kept = np.vstack([kept, more[self.feasible(more)]])
+        if len(kept) < size:  # a thin feasible set: walk inside it from a known feasible point
+            kept = np.vstack([kept, self._walk(rng, size - len(kept))])
+        return kept[:size]
+
+    def _walk(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """Hit-and-run inside the constrained polytope (unit coordinates of the constrained
+        axes), from the feasible point linear programming found; other axes from the prior."""
+        from optimizer.spec import _feasible_point
+
+        axes, weights, limits, _ = self.constraints
+        start = _feasible_point(self.spec)
+        assert start is not None  # the spec was refused otherwise
+        spans = np.array([self.parameters[d].high - self.parameters[d].low for d in axes])
+        lows = np.array([self.parameters[d].low for d in axes])
+        point = np.array([(start[self.parameters[d].name] - lows[i]) / spans[i] for i, d in enumerate(axes)])
+        unit_weights, unit_limits = weights * spans, limits - weights @ lows
+        rows = []
+        for _ in range(size * 4):
+            direction = rng.normal(size=len(axes))
+            direction /= np.linalg.norm(direction)
+            step_low, step_high = _chord(point, direction, unit_weights, unit_limits)
+            point = np.clip(point + rng.uniform(step_low, step_high) * direction, 0.0, 1.0)
+            row = self.snap(self.sample_uniform(rng, 1), rng)
+            row[0, axes] = point
+            row = self.snap(row, rng)
+            if self.feasible(row)[0]:
+                rows.append(row[0])
+            if len(rows) == size:
+                break
+        while len(rows) < size:  # integral corners: the linear program's point itself
+            row = self.snap(self.sample_uniform(rng, 1), rng)
+            row[0, axes] = [(start[self.parameters[d].name] - lows[i]) / spans[i] for i, d in enumerate(axes)]
+            rows.append(self.snap(np.clip(row, 0.0, 1.0), rng)[0])
+        return np.array(rows)
 
     def distances(self, rows: np.ndarray, others: np.ndarray) -> np.ndarray:
         """Pairwise distances: Euclidean on continuous axes plus 1 per differing category."""
@@ -69,33 +199,118 @@ class SearchSpace:
         return np.sqrt(continuous + categorical)
 
 
-def _int_cells(parameter: Parameter) -> int:
-    assert parameter.bounds is not None
-    return int(parameter.bounds.max) - int(parameter.bounds.min) + 1
+def _unit_prior(parameter: Parameter) -> tuple[float, float]:
+    """The prior's (mu, sigma) on the parameter's unit axis, for TPE's prior component."""
+    prior = parameter.prior
+    if isinstance(prior, NormalPrior):
+        span = parameter.high - parameter.low
+        return (prior.mean - parameter.low) / span, prior.scale / span
+    if isinstance(prior, BetaPrior):
+        a, b = prior.shape_a, prior.shape_b
+        return a / (a + b), math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+    return PRIOR_MU, PRIOR_SIGMA
 
 
-def _encode(parameter: Parameter, value: Any) -> float:
+def _truncated_normal(rng: np.random.Generator, mu: float, sigma: float, size: int) -> np.ndarray:
+    draws = rng.normal(mu, sigma, size=size)
+    for _ in range(20):
+        outside = (draws < 0.0) | (draws > 1.0)
+        if not outside.any():
+            break
+        draws[outside] = rng.normal(mu, sigma, size=int(outside.sum()))
+    return np.clip(draws, 0.0, 1.0)
+
+
+def _constraint_rows(spec: ExperimentSpec, parameters: tuple[Parameter, ...]):
+    """Linear constraints as (axes, weights, limits, tolerance) with ``values @ weights.T <= limits``."""
+    if not spec.linear_constraints:
+        return None
+    from optimizer.spec import CONSTRAINT_TOLERANCE
+
+    names = [p.name for p in parameters]
+    axes = sorted({names.index(term.name) for c in spec.linear_constraints for term in c.terms})
+    weights = np.zeros((len(spec.linear_constraints), len(axes)))
+    limits = np.zeros(len(spec.linear_constraints))
+    for i, constraint in enumerate(spec.linear_constraints):
+        sign = -1.0 if constraint.type == "greater_than" else 1.0
+        for term in constraint.terms:
+            weights[i, axes.index(names.index(term.name))] = sign * term.weight
+        limits[i] = sign * constraint.threshold
+    tolerance = CONSTRAINT_TOLERANCE * np.maximum(1.0, np.abs(limits))
+    return axes, weights, limits, tolerance
+
+
+def _chord(point: np.ndarray, direction: np.ndarray, weights: np.ndarray, limits: np.ndarray) -> tuple[float, float]:
+    """The step range keeping `point + t * direction` inside the unit box and the constraints."""
+    low, high = -np.inf, np.inf
+    rows = np.vstack([weights, np.eye(len(point)), -np.eye(len(point))])
+    bounds = np.concatenate([limits, np.ones(len(point)), np.zeros(len(point))])
+    rate = rows @ direction
+    room = bounds - rows @ point
+    for r, m in zip(rate, room):
+        if r > 1e-12:
+            high = min(high, m / r)
+        elif r < -1e-12:
+            low = max(low, m / r)
+    return (min(low, 0.0), max(high, 0.0)) if np.isfinite(low) and np.isfinite(high) else (0.0, 0.0)
+
+
+def _cells(parameter: Parameter) -> int:
+    """How many values an int or grid axis can take (0 for doubles and categoricals)."""
+    if parameter.grid is not None:
+        return len(parameter.grid)
+    if parameter.type == "int":
+        return int(parameter.high) - int(parameter.low) + 1
+    return 0
+
+
+def _encode_one(parameter: Parameter, value: Any) -> float:
     if parameter.type == "categorical":
         return float((parameter.categorical_values or ()).index(value))
-    assert parameter.bounds is not None
-    low, high = parameter.bounds.min, parameter.bounds.max
+    return float(_encode_numbers(parameter, np.array([value], dtype=float))[0])
+
+
+def _encode_numbers(parameter: Parameter, values: np.ndarray) -> np.ndarray:
+    low, high = parameter.low, parameter.high
+    if parameter.grid is not None:
+        ordered = np.sort(np.array(parameter.grid, dtype=float))
+        return (np.searchsorted(ordered, values) + 0.5) / len(ordered)
     if parameter.type == "int":
-        return (int(value) - int(low) + 0.5) / _int_cells(parameter)
+        return (values - low + 0.5) / _cells(parameter)
     if parameter.is_log:
-        return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
-    return (float(value) - low) / (high - low)
+        return (np.log(values) - math.log(low)) / (math.log(high) - math.log(low))
+    return (values - low) / (high - low)
+
+
+def _decode_numbers(parameter: Parameter, units: np.ndarray) -> np.ndarray:
+    low, high = parameter.low, parameter.high
+    units = np.clip(units, 0.0, 1.0)
+    cells = _cells(parameter)
+    if cells:
+        index = np.minimum(np.floor(units * cells), cells - 1)
+        if parameter.grid is not None:
+            return np.sort(np.array(parameter.grid, dtype=float))[index.astype(int)]
+        return low + index
+    if parameter.is_log:
+        values = np.exp(math.log(low) + units * (math.log(high) - math.log(low)))
+    else:
+        values = low + units * (high - low)
+    return np.clip(values, low, high)
 
 
 def _decode(parameter: Parameter, unit: float) -> float | int | str:
     if parameter.type == "categorical":
         values = parameter.categorical_values or ()
         return str(values[int(min(max(round(unit), 0), len(values) - 1))])
-    assert parameter.bounds is not None
-    low, high = parameter.bounds.min, parameter.bounds.max
+    low, high = parameter.low, parameter.high
     unit = min(max(unit, 0.0), 1.0)
-    if parameter.type == "int":
-        cells = _int_cells(parameter)
-        return int(low) + min(int(math.floor(unit * cells)), cells - 1)
+    cells = _cells(parameter)
+    if cells:
+        index = min(int(math.floor(unit * cells)), cells - 1)
+        if parameter.grid is not None:
+            value = sorted(parameter.grid)[index]  # the grid's own number, exactly
+            return int(value) if parameter.type == "int" else float(value)
+        return int(low) + index
     if parameter.is_log:
         value = math.exp(math.log(low) + unit * (math.log(high) - math.log(low)))
     else:

@@ -7,12 +7,14 @@ once, each with its path (``parameters[2].bounds: min 5 >= max 1``), in one `Spe
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic_core import PydanticCustomError
 from pydantic import (
@@ -33,17 +35,7 @@ MAX_METRICS = 50
 MAX_OBSERVATION_BUDGET = 100_000  # beyond this, a store of trials is no longer an experiment but a mistake
 MAX_PARALLEL_BANDWIDTH = 1024
 MAX_NAME_LENGTH = 200
-
-# SigOpt features a definition may carry that paretune does not implement: refused by name
-# rather than silently ignored, so a user never believes they are in effect.
-UNSUPPORTED_SIGOPT_KEYS = {
-    "conditions": "conditional parameters are not supported; drop `conditions`",
-    "conditionals": "conditional parameters are not supported; drop `conditionals`",
-    "linear_constraints": "linear parameter constraints are not supported; drop `linear_constraints`",
-    "grid": "grid values are not supported; use `bounds` or `categorical_values`",
-    "prior": "parameter priors are not supported; drop `prior`",
-    "num_solutions": "`num_solutions` is not supported; multimetric experiments return the Pareto frontier",
-}
+CONSTRAINT_TOLERANCE = 1e-9  # relative slack when checking a linear constraint (float rounding)
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
@@ -102,6 +94,80 @@ class CategoricalValue(BaseModel):
     enum_index: Integer | None = None
 
 
+def _names(values: Any) -> Any:
+    """SigOpt's two forms of a list of names: ``[a, b]`` and ``[{name: a}, {name: b}]``."""
+    if isinstance(values, (list, tuple)):
+        return tuple(CategoricalValue.model_validate(v).name if isinstance(v, dict) else v for v in values)
+    return values
+
+
+class NormalPrior(BaseModel):
+    """A normal prior belief about a double parameter, in the parameter's own units."""
+
+    model_config = _STRICT
+    name: Literal["normal"]
+    mean: Number
+    scale: Number = Field(gt=0)
+
+
+class BetaPrior(BaseModel):
+    """A beta prior over a double parameter's bounds (0 at `min`, 1 at `max`)."""
+
+    model_config = _STRICT
+    name: Literal["beta"]
+    shape_a: Number = Field(gt=0)
+    shape_b: Number = Field(gt=0)
+
+
+class Conditional(BaseModel):
+    """A switch the search sets (SigOpt's conditionals): parameters name it in `conditions`."""
+
+    model_config = _STRICT
+    name: Name
+    values: tuple[Name, ...]
+
+    _names_of_values = field_validator("values", mode="before")(_names)
+
+    @model_validator(mode="after")
+    def _check_values(self) -> Conditional:
+        problems = []
+        if len(self.values) < 2:
+            problems.append("values: give at least two values")
+        if len(set(self.values)) != len(self.values):
+            problems.append("values: values must be distinct")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class ConstraintTerm(BaseModel):
+    model_config = _STRICT
+    name: Name
+    weight: Number
+
+
+class LinearConstraint(BaseModel):
+    """``sum(weight * parameter) >= threshold`` (greater_than) or ``<= threshold`` (less_than)."""
+
+    model_config = _STRICT
+    type: Literal["greater_than", "less_than"]
+    threshold: Number
+    terms: tuple[ConstraintTerm, ...]
+
+    def holds(self, assignments: dict[str, Any]) -> bool:
+        total = sum(term.weight * float(assignments[term.name]) for term in self.terms)
+        slack = CONSTRAINT_TOLERANCE * max(1.0, abs(self.threshold))
+        return total >= self.threshold - slack if self.type == "greater_than" else total <= self.threshold + slack
+
+
+class Task(BaseModel):
+    """A cheaper fidelity of the objective (SigOpt's multitask): `cost` relative to the full task's 1."""
+
+    model_config = _STRICT
+    name: Name
+    cost: Number = Field(gt=0, le=1)
+
+
 class Parameter(BaseModel):
     model_config = _STRICT
 
@@ -113,16 +179,19 @@ class Parameter(BaseModel):
     default_value: Integer | Number | Text | None = None
     precision: Integer | None = Field(default=None, ge=1)
     tunable: Annotated[bool, Strict()] = True
+    grid: tuple[Number, ...] | None = None
+    prior: NormalPrior | BetaPrior | None = Field(default=None, discriminator="name")
+    conditions: dict[Name, tuple[Name, ...]] | None = None
 
-    @field_validator("categorical_values", mode="before")
+    _names_of_categorical_values = field_validator("categorical_values", mode="before")(_names)
+
+    @field_validator("conditions", mode="before")
     @classmethod
-    def _names_of_categorical_values(cls, values: Any) -> Any:
-        """Accept both SigOpt forms: ``[adamw, sgd]`` and ``[{name: adamw}, {name: sgd}]``."""
-        if isinstance(values, (list, tuple)):
-            return tuple(
-                CategoricalValue.model_validate(v).name if isinstance(v, dict) else v for v in values
-            )
-        return values
+    def _one_value_or_many(cls, conditions: Any) -> Any:
+        """SigOpt takes a single value or a list per conditional: ``{attention: multi_head}``."""
+        if isinstance(conditions, dict):
+            return {name: (values,) if isinstance(values, str) else values for name, values in conditions.items()}
+        return conditions
 
     @model_validator(mode="after")
     def _check_domain(self) -> Parameter:
@@ -139,16 +208,51 @@ class Parameter(BaseModel):
                 problems.append("transformation: `log` applies to double parameters only")
             if self.default_value is not None and self.default_value not in values:
                 problems.append(f"default_value: {self.default_value!r} is not one of categorical_values")
+            if self.grid is not None:
+                problems.append("grid: a categorical parameter takes `categorical_values`, not `grid`")
+            if self.prior is not None:
+                problems.append("prior: priors apply to double parameters only")
         else:
             if self.categorical_values is not None:
                 problems.append(f"categorical_values: a {self.type} parameter takes `bounds`")
-            if self.bounds is None:
-                problems.append("bounds: required for a double or int parameter, e.g. {min: 0, max: 1}")
-            else:
-                problems.extend(self._bounds_problems(self.bounds))
+            if self.grid is not None:
+                problems.extend(self._grid_problems(self.grid))
+            if self.bounds is None and self.grid is None:
+                problems.append("bounds: required for a double or int parameter, e.g. {min: 0, max: 1} (or give a `grid`)")
+            elif not problems:
+                problems.extend(self._bounds_problems(Bounds(min=self.low, max=self.high)))
+            if self.prior is not None and not problems:
+                problems.extend(self._prior_problems(self.prior))
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _grid_problems(self, grid: tuple[float, ...]) -> list[str]:
+        problems = []
+        if len(grid) < 2:
+            problems.append("grid: give at least two values")
+        if len(set(grid)) != len(grid):
+            problems.append("grid: values must be distinct")
+        if self.type == "int" and not all(float(v).is_integer() for v in grid):
+            problems.append("grid: an int parameter takes whole numbers")
+        if self.bounds is not None:
+            outside = [v for v in grid if not (self.bounds.min <= v <= self.bounds.max)]
+            if outside:
+                problems.append(f"grid: {_fmt(outside[0])} is outside bounds {_fmt(self.bounds.min)}..{_fmt(self.bounds.max)}")
+        if self.default_value is not None and not isinstance(self.default_value, str) and self.default_value not in grid:
+            problems.append(f"default_value: {_fmt(self.default_value)} is not one of the grid values")
+        return problems
+
+    def _prior_problems(self, prior: NormalPrior | BetaPrior) -> list[str]:
+        if self.type != "double":
+            return ["prior: priors apply to double parameters only"]
+        if self.grid is not None:
+            return ["prior: a grid parameter takes no prior"]
+        if self.is_log:
+            return ["prior: a log-transformed parameter takes no prior (SigOpt's rule); drop one of them"]
+        if isinstance(prior, NormalPrior) and not (self.low <= prior.mean <= self.high):
+            return [f"prior.mean: {_fmt(prior.mean)} is outside bounds {_fmt(self.low)}..{_fmt(self.high)}"]
+        return []
 
     def _bounds_problems(self, bounds: Bounds) -> list[str]:
         low, high = bounds.min, bounds.max
@@ -176,6 +280,19 @@ class Parameter(BaseModel):
     def is_log(self) -> bool:
         return self.transformation == "log"
 
+    @property
+    def low(self) -> float:
+        """The smallest value: `bounds.min`, or the smallest grid value."""
+        return self.bounds.min if self.bounds is not None else min(self.grid or (0.0,))
+
+    @property
+    def high(self) -> float:
+        return self.bounds.max if self.bounds is not None else max(self.grid or (0.0,))
+
+    def active(self, assignments: dict[str, Any]) -> bool:
+        """True when every condition holds for the conditionals' values in `assignments`."""
+        return all(assignments.get(name) in values for name, values in (self.conditions or {}).items())
+
     def coerce(self, value: Any) -> float | int | str:
         """Return `value` as this parameter's Python type, or raise ValueError saying why not."""
         if self.type == "categorical":
@@ -187,9 +304,10 @@ class Parameter(BaseModel):
         number = float(value)
         if not math.isfinite(number):
             raise ValueError(f"{value!r} is not finite")
-        assert self.bounds is not None
-        if not (self.bounds.min <= number <= self.bounds.max):
-            raise ValueError(f"{_fmt(number)} is outside bounds {_fmt(self.bounds.min)}..{_fmt(self.bounds.max)}")
+        if self.grid is not None and number not in self.grid:
+            raise ValueError(f"{_fmt(number)} is not one of the grid values {[_fmt(v) for v in self.grid]}")
+        if not (self.low <= number <= self.high):
+            raise ValueError(f"{_fmt(number)} is outside bounds {_fmt(self.low)}..{_fmt(self.high)}")
         if self.type == "int":
             if not number.is_integer():
                 raise ValueError(f"{_fmt(number)} is not a whole number")
@@ -240,6 +358,10 @@ class ExperimentSpec(BaseModel):
     # SigOpt's experiment type: "offline" (the default) is the model-based search; "random" is
     # random search, every suggestion a start-up draw (a baseline to measure the search against).
     type: Literal["offline", "random"] | None = None
+    conditionals: tuple[Conditional, ...] | None = None
+    linear_constraints: tuple[LinearConstraint, ...] | None = None
+    tasks: tuple[Task, ...] | None = None
+    num_solutions: Integer | None = Field(default=None, ge=1)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -255,6 +377,8 @@ class ExperimentSpec(BaseModel):
         except ValidationError as error:
             problems = _describe(error) + problems
             raise SpecError(_dedupe(problems)) from None
+        if not problems:
+            problems = _definition_problems(spec)
         if problems:
             raise SpecError(_dedupe(problems))
         return spec
@@ -316,6 +440,34 @@ class ExperimentSpec(BaseModel):
     def tunable_parameters(self) -> tuple[Parameter, ...]:
         return tuple(p for p in self.parameters if p.tunable)
 
+    @property
+    def full_task(self) -> str | None:
+        """The task of cost 1 (None without tasks): the frontier and "best" use only its observations."""
+        return next((t.name for t in self.tasks or () if t.cost == 1), None)
+
+    def task_cost(self, task: str | None) -> float:
+        """What one observation of `task` spends of `observation_budget` (SigOpt counts budget in
+        cost units: a full-task observation costs 1). None is the full task."""
+        if task is None or not self.tasks:
+            if task is not None:
+                raise KeyError(f"the experiment has no tasks, got task {task!r}")
+            return 1.0
+        for candidate in self.tasks:
+            if candidate.name == task:
+                return candidate.cost
+        raise KeyError(f"the experiment has no task {task!r} (known: {', '.join(t.name for t in self.tasks)})")
+
+    def is_full_cost(self, task: str | None) -> bool:
+        return self.task_cost(task) == 1.0
+
+    def active_parameters(self, conditionals: dict[str, Any]) -> tuple[Parameter, ...]:
+        """The parameters whose conditions hold for these conditional values."""
+        return tuple(p for p in self.parameters if p.active(conditionals))
+
+    def constraints_hold(self, assignments: dict[str, Any]) -> bool:
+        """True when `assignments` satisfy every linear constraint."""
+        return all(constraint.holds(assignments) for constraint in self.linear_constraints or ())
+
     def parameter(self, name: str) -> Parameter:
         for parameter in self.parameters:
             if parameter.name == name:
@@ -346,27 +498,134 @@ _Yaml12NumbersLoader.add_implicit_resolver(
 )
 
 
+def _definition_problems(spec: ExperimentSpec) -> list[str]:
+    """Rules that relate fields to each other (SigOpt's, as sigoptlite checks them)."""
+    problems = _conditional_problems(spec) + _constraint_problems(spec)
+    tasks = spec.tasks or ()
+    if spec.tasks is not None:
+        if len(tasks) < 2:
+            problems.append("tasks: give at least two tasks (one of them the full task, cost 1)")
+        if len({t.name for t in tasks}) != len(tasks):
+            problems.append("tasks: task names must be distinct")
+        if len({t.cost for t in tasks}) != len(tasks):
+            problems.append("tasks: task costs must be distinct")
+        if sum(t.cost == 1 for t in tasks) != 1:
+            problems.append("tasks: exactly one task must have cost 1 (the full task)")
+    if spec.num_solutions is not None and spec.num_solutions > 1:
+        if len(spec.optimized_metrics) != 1:
+            problems.append("num_solutions: more than one solution needs exactly one optimized metric")
+        if spec.observation_budget is not None and spec.num_solutions > spec.observation_budget:
+            problems.append(f"num_solutions: {spec.num_solutions} is more than observation_budget "
+                            f"{spec.observation_budget}")
+    return problems
+
+
+def _conditional_problems(spec: ExperimentSpec) -> list[str]:
+    conditionals = {c.name: c for c in spec.conditionals or ()}
+    problems = _duplicate_names("conditionals", [{"name": c.name} for c in spec.conditionals or ()])
+    parameter_names = {p.name for p in spec.parameters}
+    for index, conditional in enumerate(spec.conditionals or ()):
+        if conditional.name in parameter_names:
+            problems.append(f"conditionals[{index}].name: {conditional.name!r} is also a parameter's name")
+    for index, parameter in enumerate(spec.parameters):
+        for name, values in (parameter.conditions or {}).items():
+            path = f"parameters[{index}].conditions.{name}"
+            if name not in conditionals:
+                known = ", ".join(conditionals) or "none defined; add them under `conditionals`"
+                problems.append(f"{path}: no conditional named {name!r} (conditionals: {known})")
+                continue
+            for value in values:
+                if value not in conditionals[name].values:
+                    problems.append(f"{path}: {value!r} is not a value of conditional {name!r} "
+                                    f"({', '.join(conditionals[name].values)})")
+    if problems or not conditionals:
+        return problems
+    for combination in itertools.product(*(c.values for c in conditionals.values())):
+        setting = dict(zip(conditionals, combination))
+        if not spec.active_parameters(setting):
+            problems.append(f"conditionals: no parameter is active when {setting}; every combination of "
+                            "conditional values needs at least one")
+            break
+    return problems
+
+
+def _constraint_problems(spec: ExperimentSpec) -> list[str]:
+    problems = []
+    by_name = {p.name: p for p in spec.parameters}
+    for index, constraint in enumerate(spec.linear_constraints or ()):
+        path = f"linear_constraints[{index}]"
+        names = [term.name for term in constraint.terms]
+        if len(names) < 2:
+            problems.append(f"{path}.terms: give at least two terms (a bound on one parameter belongs in its `bounds`)")
+        if len(set(names)) != len(names):
+            problems.append(f"{path}.terms: a parameter appears twice")
+        kinds = set()
+        for term_index, name in enumerate(names):
+            parameter = by_name.get(name)
+            where = f"{path}.terms[{term_index}].name"
+            if parameter is None:
+                problems.append(f"{where}: no parameter named {name!r}")
+            elif parameter.type == "categorical":
+                problems.append(f"{where}: {name!r} is categorical; constraints take double or int parameters")
+            elif parameter.conditions:
+                problems.append(f"{where}: {name!r} has conditions; constraints take unconditional parameters")
+            elif parameter.is_log or parameter.grid is not None:
+                problems.append(f"{where}: {name!r} is {'log-transformed' if parameter.is_log else 'a grid'}; "
+                                "constraints take linear, bounded parameters")
+            elif not parameter.tunable:
+                problems.append(f"{where}: {name!r} is not tunable")
+            else:
+                kinds.add(parameter.type)
+        if len(kinds) > 1:
+            problems.append(f"{path}.terms: mixes int and double parameters (SigOpt's rule: one type per constraint)")
+    if problems or not spec.linear_constraints:
+        return problems
+    if _feasible_point(spec) is None:
+        problems.append("linear_constraints: infeasible: no assignment within the parameters' bounds satisfies "
+                        "every constraint together; loosen a threshold or widen a bound")
+    defaults = {p.name: p.default_value for p in spec.parameters if p.default_value is not None}
+    for index, constraint in enumerate(spec.linear_constraints):
+        if all(term.name in defaults for term in constraint.terms) and not constraint.holds(defaults):
+            problems.append(f"linear_constraints[{index}]: the parameters' default_values violate it")
+    return problems
+
+
+def _feasible_point(spec: ExperimentSpec) -> dict[str, float] | None:
+    """A point of the constrained parameters satisfying every constraint (integral where the
+    parameters are ints), by linear programming; None when there is none."""
+    from scipy.optimize import linprog
+
+    names = sorted({term.name for c in spec.linear_constraints or () for term in c.terms})
+    parameters = [spec.parameter(name) for name in names]
+    matrix, limits = [], []
+    for constraint in spec.linear_constraints or ():
+        sign = -1.0 if constraint.type == "greater_than" else 1.0  # as A x <= b
+        weights = {term.name: term.weight for term in constraint.terms}
+        matrix.append([sign * weights.get(name, 0.0) for name in names])
+        limits.append(sign * constraint.threshold)
+    result = linprog(np.zeros(len(names)), A_ub=np.array(matrix), b_ub=np.array(limits),
+                     bounds=[(p.low, p.high) for p in parameters],
+                     integrality=[1 if p.type == "int" else 0 for p in parameters], method="highs")
+    return dict(zip(names, result.x)) if result.status == 0 else None
+
+
 def _parameter_dict(parameter: Parameter) -> dict[str, Any]:
     data = parameter.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {"type": parameter.type}
     if parameter.type == "int" and parameter.bounds is not None:
         data["bounds"] = {"min": int(parameter.bounds.min), "max": int(parameter.bounds.max)}
+    if parameter.type == "int" and parameter.grid is not None:
+        data["grid"] = [int(value) for value in parameter.grid]
     return data
 
 
 def _cross_item_problems(data: dict[str, Any]) -> list[str]:
     """Rules across list items, checked on the raw input so they show beside field errors."""
     problems = []
-    for key in sorted(set(data) & set(UNSUPPORTED_SIGOPT_KEYS)):
-        problems.append(f"{key}: {UNSUPPORTED_SIGOPT_KEYS[key]}")
     parameters = data.get("parameters")
     if isinstance(parameters, (list, tuple)):
         if not parameters:
             problems.append("parameters: give at least one parameter")
         problems.extend(_duplicate_names("parameters", parameters))
-        for index, parameter in enumerate(parameters):
-            if isinstance(parameter, dict):
-                for key in sorted(set(parameter) & set(UNSUPPORTED_SIGOPT_KEYS)):
-                    problems.append(f"parameters[{index}].{key}: {UNSUPPORTED_SIGOPT_KEYS[key]}")
     metrics = data.get("metrics")
     if isinstance(metrics, (list, tuple)):
         problems.extend(_duplicate_names("metrics", metrics))
@@ -403,6 +662,11 @@ _KNOWN_KEYS = {
     ("parameters",): set(Parameter.model_fields),
     ("bounds",): set(Bounds.model_fields),
     ("metrics",): set(Metric.model_fields),
+    ("conditionals",): set(Conditional.model_fields),
+    ("linear_constraints",): set(LinearConstraint.model_fields),
+    ("terms",): set(ConstraintTerm.model_fields),
+    ("tasks",): set(Task.model_fields),
+    ("prior",): set(NormalPrior.model_fields) | set(BetaPrior.model_fields),
 }
 
 
@@ -410,13 +674,12 @@ def _describe(error: ValidationError) -> list[str]:
     """Turn pydantic's errors into ``path: message`` lines a person can act on."""
     lines = []
     for item in error.errors(include_url=False):
-        location = [part for part in item["loc"] if not _is_union_branch(part)]
+        location = [part for index, part in enumerate(item["loc"]) if not _is_union_branch(part)
+                    and not (index and item["loc"][index - 1] == "prior" and part in ("normal", "beta"))]
         path = _path(location)
         kind = item["type"]
         if kind == "extra_forbidden":
             key = str(location[-1])
-            if key in UNSUPPORTED_SIGOPT_KEYS:
-                continue  # reported with its own explanation by _cross_item_problems
             parent = tuple(p for p in location[:-1] if isinstance(p, str))[-1:]
             known = _KNOWN_KEYS.get(parent, set())
             close = difflib.get_close_matches(key, sorted(known), n=1)

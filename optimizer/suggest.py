@@ -17,11 +17,20 @@ space-filling random points) or the model-based step:
    over the current feasible frontier wins, weighted by its probability of meeting every
    constraint (a Gaussian process per constraint metric) and of not failing (Parzen densities
    of failed against completed points). Thresholds on optimized metrics are the hypervolume's
-   reference point, so only the part of the frontier beyond them counts. With one metric, or
-   when no candidate is expected to improve anything, candidates are ranked as in plain TPE:
-   the (frontier) model's log l/g plus twice log P(feasible).
+   reference point, so only the part of the frontier beyond them counts; a metric without a
+   threshold is measured from past the worst completed value. With one metric, or when no
+   candidate is expected to improve anything, candidates are ranked as in plain TPE: the
+   (frontier) model's log l/g plus twice log P(feasible).
 5. Pending points and the batch's earlier picks are liars in every bad group (constant liar)
-   and believed at their predicted values by the Gaussian processes (kriging believer); exact repeats of tried or in-flight points are never proposed.
+   and believed at their predicted values by the Gaussian processes (kriging believer); exact
+   repeats of tried or in-flight points are never proposed.
+
+SigOpt's definition keys: every candidate is snapped to its grid and conditionals (inactive
+parameters marked, see optimizer.space) and dropped if it breaks a linear constraint; priors
+shape start-up draws and each axis's Parzen prior; reported `value_stddevs` are per-point
+noise in the Gaussian processes. With tasks, the task cost is one more Gaussian-process input,
+the frontier is made of full-task observations only, and `choose_task` says where each
+proposal runs.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from scipy.special import ndtr
 from optimizer.gp import GaussianProcess, training_subset
 from optimizer.observation import Observation, validate_assignments, validate_history
 from optimizer.pareto import hypervolume_improvements, nondominated_ranks, pareto_front
-from optimizer.space import SearchSpace
+from optimizer.space import INACTIVE, SearchSpace
 from optimizer.spec import ExperimentSpec
 from optimizer.tpe import build_mixture, fit_model
 
@@ -50,9 +59,31 @@ LOCAL_DRAWS = 96  # perturbations of the best points per call
 CROSSOVER_DRAWS = 48  # crossovers of two of the best points per call
 POSTERIOR_SPREAD = 0.5  # posterior draws at half their spread: full spread over-rewards the boundary, where the surrogate is least sure
 HYPERVOLUME_SAMPLES = 64  # posterior draws per candidate for the expected hypervolume improvement
+FULL_TASK_SHARE = 0.5  # multitask: the least share of the cost spent that goes to full-task observations
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One suggestion: its assignments (SigOpt's shape) and the task to run it at (None
+    without tasks)."""
+
+    assignments: dict[str, Any]
+    task: str | None = None
 
 
 def suggest(
+    spec: ExperimentSpec,
+    history: list[Observation],
+    pending: list[dict[str, Any]],
+    n: int = 1,
+    seed: int | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Return `n` new assignments (see `propose`, which also says at which task to run each)."""
+    return [proposal.assignments for proposal in propose(spec, history, pending, n, seed, **options)]
+
+
+def propose(
     spec: ExperimentSpec,
     history: list[Observation],
     pending: list[dict[str, Any]],
@@ -64,12 +95,13 @@ def suggest(
     n_proposals: int = 4,
     gamma: float = 1.0,
     prior_weight: float = 1.0,
-) -> list[dict[str, Any]]:
-    """Return `n` new assignments. Pure: same inputs and seed, same output.
+) -> list[Proposal]:
+    """Return `n` new proposals. Pure: same inputs and seed, same output.
 
     `n_startup` random suggestions come first (default scales with the number of tunable
     parameters); `n_candidates` are drawn per model; `gamma` sets hyperopt's good-group size
-    (ceil(gamma * sqrt(n)), at most 25).
+    (ceil(gamma * sqrt(n)), at most 25). Every proposal satisfies the linear constraints and
+    grids, and carries only the parameters its conditionals make active.
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -80,19 +112,22 @@ def suggest(
     startup = n_startup if n_startup is not None else min(max(space.n_dims + 4, 8), 20)
     data = _History.build(spec, space, history)
     in_flight = space.encode_many(pending)
-    batch: list[dict[str, Any]] = []
+    spent = [spec.task_cost(o.task) for o in history]
+    batch: list[Proposal] = []
     for _ in range(n):
         taken = np.vstack([data.rows, in_flight])
         if space.n_dims == 0:
             row = np.zeros(0)
-        elif space.defaults and not _defaults_tried(space, taken):
-            row = _with_defaults(space, _space_filling(space, taken, rng))
+        elif len(space.default_axes) and len(taken) < startup and not _defaults_tried(space, taken):
+            row = _with_defaults(space, taken, rng)
         elif len(taken) < startup or data.n_completed == 0:
             row = _space_filling(space, taken, rng)
         else:
             row = _model_based(space, data, in_flight, rng, n_proposals, n_candidates, gamma, prior_weight)
+        task = choose_task(spec, space, data, row, spent, len(taken) < startup)
+        spent.append(spec.task_cost(task))
         in_flight = np.vstack([in_flight, row[None, :]])
-        batch.append(space.decode(row))
+        batch.append(Proposal(space.decode(row), task))
     return batch
 
 
@@ -107,84 +142,124 @@ class _History:
     thresholds: np.ndarray  # optimized metrics' thresholds in minimization form, nan if none
     constraint_values: np.ndarray  # (n, constraint metrics) in minimization form; nan where failed
     constraint_limits: np.ndarray  # constraint thresholds in minimization form
+    variances: np.ndarray  # (n, optimized + constraint metrics): reported value_stddev squared, 0 if none
+    costs: np.ndarray  # each observation's task cost (1: the full task)
+    multitask: bool
 
     @property
     def n_completed(self) -> int:
         return int(np.sum(self.tiers != FAILED))
 
+    @property
+    def full(self) -> np.ndarray:
+        return self.costs == 1.0
+
+    def inputs(self, rows: np.ndarray, costs: np.ndarray | float = 1.0) -> np.ndarray:
+        """What the Gaussian processes see: the rows, plus the task cost as one more axis when
+        the experiment has tasks (so cheap observations inform predictions at the full task)."""
+        if not self.multitask:
+            return rows
+        return np.column_stack([rows, np.broadcast_to(np.asarray(costs, dtype=float), (len(rows),))])
+
+    def input_continuous(self, space: SearchSpace) -> np.ndarray:
+        return np.append(space.continuous, True) if self.multitask else space.continuous
+
     @classmethod
     def build(cls, spec: ExperimentSpec, space: SearchSpace, history: list[Observation]) -> _History:
         optimized, constraints = spec.optimized_metrics, spec.constraint_metrics
-        signs = np.array([1.0 if m.objective == "minimize" else -1.0 for m in optimized])
-        objectives = np.full((len(history), len(optimized)), np.nan)
-        tiers = np.full(len(history), FAILED)
-        shortfall = np.zeros(len(history))
-        scales = _metric_scales(spec, history)
+        required = (*optimized, *constraints)
+        completed = np.array([not o.failed for o in history], dtype=bool)
+        table = np.full((len(history), len(required)), np.nan)  # every required metric, as reported
+        if completed.any():
+            table[completed] = [[o.values[m.name] for m in required] for o in history if not o.failed]  # type: ignore[index]
+        misses = []
+        for column, metric in enumerate(required):
+            values = table[completed, column]
+            spread = float(np.std(values)) if len(values) > 1 else 0.0
+            scale = spread if spread > 0 else max(abs(metric.threshold or 0.0), 1.0)
+            met = np.ones(len(history), dtype=bool) if metric.threshold is None else (
+                table[:, column] >= metric.threshold if metric.objective == "maximize" else table[:, column] <= metric.threshold)
+            misses.append(np.where(met | ~completed, 0.0, np.abs(table[:, column] - (metric.threshold or 0.0))) / scale)
+        constraint_miss, optimized_miss = np.zeros(len(history)), np.zeros(len(history))
+        for column in range(len(optimized), len(required)):  # summed in metric order, as a person would
+            constraint_miss = constraint_miss + misses[column]
+        for column in range(len(optimized)):
+            optimized_miss = optimized_miss + misses[column]
+        tiers = np.where(~completed, FAILED, np.where(constraint_miss > 0, VIOLATES_CONSTRAINT,
+                                                      np.where(optimized_miss > 0, OUTSIDE_THRESHOLD, FEASIBLE)))
+        shortfall = np.where(tiers == VIOLATES_CONSTRAINT, constraint_miss,
+                             np.where(tiers == OUTSIDE_THRESHOLD, optimized_miss, 0.0))
+        signs = np.array([1.0 if m.objective == "minimize" else -1.0 for m in required])
+        signed = table * signs
+        thresholds = np.array([signs[j] * m.threshold if m.threshold is not None else np.nan
+                               for j, m in enumerate(optimized)])
+        constraint_limits = signs[len(optimized):] * np.array([float(m.threshold) for m in constraints])
+        variances = np.zeros((len(history), len(required)))
         for i, observation in enumerate(history):
-            if observation.failed:
-                continue
-            values = observation.values or {}
-            objectives[i] = signs * np.array([values[m.name] for m in optimized])
-            constraint_miss = sum(_miss(m, values[m.name]) / scales[m.name] for m in constraints)
-            optimized_miss = sum(_miss(m, values[m.name]) / scales[m.name] for m in optimized)
-            if constraint_miss > 0:
-                tiers[i], shortfall[i] = VIOLATES_CONSTRAINT, constraint_miss
-            elif optimized_miss > 0:
-                tiers[i], shortfall[i] = OUTSIDE_THRESHOLD, optimized_miss
-            else:
-                tiers[i] = FEASIBLE
-        thresholds = np.array([s * m.threshold if m.threshold is not None else np.nan for s, m in zip(signs, optimized)])
-        constraint_signs = np.array([1.0 if m.objective == "minimize" else -1.0 for m in constraints])
-        constraint_values = np.full((len(history), len(constraints)), np.nan)
-        for i, observation in enumerate(history):
-            if not observation.failed and observation.values:
-                constraint_values[i] = constraint_signs * np.array([observation.values[m.name] for m in constraints])
-        constraint_limits = constraint_signs * np.array([float(m.threshold) for m in constraints])
+            if observation.value_stddevs:
+                variances[i] = [observation.value_stddevs.get(m.name, 0.0) ** 2 for m in required]
+        costs = np.array([spec.task_cost(o.task) for o in history]) if spec.tasks else np.ones(len(history))
         rows = space.encode_many([o.assignments for o in history])
-        return cls(rows, tiers, objectives, shortfall, thresholds, constraint_values, constraint_limits)
-
-
-def _miss(metric: Any, value: float) -> float:
-    if metric.threshold is None or metric.meets(value):
-        return 0.0
-    return abs(value - metric.threshold)
-
-
-def _metric_scales(spec: ExperimentSpec, history: list[Observation]) -> dict[str, float]:
-    """Spread of each metric over the history, so misses on different metrics add up fairly."""
-    scales = {}
-    for metric in spec.required_metrics:
-        values = [o.values[metric.name] for o in history if not o.failed and o.values]
-        spread = float(np.std(values)) if len(values) > 1 else 0.0
-        scales[metric.name] = spread if spread > 0 else max(abs(metric.threshold or 0.0), 1.0)
-    return scales
+        return cls(rows, tiers, signed[:, :len(optimized)], shortfall, thresholds, signed[:, len(optimized):],
+                   constraint_limits, variances, costs, bool(spec.tasks))
 
 
 # -- start-up ------------------------------------------------------------------------------------
 
+def choose_task(spec: ExperimentSpec, space: SearchSpace, data: _History, row: np.ndarray, spent: list[float],
+                startup: bool) -> str | None:
+    """The task to run `row` at: the one whose observation is expected to teach the most about
+    the full task at `row`, per unit of cost (the reduction of the full task's posterior
+    variance there, divided by the task's cost), from a Gaussian process with the task cost as
+    an input. Start-up points go to the cheapest task. Whatever that says, full-task
+    observations keep at least `FULL_TASK_SHARE` of the cost spent: the frontier and "best"
+    are made of them alone.
+    """
+    if not spec.tasks:
+        return None
+    full = spec.full_task
+    if sum(cost for cost in spent if cost == 1.0) <= FULL_TASK_SHARE * sum(spent):
+        return full
+    tasks = sorted(spec.tasks, key=lambda t: t.cost)
+    completed = np.flatnonzero(data.tiers != FAILED)
+    if startup or len(np.unique(data.costs[completed])) < 2 or not data.full[completed].any():
+        return tasks[0].name
+    subset = completed[training_subset(_frontier_ranks(data)[completed])]
+    model = GaussianProcess.fit(data.inputs(data.rows[subset], data.costs[subset]), data.objectives[subset, 0],
+                                data.input_continuous(space), data.variances[subset, 0])
+    at_full = data.inputs(row[None, :])
+    value = [model.variance_reduction(at_full, data.inputs(row[None, :], task.cost)) / task.cost for task in tasks]
+    return tasks[int(np.argmax(value))].name
+
+
 def _defaults_tried(space: SearchSpace, taken: np.ndarray) -> bool:
-    default_row = space.encode({p.name: space.defaults.get(p.name, _any_value(p)) for p in space.parameters})
-    columns = [d for d, p in enumerate(space.parameters) if p.name in space.defaults]
-    return bool(np.any(np.all(np.isclose(taken[:, columns], default_row[columns]), axis=1))) if len(taken) else False
+    """Whether some tried or pending row has every default (one its conditions leave inactive
+    cannot be set, so it counts as tried)."""
+    if not len(taken):
+        return False
+    columns = taken[:, space.default_axes]
+    return bool(np.any(np.all(np.isclose(columns, space.default_units) | (columns == INACTIVE), axis=1)))
 
 
-def _any_value(parameter: Any) -> Any:
-    if parameter.type == "categorical":
-        return parameter.categorical_values[0]
-    return int(parameter.bounds.min) if parameter.type == "int" else parameter.bounds.min
-
-
-def _with_defaults(space: SearchSpace, row: np.ndarray) -> np.ndarray:
-    encoded = space.encode({p.name: space.defaults.get(p.name, _any_value(p)) for p in space.parameters})
-    for d, p in enumerate(space.parameters):
-        if p.name in space.defaults:
-            row[d] = encoded[d]
-    return row
+def _with_defaults(space: SearchSpace, taken: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The space-filling point with every `default_value` in place (and a valid rest)."""
+    draws = space.sample(rng, 64)
+    draws[:, space.default_axes] = space.default_units
+    draws = space.deactivate(draws)
+    draws = draws[space.feasible(draws)]
+    active = np.all(draws[:, space.default_axes] != INACTIVE, axis=1)
+    if active.any():  # conditionals that let every default apply
+        draws = draws[active]
+    if len(draws) == 0:
+        return _space_filling(space, taken, rng)
+    if len(taken) == 0:
+        return draws[0]
+    return draws[int(np.argmax(space.distances(draws, taken).min(axis=1)))]
 
 
 def _space_filling(space: SearchSpace, taken: np.ndarray, rng: np.random.Generator, draws: int = 64) -> np.ndarray:
     """The random draw farthest from everything tried or in flight (maximin over `draws`)."""
-    candidates = space.sample_uniform(rng, draws)
+    candidates = space.sample(rng, draws)
     if len(taken) == 0:
         return candidates[0]
     return candidates[int(np.argmax(space.distances(candidates, taken).min(axis=1)))]
@@ -203,12 +278,13 @@ def _model_based(space: SearchSpace, data: _History, in_flight: np.ndarray, rng:
         proposers.append(fit_model(space, data.rows, frontier_ranks, in_flight, gamma, prior_weight))
     candidates = space.snap(np.vstack([np.vstack([model.propose(rng, n_proposals, n_candidates),
                                                   model.sample(rng, n_proposals * 4)]) for model in proposers]
-                                      + [space.sample_uniform(rng, EXPLORATION_DRAWS)]))
-    candidates = _unseen(space, candidates, np.vstack([data.rows, in_flight]))
+                                      + [space.sample_uniform(rng, EXPLORATION_DRAWS)]), rng)
+    candidates = _unseen(space, candidates[space.feasible(candidates)], np.vstack([data.rows, in_flight]))
     if len(candidates) == 0:
         return _space_filling(space, np.vstack([data.rows, in_flight]), rng)
     if n_metrics > 1 and data.n_completed >= 2:
-        local = _unseen(space, _near_frontier(space, data, frontier_ranks, rng), np.vstack([data.rows, in_flight]))
+        local = _near_frontier(space, data, frontier_ranks, rng)
+        local = _unseen(space, local[space.feasible(local)], np.vstack([data.rows, in_flight]))
         candidates = np.vstack([candidates, local])
         gains = _expected_hypervolume_gain(space, data, frontier_ranks, in_flight, candidates, rng, prior_weight)
         if np.max(gains) > 0:
@@ -223,22 +299,26 @@ def _expected_hypervolume_gain(space: SearchSpace, data: _History, frontier_rank
     """E[hypervolume improvement] x P(meets constraints) x P(completes), per candidate."""
     completed = np.flatnonzero(data.tiers != FAILED)
     subset = completed[training_subset(frontier_ranks[completed])]
-    models = [GaussianProcess.fit(data.rows[subset], data.objectives[subset, m], space.continuous).believing(in_flight)
-              for m in range(data.objectives.shape[1])]
-    predictions = [model.predict(candidates) for model in models]
+    inputs, continuous = data.inputs(data.rows[subset], data.costs[subset]), data.input_continuous(space)
+    flight, targets = data.inputs(in_flight), data.inputs(candidates)
+    models = [GaussianProcess.fit(inputs, data.objectives[subset, m], continuous, data.variances[subset, m])
+              .believing(flight) for m in range(data.objectives.shape[1])]
+    predictions = [model.predict(targets) for model in models]
     means = np.column_stack([mean for mean, _ in predictions])
     stds = np.column_stack([std for _, std in predictions])
-    believed = np.column_stack([model.predict(in_flight)[0] for model in models]) if len(in_flight) else means[:0]
-    front = pareto_front(np.vstack([data.objectives[data.tiers == FEASIBLE], believed]))
+    believed = np.column_stack([model.predict(flight)[0] for model in models]) if len(in_flight) else means[:0]
+    front = pareto_front(np.vstack([data.objectives[(data.tiers == FEASIBLE) & data.full], believed]))
     reference = _reference_point(data)
     draws = rng.standard_normal((1, HYPERVOLUME_SAMPLES, means.shape[1]))
     samples = means[:, None, :] + POSTERIOR_SPREAD * stds[:, None, :] * draws
     gains = hypervolume_improvements(samples.reshape(-1, means.shape[1]), front, reference)
     expected = gains.reshape(len(candidates), HYPERVOLUME_SAMPLES).mean(axis=1)
     probability = np.exp(_log_feasibility(space, data, candidates, prior_weight, FAILED))
+    n_optimized = data.objectives.shape[1]
     for c, limit in enumerate(data.constraint_limits):
-        model = GaussianProcess.fit(data.rows[subset], data.constraint_values[subset, c], space.continuous)
-        mean, std = model.believing(in_flight).predict(candidates)
+        model = GaussianProcess.fit(inputs, data.constraint_values[subset, c], continuous,
+                                    data.variances[subset, n_optimized + c])
+        mean, std = model.believing(flight).predict(targets)
         probability *= ndtr((limit - mean) / std)
     return expected * probability
 
@@ -257,23 +337,39 @@ def _near_frontier(space: SearchSpace, data: _History, frontier_ranks: np.ndarra
     first = anchors[rng.integers(len(anchors), size=CROSSOVER_DRAWS)]
     second = anchors[rng.integers(len(anchors), size=CROSSOVER_DRAWS)]
     crossed = np.where(rng.uniform(size=first.shape) < 0.5, first, second)
-    return space.snap(np.vstack([moved, crossed]))
+    return space.snap(np.vstack([moved, crossed]), rng)
 
 
 def _reference_point(data: _History) -> np.ndarray:
     """Where the hypervolume is measured from: each optimized metric's threshold when it has
-    one (only the frontier beyond it counts), else a tenth of the range past the worst
-    feasible value."""
-    feasible = data.objectives[data.tiers == FEASIBLE]
-    pool = feasible if len(feasible) else data.objectives[data.tiers != FAILED]
+    one (only the frontier beyond it counts), else a tenth of the range past the worst value
+    of any completed observation.
+
+    The worst *completed* value, not the worst feasible one: a reference at the edge of the
+    current feasible front gives no credit to anything past it, so once the feasible points
+    sit at one end of the front (the small models, say), the other end can never win again.
+    """
+    pool = data.objectives[data.tiers != FAILED]
     worst, best = pool.max(axis=0), pool.min(axis=0)
     span = np.where(worst > best, worst - best, np.maximum(np.abs(worst), 1.0))
     return np.where(np.isnan(data.thresholds), worst + 0.1 * span, data.thresholds)
 
 
 def _metric_ranks(data: _History, metric: int) -> np.ndarray:
-    """Feasible first: (tier, objective or shortfall) ordered, returned as ranks."""
-    within = np.where(data.tiers <= OUTSIDE_THRESHOLD, data.objectives[:, metric], data.shortfall)
+    """Feasible first: (tier, objective or shortfall) ordered, returned as ranks.
+
+    With tasks and one metric, an objective counts by its quantile among its own task's
+    observations: a cheap task is a biased view, so its values compare with each other, not
+    with the full task's. (With two metrics the selection step's Gaussian processes, which
+    take the task as an input, correct the bias; quantiles there measured worse.)"""
+    objective = data.objectives[:, metric]
+    if data.multitask and data.objectives.shape[1] == 1:
+        objective = np.full(len(objective), np.nan)
+        for cost in np.unique(data.costs):
+            same = (data.costs == cost) & (data.tiers != FAILED)
+            values = data.objectives[same, metric]
+            objective[same] = np.argsort(np.argsort(values, kind="stable"), kind="stable") / max(len(values) - 1, 1)
+    within = np.where(data.tiers <= OUTSIDE_THRESHOLD, objective, data.shortfall)
     within = np.where(data.tiers == OUTSIDE_THRESHOLD, data.shortfall, within)
     return _ranks(data.tiers, np.nan_to_num(within))
 

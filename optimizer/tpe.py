@@ -7,7 +7,8 @@ of through pyll graphs, which are far too slow for a per-call budget of millisec
   hyperopt's gamma rule: ``min(ceil(gamma * sqrt(n)), 25)`` good ones.
 * `adaptive_parzen_normal` gives each observation's bandwidth on every continuous axis (the
   larger gap to its neighbours, clipped by the prior's sigma) and inserts the prior component
-  (mu 0.5, sigma 1 on the unit axis, weight `prior_weight`); its `linear_forgetting_weights`
+  (mu 0.5, sigma 1 on the unit axis, or the parameter's own `prior` mapped to that axis;
+  weight `prior_weight`); its `linear_forgetting_weights`
   down-weight all but the 25 most recent observations.
 * `normal_cdf` normalizes every truncated Gaussian kernel to the [0, 1] axis (hyperopt's
   `GMM1_lpdf` truncation, applied per component).
@@ -34,9 +35,7 @@ from hyperopt.tpe import (
     tpe_cat_pseudocounts,
 )
 
-from optimizer.space import SearchSpace
-
-PRIOR_MU, PRIOR_SIGMA = 0.5, 1.0
+from optimizer.space import INACTIVE, SearchSpace
 CATEGORY_SMOOTHING = 0.2  # probability mass an observation's kernel spreads over all categories
 
 
@@ -96,13 +95,15 @@ def build_mixture(space: SearchSpace, rows: np.ndarray, prior_weight: float = 1.
     """Fit hyperopt's adaptive Parzen estimator to `rows` (oldest first) on every axis."""
     n = len(rows)
     continuous_rows = rows[:, space.continuous]
+    continuous_rows = np.where(continuous_rows == INACTIVE, 0.5, continuous_rows)  # inactive: the axis's centre
+    priors = [prior for prior, continuous in zip(space.priors, space.continuous) if continuous]
     n_continuous = continuous_rows.shape[1]
     mus = np.empty((n + 1, n_continuous))
     sigmas = np.empty((n + 1, n_continuous))
-    for axis in range(n_continuous):
+    for axis, (prior_mu, prior_sigma) in enumerate(priors):
         _, sorted_mus, sorted_sigmas = adaptive_parzen_normal(continuous_rows[:, axis], prior_weight,
-                                                              PRIOR_MU, PRIOR_SIGMA)
-        mus[:, axis], sigmas[:, axis] = _unsort(continuous_rows[:, axis], sorted_mus, sorted_sigmas)
+                                                              prior_mu, prior_sigma)
+        mus[:, axis], sigmas[:, axis] = _unsort(continuous_rows[:, axis], sorted_mus, sorted_sigmas, prior_mu)
     forgetting = linear_forgetting_weights(n, DEFAULT_LF) if n else np.zeros(0)
     weights = np.concatenate([[prior_weight], forgetting])
     log_truncation = np.sum(np.log(np.maximum(normal_cdf(1.0, mus, sigmas) - normal_cdf(0.0, mus, sigmas), 1e-12)),
@@ -113,17 +114,18 @@ def build_mixture(space: SearchSpace, rows: np.ndarray, prior_weight: float = 1.
                          tuple(c for c in space.n_choices if c), space.continuous)
 
 
-def _unsort(values: np.ndarray, sorted_mus: np.ndarray, sorted_sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _unsort(values: np.ndarray, sorted_mus: np.ndarray, sorted_sigmas: np.ndarray,
+            prior_mu: float) -> tuple[np.ndarray, np.ndarray]:
     """Map adaptive_parzen_normal's sorted output (prior inserted) back to [prior, *values]."""
     n = len(values)
     if n == 0:
         return sorted_mus, sorted_sigmas
     if n == 1:
-        prior_position = 0 if PRIOR_MU < values[0] else 1
+        prior_position = 0 if prior_mu < values[0] else 1
         order = np.array([0])
     else:
         order = np.argsort(values)  # the same ordering adaptive_parzen_normal computes
-        prior_position = int(np.searchsorted(values[order], PRIOR_MU))
+        prior_position = int(np.searchsorted(values[order], prior_mu))
     observation_slots = np.concatenate([np.arange(prior_position), np.arange(prior_position + 1, n + 1)])
     mus = np.empty(n + 1)
     sigmas = np.empty(n + 1)
@@ -151,13 +153,16 @@ class AxisParzen:
     probabilities: np.ndarray | None  # categorical axes only
 
     @classmethod
-    def fit(cls, values: np.ndarray, choices: int, prior_weight: float) -> AxisParzen:
+    def fit(cls, values: np.ndarray, choices: int, prior_weight: float,
+            prior: tuple[float, float] = (0.5, 1.0)) -> AxisParzen:
+        """Fit to the axis's active values (entries marked INACTIVE are skipped)."""
+        values = values[values != INACTIVE]
         if choices:
             forgetting = linear_forgetting_weights(len(values), DEFAULT_LF) if len(values) else np.zeros(0)
             counts = np.bincount(values.astype(int), weights=forgetting, minlength=choices)
             uniform = np.full(choices, 1.0 / choices)
             return cls(uniform, uniform, uniform, tpe_cat_pseudocounts(counts, prior_weight, uniform, (1,)))
-        weights, mus, sigmas = adaptive_parzen_normal(values, prior_weight, PRIOR_MU, PRIOR_SIGMA)
+        weights, mus, sigmas = adaptive_parzen_normal(values, prior_weight, *prior)
         return cls(weights, mus, sigmas, None)
 
     def log_pdf(self, values: np.ndarray) -> np.ndarray:
@@ -190,7 +195,8 @@ class TreeParzenModel:
         """log l(x) - log g(x) summed over axes: TPE's expected-improvement ordering."""
         total = np.zeros(len(rows))
         for axis, (good, bad) in enumerate(zip(self.good, self.bad)):
-            total += good.log_pdf(rows[:, axis]) - bad.log_pdf(rows[:, axis])
+            active = rows[:, axis] != INACTIVE
+            total[active] += good.log_pdf(rows[active, axis]) - bad.log_pdf(rows[active, axis])
         return total
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -214,8 +220,8 @@ def fit_model(space: SearchSpace, rows: np.ndarray, ranks: np.ndarray, liars: np
     points) join the bad group so the model steers away from what is already in flight."""
     below, above = split(ranks, gamma)
     good_rows, bad_rows = rows[below], np.vstack([rows[above], liars])
-    good = tuple(AxisParzen.fit(good_rows[:, d], c, prior_weight) for d, c in enumerate(space.n_choices))
-    bad = tuple(AxisParzen.fit(bad_rows[:, d], c, prior_weight) for d, c in enumerate(space.n_choices))
+    good = tuple(AxisParzen.fit(good_rows[:, d], c, prior_weight, space.priors[d]) for d, c in enumerate(space.n_choices))
+    bad = tuple(AxisParzen.fit(bad_rows[:, d], c, prior_weight, space.priors[d]) for d, c in enumerate(space.n_choices))
     return TreeParzenModel(good, bad)
 
 

@@ -111,7 +111,8 @@ def test_round_trip_through_files(tmp_path, suffix):
         ({"parameters__0__bound": {"min": 1, "max": 2}}, "parameters[0].bound: unknown key; did you mean `bounds`?"),
         ({"observation_budgett": 5}, "observation_budgett: unknown key; did you mean `observation_budget`?"),
         ({"metrics__0__objectiv": "maximize"}, "metrics[0].objectiv: unknown key; did you mean `objective`?"),
-        ({"parameters__1__conditions": []}, "parameters[1].conditions: conditional parameters are not supported"),
+        ({"parameters__1__conditions": {"attention": ["multi_head"]}},
+         "parameters[1].conditions.attention: no conditional named 'attention'"),
     ],
 )
 def test_each_invalid_definition_is_refused_with_its_path(changes, expected):
