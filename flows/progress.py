@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 class ProgressView:
-    def __init__(self, name: str, budget: int, observed: int, *, live_report: Callable[[], None] | None,
+    def __init__(self, name: str, budget: int, observed: float, *, live_report: Callable[[], None] | None,
                  report_every_trials: int):
         self.name = name
         self.budget = budget
@@ -60,10 +60,10 @@ class ProgressView:
         self._worker.join()
         self._bar.stop()
 
-    def trial_closed(self, closed: ClosedTrial, *, counted: bool) -> None:
-        """Show a closed trial; `counted` when it became an observation (a cancelled one does not)."""
-        if counted:
-            self.observed += 1
+    def trial_closed(self, closed: ClosedTrial, *, spent: float) -> None:
+        """Show a closed trial and what it `spent` of the budget: its task's cost when it became an
+        observation (1 without tasks), nothing when it was cancelled."""
+        self.observed += spent
         self._bar.update(self._task, completed=self.observed)
         self.console.print(self._line(closed), highlight=False, soft_wrap=True)
         self._jobs.put(functools.partial(self._update_artifact, self._percent_done()))

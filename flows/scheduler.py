@@ -99,12 +99,15 @@ class TrialScheduler:
         free = self.parallelism - len(self.in_flight)
         if free <= 0:
             return
-        progress = self.session.progress()
-        assert progress.budget is not None  # the flow stores the budget in force before it sweeps
-        for _ in range(min(free, progress.budget - progress.observations - progress.open_suggestions)):
-            self.submit_next()
+        left = self.session.progress().remaining
+        assert left is not None  # the flow stores the budget in force before it sweeps
+        cheapest = min((task.cost for task in self.session.spec.tasks or ()), default=1.0)
+        while free > 0 and left >= cheapest - 1e-9:  # in cost units: a cheap task may fit where a full one would not
+            trial = self.submit_next()
+            left -= self.session.spec.task_cost(trial.task)
+            free -= 1
 
-    def submit_next(self) -> None:
+    def submit_next(self) -> OpenTrial:
         (trial,) = self.session.ask(1, with_runs=True, environment=self.environment, run_metadata=self.run_metadata)
         ticket = TrialTicket(trial.suggestion_id, trial.assignments)
         task = run_trial.with_options(tags={self.experiment_tag, f"suggestion:{trial.suggestion_id}"})
@@ -113,8 +116,9 @@ class TrialScheduler:
         self.dispatcher.submit(TrialRequest(
             suggestion_id=trial.suggestion_id, assignments=trial.assignments, objective=self.objective,
             spec=self.session.spec, channel=self.dispatcher.channel_name,
-            claim=self.dispatcher.claim_name(trial.suggestion_id), settings=self.settings,
+            claim=self.dispatcher.claim_name(trial.suggestion_id), settings=self.settings, task=trial.task,
         ))
+        return trial
 
     def wait_s(self) -> float | None:
         """Until the next trial deadline; None (wait for a message) without a timeout."""
@@ -160,11 +164,11 @@ class TrialScheduler:
         self.announce(flight, ClosedTrial(trial.suggestion_id, trial.assignments,
                                           "failed" if observation.failed else "completed", observation.values,
                                           failure, outcome.duration_s, flight.worker, outcome.traceback),
-                      counted=True)
+                      spent=self.session.spec.task_cost(trial.task))
 
-    def announce(self, flight: InFlight, closed: ClosedTrial, *, counted: bool) -> None:
+    def announce(self, flight: InFlight, closed: ClosedTrial, *, spent: float) -> None:
         flight.ticket.closed.set_result(closed)
-        self.progress.trial_closed(closed, counted=counted)
+        self.progress.trial_closed(closed, spent=spent)
 
     # -- ends that are not results ------------------------------------------------------------------
     def time_out_overdue(self) -> None:
@@ -196,7 +200,7 @@ class TrialScheduler:
             del self.in_flight[flight.trial.suggestion_id]
             self.dispatcher.forget(flight.trial.suggestion_id)
             self.announce(flight, ClosedTrial(flight.trial.suggestion_id, flight.trial.assignments, "cancelled",
-                                              failure=None, worker=flight.worker), counted=False)
+                                              failure=None, worker=flight.worker), spent=0.0)
         self.progress.note(f"sweep stopped: {reason}; {len(flights)} trial(s) cancelled, none will run again")
         return SweepEnd(cancelled=True, reason=reason)
 

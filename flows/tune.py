@@ -127,7 +127,7 @@ def tune(
                               holder=holder_description(f"tune flow run {flow_run.id}")):
             prepared = resume_experiment(storage, record, plan.budget)
             end = SweepEnd(cancelled=False)
-            if prepared.already_observed < prepared.budget:
+            if prepared.already_spent < prepared.budget:
                 end = sweep(storage, prepared, plan, options)
         progress = storage.progress(record.id)
     result = TuneResult(
@@ -153,7 +153,7 @@ def sweep(storage: DuckDBStorage, prepared: PreparedExperiment, plan: TunePlan, 
             dask_cluster(options.dask_address, workers, options.threads_per_worker) as cluster, \
             ThreadPoolTaskRunner(max_workers=parallelism) as task_runner:
         dispatcher = Dispatcher(cluster.client, str(flow_run.id))
-        progress = ProgressView(prepared.name, prepared.budget, prepared.already_observed,
+        progress = ProgressView(prepared.name, prepared.budget, prepared.already_spent,
                                 live_report=functools.partial(publish_live_report, reader, prepared.experiment_id),
                                 report_every_trials=max(parallelism, 5))
         with progress, StopWatcher(str(flow_run.id), dispatcher):

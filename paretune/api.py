@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import optimizer
 from optimizer import ExperimentSpec
 from paretune.failures import Failure, TrialFailure
 from paretune.lifecycle import OpenTrial, TrialSession
@@ -25,8 +26,12 @@ from storage import DuckDBStorage, ObservationRecord, Progress, Storage, Storage
 
 @dataclass(frozen=True)
 class Suggestion:
+    """What to try: the assignments (SigOpt's shape: conditionals' values by name, inactive
+    parameters left out) and, when the experiment has tasks, the task to run it at."""
+
     id: int
     assignments: dict[str, Any]
+    task: str | None = None
 
 
 class Experiment:
@@ -61,34 +66,49 @@ class Experiment:
 
     def suggest_batch(self, n: int) -> list[Suggestion]:
         """`n` diverse suggestions at once (for `n` parallel workers), within the budget left."""
-        return [Suggestion(t.suggestion_id, t.assignments) for t in self.session.ask(n)]
+        return [Suggestion(t.suggestion_id, t.assignments, t.task) for t in self.session.ask(n)]
 
     # -- tell ---------------------------------------------------------------------------------
     def observe(
         self,
         suggestion: Suggestion | int,
         *,
-        values: dict[str, Any] | None = None,
+        values: dict[str, Any] | list[dict[str, Any]] | None = None,
         failed: bool = False,
         reason: str | None = None,
         duration_s: float | None = None,
+        value_stddevs: dict[str, float] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> ObservationRecord:
         """Report a suggestion's metric values, or `failed=True` with a `reason`.
 
-        Refused, writing nothing: an unknown or already-observed suggestion, one from another
-        experiment, a missing optimized/constraint metric, a metric the spec does not name, a
-        value that is not a finite number (numpy and torch scalars are numbers).
+        `values` is `{metric: number}` or SigOpt's list `[{"name", "value", "value_stddev"}]`;
+        `value_stddevs` gives measured standard deviations by metric (the search takes them as
+        noise); `metadata` is kept with the observation. Refused, writing nothing: an unknown or
+        already-observed suggestion, one from another experiment, a missing optimized/constraint
+        metric, a metric the spec does not name, a value that is not a finite number (numpy and
+        torch scalars are numbers), a negative standard deviation.
         """
         suggestion_id = suggestion.id if isinstance(suggestion, Suggestion) else suggestion
         if failed:
-            if values:
+            if values or value_stddevs:
                 raise StorageError("a failed observation carries no values; pass either values or failed=True")
-            return self.session.fail(suggestion_id, Failure.from_reason(reason), duration_s=duration_s)
+            return self.session.fail(suggestion_id, Failure.from_reason(reason), duration_s=duration_s,
+                                     metadata=metadata)
         if reason is not None:
             raise StorageError("`reason` is for failed observations; pass failed=True with it")
         if values is None:
             raise StorageError("give the metric values (values={...}), or failed=True")
-        return self.session.complete(suggestion_id, values, duration_s=duration_s, strict=True)
+        if value_stddevs:
+            if not isinstance(values, dict) or not isinstance(value_stddevs, dict):
+                raise StorageError("value_stddevs goes with values given as {metric: number}; in SigOpt's list form, "
+                                   "put each value_stddev in its item")
+            values = {name: {"value": value, "value_stddev": value_stddevs[name]} if name in value_stddevs else value
+                      for name, value in values.items()}
+            unmatched = sorted(set(value_stddevs) - set(values))
+            if unmatched:
+                raise StorageError(f"value_stddevs.{unmatched[0]}: no value reported for it")
+        return self.session.complete(suggestion_id, values, duration_s=duration_s, strict=True, metadata=metadata)
 
     # -- SigOpt's run loop ------------------------------------------------------------------------
     def loop(self) -> Iterator[TrialRun]:
@@ -122,8 +142,13 @@ class Experiment:
         return self.storage.frontier(self.id)
 
     def best(self) -> list[dict[str, Any]]:
-        """SigOpt's best assignments: the frontier (for one metric, the best observation(s))."""
-        return self.frontier()
+        """SigOpt's best assignments: with two optimized metrics, the frontier; with one, the best
+        `num_solutions` diverse observations (default 1), best first. Only full-cost observations
+        that meet every threshold count."""
+        if len(self.spec.optimized_metrics) > 1:
+            return self.frontier()
+        chosen = optimizer.best_solutions(self.spec, self.storage.history(self.id))
+        return [{"assignments": o.assignments, "values": o.values, "task": o.task} for o in chosen]
 
     def threshold_report(self) -> list[dict[str, Any]]:
         return self.storage.threshold_report(self.id)
@@ -135,10 +160,15 @@ class TrialRun(Run):
     def __init__(self, session: TrialSession, trial: OpenTrial):
         assert trial.run_id is not None
         super().__init__(session.storage, trial.run_id)
-        self.suggestion = Suggestion(trial.suggestion_id, trial.assignments)
+        self.suggestion = Suggestion(trial.suggestion_id, trial.assignments, trial.task)
         self.metrics: dict[str, Any] = {}
         self._session = session
         self._trial = trial
+
+    def log_metric(self, name: str, value: float, stddev: float | None = None) -> None:
+        """Kept until the block ends, when it becomes part of the observation (with its measured
+        standard deviation, as SigOpt's `log_metric(name, value, stddev)`)."""
+        self.metrics[name] = value if stddev is None else {"value": value, "value_stddev": stddev}
 
     def log_metrics(self, metrics: dict[str, Any]) -> None:
         """Kept until the block ends, when they become the observation in one transaction."""

@@ -68,8 +68,11 @@ def _parser() -> argparse.ArgumentParser:
 
     observe = command("observe", "report a suggestion's metric values, or its failure")
     observe.add_argument("suggestion", type=_suggestion_id, help="suggestion id (from `paretune suggest`)")
-    observe.add_argument("--value", action="append", default=[], metavar="METRIC=NUMBER",
-                         help="a metric value; repeat once for each metric")
+    observe.add_argument("--value", action="append", default=[], metavar="METRIC=NUMBER[±STDDEV]",
+                         help="a metric value, with its measured standard deviation after ± or +- if you have one; "
+                              "repeat once for each metric")
+    observe.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
+                         help="kept with the observation (numbers and true/false read as such); repeat for each")
     observe.add_argument("--failed", action="store_true", help="the trial failed and produced no metrics")
     observe.add_argument("--reason", default=None, help="why it failed (with --failed), e.g. out_of_memory")
     observe.add_argument("--duration", type=float, default=None, help="trial duration in seconds")
@@ -118,11 +121,13 @@ def _create(args: argparse.Namespace) -> None:
 def _suggest(args: argparse.Namespace) -> None:
     experiment = open_experiment(args.experiment, db=args.db, seed=args.seed)
     for suggestion in experiment.suggest_batch(args.count):
-        print(json.dumps({"suggestion": suggestion.id, "assignments": suggestion.assignments}))
+        task = {"task": suggestion.task} if suggestion.task is not None else {}
+        print(json.dumps({"suggestion": suggestion.id, "assignments": suggestion.assignments} | task))
 
 
 def _observe(args: argparse.Namespace) -> None:
-    values = _parse_values(args.value)
+    values, stddevs = _parse_values(args.value)
+    metadata = _parse_metadata(args.metadata)
     if args.failed and values:
         raise UsageError("give either --value ... or --failed, not both")
     if not args.failed and not values:
@@ -134,29 +139,56 @@ def _observe(args: argparse.Namespace) -> None:
     storage = DuckDBStorage(args.db)
     experiment = open_experiment(storage.get_suggestion(args.suggestion).experiment_id, storage=storage)
     observation = experiment.observe(args.suggestion, values=values or None, failed=args.failed, reason=args.reason,
-                                     duration_s=args.duration)
+                                     duration_s=args.duration, value_stddevs=stddevs or None, metadata=metadata or None)
     progress = experiment.progress()
     budget = "" if progress.budget is None else f" of {progress.budget}"
     print(f"observation {observation.id} recorded for suggestion {args.suggestion} "
           f"({progress.observations}{budget} observations)")
 
 
-def _parse_values(texts: list[str]) -> dict[str, float]:
+def _parse_values(texts: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """`METRIC=NUMBER` or `METRIC=NUMBER±STDDEV` (also `+-`): values and standard deviations."""
     values: dict[str, float] = {}
+    stddevs: dict[str, float] = {}
     for text in texts:
-        name, sep, number = text.partition("=")
+        name, sep, numbers = text.partition("=")
         if not sep or not name:
-            raise UsageError(f"--value {text!r}: write it as METRIC=NUMBER, e.g. --value f1=0.83")
+            raise UsageError(f"--value {text!r}: write it as METRIC=NUMBER, e.g. --value f1=0.83 (or f1=0.83±0.01)")
         if name in values:
             raise UsageError(f"--value {name} is given twice; give each metric once")
+        number, _, spread = numbers.replace("+-", "±").partition("±")
+        values[name] = _finite(text, number, "values must be finite; use --failed for a diverged trial")
+        if spread:
+            stddevs[name] = _finite(text, spread, "a standard deviation must be finite")
+            if stddevs[name] < 0:
+                raise UsageError(f"--value {text!r}: the standard deviation {spread} is negative; it is >= 0")
+    return values, stddevs
+
+
+def _finite(text: str, number: str, advice: str) -> float:
+    try:
+        value = float(number)
+    except ValueError:
+        raise UsageError(f"--value {text!r}: {number!r} is not a number") from None
+    if not math.isfinite(value):
+        raise UsageError(f"--value {text!r}: {advice}")
+    return value
+
+
+def _parse_metadata(texts: list[str]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--metadata {text!r}: write it as KEY=VALUE, e.g. --metadata gpu=A100")
+        if key in metadata:
+            raise UsageError(f"--metadata {key} is given twice; give each key once")
         try:
-            value = float(number)
+            parsed = json.loads(value)
         except ValueError:
-            raise UsageError(f"--value {text!r}: {number!r} is not a number") from None
-        if not math.isfinite(value):
-            raise UsageError(f"--value {text!r}: values must be finite; use --failed for a diverged trial")
-        values[name] = value
-    return values
+            parsed = value
+        metadata[key] = parsed if isinstance(parsed, (int, float, bool)) and math.isfinite(float(parsed)) else value
+    return metadata
 
 
 def _frontier(args: argparse.Namespace) -> None:
@@ -202,12 +234,13 @@ def _list(args: argparse.Namespace) -> None:
         for record in storage.list_experiments():
             progress = storage.progress(record.id)
             budget = "-" if progress.budget is None else progress.budget
-            rows.append([record.id, record.name, record.state, f"{progress.observations}/{budget}", progress.failed,
-                         progress.open_suggestions, record.created_at.strftime("%Y-%m-%d %H:%M")])
+            spent = progress.observations if progress.spent == progress.observations else format_number(progress.spent)
+            rows.append([record.id, record.name, record.project or "", record.state, f"{spent}/{budget}",
+                         progress.failed, progress.open_suggestions, record.created_at.strftime("%Y-%m-%d %H:%M")])
     if not rows:
         print(f"no experiments in {storage.path}")
         return
-    print(format_table(["id", "name", "state", "observations", "failed", "open", "created"], rows))
+    print(format_table(["id", "name", "project", "state", "budget used", "failed", "open", "created"], rows))
 
 
 def format_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optimizer
@@ -35,6 +35,7 @@ MAX_BATCH = 1000
 class CleanMetrics:
     observed: dict[str, float]  # the experiment's metrics: the observation
     extra: dict[str, float]  # other metrics the objective reported: kept on the trial's run
+    stddevs: dict[str, float] = field(default_factory=dict)  # measured standard deviations, by metric
 
 
 class MetricsRefused(ValueError):
@@ -48,20 +49,40 @@ class MetricsRefused(ValueError):
 def clean_metrics(spec: ExperimentSpec, reported: Any, *, keep_undeclared: bool = True) -> CleanMetrics:
     """The one metric cleaner. Raises MetricsRefused with a `diverged` failure for a NaN or
     infinity, an `invalid_metrics` one for anything else unusable (not a mapping, a non-number,
-    a missing optimized or constraint metric, an undeclared metric when not kept)."""
+    a missing optimized or constraint metric, an undeclared metric when not kept).
+
+    Values come as `{name: number}`, where a number may also be SigOpt's value object
+    `{"value": v, "value_stddev": s}`, or as SigOpt's list `[{"name": n, "value": v,
+    "value_stddev": s}, ...]`.
+    """
     def refuse(kind: FailureKind, detail: str) -> MetricsRefused:
         return MetricsRefused(Failure(kind, detail))
 
+    if isinstance(reported, (list, tuple)) and reported and all(isinstance(item, Mapping) for item in reported):
+        reported = _values_by_name(reported, refuse)
     if not isinstance(reported, Mapping) or not reported:
         shown = type(reported).__name__ if not isinstance(reported, Mapping) else "an empty mapping"
         raise refuse(FailureKind.INVALID_METRICS, f"metrics must be a mapping of metric name to number, got {shown}")
     numbers: dict[str, float] = {}
+    stddevs: dict[str, float] = {}
     for name, value in reported.items():
         try:
+            if isinstance(value, Mapping):
+                unknown = sorted(set(value) - {"value", "value_stddev"})
+                if "value" not in value or unknown:
+                    raise MetricValueError(f"{name}: {dict(value)!r} is not a number nor SigOpt's "
+                                           "{value, value_stddev}", not_finite=False)
+                if value.get("value_stddev") is not None:
+                    stddevs[str(name)] = metric_number(f"{name}.value_stddev", value["value_stddev"])
+                value = value["value"]
             numbers[str(name)] = metric_number(str(name), value)
         except MetricValueError as error:
             kind = FailureKind.DIVERGED if error.not_finite else FailureKind.INVALID_METRICS
             raise refuse(kind, f"metric {error}") from None
+    negative = sorted(name for name, stddev in stddevs.items() if stddev < 0)
+    if negative:
+        raise refuse(FailureKind.INVALID_METRICS, f"metric {negative[0]}.value_stddev: {stddevs[negative[0]]} is "
+                                                  "negative; a standard deviation is >= 0")
     declared = {metric.name for metric in spec.metrics}
     undeclared = sorted(set(numbers) - declared)
     if undeclared and not keep_undeclared:
@@ -72,7 +93,19 @@ def clean_metrics(spec: ExperimentSpec, reported: Any, *, keep_undeclared: bool 
         raise refuse(FailureKind.INVALID_METRICS, f"metric {', '.join(missing)}: missing; every optimized and "
                                                   "constraint metric must be reported")
     return CleanMetrics({n: v for n, v in numbers.items() if n in declared},
-                        {n: v for n, v in numbers.items() if n not in declared})
+                        {n: v for n, v in numbers.items() if n not in declared},
+                        {n: v for n, v in stddevs.items() if n in declared})
+
+
+def _values_by_name(items: Any, refuse: Any) -> dict[str, Any]:
+    """SigOpt's list of value objects as `{name: {"value": v, "value_stddev": s}}`."""
+    values: dict[str, Any] = {}
+    for item in items:
+        name = item.get("name")
+        if not isinstance(name, str) or name in values:
+            raise refuse(FailureKind.INVALID_METRICS, f"values: each item needs a distinct `name`, got {dict(item)!r}")
+        values[name] = {key: item[key] for key in ("value", "value_stddev") if key in item}
+    return values
 
 
 # -- seeding ----------------------------------------------------------------------------------------
@@ -90,11 +123,13 @@ def experiment_seed(experiment: ExperimentRecord) -> int:
 # -- the session ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OpenTrial:
-    """A suggestion handed out and not yet closed; `run_id` when its run is recorded."""
+    """A suggestion handed out and not yet closed; `run_id` when its run is recorded, `task` the
+    multitask fidelity to run it at."""
 
     suggestion_id: int
     assignments: dict[str, Any]
     run_id: int | None = None
+    task: str | None = None
 
 
 class TrialSession:
@@ -119,9 +154,11 @@ class TrialSession:
     # -- ask --------------------------------------------------------------------------------------
     def ask(self, n: int = 1, *, with_runs: bool = False, run_metadata: dict[str, Any] | None = None,
             environment: RunEnvironment | None = None) -> list[OpenTrial]:
-        """`n` new suggestions, recorded open (and, `with_runs`, a running run for each).
+        """`n` new suggestions, recorded open (and, `with_runs`, a running run for each), each
+        with the task to run it at when the experiment has tasks.
 
-        Refused beyond the budget: open suggestions count, since each will be observed.
+        Refused beyond the budget, counted in cost units: open suggestions count, since each will
+        be observed.
         """
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH:
             raise StorageError(f"ask for between 1 and {MAX_BATCH} suggestions at once, not {n!r}")
@@ -132,26 +169,29 @@ class TrialSession:
             pending = self.storage.pending(self.experiment_id)
         # SigOpt's `type: random`: every suggestion is drawn the way the search's start-up draws.
         startup = {"n_startup": made + n} if self.spec.type == "random" else {}
-        batch = optimizer.suggest(self.spec, history, pending, n=n, seed=suggestion_seed(self.seed, made), **startup)
+        proposals = optimizer.propose(self.spec, history, pending, n=n, seed=suggestion_seed(self.seed, made),
+                                      **startup)
         with self.storage.batch():
             self._check_budget(n)  # again: another process may have asked meanwhile
-            suggestions = self.storage.create_suggestions(self.experiment_id, batch)
-            if not with_runs:
-                return [OpenTrial(s.id, s.assignments) for s in suggestions]
-            where = environment or capture_environment()
-            return [OpenTrial(s.id, s.assignments, self._open_run(s.id, s.assignments, where, run_metadata))
+            suggestions = self.storage.create_suggestions(self.experiment_id, [p.assignments for p in proposals],
+                                                          tasks=[p.task for p in proposals])
+            where = (environment or capture_environment()) if with_runs else None
+            return [OpenTrial(s.id, s.assignments,
+                              self._open_run(s.id, s.assignments, where, run_metadata) if where else None, s.task)
                     for s in suggestions]
 
     def _check_budget(self, n: int) -> None:
+        """Refuse `n` more suggestions when even the cheapest task would overrun the budget."""
         progress = self.progress()
-        if progress.budget is None:
+        if progress.remaining is None:
             return
-        left = max(progress.budget - progress.observations - progress.open_suggestions, 0)
-        if n > left:
+        cheapest = min((task.cost for task in self.spec.tasks or ()), default=1.0)
+        if n * cheapest > progress.remaining + 1e-9:
+            left = f"{progress.remaining:g} cost units" if self.spec.tasks else f"{progress.remaining:g} suggestion(s)"
             raise StorageError(
-                f"experiment {self.experiment.name!r} has {left} suggestion(s) left in its budget of "
-                f"{progress.budget} ({progress.observations} observed, {progress.open_suggestions} open); asked for "
-                f"{n}. Observe the open ones, or raise the budget"
+                f"experiment {self.experiment.name!r} has {left} left in its budget of {progress.budget} "
+                f"({progress.observations} observed, {progress.open_suggestions} open); asked for {n}. Observe the "
+                "open ones, or raise the budget"
             )
 
     def open_run(self, suggestion_id: int, environment: RunEnvironment | None = None,
@@ -160,7 +200,7 @@ class TrialSession:
         suggestion = self.storage.get_suggestion(suggestion_id)
         run_id = self._open_run(suggestion.id, suggestion.assignments, environment or capture_environment(),
                                 metadata)
-        return OpenTrial(suggestion.id, suggestion.assignments, run_id)
+        return OpenTrial(suggestion.id, suggestion.assignments, run_id, suggestion.task)
 
     def _open_run(self, suggestion_id: int, assignments: dict[str, Any], environment: RunEnvironment,
                   metadata: dict[str, Any] | None) -> int:
@@ -183,7 +223,7 @@ class TrialSession:
 
     # -- tell -------------------------------------------------------------------------------------
     def complete(self, trial: OpenTrial | int, reported: Any, *, duration_s: float | None = None,
-                 strict: bool = False) -> ObservationRecord:
+                 strict: bool = False, metadata: dict[str, Any] | None = None) -> ObservationRecord:
         """Close the trial with what it reported.
 
         An objective's output (`strict=False`) that cannot be an observation closes the trial as
@@ -199,12 +239,14 @@ class TrialSession:
                 raise StorageError(f"observation refused: {refused.failure.detail}{advice}") from None
             return self.fail(trial, refused.failure, duration_s=duration_s)
         return self.storage.record_observation(trial.suggestion_id, values=metrics.observed, duration_s=duration_s,
-                                               run_id=trial.run_id, run_metrics=metrics.extra)
+                                               run_id=trial.run_id, run_metrics=metrics.extra,
+                                               value_stddevs=metrics.stddevs or None, metadata=metadata)
 
-    def fail(self, trial: OpenTrial | int, failure: Failure, *, duration_s: float | None = None) -> ObservationRecord:
+    def fail(self, trial: OpenTrial | int, failure: Failure, *, duration_s: float | None = None,
+             metadata: dict[str, Any] | None = None) -> ObservationRecord:
         trial = self._trial(trial)
         return self.storage.record_observation(trial.suggestion_id, failed=True, reason=failure.reason,
-                                               duration_s=duration_s, run_id=trial.run_id)
+                                               duration_s=duration_s, run_id=trial.run_id, metadata=metadata)
 
     def cancel(self, trials: list[OpenTrial], reason: str) -> list[int]:
         """Close trials that will never report (their run was cancelled): `cancelled`, no observation."""
@@ -223,4 +265,4 @@ class TrialSession:
         if suggestion.experiment_id != self.experiment_id:
             raise StorageError(f"suggestion {trial} belongs to experiment {suggestion.experiment_id}, "
                                f"not {self.experiment_id}")
-        return OpenTrial(suggestion.id, suggestion.assignments)
+        return OpenTrial(suggestion.id, suggestion.assignments, task=suggestion.task)

@@ -56,12 +56,16 @@ class TrialContext:
     """Per-trial settings and the channel back to the flow.
 
     `settings` are the experiment's fixed, untuned knobs: `metadata.trial` of the spec (data
-    paths, teacher, epochs, sequence lengths...). `artifact_dir` is a local folder or fsspec URL
-    (``s3://bucket/prefix``) private to this trial.
+    paths, teacher, epochs, sequence lengths...), with, for a multitask experiment, its task's
+    own overrides from `metadata.trial.task_settings` (e.g. `{cheap: {epochs: 1}}`). `task` is
+    the task to run at and `task_cost` its cost (1: the full task). `artifact_dir` is a local
+    folder or fsspec URL (``s3://bucket/prefix``) private to this trial.
     """
 
     suggestion_id: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
+    task_cost: float = 1.0
     artifact_dir: str | None = None
     device: str = "cpu"
     checkpoint_sink: CheckpointSink = _discard
@@ -87,6 +91,7 @@ class TrialRequest:
     channel: str
     claim: str
     settings: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,14 @@ def call_objective(request: TrialRequest, context: TrialContext) -> TrialOutcome
     return TrialOutcome(metrics, None, time.perf_counter() - started)
 
 
+def task_settings(settings: dict[str, Any], task: str | None) -> dict[str, Any]:
+    """`metadata.trial` as a trial at `task` sees it: the task's overrides from `task_settings`
+    applied, the overrides table itself left out."""
+    overrides = dict(settings.get("task_settings") or {})
+    base = {key: value for key, value in settings.items() if key != "task_settings"}
+    return base | dict(overrides.get(task) or {}) if task is not None else base
+
+
 def run_objective(request: TrialRequest) -> bool:
     """On a Dask worker: run the trial if this is its one attempt; return whether it ran.
 
@@ -229,7 +242,8 @@ def run_objective(request: TrialRequest) -> bool:
     def stream_checkpoint(epoch: int, values: dict[str, float]) -> None:
         channel.put(TrialCheckpoint(request.suggestion_id, epoch, values))
 
-    context = TrialContext(suggestion_id=request.suggestion_id, settings=dict(request.settings),
+    context = TrialContext(suggestion_id=request.suggestion_id, settings=task_settings(request.settings, request.task),
+                           task=request.task, task_cost=request.spec.task_cost(request.task),
                            checkpoint_sink=stream_checkpoint)
     try:
         channel.put(TrialStarted(request.suggestion_id, worker, capture_environment()))

@@ -67,9 +67,10 @@ class Storage(abc.ABC):
     # -- suggestions --------------------------------------------------------------------------
     @abc.abstractmethod
     def create_suggestions(
-        self, experiment_id: int, batch: list[dict[str, Any]], worker: str | None = None
+        self, experiment_id: int, batch: list[dict[str, Any]], worker: str | None = None,
+        tasks: list[str | None] | None = None,
     ) -> list[SuggestionRecord]:
-        """Record new open suggestions (all or none)."""
+        """Record new open suggestions (all or none), each with its task when the experiment has tasks."""
 
     @abc.abstractmethod
     def get_suggestion(self, suggestion_id: int) -> SuggestionRecord: ...
@@ -105,8 +106,11 @@ class Storage(abc.ABC):
         duration_s: float | None = None,
         run_id: int | None = None,
         run_metrics: dict[str, float] | None = None,
+        value_stddevs: dict[str, float] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> ObservationRecord:
-        """Close an open suggestion with its metric values, or as failed with a reason.
+        """Close an open suggestion with its metric values (and their standard deviations, where
+        measured), or as failed with a reason. The observation takes the suggestion's task.
 
         With `run_id` (the suggestion's running run), the run ends in the same transaction,
         `completed` or `failed`, holding `values` plus `run_metrics` (metrics the experiment does
@@ -123,7 +127,7 @@ class Storage(abc.ABC):
         """Observations as the optimizer takes them."""
         return [
             Observation(assignments=o.assignments, values=None if o.failed else o.values, failed=o.failed,
-                        failure_reason=o.failure_reason)
+                        failure_reason=o.failure_reason, value_stddevs=o.value_stddevs, task=o.task)
             for o in self.observations(experiment_id)
         ]
 

@@ -18,7 +18,15 @@ from typing import Any, Iterator
 
 import duckdb
 
-from optimizer import ExperimentSpec, ObservationError, metric_number, validate_assignments, validate_values
+from optimizer import (
+    ExperimentSpec,
+    ObservationError,
+    metric_number,
+    validate_assignments,
+    validate_task,
+    validate_value_stddevs,
+    validate_values,
+)
 from storage.artifacts import ArtifactStore
 from storage.base import Storage, StorageError
 from storage.files import (
@@ -290,14 +298,20 @@ class DuckDBStorage(Storage):
                         "rename it in the definition, or allow a duplicate name (--allow-duplicate-name)"
                     )
             (experiment_id,) = db.execute(
-                "INSERT INTO experiments (name, spec, budget) VALUES (?, ?, ?) RETURNING id",
-                [spec.name, spec.to_json(), spec.observation_budget],
+                "INSERT INTO experiments (name, spec, budget, project) VALUES (?, ?, ?, ?) RETURNING id",
+                [spec.name, spec.to_json(), spec.observation_budget, spec.project],
             ).fetchall()[0]
             db.executemany(
                 "INSERT INTO experiment_metrics VALUES (?, ?, ?, ?, ?, ?)",
                 [[experiment_id, m.name, m.objective, m.strategy, m.threshold, optimize_rank.get(m.name)]
                  for m in spec.metrics],
             )
+            db.executemany("INSERT INTO experiment_parameters VALUES (?, ?, ?)",
+                           [[experiment_id, p.name, p.type] for p in spec.parameters]
+                           + [[experiment_id, c.name, "conditional"] for c in spec.conditionals or ()])
+            if spec.tasks:
+                db.executemany("INSERT INTO experiment_tasks VALUES (?, ?, ?)",
+                               [[experiment_id, t.name, t.cost] for t in spec.tasks])
             return self.get_experiment(int(experiment_id))
 
     def get_experiment(self, ref: int | str) -> ExperimentRecord:
@@ -336,20 +350,25 @@ class DuckDBStorage(Storage):
 
     # -- suggestions --------------------------------------------------------------------------
     def create_suggestions(
-        self, experiment_id: int, batch: list[dict[str, Any]], worker: str | None = None
+        self, experiment_id: int, batch: list[dict[str, Any]], worker: str | None = None,
+        tasks: list[str | None] | None = None,
     ) -> list[SuggestionRecord]:
+        tasks = tasks if tasks is not None else [None] * len(batch)
+        if len(tasks) != len(batch):
+            raise StorageError(f"{len(batch)} suggestions but {len(tasks)} tasks; give one task per suggestion")
         with self._transaction() as db:
             spec = self._spec(experiment_id)
             try:
-                clean = [validate_assignments(spec, assignments) for assignments in batch]
+                clean = [(validate_assignments(spec, assignments), validate_task(spec, task))
+                         for assignments, task in zip(batch, tasks)]
             except ObservationError as error:
                 raise StorageError(f"suggestion refused: {error}") from None
             ids = [
                 db.execute(
-                    "INSERT INTO suggestions (experiment_id, assignments, worker) VALUES (?, ?, ?) RETURNING id",
-                    [experiment_id, json.dumps(assignments), worker],
+                    "INSERT INTO suggestions (experiment_id, assignments, worker, task) VALUES (?, ?, ?, ?) RETURNING id",
+                    [experiment_id, json.dumps(assignments), worker, task],
                 ).fetchall()[0][0]
-                for assignments in clean
+                for assignments, task in clean
             ]
             return [self.get_suggestion(int(i)) for i in ids]
 
@@ -420,6 +439,8 @@ class DuckDBStorage(Storage):
         duration_s: float | None = None,
         run_id: int | None = None,
         run_metrics: dict[str, float] | None = None,
+        value_stddevs: dict[str, float] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> ObservationRecord:
         if duration_s is not None and (isinstance(duration_s, bool) or not isinstance(duration_s, (int, float))
                                        or not math.isfinite(duration_s) or duration_s < 0):
@@ -431,14 +452,16 @@ class DuckDBStorage(Storage):
                                    "it was already observed, expired or cancelled")
             spec = self._spec(suggestion.experiment_id)
             if failed:
-                if values:
+                if values or value_stddevs:
                     raise StorageError("a failed observation carries no values; pass either values or failed=True")
                 clean: dict[str, float] = {}
+                stddevs: dict[str, float] = {}
             else:
                 if reason is not None:
                     raise StorageError("`reason` is for failed observations; pass failed=True with it")
                 try:
                     clean = validate_values(spec, values or {})
+                    stddevs = validate_value_stddevs(spec, value_stddevs, clean) or {}
                 except ObservationError as error:
                     raise StorageError(f"observation refused: {error}") from None
             if run_id is not None:
@@ -452,15 +475,16 @@ class DuckDBStorage(Storage):
                 ["failed" if failed else "completed", suggestion_id],
             )
             (observation_id,) = db.execute(
-                "INSERT INTO observations (experiment_id, suggestion_id, run_id, failed, failure_reason, duration_s) "
-                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                "INSERT INTO observations (experiment_id, suggestion_id, run_id, failed, failure_reason, duration_s, "
+                "task, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 [suggestion.experiment_id, suggestion_id, run_id, failed,
-                 (reason or "unspecified") if failed else None, duration_s],
+                 (reason or "unspecified") if failed else None, duration_s, suggestion.task,
+                 _json(metadata or {}, "metadata")],
             ).fetchall()[0]
             if clean:
                 db.executemany(
-                    "INSERT INTO observation_values VALUES (?, ?, ?)",
-                    [[observation_id, name, value] for name, value in clean.items()],
+                    "INSERT INTO observation_values VALUES (?, ?, ?, ?)",
+                    [[observation_id, name, value, stddevs.get(name)] for name, value in clean.items()],
                 )
             _settle_state(db, suggestion.experiment_id)
             return self._observations("o.id = ?", [observation_id])[0]
@@ -471,7 +495,9 @@ class DuckDBStorage(Storage):
     def _observations(self, where: str, parameters: list[Any]) -> list[ObservationRecord]:
         rows = self._rows(
             "SELECT o.*, s.assignments, "
-            "  (SELECT map(list(v.metric), list(v.value)) FROM observation_values v WHERE v.observation_id = o.id) AS vals "
+            "  (SELECT map(list(v.metric), list(v.value)) FROM observation_values v WHERE v.observation_id = o.id) AS vals, "
+            "  (SELECT map(list(v.metric), list(v.value_stddev)) FROM observation_values v "
+            "   WHERE v.observation_id = o.id AND v.value_stddev IS NOT NULL) AS stddevs "
             f"FROM observations o JOIN suggestions s ON s.id = o.suggestion_id WHERE {where} ORDER BY o.id",
             parameters,
         )
@@ -482,6 +508,8 @@ class DuckDBStorage(Storage):
                 values=None if row["failed"] else dict(row["vals"] or {}),
                 failed=row["failed"], failure_reason=row["failure_reason"], duration_s=row["duration_s"],
                 run_id=row["run_id"], created_at=row["created_at"],
+                value_stddevs=dict(row["stddevs"]) if row["stddevs"] else None, task=row["task"],
+                metadata=json.loads(row["metadata"] or "{}"),
             )
             for row in rows
         ]
@@ -490,13 +518,17 @@ class DuckDBStorage(Storage):
         with self._session():
             budget = self.get_experiment(experiment_id).budget
             counts = self._rows(
-                "SELECT count(*) FILTER (WHERE NOT failed) AS completed, count(*) FILTER (WHERE failed) AS failed "
-                "FROM observations WHERE experiment_id = ?",
+                "SELECT count(*) FILTER (WHERE NOT o.failed) AS completed, count(*) FILTER (WHERE o.failed) AS failed, "
+                "coalesce(sum(c.cost), 0) AS spent "
+                "FROM observations o JOIN observation_costs c ON c.observation_id = o.id WHERE o.experiment_id = ?",
                 [experiment_id],
             )[0]
-            (open_count,) = self._rows(
-                "SELECT count(*) AS n FROM suggestions WHERE experiment_id = ? AND state = 'open'", [experiment_id]
-            )[0].values()
+            opened = self._rows(
+                "SELECT count(*) AS n, coalesce(sum(coalesce(t.cost, 1.0)), 0) AS cost FROM suggestions s "
+                "LEFT JOIN experiment_tasks t ON t.experiment_id = s.experiment_id AND t.name = s.task "
+                "WHERE s.experiment_id = ? AND s.state = 'open'",
+                [experiment_id],
+            )[0]
             reasons = self._rows(
                 "SELECT failure_reason, count(*) AS n FROM observations WHERE experiment_id = ? AND failed "
                 "GROUP BY failure_reason ORDER BY n DESC, failure_reason",
@@ -507,8 +539,10 @@ class DuckDBStorage(Storage):
             observations=counts["completed"] + counts["failed"],
             completed=counts["completed"],
             failed=counts["failed"],
-            open_suggestions=open_count,
+            open_suggestions=opened["n"],
             failures_by_reason={r["failure_reason"]: r["n"] for r in reasons},
+            spent=float(counts["spent"]),
+            open_cost=float(opened["cost"]),
         )
 
     # -- reports ------------------------------------------------------------------------------
@@ -696,7 +730,8 @@ def _settle_state(db: duckdb.DuckDBPyConnection, experiment_id: int) -> None:
     budget grows; an archived one stays archived."""
     db.execute(
         "UPDATE experiments SET state = CASE WHEN budget IS NOT NULL AND "
-        "  (SELECT count(*) FROM observations WHERE experiment_id = ?) >= budget THEN 'completed' ELSE 'active' END "
+        "  (SELECT coalesce(sum(cost), 0) FROM observation_costs WHERE experiment_id = ?) >= budget "
+        "  THEN 'completed' ELSE 'active' END "
         "WHERE id = ? AND state <> 'archived'",
         [experiment_id, experiment_id],
     )
@@ -713,7 +748,7 @@ def _upsert_run_metrics(db: duckdb.DuckDBPyConnection, run_id: int, metrics: dic
 def _experiment(row: dict[str, Any]) -> ExperimentRecord:
     return ExperimentRecord(
         id=row["id"], name=row["name"], spec=ExperimentSpec.model_validate(json.loads(row["spec"])),
-        state=row["state"], created_at=row["created_at"], budget=row["budget"],
+        state=row["state"], created_at=row["created_at"], budget=row["budget"], project=row["project"],
     )
 
 
@@ -721,7 +756,7 @@ def _suggestion(row: dict[str, Any]) -> SuggestionRecord:
     return SuggestionRecord(
         id=row["id"], experiment_id=row["experiment_id"], assignments=json.loads(row["assignments"]),
         state=row["state"], worker=row["worker"], created_at=row["created_at"], started_at=row["started_at"],
-        updated_at=row["updated_at"],
+        updated_at=row["updated_at"], task=row["task"],
     )
 
 

@@ -17,6 +17,7 @@ class ExperimentRecord:
     state: str
     created_at: datetime
     budget: int | None  # the observation budget in force: the spec's, or the latest override
+    project: str | None = None
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class SuggestionRecord:
     created_at: datetime
     started_at: datetime | None
     updated_at: datetime
+    task: str | None = None  # the multitask fidelity to run it at (SigOpt's tasks)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class ObservationRecord:
     duration_s: float | None
     run_id: int | None
     created_at: datetime
+    value_stddevs: dict[str, float] | None = None
+    task: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,11 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class Progress:
-    """How much of an experiment's observation budget is spent."""
+    """How much of an experiment's observation budget is spent.
+
+    The budget counts in cost units, as SigOpt's does with tasks: an observation costs its
+    task's cost (1 without tasks), so `spent` equals `observations` for most experiments.
+    """
 
     budget: int | None
     observations: int
@@ -73,14 +82,17 @@ class Progress:
     failed: int
     open_suggestions: int
     failures_by_reason: dict[str, int] = field(default_factory=dict)
+    spent: float = 0.0
+    open_cost: float = 0.0  # what the open suggestions will cost once observed
 
     @property
-    def remaining(self) -> int | None:
-        return None if self.budget is None else max(self.budget - self.observations, 0)
+    def remaining(self) -> float | None:
+        """Budget left for new suggestions: open ones are already committed to it."""
+        return None if self.budget is None else max(self.budget - self.spent - self.open_cost, 0.0)
 
     @property
     def done(self) -> bool:
-        return self.budget is not None and self.observations >= self.budget
+        return self.budget is not None and self.spent >= self.budget
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,7 @@ class PointColumns:
     run_id: list[int | None]
     status: list[Status]
     on_frontier: list[bool]
+    full_cost: list[bool]  # a cheaper task's observation informs the search, not the frontier or "best"
     failure_reason: list[str | None]
     duration_s: list[float | None]
     assignments: dict[str, list[Any]]
@@ -173,19 +174,25 @@ class Summary:
     failures_by_kind: dict[str, int]
     best: tuple[BestValue, ...]
     last_activity: datetime | None
+    spent: float = 0.0  # of the budget, in cost units (SigOpt's multitask); `observations` without tasks
+    in_cost_units: bool = False
 
     @property
     def infeasible(self) -> int:
         return self.completed - self.feasible
 
     @property
-    def remaining(self) -> int | None:
-        return None if self.budget is None else max(self.budget - self.observations, 0)
+    def remaining(self) -> float | None:
+        return None if self.budget is None else max(self.budget - self.spent, 0)
 
     @property
     def budget_used(self) -> str:
-        """``40 of 60 observations`` (the budget in force, overrides included)."""
+        """``40 of 60 observations`` (the budget in force, overrides included), or the cost units
+        spent with tasks: ``12.5 of 30 cost units (52 observations)``."""
         budget = "no budget" if self.budget is None else format_number(self.budget)
+        if self.in_cost_units:
+            return (f"{format_number(self.spent)} of {budget} cost units "
+                    f"({format_number(self.observations)} observations)")
         return f"{format_number(self.observations)} of {budget} observations"
 
     @property
@@ -398,7 +405,8 @@ def experiment_summary(storage: Storage, ref: int | str | ExperimentRecord) -> S
         budget=progress.budget, observations=progress.observations, completed=progress.completed,
         failed=progress.failed, feasible=int(row["feasible"]), open_suggestions=progress.open_suggestions,
         failures_by_reason=dict(progress.failures_by_reason), failures_by_kind=dict(kinds.most_common()),
-        best=_best_values(storage, record), last_activity=row["last_activity"],
+        best=_best_values(storage, record), last_activity=row["last_activity"], spent=progress.spent,
+        in_cost_units=bool(record.spec.tasks),
     )
 
 
@@ -434,13 +442,16 @@ def _columns(storage: Storage, record: ExperimentRecord, frontier_only: bool = F
     """Every observation in one query, returned as one row of lists (DuckDB builds the columns,
     so 10^5 observations cost no Python loop): assignments and values pivoted in SQL."""
     spec = record.spec
-    parameters, metrics = list(spec.parameters), list(spec.metrics)
-    # Each assignment's JSON is parsed once, into a struct typed by the spec.
-    structure = json.dumps({p.name: _SQL_TYPES[p.type] for p in parameters})
+    metrics = list(spec.metrics)
+    # Each assignment's JSON is parsed once, into a struct typed by the spec (conditionals' values
+    # are names; an inactive parameter is absent, so NULL).
+    parameters = [(c.name, "categorical") for c in spec.conditionals or ()] + [(p.name, p.type) for p in spec.parameters]
+    structure = json.dumps({name: _SQL_TYPES[kind] for name, kind in parameters})
     arguments: list[Any] = [record.id, structure, *(m.name for m in metrics)]
-    assignment_columns = [f"a.{_identifier(p.name)} AS p{i}" for i, p in enumerate(parameters)]
+    assignment_columns = [f"a.{_identifier(name)} AS p{i}" for i, (name, _) in enumerate(parameters)]
     value_columns = [f"max(v.value) FILTER (WHERE v.metric = ${3 + i}) AS m{i}" for i in range(len(metrics))]
-    names = (["id", "suggestion_id", "run_id", "failed", "failure_reason", "duration_s", "feasible", "on_frontier"]
+    names = (["id", "suggestion_id", "run_id", "failed", "failure_reason", "duration_s", "feasible", "on_frontier",
+              "full_cost"]
              + [f"p{i}" for i in range(len(parameters))] + [f"m{i}" for i in range(len(metrics))])
     (row,) = storage.query(
         "WITH obs AS (SELECT id, suggestion_id, run_id, failed, failure_reason, duration_s FROM observations "
@@ -449,14 +460,17 @@ def _columns(storage: Storage, record: ExperimentRecord, frontier_only: bool = F
         "         FROM observation_values v JOIN obs ON obs.id = v.observation_id GROUP BY v.observation_id), "
         "feasible AS (SELECT observation_id FROM feasible_scores WHERE experiment_id = $1), "
         "frontier AS (SELECT observation_id FROM pareto_frontier WHERE experiment_id = $1), "
-        "rows AS (SELECT o.*, f.observation_id IS NOT NULL AS feasible, fr.observation_id IS NOT NULL AS on_frontier"
+        "costs AS (SELECT observation_id, cost FROM observation_costs WHERE experiment_id = $1), "
+        "rows AS (SELECT o.*, f.observation_id IS NOT NULL AS feasible, fr.observation_id IS NOT NULL AS on_frontier, "
+        "         coalesce(c.cost, 1) = 1 AS full_cost"
         + "".join(f", s.{c}" for c in assignment_columns)
         + "".join(f", vals.m{i}" for i in range(len(metrics))) +
         "         FROM obs o JOIN (SELECT id, from_json(assignments, $2) AS a FROM suggestions "
         "                          WHERE experiment_id = $1) s ON s.id = o.suggestion_id "
         "         LEFT JOIN vals ON vals.observation_id = o.id "
         "         LEFT JOIN feasible f ON f.observation_id = o.id "
-        "         LEFT JOIN frontier fr ON fr.observation_id = o.id"
+        "         LEFT JOIN frontier fr ON fr.observation_id = o.id "
+        "         LEFT JOIN costs c ON c.observation_id = o.id"
         + (" WHERE fr.observation_id IS NOT NULL" if frontier_only else "") + ") "
         "SELECT " + ", ".join(f"coalesce(list({name} ORDER BY id), []) AS {name}" for name in names) + " FROM rows",
         arguments,
@@ -472,8 +486,8 @@ def _columns(storage: Storage, record: ExperimentRecord, frontier_only: bool = F
         observation_id=row["id"], suggestion_id=row["suggestion_id"], run_id=row["run_id"],
         status=["failed" if failed else "feasible" if feasible else "infeasible"
                 for failed, feasible in zip(row["failed"], row["feasible"])],
-        on_frontier=row["on_frontier"], failure_reason=row["failure_reason"], duration_s=row["duration_s"],
-        assignments={p.name: row[f"p{i}"] for i, p in enumerate(parameters)},
+        on_frontier=row["on_frontier"], full_cost=row["full_cost"], failure_reason=row["failure_reason"],
+        duration_s=row["duration_s"], assignments={name: row[f"p{i}"] for i, (name, _) in enumerate(parameters)},
         values=values, margins=margins,
     )
 
@@ -486,10 +500,12 @@ def _identifier(name: str) -> str:
 
 
 def _best_values(storage: Storage, record: ExperimentRecord) -> tuple[BestValue, ...]:
-    """Per optimized/constraint metric, its best value among feasible observations (earliest on ties)."""
+    """Per optimized/constraint metric, its best value among feasible full-cost observations
+    (earliest on ties)."""
     rows = storage.query(
         "SELECT v.metric, v.value, o.id AS observation_id, o.suggestion_id, o.run_id, s.assignments "
         "FROM feasible_scores f "
+        "JOIN observation_costs c ON c.observation_id = f.observation_id AND c.cost = 1 "
         "JOIN observations o ON o.id = f.observation_id "
         "JOIN suggestions s ON s.id = o.suggestion_id "
         "JOIN observation_values v ON v.observation_id = o.id "
@@ -513,7 +529,8 @@ def _best_values(storage: Storage, record: ExperimentRecord) -> tuple[BestValue,
 def _history(spec: ExperimentSpec, columns: PointColumns) -> History:
     optimized = spec.optimized_metrics
     names = tuple(m.name for m in optimized)
-    feasible = np.array([status == "feasible" for status in columns.status], dtype=bool)
+    feasible = np.array([status == "feasible" and full for status, full in zip(columns.status, columns.full_cost)],
+                        dtype=bool)
     numbers = np.flatnonzero(feasible) + 1
     signs = np.array([-1.0 if m.objective == "maximize" else 1.0 for m in optimized])
     losses = np.column_stack([signs[k] * columns.array(m.name)[feasible] for k, m in enumerate(optimized)])

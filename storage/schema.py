@@ -111,7 +111,7 @@ VIEWS = """
 -- One row per (completed observation, thresholded metric): the value against its threshold.
 CREATE VIEW threshold_checks AS
 SELECT o.experiment_id, o.id AS observation_id, o.suggestion_id,
-       m.name AS metric, m.strategy, m.objective, m.threshold, v.value,
+       m.name AS metric, m.strategy, m.objective, m.threshold, v.value, v.value_stddev,
        coalesce(CASE WHEN m.objective = 'maximize' THEN v.value >= m.threshold
                      ELSE v.value <= m.threshold END, false) AS meets
 FROM observations o
@@ -164,15 +164,32 @@ WHERE s.thresholds_met = e.thresholds
 CREATE VIEW feasible_observations AS
 SELECT o.* FROM observations o JOIN feasible_scores f ON f.observation_id = o.id;
 
+-- What each observation cost in budget units: its task's cost (SigOpt's multitask), else 1.
+CREATE VIEW observation_costs AS
+SELECT o.experiment_id, o.id AS observation_id, o.suggestion_id, o.task, coalesce(t.cost, 1.0) AS cost
+FROM observations o
+LEFT JOIN experiment_tasks t ON t.experiment_id = o.experiment_id AND t.name = o.task;
+
+-- Every parameter and conditional of every observation, NULL where its conditions left it out.
+CREATE VIEW observation_parameters AS
+SELECT o.experiment_id, o.id AS observation_id, o.suggestion_id, p.name AS parameter, p.type,
+       json_extract(s.assignments, '$."' || p.name || '"') AS value,
+       json_extract(s.assignments, '$."' || p.name || '"') IS NOT NULL AS active
+FROM observations o
+JOIN suggestions s ON s.id = o.suggestion_id
+JOIN experiment_parameters p ON p.experiment_id = o.experiment_id;
+
 -- The Pareto frontier of each experiment over its (one or two) optimized metrics, by a
 -- sort-and-scan: scores are oriented so larger is better; within each distinct first score only
--- the best second score survives, and it must beat every point with a larger first score.
+-- the best second score survives, and it must beat every point with a larger first score. Only
+-- full-cost observations compete (a cheaper task's values inform the search, not the result).
 CREATE VIEW pareto_frontier AS
 WITH scored AS (
-    SELECT *,
+    SELECT f.*,
            CASE WHEN objective_1 = 'maximize' THEN value_1 ELSE -value_1 END AS score_1,
            coalesce(CASE WHEN objective_2 = 'maximize' THEN value_2 ELSE -value_2 END, 0) AS score_2
-    FROM feasible_scores
+    FROM feasible_scores f
+    JOIN observation_costs c ON c.observation_id = f.observation_id AND c.cost = 1
 ), best_per_score_1 AS (
     SELECT experiment_id, score_1, max(score_2) AS best_score_2
     FROM scored GROUP BY experiment_id, score_1
@@ -279,7 +296,56 @@ def _v2(db: duckdb.DuckDBPyConnection) -> None:
     db.execute("UPDATE experiments SET budget = CAST(json_extract(spec, '$.observation_budget') AS BIGINT)")
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_v1, _v2]
+# Version 3: the rest of SigOpt's definition. Experiments keep their `project`, their tasks (a
+# cost each) and their parameters and conditionals as rows; suggestions and observations carry
+# their task, observations their metadata, and values their standard deviation. Inactive
+# parameters stay out of a suggestion's assignments, so they read as NULL.
+_V3_OBSERVATION_VALUES = """
+CREATE TABLE observation_values (
+    observation_id BIGINT NOT NULL REFERENCES observations (id),
+    metric VARCHAR NOT NULL,
+    value DOUBLE NOT NULL CHECK (isfinite(value)),
+    value_stddev DOUBLE CHECK (value_stddev IS NULL OR (isfinite(value_stddev) AND value_stddev >= 0)),
+    PRIMARY KEY (observation_id, metric)
+);
+"""
+_V3_TABLES = """
+ALTER TABLE experiments ADD COLUMN project VARCHAR;
+UPDATE experiments SET project = json_extract_string(spec, '$.project');
+ALTER TABLE suggestions ADD COLUMN task VARCHAR;
+ALTER TABLE observations ADD COLUMN task VARCHAR;
+ALTER TABLE observations ADD COLUMN metadata JSON DEFAULT '{}';
+
+CREATE TABLE experiment_tasks (
+    experiment_id BIGINT NOT NULL REFERENCES experiments (id),
+    name VARCHAR NOT NULL,
+    cost DOUBLE NOT NULL CHECK (cost > 0 AND cost <= 1),
+    PRIMARY KEY (experiment_id, name)
+);
+
+-- The spec's parameters and conditionals in relational form (observation_parameters reads them).
+CREATE TABLE experiment_parameters (
+    experiment_id BIGINT NOT NULL REFERENCES experiments (id),
+    name VARCHAR NOT NULL,
+    type VARCHAR NOT NULL CHECK (type IN ('double', 'int', 'categorical', 'conditional')),
+    PRIMARY KEY (experiment_id, name)
+);
+INSERT INTO experiment_parameters
+SELECT e.id, json_extract_string(p, '$.name'), json_extract_string(p, '$.type')
+FROM experiments e, unnest(json_extract(e.spec, '$.parameters[*]')) t(p);
+"""
+
+
+def _v3(db: duckdb.DuckDBPyConnection) -> None:
+    db.execute("CREATE TEMP TABLE observation_values_v2 AS SELECT * FROM observation_values")
+    db.execute("DROP TABLE observation_values")
+    db.execute(_V3_OBSERVATION_VALUES)
+    db.execute("INSERT INTO observation_values SELECT *, NULL FROM temp.observation_values_v2")
+    db.execute("DROP TABLE temp.observation_values_v2")
+    db.execute(_V3_TABLES)
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 VIEW_NAMES = re.findall(r"CREATE VIEW (\w+)", VIEWS)
 

@@ -46,7 +46,7 @@ class PreparedExperiment:
     name: str
     spec: ExperimentSpec
     budget: int
-    already_observed: int
+    already_spent: float  # of the budget, in cost units (observations, without tasks)
     expired_suggestions: list[int]
     resumed: bool
 
@@ -144,4 +144,4 @@ def resume_experiment(storage: Storage, record: ExperimentRecord, budget: int) -
     if resumed:
         get_run_logger().info("resuming experiment %s (id %s): %s of %s observations done, %s open suggestions expired",
                               record.name, record.id, progress.observations, budget, len(expired))
-    return PreparedExperiment(record.id, record.name, record.spec, budget, progress.observations, expired, resumed)
+    return PreparedExperiment(record.id, record.name, record.spec, budget, progress.spent, expired, resumed)

@@ -1,6 +1,7 @@
 import pytest
 
 import paretune
+from optimizer import Proposal
 from paretune.failures import OutOfMemory
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC, size_vs_error
 from storage import StorageError
@@ -92,12 +93,12 @@ def test_a_suggestion_of_another_experiment_is_refused(experiment):
 def test_pending_suggestions_reach_the_optimizer(experiment, monkeypatch):
     seen = {}
 
-    def spy(spec, history, pending, n=1, seed=None):
+    def spy(spec, history, pending, n=1, seed=None, **options):
         seen["pending"] = pending
-        return [{"width": 64.0, "depth": 2, "learning_rate": 1e-3, "optimizer": "adamw"}] * n
+        return [Proposal({"width": 64.0, "depth": 2, "learning_rate": 1e-3, "optimizer": "adamw"})] * n
 
     first = experiment.suggest()
-    monkeypatch.setattr("optimizer.suggest", spy)
+    monkeypatch.setattr("optimizer.propose", spy)
     experiment.suggest()
     assert seen["pending"] == [first.assignments]
 

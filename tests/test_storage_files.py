@@ -21,7 +21,7 @@ import pytest
 import paretune
 from optimizer import ExperimentSpec
 from storage import DatabaseLocked, DuckDBStorage, StorageError
-from storage.schema import _V1_TABLES, VIEWS
+from storage.schema import _V1_TABLES, SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ExperimentSpec.model_validate({
@@ -180,8 +180,7 @@ def test_read_only_opens_never_create_anything(tmp_path):
 def test_an_older_file_is_migrated_by_writers_and_read_through_a_migrated_copy(tmp_path):
     db = tmp_path / "v1.duckdb"
     connection = duckdb.connect(str(db))
-    connection.execute(_V1_TABLES)
-    connection.execute(VIEWS)
+    connection.execute(_V1_TABLES)  # a version 1 file's tables (migrations rebuild every view)
     connection.execute("INSERT INTO paretune_schema (version) VALUES (1)")
     connection.execute("INSERT INTO experiments (name, spec) VALUES (?, ?)", [SPEC.name, SPEC.to_json()])
     connection.execute("INSERT INTO suggestions (experiment_id, assignments) VALUES (1, '{\"x\": 0.5}')")
@@ -193,7 +192,9 @@ def test_an_older_file_is_migrated_by_writers_and_read_through_a_migrated_copy(t
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     with DuckDBStorage(db) as writer:
         assert writer.cancel_suggestions(1, [1], "cancelled: test") == [1]  # a state version 1 did not know
-        assert [row["version"] for row in writer.query("SELECT version FROM paretune_schema ORDER BY 1")] == [1, 2]
+        assert [row["version"] for row in writer.query("SELECT version FROM paretune_schema ORDER BY 1")] == list(
+            range(1, SCHEMA_VERSION + 1))
+        assert writer.query("SELECT parameter, active FROM observation_parameters") == []  # version 3's view
 
 
 @pytest.mark.skipif(shutil.which("chattr") is None, reason="chattr is not installed")
