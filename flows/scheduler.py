@@ -155,8 +155,7 @@ class TrialScheduler:
         del self.in_flight[trial.suggestion_id]
         self.dispatcher.forget(trial.suggestion_id)
         if outcome.metrics is not None:
-            observation = self.session.complete(trial, outcome.metrics.observed | outcome.metrics.extra,
-                                                duration_s=outcome.duration_s)
+            observation = self.session.complete(trial, outcome.metrics, duration_s=outcome.duration_s)
         else:
             assert outcome.failure is not None
             observation = self.session.fail(trial, outcome.failure, duration_s=outcome.duration_s)

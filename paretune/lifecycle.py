@@ -224,7 +224,8 @@ class TrialSession:
     # -- tell -------------------------------------------------------------------------------------
     def complete(self, trial: OpenTrial | int, reported: Any, *, duration_s: float | None = None,
                  strict: bool = False, metadata: dict[str, Any] | None = None) -> ObservationRecord:
-        """Close the trial with what it reported.
+        """Close the trial with what it reported (or with metrics `clean_metrics` already cleaned,
+        as a worker sends them).
 
         An objective's output (`strict=False`) that cannot be an observation closes the trial as
         failed, with the reason; a caller's (`strict=True`, ask/tell) is refused, writing nothing,
@@ -232,7 +233,8 @@ class TrialSession:
         """
         trial = self._trial(trial)
         try:
-            metrics = clean_metrics(self.spec, reported, keep_undeclared=trial.run_id is not None or not strict)
+            metrics = reported if isinstance(reported, CleanMetrics) else clean_metrics(
+                self.spec, reported, keep_undeclared=trial.run_id is not None or not strict)
         except MetricsRefused as refused:
             if strict:
                 advice = "; report the trial with failed=True" if refused.failure.kind is FailureKind.DIVERGED else ""

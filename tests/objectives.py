@@ -66,6 +66,8 @@ def _append(path: str, line: str) -> None:
 
 
 def task_aware(assignments: dict[str, Any], context: TrialContext) -> dict[str, float]:
-    """Reports what it was asked to run: its task's cost and the `epochs` its settings give it."""
-    return {"loss": float(assignments["x"]) ** 2 + 0.1 * (1.0 - context.task_cost), "cost": context.task_cost,
+    """Reports what it was asked to run: its task's cost and the `epochs` its settings give it;
+    its loss comes as SigOpt's value object, with a measured standard deviation."""
+    loss = float(assignments["x"]) ** 2 + 0.1 * (1.0 - context.task_cost)
+    return {"loss": {"value": loss, "value_stddev": 0.01}, "cost": context.task_cost,
             "epochs": float(context.settings["epochs"])}

@@ -68,7 +68,9 @@ def test_completes_the_budget_with_one_observation_per_suggestion(run_tune, tmp_
 
 def test_trials_are_prefect_task_runs_named_for_their_assignments(run_tune, tmp_path):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterTags
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
+                                                ArtifactFilterTaskRunId,
+                                                TaskRunFilter, TaskRunFilterTags)
 
     spec = write_spec(tmp_path, "visible", budget=3, bandwidth=2, objective="tests.objectives:sleep_for")
     result, db = run_tune(spec)
@@ -76,7 +78,14 @@ def test_trials_are_prefect_task_runs_named_for_their_assignments(run_tune, tmp_
     with get_client(sync_client=True) as client:
         task_runs = client.read_task_runs(
             task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=["experiment:visible"])))
-        artifacts = client.read_artifacts()
+        flow_runs = {run.flow_run_id for run in task_runs}
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            task_run_id=ArtifactFilterTaskRunId(any_=[run.id for run in task_runs])))
+        artifacts += client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=list(flow_runs))))
+        artifacts = list({artifact.id: artifact for artifact in artifacts}.values())
+        keys = {f"visible-{result.experiment_id}-{what}" for what in ("frontier", "thresholds", "summary")}
+        reported = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=sorted(keys))))
         parents = {client.read_flow(client.read_flow_run(run.flow_run_id).flow_id).name for run in task_runs}
         per_trial = {run.id: [a for a in artifacts if a.task_run_id == run.id] for run in task_runs}
     with DuckDBStorage(db, read_only=True) as store:
@@ -104,8 +113,9 @@ def test_trials_are_prefect_task_runs_named_for_their_assignments(run_tune, tmp_
     live = {a.key for a in artifacts if a.flow_run_id == tune_run_id and a.key}
     assert {f"visible-{result.experiment_id}-{what}" for what in
             ("frontier", "thresholds", "summary", "frontier-picture")} <= live
-    keys = {a.key for a in artifacts}
-    assert {f"visible-{result.experiment_id}-{what}" for what in ("frontier", "thresholds", "summary")} <= keys
+    # ... and the report flow at the end published the same set on its own run
+    assert {a.flow_run_id for a in reported} - {tune_run_id} and keys <= {a.key for a in reported
+                                                                       if a.flow_run_id != tune_run_id}
 
 
 def test_suggestions_refill_each_slot_as_soon_as_a_trial_ends(run_tune, tmp_path):

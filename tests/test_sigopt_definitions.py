@@ -199,6 +199,7 @@ def test_the_flow_runs_each_task_with_its_settings_and_counts_cost_units(tmp_pat
     assert {o.task for o in observations} == {"quick", "full"}
     for observation in observations:
         assert observation.values["epochs"] == (2.0 if observation.task == "quick" else 10.0)
+        assert observation.value_stddevs == {"loss": 0.01}  # the objective's value object, kept whole
         assert observation.values["cost"] == (0.2 if observation.task == "quick" else 1.0)
     progress = experiment.progress()
     assert progress.done and progress.spent == pytest.approx(sum(o.values["cost"] for o in observations))
