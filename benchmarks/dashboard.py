@@ -52,7 +52,7 @@ SPEC = ExperimentSpec.model_validate({
         {"name": "size", "objective": "minimize"},
         {"name": "latency", "objective": "minimize", "strategy": "constraint", "threshold": 0.9},
     ],
-    "observation_budget": 1_000_000,
+    "observation_budget": 100_000,
 })
 PEER_SQL = (
     "SELECT o.id, o.failed, o.failure_reason, s.assignments, v.metric, v.value FROM observations o "
@@ -79,7 +79,7 @@ def seed(path: Path, n: int) -> int:
             "FROM suggestions WHERE experiment_id = ? ORDER BY id", [experiment_id])
         # A correlated trade-off: accuracy grows with size, plus noise; latency follows size.
         store.query(
-            "INSERT INTO observation_values "
+            "INSERT INTO observation_values (observation_id, metric, value) "
             "SELECT i, m.metric, CASE m.metric WHEN 'accuracy' THEN least(1, sqrt(s) + 0.1 * random()) "
             "  WHEN 'size' THEN 1e6 * s ELSE s + 0.2 * random() END "
             "FROM (SELECT id AS i, random() AS s FROM observations WHERE experiment_id = ? AND NOT failed) "

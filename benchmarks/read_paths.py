@@ -47,8 +47,8 @@ def seed(path: Path, observations: int) -> None:
     connection.execute("INSERT INTO suggestions (experiment_id, assignments, state) SELECT 1, "
                        "'{\"x\": ' || (i / $n)::VARCHAR || '}', 'completed' FROM range($n) t(i)", {"n": observations})
     connection.execute("INSERT INTO observations (experiment_id, suggestion_id) SELECT 1, id FROM suggestions")
-    connection.execute("INSERT INTO observation_values SELECT id, 'a', random() FROM observations "
-                       "UNION ALL SELECT id, 'b', random() FROM observations")
+    connection.execute("INSERT INTO observation_values (observation_id, metric, value) "
+                       "SELECT id, 'a', random() FROM observations UNION ALL SELECT id, 'b', random() FROM observations")
     connection.close()
     assert experiment_id == 1
 
@@ -59,7 +59,8 @@ def one_write(connection: duckdb.DuckDBPyConnection) -> None:
                                        "VALUES (1, '{\"x\": 0.5}', 'completed') RETURNING id").fetchone()
     (observation,) = connection.execute("INSERT INTO observations (experiment_id, suggestion_id) VALUES (1, ?) "
                                         "RETURNING id", [suggestion]).fetchone()
-    connection.execute("INSERT INTO observation_values VALUES (?, 'a', 0.5), (?, 'b', 0.5)", [observation, observation])
+    connection.execute("INSERT INTO observation_values (observation_id, metric, value) VALUES (?, 'a', 0.5), (?, 'b', 0.5)",
+                       [observation, observation])
     connection.execute("COMMIT")
 
 

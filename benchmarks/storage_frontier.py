@@ -56,7 +56,7 @@ def fill(store: DuckDBStorage, n: int, seed: int) -> int:
         [experiment_id, n])
     # A correlated trade-off: accuracy grows with size, plus noise; latency follows size.
     store.query(
-        "INSERT INTO observation_values "
+        "INSERT INTO observation_values (observation_id, metric, value) "
         "SELECT i, m.metric, CASE m.metric WHEN 'exact' THEN least(1, sqrt(s) + 0.1 * random()) "
         "  WHEN 'size' THEN s ELSE s + 0.2 * random() END "
         "FROM (SELECT i, random() AS s FROM range(1, ? + 1) t(i) WHERE i % 20 <> 0) "

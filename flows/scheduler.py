@@ -75,15 +75,20 @@ class TrialScheduler:
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> SweepEnd:
         try:
-            self.fill_slots()
+            with self.session.storage.batch():
+                self.fill_slots()
             while self.in_flight:
                 messages = self.dispatcher.next_messages(self.wait_s())
-                self.handle_all(messages)
                 stop = next((m for m in messages if isinstance(m, StopRequested)), None)
                 if stop is not None:
+                    self.handle_all(messages)
                     return self.stop(stop.reason)
-                self.time_out_overdue()
-                self.fill_slots()
+                # One hold of the store for what the messages report and the trials they free
+                # slots for: a closed trial and its successor cost one write session, not four.
+                with self.session.storage.batch():
+                    self.handle_all(messages)
+                    self.time_out_overdue()
+                    self.fill_slots()
             return SweepEnd(cancelled=False)
         except KeyboardInterrupt:
             return self.stop("interrupted (Ctrl-C)")

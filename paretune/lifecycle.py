@@ -162,7 +162,7 @@ class TrialSession:
         """
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH:
             raise StorageError(f"ask for between 1 and {MAX_BATCH} suggestions at once, not {n!r}")
-        with self.storage.batch():  # one consistent read; the file is not held while the optimizer works
+        with self.storage.batch():  # one consistent read; unless the caller holds the file, not held meanwhile
             self._check_budget(n)
             made = len(self.storage.list_suggestions(self.experiment_id))
             history = self.storage.history(self.experiment_id)
