@@ -205,10 +205,20 @@ class DuckDBStorage(Storage):
         return self._attached is not None
 
     def _republish(self) -> os.PathLike[str] | None:
-        """Bring the published copy up to date; None when this folder cannot hold one."""
+        """Bring the published copy up to date; None when this folder cannot hold one.
+
+        While a writer holds the file, the copy it will publish when it is done is on its way:
+        a reader takes the one it has rather than waiting (it is one write session behind, and
+        consistent). It waits only for a first copy.
+        """
         if not os.access(self.files.path.parent, os.W_OK | os.X_OK):
             return None
-        with file_lock(self.files.lock).held(self._timeout):
+        wait_s = self._timeout if not self.files.replica.exists() else 0.0
+        with ExitStack() as held:
+            try:
+                held.enter_context(file_lock(self.files.lock).held(wait_s))
+            except DatabaseLocked:
+                return self.files.replica
             if replica_is_current(self.files):
                 return self.files.replica
             if self.files.wal.exists():

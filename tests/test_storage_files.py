@@ -75,6 +75,31 @@ def test_readers_see_every_commit_and_never_block_the_writer(tmp_path):
     reader.close()
 
 
+def test_a_reader_does_not_wait_for_a_long_write_session(tmp_path):
+    """A sweep's write session can hold the file for a while; a dashboard reads the copy it has."""
+    db = tmp_path / "long-session.duckdb"
+    experiment_id = seeded(db)
+    writer = python("""
+        import sys, time
+        from storage import DuckDBStorage
+        with DuckDBStorage(sys.argv[1]) as store, store.batch():
+            (s,) = store.create_suggestions(1, [{"x": 0.5}])
+            store.record_observation(s.id, values={"a": 9.0, "b": 9.0})
+            print("holding", flush=True)
+            time.sleep(60)
+    """, str(db), wait=False)
+    try:
+        assert writer.stdout.readline().strip() == "holding"
+        with DuckDBStorage(db, read_only=True, lock_timeout_s=120) as reader:
+            assert reader.progress(experiment_id).observations == 3  # the last published state
+        assert writer.poll() is None  # answered while the writer still held the file
+    finally:
+        writer.kill()
+        writer.wait()
+    with DuckDBStorage(db, read_only=True) as reader:  # the session's committed write, published now
+        assert reader.progress(experiment_id).observations == 4
+
+
 def test_writers_in_several_processes_take_turns(tmp_path):
     db = tmp_path / "turns.duckdb"
     experiment_id = seeded(db, observations=0)
