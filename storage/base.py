@@ -147,6 +147,14 @@ class Storage(abc.ABC):
     def query(self, sql: str, parameters: list[Any] | None = None) -> list[dict[str, Any]]:
         """Run read-only SQL against the store (tables and views are documented in the README)."""
 
+    @abc.abstractmethod
+    def query_columns(self, sql: str, parameters: list[Any] | None = None) -> dict[str, list[Any]]:
+        """The same, answered column by column (name -> values in row order, NULL as None).
+
+        For reports over every observation: building 10^5 rows of Python objects costs more
+        than the query itself.
+        """
+
     # -- runs ---------------------------------------------------------------------------------
     @abc.abstractmethod
     def create_run(

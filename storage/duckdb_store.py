@@ -573,6 +573,11 @@ class DuckDBStorage(Storage):
     def query(self, sql: str, parameters: list[Any] | None = None) -> list[dict[str, Any]]:
         return self._rows(sql, parameters)
 
+    def query_columns(self, sql: str, parameters: list[Any] | None = None) -> dict[str, list[Any]]:
+        with self._session() as db:
+            # numpy's tolist() builds the Python values in C (masked entries, DuckDB's NULLs, as None)
+            return {name: array.tolist() for name, array in db.execute(sql, parameters or []).fetchnumpy().items()}
+
     def export_experiment(self, experiment_id: int, artifacts: ArtifactStore, fmt: str = "parquet") -> list[str]:
         """Write the experiment's observations, frontier and threshold report as table files."""
         tables = {

@@ -439,8 +439,8 @@ def _frontier_order(spec: ExperimentSpec):  # type: ignore[no-untyped-def]
 
 
 def _columns(storage: Storage, record: ExperimentRecord, frontier_only: bool = False) -> PointColumns:
-    """Every observation in one query, returned as one row of lists (DuckDB builds the columns,
-    so 10^5 observations cost no Python loop): assignments and values pivoted in SQL."""
+    """Every observation in one query, fetched as columns (10^5 observations cost no Python
+    loop): assignments and values pivoted in SQL."""
     spec = record.spec
     metrics = list(spec.metrics)
     # Each assignment's JSON is parsed once, into a struct typed by the spec (conditionals' values
@@ -453,7 +453,7 @@ def _columns(storage: Storage, record: ExperimentRecord, frontier_only: bool = F
     names = (["id", "suggestion_id", "run_id", "failed", "failure_reason", "duration_s", "feasible", "on_frontier",
               "full_cost"]
              + [f"p{i}" for i in range(len(parameters))] + [f"m{i}" for i in range(len(metrics))])
-    (row,) = storage.query(
+    row = storage.query_columns(
         "WITH obs AS (SELECT id, suggestion_id, run_id, failed, failure_reason, duration_s FROM observations "
         "             WHERE experiment_id = $1), "
         "vals AS (SELECT v.observation_id" + "".join(f", {c}" for c in value_columns) +
@@ -472,7 +472,7 @@ def _columns(storage: Storage, record: ExperimentRecord, frontier_only: bool = F
         "         LEFT JOIN frontier fr ON fr.observation_id = o.id "
         "         LEFT JOIN costs c ON c.observation_id = o.id"
         + (" WHERE fr.observation_id IS NOT NULL" if frontier_only else "") + ") "
-        "SELECT " + ", ".join(f"coalesce(list({name} ORDER BY id), []) AS {name}" for name in names) + " FROM rows",
+        "SELECT " + ", ".join(names) + " FROM rows ORDER BY id",
         arguments,
     )
     values = {m.name: row[f"m{i}"] for i, m in enumerate(metrics)}
@@ -503,16 +503,20 @@ def _best_values(storage: Storage, record: ExperimentRecord) -> tuple[BestValue,
     """Per optimized/constraint metric, its best value among feasible full-cost observations
     (earliest on ties)."""
     rows = storage.query(
-        "SELECT v.metric, v.value, o.id AS observation_id, o.suggestion_id, o.run_id, s.assignments "
-        "FROM feasible_scores f "
-        "JOIN observation_costs c ON c.observation_id = f.observation_id AND c.cost = 1 "
-        "JOIN observations o ON o.id = f.observation_id "
+        "WITH candidates AS ("
+        "  SELECT v.metric, o.id, CASE WHEN m.objective = 'maximize' THEN -v.value ELSE v.value END AS loss "
+        "  FROM feasible_scores f "
+        "  JOIN observation_costs c ON c.observation_id = f.observation_id AND c.cost = 1 "
+        "  JOIN observations o ON o.id = f.observation_id "
+        "  JOIN observation_values v ON v.observation_id = o.id "
+        "  JOIN experiment_metrics m ON m.experiment_id = o.experiment_id AND m.name = v.metric "
+        "  WHERE f.experiment_id = ? AND m.strategy <> 'store'), "
+        # the winner per metric first, then its row: joining every candidate's assignments costs more
+        "best AS (SELECT metric, arg_min(id, (loss, id)) AS observation_id FROM candidates GROUP BY metric) "
+        "SELECT b.metric, v.value, o.id AS observation_id, o.suggestion_id, o.run_id, s.assignments "
+        "FROM best b JOIN observations o ON o.id = b.observation_id "
         "JOIN suggestions s ON s.id = o.suggestion_id "
-        "JOIN observation_values v ON v.observation_id = o.id "
-        "JOIN experiment_metrics m ON m.experiment_id = o.experiment_id AND m.name = v.metric "
-        "WHERE f.experiment_id = ? AND m.strategy <> 'store' "
-        "QUALIFY row_number() OVER (PARTITION BY v.metric ORDER BY "
-        "  CASE WHEN m.objective = 'maximize' THEN -v.value ELSE v.value END, o.id) = 1",
+        "JOIN observation_values v ON v.observation_id = o.id AND v.metric = b.metric",
         [record.id],
     )
     by_metric = {row["metric"]: row for row in rows}

@@ -149,6 +149,19 @@ def test_frontier_view_matches_brute_force_on_random_data(store, seed):
     assert frontier_ids(store, experiment_id) == expected
 
 
+def test_query_columns_answers_the_rows_column_by_column(store):
+    experiment_id, ids = observe_all(store, make_spec(TWO_MAX), [{"a": 1.0, "b": 2.5}, None, {"a": 3.0, "b": 0.5}])
+    sql = ("SELECT o.suggestion_id, o.failed, o.failure_reason, v.value FROM observations o "
+           "LEFT JOIN observation_values v ON v.observation_id = o.id AND v.metric = 'a' "
+           "WHERE o.experiment_id = ? ORDER BY o.id")
+    columns = store.query_columns(sql, [experiment_id])
+    rows = store.query(sql, [experiment_id])
+    assert columns == {name: [row[name] for row in rows] for name in rows[0]}  # the same answer as query
+    assert columns["value"] == [1.0, None, 3.0] and columns["failure_reason"] == [None, "out_of_memory", None]
+    assert [type(v) for v in columns["suggestion_id"] + columns["failed"]] == [int] * 3 + [bool] * 3
+    assert store.query_columns(sql, [experiment_id + 1]) == {name: [] for name in rows[0]}
+
+
 def test_nan_and_infinite_values_are_refused_and_nothing_is_written(store):
     experiment = store.create_experiment(make_spec(TWO_MAX))
     (suggestion,) = store.create_suggestions(experiment.id, [{"x": 0.5}])
