@@ -484,20 +484,28 @@ class DuckDBStorage(Storage):
                 "UPDATE suggestions SET state = ?, updated_at = current_timestamp WHERE id = ?",
                 ["failed" if failed else "completed", suggestion_id],
             )
-            (observation_id,) = db.execute(
+            failure_reason = (reason or "unspecified") if failed else None
+            stored_metadata = _json(metadata or {}, "metadata")
+            observation_id, created_at = db.execute(
                 "INSERT INTO observations (experiment_id, suggestion_id, run_id, failed, failure_reason, duration_s, "
-                "task, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                [suggestion.experiment_id, suggestion_id, run_id, failed,
-                 (reason or "unspecified") if failed else None, duration_s, suggestion.task,
-                 _json(metadata or {}, "metadata")],
+                "task, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id, created_at",
+                [suggestion.experiment_id, suggestion_id, run_id, failed, failure_reason, duration_s, suggestion.task,
+                 stored_metadata],
             ).fetchall()[0]
             if clean:
-                db.executemany(
-                    "INSERT INTO observation_values VALUES (?, ?, ?, ?)",
-                    [[observation_id, name, value, stddevs.get(name)] for name, value in clean.items()],
+                db.execute(
+                    "INSERT INTO observation_values "
+                    "SELECT ?, unnest(?::VARCHAR[]), unnest(?::DOUBLE[]), unnest(?::DOUBLE[])",
+                    [observation_id, list(clean), list(clean.values()), [stddevs.get(name) for name in clean]],
                 )
             _settle_state(db, suggestion.experiment_id)
-            return self._observations("o.id = ?", [observation_id])[0]
+            return ObservationRecord(
+                id=observation_id, experiment_id=suggestion.experiment_id, suggestion_id=suggestion_id,
+                assignments=suggestion.assignments, values=None if failed else dict(clean), failed=failed,
+                failure_reason=failure_reason, duration_s=None if duration_s is None else float(duration_s),
+                run_id=run_id, created_at=created_at, value_stddevs=dict(stddevs) or None, task=suggestion.task,
+                metadata=json.loads(stored_metadata),
+            )
 
     def observations(self, experiment_id: int) -> list[ObservationRecord]:
         return self._observations("o.experiment_id = ?", [experiment_id])
@@ -525,34 +533,36 @@ class DuckDBStorage(Storage):
         ]
 
     def progress(self, experiment_id: int) -> Progress:
-        with self._session():
-            budget = self.get_experiment(experiment_id).budget
-            counts = self._rows(
-                "SELECT count(*) FILTER (WHERE NOT o.failed) AS completed, count(*) FILTER (WHERE o.failed) AS failed, "
-                "coalesce(sum(c.cost), 0) AS spent "
-                "FROM observations o JOIN observation_costs c ON c.observation_id = o.id WHERE o.experiment_id = ?",
-                [experiment_id],
-            )[0]
-            opened = self._rows(
-                "SELECT count(*) AS n, coalesce(sum(coalesce(t.cost, 1.0)), 0) AS cost FROM suggestions s "
-                "LEFT JOIN experiment_tasks t ON t.experiment_id = s.experiment_id AND t.name = s.task "
-                "WHERE s.experiment_id = ? AND s.state = 'open'",
-                [experiment_id],
-            )[0]
-            reasons = self._rows(
-                "SELECT failure_reason, count(*) AS n FROM observations WHERE experiment_id = ? AND failed "
-                "GROUP BY failure_reason ORDER BY n DESC, failure_reason",
-                [experiment_id],
-            )
+        # One statement: the tuning loop reads this for every trial it starts.
+        rows = self._rows(
+            "WITH observed AS (SELECT o.failed, o.failure_reason, c.cost FROM observations o "
+            "                  JOIN observation_costs c ON c.observation_id = o.id WHERE o.experiment_id = $1), "
+            "opened AS (SELECT coalesce(t.cost, 1.0) AS cost FROM suggestions s "
+            "           LEFT JOIN experiment_tasks t ON t.experiment_id = s.experiment_id AND t.name = s.task "
+            "           WHERE s.experiment_id = $1 AND s.state = 'open'), "
+            "reasons AS (SELECT failure_reason, count(*) AS n FROM observed WHERE failed GROUP BY failure_reason) "
+            "SELECT e.budget, "
+            "  (SELECT count(*) FILTER (WHERE NOT failed) FROM observed) AS completed, "
+            "  (SELECT count(*) FILTER (WHERE failed) FROM observed) AS failed, "
+            "  (SELECT coalesce(sum(cost), 0) FROM observed) AS spent, "
+            "  (SELECT count(*) FROM opened) AS open, (SELECT coalesce(sum(cost), 0) FROM opened) AS open_cost, "
+            "  (SELECT coalesce(list((failure_reason, n) ORDER BY n DESC, failure_reason), []) FROM reasons) "
+            "    AS reasons "
+            "FROM experiments e WHERE e.id = $1",
+            [experiment_id],
+        )
+        if not rows:
+            self.get_experiment(experiment_id)  # raises the store's own "no experiment" error
+        row = rows[0]
         return Progress(
-            budget=budget,
-            observations=counts["completed"] + counts["failed"],
-            completed=counts["completed"],
-            failed=counts["failed"],
-            open_suggestions=opened["n"],
-            failures_by_reason={r["failure_reason"]: r["n"] for r in reasons},
-            spent=float(counts["spent"]),
-            open_cost=float(opened["cost"]),
+            budget=row["budget"],
+            observations=row["completed"] + row["failed"],
+            completed=row["completed"],
+            failed=row["failed"],
+            open_suggestions=row["open"],
+            failures_by_reason=dict(row["reasons"]),
+            spent=float(row["spent"]),
+            open_cost=float(row["open_cost"]),
         )
 
     # -- reports ------------------------------------------------------------------------------
@@ -753,10 +763,11 @@ def _settle_state(db: duckdb.DuckDBPyConnection, experiment_id: int) -> None:
 
 
 def _upsert_run_metrics(db: duckdb.DuckDBPyConnection, run_id: int, metrics: dict[str, float]) -> None:
-    if metrics:
-        db.executemany(
-            "INSERT INTO run_metrics VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET value = excluded.value",
-            [[run_id, name, value] for name, value in metrics.items()],
+    if metrics:  # one statement: DuckDB's executemany runs one per row
+        db.execute(
+            "INSERT INTO run_metrics SELECT ?, unnest(?::VARCHAR[]), unnest(?::DOUBLE[]) "
+            "ON CONFLICT DO UPDATE SET value = excluded.value",
+            [run_id, list(metrics), list(metrics.values())],
         )
 
 
