@@ -149,7 +149,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def query_columns(self, sql: str, parameters: list[Any] | None = None) -> dict[str, list[Any]]:
-        """The same, answered column by column (name -> values in row order, NULL as None).
+        """The same, answered column by column (name -> values in row order, NULL as None), for
+        number, boolean and text columns.
 
         For reports over every observation: building 10^5 rows of Python objects costs more
         than the query itself.
