@@ -40,14 +40,39 @@ def matern52(squared: np.ndarray) -> np.ndarray:
     return (1.0 + r + r * r / 3.0) * np.exp(-r)
 
 
-def kernel(distances: np.ndarray, lengthscales: np.ndarray, continuous: np.ndarray) -> np.ndarray:
-    """Kernel matrix from `axis_distances` (where lengthscales are being chosen)."""
-    rows, others, axes = distances.shape
-    flat = distances.reshape(rows * others, axes)
-    inverse = 1.0 / lengthscales**2
-    on_continuous = (flat @ np.where(continuous, inverse, 0.0)).reshape(rows, others)
-    on_categorical = (flat @ np.where(continuous, 0.0, inverse)).reshape(rows, others)
-    return _mixed_matern(on_continuous, on_categorical, continuous)
+class SearchKernel:
+    """Kernel matrices from `axis_distances` for the lengthscales being chosen.
+
+    Each part of the kernel (the continuous axes' scaled distances, the categorical axes', and
+    on a mixed space each one's Matern) depends on its own axes' lengthscales only, so it is
+    computed once per distinct value: a per-axis refinement step recomputes just the part whose
+    axis changed, and the numbers are those computing every part afresh would give.
+    """
+
+    def __init__(self, distances: np.ndarray, continuous: np.ndarray):
+        rows, others, axes = distances.shape
+        self.flat = distances.reshape(rows * others, axes)
+        self.shape = (rows, others)
+        self.continuous = continuous
+        self.mixed = bool(continuous.any() and not continuous.all())
+        self._parts: dict[tuple[bytes, bytes], tuple[np.ndarray, np.ndarray | None]] = {}
+
+    def __call__(self, lengthscales: np.ndarray) -> np.ndarray:
+        """A fresh matrix (callers may factor it in place)."""
+        on_continuous, continuous_matern = self._part(lengthscales, self.continuous)
+        on_categorical, categorical_matern = self._part(lengthscales, ~self.continuous)
+        joint = matern52(on_continuous + on_categorical)
+        if not self.mixed:
+            return joint
+        return _mixed_matern(joint, continuous_matern, categorical_matern)
+
+    def _part(self, lengthscales: np.ndarray, axes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        key = (axes.tobytes(), lengthscales[axes].tobytes())
+        if key not in self._parts:
+            inverse = 1.0 / lengthscales**2
+            scaled = (self.flat @ np.where(axes, inverse, 0.0)).reshape(self.shape)
+            self._parts[key] = (scaled, matern52(scaled) if self.mixed else None)
+        return self._parts[key]
 
 
 def kernel_between(rows: np.ndarray, others: np.ndarray, lengthscales: np.ndarray,
@@ -60,22 +85,22 @@ def kernel_between(rows: np.ndarray, others: np.ndarray, lengthscales: np.ndarra
     on_categorical = np.zeros((len(rows), len(others)))
     for axis in np.flatnonzero(~continuous):
         on_categorical += inverse[axis] * (rows[:, axis, None] != others[None, :, axis])
-    return _mixed_matern(on_continuous, on_categorical, continuous)
+    joint = matern52(on_continuous + on_categorical)
+    if continuous.all() or not continuous.any():
+        return joint
+    return _mixed_matern(joint, matern52(on_continuous), matern52(on_categorical))
 
 
-def _mixed_matern(on_continuous: np.ndarray, on_categorical: np.ndarray, continuous: np.ndarray) -> np.ndarray:
-    """On a mixed space, half a Matern over every axis and half the sum of a Matern over the
-    continuous axes and one over the categorical axes.
+def _mixed_matern(joint: np.ndarray, continuous_matern: np.ndarray, categorical_matern: np.ndarray) -> np.ndarray:
+    """On a mixed space, half a Matern over every axis (`joint`) and half the sum of a Matern
+    over the continuous axes and one over the categorical axes.
 
     The sum part lets what was learned about the continuous axes (training hyperparameters,
     say) carry over to categories with few observations, each category adding its own offset.
     A product kernel alone treats every category as a separate function: a category seen only
     at poor random settings is predicted poor everywhere, and is never tried again.
     """
-    joint = matern52(on_continuous + on_categorical)
-    if continuous.all() or not continuous.any():
-        return joint
-    additive = 0.5 * (matern52(on_continuous) + matern52(on_categorical))
+    additive = 0.5 * (continuous_matern + categorical_matern)
     return PRODUCT_SHARE * joint + (1.0 - PRODUCT_SHARE) * additive
 
 
@@ -157,22 +182,24 @@ def _select_hyperparameters(distances: np.ndarray, targets: np.ndarray, known: n
     """Best (lengthscales, noise level) by log marginal likelihood: a grid of shared
     lengthscales and noise levels, then one pass of per-axis refinement."""
     n_axes = distances.shape[2]
+    kernel = SearchKernel(distances, continuous)
 
-    def evidence(lengthscales: np.ndarray, noise: float) -> float:
+    def evidence(matrix: np.ndarray, noise: float) -> float:
         try:
-            cholesky, alpha = _factor(kernel(distances, lengthscales, continuous), targets, noise + known)
+            cholesky, alpha = _factor(matrix, targets, noise + known)
         except np.linalg.LinAlgError:
             return -np.inf
         return -0.5 * float(targets @ alpha) - float(np.sum(np.log(np.diag(cholesky))))
 
-    best = max(((evidence(np.full(n_axes, lengthscale), noise), lengthscale, noise)
+    shared = {lengthscale: kernel(np.full(n_axes, lengthscale)) for lengthscale in _LENGTHSCALES}
+    best = max(((evidence(shared[lengthscale].copy(), noise), lengthscale, noise)
                 for lengthscale in _LENGTHSCALES for noise in _NOISES), key=lambda item: item[0])
     best_evidence, lengthscales, noise = best[0], np.full(n_axes, best[1]), best[2]
     for axis in range(n_axes):
         for factor in _ARD_FACTORS:
             trial = lengthscales.copy()
             trial[axis] *= factor
-            trial_evidence = evidence(trial, noise)
+            trial_evidence = evidence(kernel(trial), noise)
             if trial_evidence > best_evidence:
                 best_evidence, lengthscales = trial_evidence, trial
     return lengthscales, noise

@@ -21,16 +21,17 @@ plus a uniform share, the joint counterpart of hyperopt's `tpe_cat_pseudocounts`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from hyperopt.tpe import (
     DEFAULT_LF,
-    GMM1_lpdf,
+    EPS,
     adaptive_parzen_normal,
     ap_split_trials,
     categorical_lpdf,
     linear_forgetting_weights,
+    logsum_rows,
     normal_cdf,
     tpe_cat_pseudocounts,
 )
@@ -63,8 +64,8 @@ class ParzenMixture:
             own = self.categories[None, :, axis] == cats[:, axis:axis + 1]
             prior = self.categories[None, :, axis] < 0
             smoothing = CATEGORY_SMOOTHING / choices
-            probability = np.where(prior, 1.0 / choices, np.where(own, 1.0 - CATEGORY_SMOOTHING + smoothing, smoothing))
-            total += np.log(probability)
+            log_prior, log_own, log_other = np.log([1.0 / choices, 1.0 - CATEGORY_SMOOTHING + smoothing, smoothing])
+            total += np.where(prior, log_prior, np.where(own, log_own, log_other))
         return total
 
     def log_pdf(self, rows: np.ndarray) -> np.ndarray:
@@ -151,6 +152,21 @@ class AxisParzen:
     mus: np.ndarray
     sigmas: np.ndarray
     probabilities: np.ndarray | None  # categorical axes only
+    floored_sigmas: np.ndarray | None = field(init=False, repr=False, compare=False)  # continuous axes only
+    log_coefficients: np.ndarray | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """What hyperopt's `GMM1_lpdf` recomputes per call from the components alone (each
+        one's log weight over its normalizer and the mass inside [0, 1]), computed once, in
+        the same operations, so `log_pdf` gives the same numbers."""
+        if self.probabilities is not None:
+            object.__setattr__(self, "floored_sigmas", None)
+            object.__setattr__(self, "log_coefficients", None)
+            return
+        accepted = np.sum(self.weights * (normal_cdf(1.0, self.mus, self.sigmas) - normal_cdf(0.0, self.mus, self.sigmas)))
+        normalizers = np.sqrt(2 * np.pi * self.sigmas**2)
+        object.__setattr__(self, "floored_sigmas", np.maximum(self.sigmas, EPS))
+        object.__setattr__(self, "log_coefficients", np.log(self.weights / normalizers / accepted))
 
     @classmethod
     def fit(cls, values: np.ndarray, choices: int, prior_weight: float,
@@ -166,9 +182,11 @@ class AxisParzen:
         return cls(weights, mus, sigmas, None)
 
     def log_pdf(self, values: np.ndarray) -> np.ndarray:
+        """hyperopt's `categorical_lpdf`, or its `GMM1_lpdf` truncated to [0, 1] (of 1-D values)."""
         if self.probabilities is not None:
             return categorical_lpdf(values.astype(int), self.probabilities)
-        return GMM1_lpdf(values, self.weights, self.mus, self.sigmas, low=0.0, high=1.0)
+        mahalanobis = ((values[:, None] - self.mus) / self.floored_sigmas) ** 2
+        return logsum_rows(-0.5 * mahalanobis + self.log_coefficients)
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         if self.probabilities is not None:

@@ -86,3 +86,30 @@ def test_gaussian_process_on_categorical_axes():
     model = GaussianProcess.fit(rows, values, np.array([False, True]))
     mean, _ = model.predict(np.array([[1.0, 0.5], [2.0, 0.5]]))
     assert mean[0] > mean[1] + 3.0
+
+
+def test_the_hyperparameter_search_kernel_reuses_parts_without_changing_a_number():
+    from optimizer.gp import SearchKernel, axis_distances, kernel_between
+
+    rng = np.random.default_rng(1)
+    rows = np.column_stack([rng.uniform(size=(30, 3)), rng.integers(3, size=(30, 2))])
+    continuous = np.array([True, True, True, False, False])
+    kernel = SearchKernel(axis_distances(rows, rows, continuous), continuous)
+    base, changed = np.full(5, 0.6), np.array([0.6, 0.2, 0.6, 1.8, 0.6])
+    first, second = kernel(base), kernel(changed)
+    first[0, 0] += 1.0  # a caller factoring in place must not touch what is remembered
+    assert np.array_equal(kernel(changed), second)
+    assert np.array_equal(SearchKernel(axis_distances(rows, rows, continuous), continuous)(base), kernel(base))
+    assert np.allclose(kernel(changed), kernel_between(rows, rows, changed, continuous), atol=1e-10)
+
+
+def test_axis_densities_are_hyperopts_to_the_last_bit():
+    from hyperopt.tpe import GMM1_lpdf
+
+    from optimizer.tpe import AxisParzen
+
+    rng = np.random.default_rng(2)
+    density = AxisParzen.fit(rng.uniform(size=200), 0, prior_weight=1.0)
+    values = rng.uniform(size=500)
+    assert np.array_equal(density.log_pdf(values),
+                          GMM1_lpdf(values, density.weights, density.mus, density.sigmas, low=0.0, high=1.0))
