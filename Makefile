@@ -14,11 +14,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 # BERT distillation on a slice of SQuAD 2.0 (../shared/data/squad2, --data, or the hub), on CPU.
 demo: $(STAMP)
-	$(BIN)/python -m flows.bert_demo
+	$(BIN)/python -m paretune.flows.bert_demo
 
 # The same tuning flow on a built-in two-metric function: a minute, no data or model needed.
 demo-quick: $(STAMP)
-	$(BIN)/python -m flows.demo
+	$(BIN)/python -m paretune.flows.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -37,19 +37,19 @@ import numpy as np
 import torch
 from transformers import AutoModelForQuestionAnswering
 
-from bert.data import prepare_squad_data
-from bert.distill import run_trial
-from bert.settings import TrialSettings
-from bert.squad import dataset_to_squad_json
-from bert.training import calibrate_null_threshold, evaluate_model
-from flows.bert_demo import frontier_table, wide_console
-from flows.local_prefect import prefect_api
-from flows.preprocess import PreprocessParameters, preprocess_squad
-from flows.tune import ExperimentSource, TuneOptions, tune
-from optimizer import ExperimentSpec
-from optimizer.pareto import hypervolume_2d
+from paretune.bert.data import prepare_squad_data
+from paretune.bert.distill import run_trial
+from paretune.bert.settings import TrialSettings
+from paretune.bert.squad import dataset_to_squad_json
+from paretune.bert.training import calibrate_null_threshold, evaluate_model
+from paretune.flows.bert_demo import frontier_table, wide_console
+from paretune.flows.local_prefect import prefect_api
+from paretune.flows.preprocess import PreprocessParameters, preprocess_squad
+from paretune.flows.tune import ExperimentSource, TuneOptions, tune
+from paretune.optimizer import ExperimentSpec
+from paretune.optimizer.pareto import hypervolume_2d
 from paretune.trial import TrialContext
-from storage import DuckDBStorage, ObservationRecord
+from paretune.storage import DuckDBStorage, ObservationRecord
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "experiments" / "bert_squad2_cpu.yaml"
 METHODS = ("paretune", "random")

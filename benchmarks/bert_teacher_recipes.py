@@ -33,11 +33,11 @@ import torch
 import yaml
 from transformers import AutoModelForQuestionAnswering
 
-from bert.data import feature_lengths, load_settings_splits, tokenizer_name
-from bert.settings import TrialSettings
-from bert.squad import FeatureLengths, dataset_to_squad_json, load_tokenizer, tokenize_squad
-from bert.teacher import teacher_training_windows
-from bert.training import accepted_inputs, build_optimizer, evaluate_model
+from paretune.bert.data import feature_lengths, load_settings_splits, tokenizer_name
+from paretune.bert.settings import TrialSettings
+from paretune.bert.squad import FeatureLengths, dataset_to_squad_json, load_tokenizer, tokenize_squad
+from paretune.bert.teacher import teacher_training_windows
+from paretune.bert.training import accepted_inputs, build_optimizer, evaluate_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SPEC = ROOT / "experiments" / "bert_squad2_demo.yaml"

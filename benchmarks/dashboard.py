@@ -35,8 +35,8 @@ from pathlib import Path
 
 import httpx
 
-from optimizer import ExperimentSpec
-from storage import DuckDBStorage
+from paretune.optimizer import ExperimentSpec
+from paretune.storage import DuckDBStorage
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ExperimentSpec.model_validate({

@@ -15,7 +15,7 @@ Three figures, each against a peer measured in the same run:
   Goal: readers add under 5 %.
 * reader latency: median and 99th percentile of those polls, each of the three kinds timed.
   Goal: p99 under 1 s.
-* cancel to Cancelled: a sweep of 30 s trials runs as `python -m flows.tune`; its flow run is set
+* cancel to Cancelled: a sweep of 30 s trials runs as `python -m paretune.flows.tune`; its flow run is set
   Cancelling through the API; the time until the API shows Cancelled, `--cancels` times.
 """
 
@@ -35,11 +35,11 @@ from typing import Any
 
 import yaml
 
-from flows.local_prefect import prefect_api
-from flows.tune import ExperimentSource, TuneOptions, tune
-from optimizer import ExperimentSpec
+from paretune.flows.local_prefect import prefect_api
+from paretune.flows.tune import ExperimentSource, TuneOptions, tune
+from paretune.optimizer import ExperimentSpec
 from paretune.trial import TrialContext
-from storage import DuckDBStorage
+from paretune.storage import DuckDBStorage
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIAL_S = 0.5
@@ -48,7 +48,7 @@ READER = textwrap.dedent("""
     import contextlib, io, json, sys, time
     import duckdb
     from paretune.cli import main
-    from storage import DuckDBStorage
+    from paretune.storage import DuckDBStorage
 
     db, stop, out, pause = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     samples = {"cli list": [], "read-only store": [], "raw duckdb": []}
@@ -125,7 +125,7 @@ def cancel_to_cancelled(folder: Path, api_url: str, index: int) -> float:
     path.write_text(yaml.safe_dump(spec(f"cancel-{index}", 8, 2, 30.0)))
     log = folder / f"cancel-{index}.log"
     with open(log, "wb") as output:
-        flow = subprocess.Popen([sys.executable, "-m", "flows.tune", str(path), "--db", str(folder / "cancel.duckdb"),
+        flow = subprocess.Popen([sys.executable, "-m", "paretune.flows.tune", str(path), "--db", str(folder / "cancel.duckdb"),
                                  "--no-report"], cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
                                 env=os.environ | {"PREFECT_API_URL": api_url, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 300

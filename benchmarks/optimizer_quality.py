@@ -61,7 +61,7 @@ DEFAULT_SIGOPT_PYTHON = ROOT / ".sigopt-venv" / "bin" / "python"
 
 class Paretune:
     def __init__(self, problem: Problem, seed: int):
-        from optimizer import ExperimentSpec
+        from paretune.optimizer import ExperimentSpec
 
         self.spec = ExperimentSpec.model_validate(problem.spec)
         self.seed = seed
@@ -70,7 +70,7 @@ class Paretune:
         self.asked = 0
 
     def ask(self) -> tuple[int, dict[str, Any], str | None]:
-        from optimizer import propose
+        from paretune.optimizer import propose
 
         [proposal] = propose(self.spec, self.history, [a for a, _ in self.pending.values()], 1,
                              seed=self.seed * 100_003 + self.asked)
@@ -79,7 +79,7 @@ class Paretune:
         return token, proposal.assignments, proposal.task
 
     def tell(self, token: int, values: dict[str, float] | None) -> None:
-        from optimizer import Observation
+        from paretune.optimizer import Observation
 
         assignments, task = self.pending.pop(token)
         self.history.append(Observation(assignments=assignments, values=values, failed=values is None, task=task))

@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from optimizer import ExperimentSpec, Observation, suggest  # noqa: E402
+from paretune.optimizer import ExperimentSpec, Observation, suggest  # noqa: E402
 
 SPEC = ExperimentSpec.model_validate({
     "name": "speed",

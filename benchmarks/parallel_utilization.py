@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flows.local_prefect import prefect_api
-from flows.tune import ExperimentSource, TuneOptions, tune
-from optimizer import ExperimentSpec, suggest
+from paretune.flows.local_prefect import prefect_api
+from paretune.flows.tune import ExperimentSource, TuneOptions, tune
+from paretune.optimizer import ExperimentSpec, suggest
 from paretune.trial import TrialContext
-from storage import DuckDBStorage
+from paretune.storage import DuckDBStorage
 
 MIN_S, MAX_S = 0.2, 2.0
 

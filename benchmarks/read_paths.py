@@ -30,8 +30,8 @@ from pathlib import Path
 
 import duckdb
 
-from optimizer import ExperimentSpec
-from storage import DuckDBStorage
+from paretune.optimizer import ExperimentSpec
+from paretune.storage import DuckDBStorage
 
 SPEC = ExperimentSpec.model_validate({
     "name": "read-paths", "parameters": [{"name": "x", "type": "double", "bounds": {"min": 0, "max": 1}}],

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from optimizer import ExperimentSpec
-from storage import DuckDBStorage
+from paretune.optimizer import ExperimentSpec
+from paretune.storage import DuckDBStorage
 
 SPEC = ExperimentSpec.model_validate({
     "name": "frontier-benchmark",

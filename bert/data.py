@@ -10,8 +10,8 @@ from typing import NamedTuple
 import datasets
 from transformers import PreTrainedTokenizerFast
 
-from bert.settings import TrainQuestions, TrialSettings, resolve_model_path
-from bert.squad import (
+from paretune.bert.settings import TrainQuestions, TrialSettings, resolve_model_path
+from paretune.bert.squad import (
     FeatureLengths,
     answerable_questions,
     hold_out_articles,

@@ -1,7 +1,7 @@
 """The tuning objective: distil a SQuAD 2.0 teacher into a student shaped by the assignments.
 
 `run_trial(assignments, context)` is what an experiment's `metadata.objective:
-"bert.distill:run_trial"` names. `context.settings` is the spec's `metadata.trial` (read as
+"paretune.bert.distill:run_trial"` names. `context.settings` is the spec's `metadata.trial` (read as
 `bert.settings.TrialSettings`: teacher, student base, data, epochs, lengths, cache dir,
 device...); `assignments` are the tuned knobs (`bert.settings.StudentAssignments`; a knob the
 experiment does not tune keeps its default).
@@ -35,11 +35,11 @@ from torch import nn
 from torch.nn import functional
 from transformers import AutoConfig, get_linear_schedule_with_warmup, set_seed
 
-from bert.data import SquadData, prepare_squad_data
-from bert.latency import measure_latency_ms
-from bert.settings import STUDENT_FROM_TEACHER, StudentAssignments, TrialSettings, resolve_model_path
-from bert.squad import dataset_to_squad_json
-from bert.students import (
+from paretune.bert.data import SquadData, prepare_squad_data
+from paretune.bert.latency import measure_latency_ms
+from paretune.bert.settings import STUDENT_FROM_TEACHER, StudentAssignments, TrialSettings, resolve_model_path
+from paretune.bert.squad import dataset_to_squad_json
+from paretune.bert.students import (
     StudentPlan,
     build_student,
     count_parameters,
@@ -48,8 +48,8 @@ from bert.students import (
     plan_parameter_count,
     plan_student,
 )
-from bert.teacher import prepare_teacher, teacher_logits
-from bert.training import (
+from paretune.bert.teacher import prepare_teacher, teacher_logits
+from paretune.bert.training import (
     Evaluation,
     accepted_inputs,
     build_optimizer,
@@ -307,7 +307,7 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 def _write_artifacts(artifact_dir: str, student, evaluation: Evaluation, metrics: dict[str, float], save_model: bool) -> None:
     """Predictions at the calibrated threshold, null odds (the official script's na-prob file),
-    the answers always given (`python -m bert.evaluate` on them prints the trial's HasAns_* figures)
+    the answers always given (`python -m paretune.bert.evaluate` on them prints the trial's HasAns_* figures)
     and metrics; the model if asked."""
     filesystem, root = fsspec.core.url_to_fs(artifact_dir)
     filesystem.makedirs(root, exist_ok=True)

@@ -1,4 +1,4 @@
-"""`python -m bert.evaluate DATA.json PREDICTIONS.json`: the official SQuAD 2.0 evaluation CLI.
+"""`python -m paretune.bert.evaluate DATA.json PREDICTIONS.json`: the official SQuAD 2.0 evaluation CLI.
 
 Same arguments and the same printed JSON as the official `evaluate-v2.0.py` (without its
 precision-recall plots). Files may be local paths or fsspec URLs (``s3://...``).
@@ -13,7 +13,7 @@ from typing import Any
 
 import fsspec
 
-from bert.metrics import missing_predictions, squad_v2_evaluate
+from paretune.bert.metrics import missing_predictions, squad_v2_evaluate
 
 
 def _read_json(url: str) -> Any:
@@ -23,7 +23,7 @@ def _read_json(url: str) -> Any:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bert.evaluate", description="Official evaluation script for SQuAD version 2.0."
+        prog="python -m paretune.bert.evaluate", description="Official evaluation script for SQuAD version 2.0."
     )
     parser.add_argument("data_file", metavar="data.json", help="Input data JSON file.")
     parser.add_argument("pred_file", metavar="pred.json", help="Model predictions.")

@@ -24,7 +24,7 @@ from torch import nn
 from transformers import AutoModelForQuestionAnswering, PretrainedConfig, PreTrainedModel
 from transformers.pytorch_utils import prune_linear_layer
 
-from bert.settings import StudentAssignments
+from paretune.bert.settings import StudentAssignments
 from paretune.failures import InvalidConfiguration
 
 MEGABYTE = 1024 * 1024

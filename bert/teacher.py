@@ -21,8 +21,8 @@ import torch
 from filelock import FileLock
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, get_linear_schedule_with_warmup
 
-from bert.settings import TrialSettings, resolve_model_path
-from bert.training import build_optimizer, make_accelerator, predict_logits, train_epoch, training_steps
+from paretune.bert.settings import TrialSettings, resolve_model_path
+from paretune.bert.training import build_optimizer, make_accelerator, predict_logits, train_epoch, training_steps
 
 logger = logging.getLogger(__name__)
 

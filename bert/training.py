@@ -17,8 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 
-from bert.metrics import answerable_evaluate, get_raw_scores, make_qid_to_has_ans, squad_v2_evaluate
-from bert.postprocess import QAPredictions, postprocess_qa_predictions
+from paretune.bert.metrics import answerable_evaluate, get_raw_scores, make_qid_to_has_ans, squad_v2_evaluate
+from paretune.bert.postprocess import QAPredictions, postprocess_qa_predictions
 from paretune.failures import Diverged
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -21,16 +21,16 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from flows.demo import demo_experiment, print_where
-from flows.local_prefect import prefect_api
-from flows.preprocess import PreprocessParameters, preprocess_squad
-from flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
-from optimizer import ExperimentSpec
+from paretune.flows.demo import demo_experiment, print_where
+from paretune.flows.local_prefect import prefect_api
+from paretune.flows.preprocess import PreprocessParameters, preprocess_squad
+from paretune.flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
+from paretune.optimizer import ExperimentSpec
 from paretune.dashboard import write_static_report
-from storage import DuckDBStorage
-from storage.artifacts import ArtifactStore
-from storage.report import experiment_report, format_number, frontier_points
-from tasks.report import frontier_png
+from paretune.storage import DuckDBStorage
+from paretune.storage.artifacts import ArtifactStore
+from paretune.storage.report import experiment_report, format_number, frontier_points
+from paretune.tasks.report import frontier_png
 
 DEMO_SPEC = Path(__file__).resolve().parents[1] / "experiments" / "bert_squad2_demo.yaml"
 PREFECT_HOME = Path(".paretune/prefect")
@@ -104,7 +104,7 @@ def frontier_table(db_path: str, experiment_id: int) -> Table:
 
 
 def main(argv: list[str] | None = None) -> TuneResult:
-    parser = argparse.ArgumentParser(prog="python -m flows.bert_demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m paretune.flows.bert_demo", description=__doc__.splitlines()[0])
     parser.add_argument("--db", default="paretune.duckdb", help="DuckDB file (default: paretune.duckdb)")
     parser.add_argument("--data", help="SQuAD 2.0 dev JSON (default: ../shared/data/squad2/dev-v2.0.json, else the hub)")
     args = parser.parse_args(argv)

@@ -56,7 +56,7 @@ def local_cluster(n_workers: int, threads_per_worker: int = 1) -> distributed.Sp
         raise ValueError(f"n_workers must be at least 1, got {n_workers}")
     if threads_per_worker < 1:
         raise ValueError(f"threads_per_worker must be at least 1, got {threads_per_worker}")
-    common = {"host": "127.0.0.1", "dashboard_address": ":0", "preload": ["flows.worker_setup"]}
+    common = {"host": "127.0.0.1", "dashboard_address": ":0", "preload": ["paretune.flows.worker_setup"]}
     with dask.config.set(LOCAL_SCHEDULER_CONFIG):
         if visible_gpu_count() > 0 and dask_cuda_available():
             from dask_cuda import LocalCUDACluster

@@ -13,12 +13,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from flows.local_prefect import prefect_api
-from flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
-from optimizer import ExperimentSpec
+from paretune.flows.local_prefect import prefect_api
+from paretune.flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
+from paretune.optimizer import ExperimentSpec
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC
-from storage import DuckDBStorage
-from tasks.report import frontier_rows
+from paretune.storage import DuckDBStorage
+from paretune.tasks.report import frontier_rows
 
 PREFECT_HOME = Path(".paretune/prefect")
 
@@ -50,7 +50,7 @@ def print_frontier(db_path: str, result: TuneResult, console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> TuneResult:
-    parser = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m paretune.flows.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--db", default="paretune.duckdb", help="DuckDB file (default: paretune.duckdb)")
     parser.add_argument("--workers", type=int, default=2, help="local Dask workers (default: 2)")
     args = parser.parse_args(argv)

@@ -20,7 +20,8 @@ from typing import Union
 import distributed
 from distributed import KilledWorker
 
-from paretune.trial import MessageChannel, TrialMessage, TrialRequest, run_objective
+from paretune.trial import TrialMessage, TrialRequest
+from paretune.worker import MessageChannel, run_objective
 
 logger = logging.getLogger(__name__)
 

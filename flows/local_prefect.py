@@ -56,7 +56,7 @@ class LocalPrefectServer:
             env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
-        self._guard = subprocess.Popen([sys.executable, "-m", "flows.orphan_guard", str(os.getpid()),
+        self._guard = subprocess.Popen([sys.executable, "-m", "paretune.flows.orphan_guard", str(os.getpid()),
                                         str(self._server.pid), "--group"], start_new_session=True)
         deadline = time.monotonic() + timeout_s
         with httpx.Client() as client:

@@ -1,6 +1,6 @@
 """Stop a child process when its parent dies, however the parent dies.
 
-    python -m flows.orphan_guard PARENT_PID CHILD_PID [--group]
+    python -m paretune.flows.orphan_guard PARENT_PID CHILD_PID [--group]
 
 A SIGKILLed process cannot clean up, and its children live on, reparented. This guard, started
 by the parent beside the child, watches for the moment it is reparented itself (its parent is

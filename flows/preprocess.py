@@ -3,7 +3,7 @@
 Everything lands in the same on-disk caches the trials read (`bert.squad.tokenize_squad`,
 `bert.teacher`), keyed the same way, so after this flow a trial with matching `metadata.trial`
 settings only loads. Run it as the `preprocess-squad` deployment or
-`python -m flows.preprocess [--settings-from experiments/bert_squad2_cpu.yaml]`. Its defaults are
+`python -m paretune.flows.preprocess [--settings-from experiments/bert_squad2_cpu.yaml]`. Its defaults are
 the demo experiment's (`experiments/bert_squad2_demo.yaml`): the SQuAD 2.0 dev set in the shared
 folder beside the repository, split by article, and the MiniLM-L6 teacher fine-tuned once, i.e.
 what `make demo` trains on, offline.
@@ -20,11 +20,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from bert.data import SquadSplits, feature_lengths, load_settings_splits, tokenizer_name
-from bert.settings import HUB_TEACHER, TrainQuestions, TrialSettings
-from bert.squad import load_tokenizer, tokenize_squad
-from bert.teacher import prepare_teacher, teacher_logits
-from bert.training import resolve_device
+from paretune.bert.data import SquadSplits, feature_lengths, load_settings_splits, tokenizer_name
+from paretune.bert.settings import HUB_TEACHER, TrainQuestions, TrialSettings
+from paretune.bert.squad import load_tokenizer, tokenize_squad
+from paretune.bert.teacher import prepare_teacher, teacher_logits
+from paretune.bert.training import resolve_device
 
 DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "bert_squad2_demo.yaml"
 
@@ -152,9 +152,9 @@ def preprocess_squad(
 
 
 def main(argv: list[str] | None = None) -> PreprocessResult:
-    from flows.local_prefect import prefect_api
+    from paretune.flows.local_prefect import prefect_api
 
-    parser = argparse.ArgumentParser(prog="python -m flows.preprocess", description=preprocess_squad.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m paretune.flows.preprocess", description=preprocess_squad.__doc__)
     parser.add_argument(
         "--settings-from", metavar="SPEC", default=str(DEFAULT_EXPERIMENT),
         help="experiment file whose metadata.trial to prepare for (default: the demo's, %(default)s)",

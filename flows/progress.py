@@ -20,7 +20,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tasks.trial import ClosedTrial, short_assignments
+from paretune.tasks.trial import ClosedTrial, short_assignments
 
 REPORT_EVERY_S = 30.0
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Report an experiment in the Prefect UI: frontier table, threshold report, summary and picture.
 
-Runs on its own (`report` deployment, `python -m flows.report EXPERIMENT`) and at the end of
+Runs on its own (`report` deployment, `python -m paretune.flows.report EXPERIMENT`) and at the end of
 every tune flow. It reads the store read-only, once, into the report model; with `html` it also
 writes the static report (a local path or s3://) and links it from the artifacts.
 """
@@ -15,9 +15,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
-from storage import DuckDBStorage, StorageError, default_db_path
-from storage.report import ExperimentReport, experiment_report
-from tasks.report import (publish_frontier, publish_frontier_picture, publish_static_report_link, publish_summary,
+from paretune.storage import DuckDBStorage, StorageError, default_db_path
+from paretune.storage.report import ExperimentReport, experiment_report
+from paretune.tasks.report import (publish_frontier, publish_frontier_picture, publish_static_report_link, publish_summary,
                           publish_threshold_report)
 
 
@@ -57,9 +57,9 @@ def report(experiment: str, db_path: str | None = None, html: str | None = None)
 
 
 def main(argv: list[str] | None = None) -> ReportResult:
-    from flows.local_prefect import prefect_api
+    from paretune.flows.local_prefect import prefect_api
 
-    parser = argparse.ArgumentParser(prog="python -m flows.report", description=report.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m paretune.flows.report", description=report.__doc__)
     parser.add_argument("experiment", help="id or name of the experiment")
     parser.add_argument("--db", help=f"DuckDB file (default: $PARETUNE_DB or {default_db_path()})")
     parser.add_argument("--html", metavar="PATH_OR_URL", help="also write the static HTML report (local or s3://)")

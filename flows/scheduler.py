@@ -26,13 +26,13 @@ from prefect.futures import PrefectFuture
 from prefect.futures import wait as wait_for_task_runs
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.dispatch import Dispatcher, Message, StopRequested, TrialEnded
-from flows.progress import ProgressView
+from paretune.flows.dispatch import Dispatcher, Message, StopRequested, TrialEnded
+from paretune.flows.progress import ProgressView
 from paretune.failures import Failure, FailureKind
 from paretune.lifecycle import OpenTrial, TrialSession
 from paretune.trial import TrialCheckpoint, TrialFinished, TrialOutcome, TrialRequest, TrialStarted
-from storage import RunEnvironment
-from tasks.trial import ClosedTrial, TrialTicket, run_trial
+from paretune.storage import RunEnvironment
+from paretune.tasks.trial import ClosedTrial, TrialTicket, run_trial
 
 logger = logging.getLogger(__name__)
 CANCEL_POLL_S = 1.0  # how often the flow run's own state is read, to notice a cancel from the UI or CLI

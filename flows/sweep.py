@@ -14,8 +14,8 @@ from prefect import flow
 from prefect.states import State
 from pydantic import Field
 
-from flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
-from storage import DuckDBStorage, default_db_path
+from paretune.flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
+from paretune.storage import DuckDBStorage, default_db_path
 
 
 @flow(name="nightly-sweep")

@@ -27,18 +27,18 @@ from prefect.states import Cancelled, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flows.cluster import dask_cluster
-from flows.dispatch import Dispatcher
-from flows.progress import ProgressView
-from flows.report import report
-from flows.scheduler import StopWatcher, SweepEnd, TrialScheduler
-from optimizer.spec import MAX_OBSERVATION_BUDGET, MAX_PARALLEL_BANDWIDTH
+from paretune.flows.cluster import dask_cluster
+from paretune.flows.dispatch import Dispatcher
+from paretune.flows.progress import ProgressView
+from paretune.flows.report import report
+from paretune.flows.scheduler import StopWatcher, SweepEnd, TrialScheduler
+from paretune.optimizer.spec import MAX_OBSERVATION_BUDGET, MAX_PARALLEL_BANDWIDTH
 from paretune.environment import capture_environment
 from paretune.lifecycle import TrialSession
-from storage import DuckDBStorage, default_db_path
-from storage.files import experiment_lease, holder_description
-from tasks.report import publish_live_report
-from tasks.record import PreparedExperiment, TunePlan, TuneRequestError, plan_tune, prepare_experiment, resume_experiment
+from paretune.storage import DuckDBStorage, default_db_path
+from paretune.storage.files import experiment_lease, holder_description
+from paretune.tasks.report import publish_live_report
+from paretune.tasks.record import PreparedExperiment, TunePlan, TuneRequestError, plan_tune, prepare_experiment, resume_experiment
 
 # How long the flow waits for the DuckDB file when another program (a user's `duckdb` shell on the
 # file itself) holds it: results wait in memory meanwhile, and trials keep running.
@@ -190,8 +190,8 @@ def _positive_float(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m flows.tune`: bad input is refused before Prefect or Dask start, in one message."""
-    parser = argparse.ArgumentParser(prog="python -m flows.tune", description=tune.__doc__)
+    """`python -m paretune.flows.tune`: bad input is refused before Prefect or Dask start, in one message."""
+    parser = argparse.ArgumentParser(prog="python -m paretune.flows.tune", description=tune.__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("spec_path", nargs="?", help="experiment definition (YAML/JSON)")
     source.add_argument("--experiment", help="id or name of an experiment already in the store")
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     except TuneRequestError as error:
         parser.exit(1, f"{parser.prog}: error: {error}\n")
 
-    from flows.local_prefect import prefect_api
+    from paretune.flows.local_prefect import prefect_api
 
     with prefect_api():
         state = tune(ExperimentSource(spec_path=args.spec_path, experiment=args.experiment), db_path, options,

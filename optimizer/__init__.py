@@ -1,6 +1,6 @@
 """The search algorithm: pure functions of (spec, history, pending), no I/O."""
 
-from optimizer.observation import (
+from paretune.optimizer.observation import (
     MetricValueError,
     Observation,
     ObservationError,
@@ -11,9 +11,9 @@ from optimizer.observation import (
     validate_value_stddevs,
     validate_values,
 )
-from optimizer.solutions import best_solutions
-from optimizer.spec import ExperimentSpec, Metric, Parameter, SpecError
-from optimizer.suggest import Proposal, propose, suggest
+from paretune.optimizer.solutions import best_solutions
+from paretune.optimizer.spec import ExperimentSpec, Metric, Parameter, SpecError
+from paretune.optimizer.suggest import Proposal, propose, suggest
 
 __all__ = [
     "ExperimentSpec",

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from optimizer.spec import ExperimentSpec
+from paretune.optimizer.spec import ExperimentSpec
 
 Assignments = dict[str, float | int | str]
 

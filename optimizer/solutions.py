@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 
-from optimizer.observation import Observation
-from optimizer.space import SearchSpace
-from optimizer.spec import ExperimentSpec
+from paretune.optimizer.observation import Observation
+from paretune.optimizer.space import SearchSpace
+from paretune.optimizer.spec import ExperimentSpec
 
 TOP_FRACTION = 0.2  # solutions are chosen among the best fifth of the valid observations (at least k)
 

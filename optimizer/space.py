@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from optimizer.spec import BetaPrior, ExperimentSpec, NormalPrior, Parameter
+from paretune.optimizer.spec import BetaPrior, ExperimentSpec, NormalPrior, Parameter
 
 INACTIVE = -1.0
 PRIOR_MU, PRIOR_SIGMA = 0.5, 1.0  # hyperopt's uniform prior on a unit axis
@@ -161,7 +161,7 @@ class SearchSpace:
     def _walk(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """Hit-and-run inside the constrained polytope (unit coordinates of the constrained
         axes), from the feasible point linear programming found; other axes from the prior."""
-        from optimizer.spec import _feasible_point
+        from paretune.optimizer.spec import _feasible_point
 
         axes, weights, limits, _ = self.constraints
         start = _feasible_point(self.spec)
@@ -225,7 +225,7 @@ def _constraint_rows(spec: ExperimentSpec, parameters: tuple[Parameter, ...]):
     """Linear constraints as (axes, weights, limits, tolerance) with ``values @ weights.T <= limits``."""
     if not spec.linear_constraints:
         return None
-    from optimizer.spec import CONSTRAINT_TOLERANCE
+    from paretune.optimizer.spec import CONSTRAINT_TOLERANCE
 
     names = [p.name for p in parameters]
     axes = sorted({names.index(term.name) for c in spec.linear_constraints for term in c.terms})

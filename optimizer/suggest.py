@@ -45,12 +45,12 @@ import numpy as np
 
 from scipy.special import ndtr
 
-from optimizer.gp import GaussianProcess, training_subset
-from optimizer.observation import Observation, validate_assignments, validate_history
-from optimizer.pareto import hypervolume_improvements, nondominated_ranks, pareto_front
-from optimizer.space import INACTIVE, SearchSpace
-from optimizer.spec import ExperimentSpec
-from optimizer.tpe import build_mixture, fit_model
+from paretune.optimizer.gp import GaussianProcess, training_subset
+from paretune.optimizer.observation import Observation, validate_assignments, validate_history
+from paretune.optimizer.pareto import hypervolume_improvements, nondominated_ranks, pareto_front
+from paretune.optimizer.space import INACTIVE, SearchSpace
+from paretune.optimizer.spec import ExperimentSpec
+from paretune.optimizer.tpe import build_mixture, fit_model
 
 FAILED, VIOLATES_CONSTRAINT, OUTSIDE_THRESHOLD, FEASIBLE = 3, 2, 1, 0
 FEASIBILITY_WEIGHT = 2.0  # a failed trial wastes its whole cost: weigh P(feasible) above one TPE ratio

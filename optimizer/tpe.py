@@ -36,7 +36,7 @@ from hyperopt.tpe import (
     tpe_cat_pseudocounts,
 )
 
-from optimizer.space import INACTIVE, SearchSpace
+from paretune.optimizer.space import INACTIVE, SearchSpace
 CATEGORY_SMOOTHING = 0.2  # probability mass an observation's kernel spreads over all categories
 
 

@@ -4,7 +4,7 @@ from paretune.api import Experiment, Suggestion, create_experiment, open_experim
 from paretune.failures import Diverged, Failure, FailureKind, InvalidConfiguration, OutOfMemory, TrialFailure
 from paretune.runs import Run, run
 from paretune.trial import TrialContext
-from storage import connect
+from paretune.storage import connect
 
 __all__ = [
     "Diverged",

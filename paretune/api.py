@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import optimizer
-from optimizer import ExperimentSpec
+from paretune import optimizer
+from paretune.optimizer import ExperimentSpec
 from paretune.failures import Failure, TrialFailure
 from paretune.lifecycle import OpenTrial, TrialSession
 from paretune.runs import Run
-from storage import DuckDBStorage, ObservationRecord, Progress, Storage, StorageError
+from paretune.storage import DuckDBStorage, ObservationRecord, Progress, Storage, StorageError
 
 
 @dataclass(frozen=True)

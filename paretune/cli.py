@@ -14,13 +14,13 @@ import math
 import sys
 from typing import Any, Sequence
 
-from optimizer import ExperimentSpec, SpecError
+from paretune.optimizer import ExperimentSpec, SpecError
 from paretune.api import create_experiment, load_spec, open_experiment
 from paretune.dashboard.cli import register as register_dashboard_commands
 from paretune.lifecycle import MAX_BATCH
-from storage import DuckDBStorage, StorageError, default_db_path
-from storage.artifacts import ArtifactStore
-from storage.report import Point, experiment_summary, format_number, frontier_points
+from paretune.storage import DuckDBStorage, StorageError, default_db_path
+from paretune.storage.artifacts import ArtifactStore
+from paretune.storage.report import Point, experiment_summary, format_number, frontier_points
 
 
 class UsageError(Exception):

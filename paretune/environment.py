@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 
-from storage.records import RunEnvironment
+from paretune.storage.records import RunEnvironment
 
 
 def capture_environment() -> RunEnvironment:

@@ -19,8 +19,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from optimizer import ExperimentSpec
-from optimizer.spec import Parameter
+from paretune.optimizer import ExperimentSpec
+from paretune.optimizer.spec import Parameter
 
 MIN_OBSERVATIONS = 10
 MAX_SAMPLES = 1000

@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import optimizer
-from optimizer import ExperimentSpec, MetricValueError, metric_number
+from paretune import optimizer
+from paretune.optimizer import ExperimentSpec, MetricValueError, metric_number
 from paretune.environment import capture_environment
 from paretune.failures import Failure, FailureKind
-from storage import ExperimentRecord, ObservationRecord, Progress, RunEnvironment, Storage, StorageError
+from paretune.storage import ExperimentRecord, ObservationRecord, Progress, RunEnvironment, Storage, StorageError
 
 # Upper bound of one batch of suggestions, whatever the budget: a batch is computed in one call.
 MAX_BATCH = 1000

@@ -12,7 +12,7 @@ from typing import Any
 
 from paretune.failures import Failure, TrialFailure
 from paretune.environment import capture_environment
-from storage import DuckDBStorage, RunRecord, Storage
+from paretune.storage import DuckDBStorage, RunRecord, Storage
 
 
 class Run:

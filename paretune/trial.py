@@ -1,23 +1,10 @@
-"""A trial on a Dask worker: what an objective receives, and the messages it sends back.
+"""A trial as an objective sees it, and the messages a worker sends back about it.
 
 An objective is any importable `module:function(assignments: dict, context: TrialContext) ->
-dict[str, float]`. It runs on a Dask worker and never touches the database. `run_objective` is
-the function the tuning flow submits; it talks to the flow through one `distributed.Queue` of
-typed messages (`TrialStarted`, `TrialCheckpoint`, `TrialFinished`), in order, and the flow
-stores what they carry.
-
-Exactly once. Dask re-runs a task whose worker died (`allowed-failures`) and recomputes a lost
-worker's finished keys, so a trial could run twice: hours of GPU time each. Two rules stop that:
-
-- **A claim token.** The flow puts one token in the trial's claim queue before submitting it;
-  `run_objective` must take it (an atomic get on the scheduler) before calling the objective. A
-  second attempt, or one the flow cancelled first by taking the token itself, finds none and
-  returns without running anything.
-- **Results travel as messages.** The outcome is posted the moment the objective returns, and
-  the flow releases the Dask future as soon as it has it, so nothing finished is left on a
-  worker for Dask to recompute.
-
-Workers load neither Prefect nor the database.
+dict[str, float]`. It runs on a Dask worker and never touches the database: the worker side
+(`paretune.worker`) posts typed messages (`TrialStarted`, `TrialCheckpoint`, `TrialFinished`)
+to the flow, which stores what they carry. This module loads neither Dask nor Prefect, so
+`import paretune` stays light.
 """
 
 from __future__ import annotations
@@ -26,19 +13,15 @@ import importlib
 import logging
 import math
 import os
-import pickle
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import distributed
-
-from optimizer import ExperimentSpec, metric_number
-from paretune.environment import capture_environment
+from paretune.optimizer import ExperimentSpec, metric_number
 from paretune.failures import Failure
 from paretune.lifecycle import CleanMetrics, MetricsRefused, clean_metrics
-from storage.records import RunEnvironment
+from paretune.storage.records import RunEnvironment
 
 CheckpointSink = Callable[[int, dict[str, float]], None]
 Objective = Callable[[dict[str, Any], "TrialContext"], Any]
@@ -133,41 +116,21 @@ class TrialFinished:
 TrialMessage = TrialStarted | TrialCheckpoint | TrialFinished
 
 
-class FlowUnreachable(BaseException):
-    """The flow can no longer be told anything (it stopped, or this worker is closing): the trial
-    is abandoned. A BaseException, like KeyboardInterrupt, so an objective's `except Exception`
-    does not swallow it."""
-
-
-class MessageChannel:
-    """A `distributed.Queue` of typed messages between workers and the flow, in order.
-
-    Messages travel pickled: Dask's own serialization takes plain data only, and would log a
-    fallback to pickle for every dataclass.
-    """
-
-    def __init__(self, name: str, client: distributed.Client):
-        self.name = name
-        self._queue = distributed.Queue(name, client=client)
-
-    def put(self, message: object) -> None:
-        try:
-            self._queue.put(pickle.dumps(message))
-        except Exception as error:
-            raise FlowUnreachable(f"cannot reach the flow on {self.name}: {type(error).__name__}: {error}") from None
-
-    def get(self, timeout_s: float | None) -> object:
-        """The next message; TimeoutError when none came within `timeout_s` (None: wait for one)."""
-        return pickle.loads(self._queue.get(timeout=timeout_s))
-
-    def get_waiting(self) -> list[object]:
-        """Every message waiting now, without blocking."""
-        return [pickle.loads(data) for data in self._queue.get(batch=True)]
-
-
 # -- the objective ------------------------------------------------------------------------------------
 class ObjectiveImportError(ImportError):
     """The objective path in the spec does not name an importable, allowed function."""
+
+
+# Before the one import namespace, paretune's folders were top-level packages; definitions stored
+# then name objectives such as "bert.distill:run_trial".
+PARETUNE_FOLDERS = ("bert", "flows", "optimizer", "storage", "tasks")
+
+
+def canonical_objective(path: str) -> str:
+    """`bert.distill:run_trial` (an older definition's spelling) as `paretune.bert.distill:run_trial`."""
+    if path.partition(".")[0] in PARETUNE_FOLDERS:
+        return f"paretune.{path}"
+    return path
 
 
 def check_objective_allowed(path: str) -> None:
@@ -176,8 +139,9 @@ def check_objective_allowed(path: str) -> None:
     `$PARETUNE_OBJECTIVE_MODULES` (comma-separated module names) allows those modules and
     their submodules only.
     """
-    allowed = [name.strip() for name in os.environ.get(OBJECTIVE_ALLOW_LIST, "").split(",") if name.strip()]
-    module = path.partition(":")[0]
+    allowed = [canonical_objective(name.strip())
+               for name in os.environ.get(OBJECTIVE_ALLOW_LIST, "").split(",") if name.strip()]
+    module = canonical_objective(path).partition(":")[0]
     if allowed and not any(module == name or module.startswith(name + ".") for name in allowed):
         raise ObjectiveImportError(
             f"metadata.objective {path!r}: module {module!r} is not allowed here; "
@@ -187,6 +151,7 @@ def check_objective_allowed(path: str) -> None:
 
 def load_objective(path: str) -> Objective:
     """Import `module:function`; the error names the spec field to fix."""
+    path = canonical_objective(path)
     module_name, _, function_name = path.partition(":")
     if not module_name or not function_name:
         raise ObjectiveImportError(f"metadata.objective must look like 'package.module:function', got {path!r}")
@@ -226,28 +191,3 @@ def task_settings(settings: dict[str, Any], task: str | None) -> dict[str, Any]:
     overrides = dict(settings.get("task_settings") or {})
     base = {key: value for key, value in settings.items() if key != "task_settings"}
     return base | dict(overrides.get(task) or {}) if task is not None else base
-
-
-def run_objective(request: TrialRequest) -> bool:
-    """On a Dask worker: run the trial if this is its one attempt; return whether it ran.
-
-    The outcome goes to the flow as a `TrialFinished` message, not as this task's result.
-    """
-    client = distributed.get_client()
-    if not distributed.Queue(request.claim, client=client).get(batch=True):
-        return False  # a re-run after a lost worker, or cancelled before it started: never run twice
-    channel = MessageChannel(request.channel, client)
-    worker = distributed.get_worker().address
-
-    def stream_checkpoint(epoch: int, values: dict[str, float]) -> None:
-        channel.put(TrialCheckpoint(request.suggestion_id, epoch, values))
-
-    context = TrialContext(suggestion_id=request.suggestion_id, settings=task_settings(request.settings, request.task),
-                           task=request.task, task_cost=request.spec.task_cost(request.task),
-                           checkpoint_sink=stream_checkpoint)
-    try:
-        channel.put(TrialStarted(request.suggestion_id, worker, capture_environment()))
-        channel.put(TrialFinished(request.suggestion_id, call_objective(request, context)))
-    except FlowUnreachable as gone:
-        worker_logger.warning("trial %s abandoned: %s", request.suggestion_id, gone)
-    return True

@@ -1,8 +1,8 @@
 """Persistence: the storage interface, the embedded DuckDB store, and the artifact store."""
 
-from storage.base import Storage, StorageError
-from storage.duckdb_store import DatabaseLocked, DuckDBStorage, connect, default_db_path
-from storage.records import (
+from paretune.storage.base import Storage, StorageError
+from paretune.storage.duckdb_store import DatabaseLocked, DuckDBStorage, connect, default_db_path
+from paretune.storage.records import (
     ExperimentRecord,
     ObservationRecord,
     Progress,

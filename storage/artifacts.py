@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import duckdb
 from fsspec.core import url_to_fs
 
-from storage.base import StorageError
+from paretune.storage.base import StorageError
 
 EXPORT_FORMATS = {"parquet": "(FORMAT parquet)", "csv": "(FORMAT csv, HEADER true)", "json": "(FORMAT json)"}
 

@@ -21,8 +21,8 @@ import abc
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from optimizer import ExperimentSpec, Observation
-from storage.records import (
+from paretune.optimizer import ExperimentSpec, Observation
+from paretune.storage.records import (
     ExperimentRecord,
     ObservationRecord,
     Progress,

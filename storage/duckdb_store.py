@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import duckdb
 
-from optimizer import (
+from paretune.optimizer import (
     ExperimentSpec,
     ObservationError,
     metric_number,
@@ -27,9 +27,9 @@ from optimizer import (
     validate_value_stddevs,
     validate_values,
 )
-from storage.artifacts import ArtifactStore
-from storage.base import Storage, StorageError
-from storage.files import (
+from paretune.storage.artifacts import ArtifactStore
+from paretune.storage.base import Storage, StorageError
+from paretune.storage.files import (
     DatabaseFiles,
     DatabaseLocked,
     attach,
@@ -40,7 +40,7 @@ from storage.files import (
     publish_replica,
     replica_is_current,
 )
-from storage.records import (
+from paretune.storage.records import (
     ExperimentRecord,
     ObservationRecord,
     Progress,
@@ -48,7 +48,7 @@ from storage.records import (
     RunRecord,
     SuggestionRecord,
 )
-from storage.schema import SCHEMA_VERSION, ForeignDatabaseError, SchemaTooNewError, check_version, current_version, migrate
+from paretune.storage.schema import SCHEMA_VERSION, ForeignDatabaseError, SchemaTooNewError, check_version, current_version, migrate
 
 DEFAULT_DB_PATH = "paretune.duckdb"
 EXPERIMENT_STATES = ("active", "completed", "archived")

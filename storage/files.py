@@ -38,7 +38,7 @@ from typing import Iterator
 
 import duckdb
 
-from storage.base import StorageError
+from paretune.storage.base import StorageError
 
 # DuckDB must never reach for the network: a foreign file (SQLite, Parquet) would otherwise make
 # it try to install a scanner extension.

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from optimizer import ExperimentSpec
+from paretune.optimizer import ExperimentSpec
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from optimizer import ExperimentSpec
-from optimizer.pareto import hypervolume_improvements
-from optimizer.spec import Metric
-from storage.base import Storage
-from storage.records import ExperimentRecord
+from paretune.optimizer import ExperimentSpec
+from paretune.optimizer.pareto import hypervolume_improvements
+from paretune.optimizer.spec import Metric
+from paretune.storage.base import Storage
+from paretune.storage.records import ExperimentRecord
 
 Status = Literal["feasible", "infeasible", "failed"]
 STATUSES: tuple[Status, ...] = ("feasible", "infeasible", "failed")

@@ -14,11 +14,11 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from optimizer import ExperimentSpec, SpecError
-from optimizer.spec import MAX_OBSERVATION_BUDGET
+from paretune.optimizer import ExperimentSpec, SpecError
+from paretune.optimizer.spec import MAX_OBSERVATION_BUDGET
 from paretune.trial import ObjectiveImportError, check_objective_allowed, load_objective
-from storage import DuckDBStorage, ExperimentRecord, Storage, StorageError
-from storage.files import DatabaseFiles
+from paretune.storage import DuckDBStorage, ExperimentRecord, Storage, StorageError
+from paretune.storage.files import DatabaseFiles
 
 # Keys a re-run may change without making it a different experiment.
 _RUN_SETTINGS = ("observation_budget", "parallel_bandwidth")

@@ -34,8 +34,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactUpdate
 from prefect.context import FlowRunContext
 
-from storage import ExperimentRecord, Storage
-from storage.report import (ExperimentReport, Point, experiment_report, format_number, frontier_points,
+from paretune.storage import ExperimentRecord, Storage
+from paretune.storage.report import (ExperimentReport, Point, experiment_report, format_number, frontier_points,
                             report_version, threshold_rule)
 
 # The threshold table lists the latest observations only: a Prefect table is for reading, and

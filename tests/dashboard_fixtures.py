@@ -22,7 +22,7 @@ import pytest
 import paretune
 from paretune.failures import OutOfMemory
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC, size_vs_error
-from storage import DuckDBStorage, StorageError
+from paretune.storage import DuckDBStorage, StorageError
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = SIZE_VS_ERROR_SPEC | {"name": "dashboard-demo", "observation_budget": 40,

@@ -73,9 +73,9 @@ def flow_env(prefect_api: str | None, **extra: str) -> dict[str, str]:
 
 
 def start_flow(*arguments: str, env: dict[str, str], log: Path, own_group: bool = False) -> subprocess.Popen[bytes]:
-    """`python -m flows.tune ARGUMENTS`, its output to `log`; `own_group`: as a terminal's foreground job."""
+    """`python -m paretune.flows.tune ARGUMENTS`, its output to `log`; `own_group`: as a terminal's foreground job."""
     with open(log, "ab") as output:
-        return subprocess.Popen([sys.executable, "-m", "flows.tune", *arguments], cwd=ROOT, env=env,
+        return subprocess.Popen([sys.executable, "-m", "paretune.flows.tune", *arguments], cwd=ROOT, env=env,
                                 stdout=output, stderr=subprocess.STDOUT, start_new_session=own_group)
 
 

@@ -1,10 +1,10 @@
 import pytest
 
 import paretune
-from optimizer import Proposal
+from paretune.optimizer import Proposal
 from paretune.failures import OutOfMemory
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC, size_vs_error
-from storage import StorageError
+from paretune.storage import StorageError
 
 SPEC = SIZE_VS_ERROR_SPEC | {"observation_budget": 6}
 GOOD = {"accuracy": 0.5, "size": 100.0}
@@ -98,7 +98,7 @@ def test_pending_suggestions_reach_the_optimizer(experiment, monkeypatch):
         return [Proposal({"width": 64.0, "depth": 2, "learning_rate": 1e-3, "optimizer": "adamw"})] * n
 
     first = experiment.suggest()
-    monkeypatch.setattr("optimizer.propose", spy)
+    monkeypatch.setattr("paretune.optimizer.propose", spy)
     experiment.suggest()
     assert seen["pending"] == [first.assignments]
 

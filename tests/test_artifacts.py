@@ -8,8 +8,8 @@ import pytest
 
 import paretune
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC
-from storage import StorageError
-from storage.artifacts import ArtifactStore
+from paretune.storage import StorageError
+from paretune.storage.artifacts import ArtifactStore
 
 
 @pytest.fixture

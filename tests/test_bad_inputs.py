@@ -1,7 +1,7 @@
 """Bad input, by the hundred: every one refused with a clear message and a non-zero exit, never a
 traceback, and never a file created or changed.
 
-The command lines run in this process (`paretune`, `python -m flows.tune`, `python -m
+The command lines run in this process (`paretune`, `python -m paretune.flows.tune`, `python -m
 flows.report` are plain `main(argv)` functions), so hundreds of cases take seconds; a few run
 as real subprocesses to check what a shell sees.
 """
@@ -26,12 +26,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import paretune
-from flows.report import main as report_main
-from flows.tune import main as tune_main
-from optimizer import SpecError
+from paretune.flows.report import main as report_main
+from paretune.flows.tune import main as tune_main
+from paretune.optimizer import SpecError
 from paretune.cli import main as cli_main
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC
-from storage import StorageError
+from paretune.storage import StorageError
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = copy.deepcopy(SIZE_VS_ERROR_SPEC)
@@ -179,7 +179,7 @@ def test_the_tune_flow_refuses_before_prefect_starts(place, argv, message):
 def test_objectives_outside_the_allow_list_are_refused(place, monkeypatch):
     monkeypatch.setenv("PARETUNE_OBJECTIVE_MODULES", "paretune.testfunctions, bert")
     err = refused(place, tune_main, ["forbidden.yaml", "--db", "fresh.duckdb"])
-    assert "module 'os' is not allowed here; $PARETUNE_OBJECTIVE_MODULES allows paretune.testfunctions, bert" in err
+    assert "module 'os' is not allowed here; $PARETUNE_OBJECTIVE_MODULES allows paretune.testfunctions, paretune.bert" in err
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -257,8 +257,8 @@ def test_ask_tell_refuses_what_is_not_a_suggestion(place, suggestion):
 
 def test_a_shell_sees_one_line_and_the_exit_code(place):
     for command, code in ((["-m", "paretune.cli", "--db", "store.duckdb", "observe", "1", "--value", "accuracy=1"], 1),
-                          (["-m", "flows.tune", "spec.yaml", "--db", "store.duckdb", "--budget", "0"], 2),
-                          (["-m", "flows.tune", "missing.yaml"], 1)):
+                          (["-m", "paretune.flows.tune", "spec.yaml", "--db", "store.duckdb", "--budget", "0"], 2),
+                          (["-m", "paretune.flows.tune", "missing.yaml"], 1)):
         result = subprocess.run([sys.executable, *command], cwd=place, capture_output=True, text=True,
                                 env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
         assert result.returncode == code, result.stderr

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from benchmarks.bert_cpu_frontier import best_at_most, hypervolume, smallest_within
-from optimizer import ExperimentSpec
+from paretune.optimizer import ExperimentSpec
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC
-from storage import DuckDBStorage, ObservationRecord
+from paretune.storage import DuckDBStorage, ObservationRecord
 
 
 def test_a_random_search_experiment_draws_every_suggestion_at_start_up(tmp_path):
@@ -38,7 +38,7 @@ def test_a_random_search_experiment_draws_every_suggestion_at_start_up(tmp_path)
 @pytest.mark.slow
 def test_each_method_sweeps_once_per_seed_through_the_tune_flow(tmp_path, prefect_api):
     from benchmarks.bert_cpu_frontier import sweep_experiment
-    from flows.tune import ExperimentSource, TuneOptions, tune
+    from paretune.flows.tune import ExperimentSource, TuneOptions, tune
 
     spec = ExperimentSpec.model_validate({**SIZE_VS_ERROR_SPEC, "metadata": {
         "objective": "paretune.testfunctions:size_vs_error", "trial": {"memory_budget": 1500.0}}})

@@ -11,14 +11,14 @@ import torch
 from bert_fixtures import hand_made_squad, save_tiny_qa_model
 from transformers import AutoModelForQuestionAnswering
 
-from bert.metrics import squad_v2_evaluate
-from bert.settings import StudentAssignments, TrialSettings
-from bert.squad import FeatureLengths, dataset_to_squad_json, load_squad, load_tokenizer, tokenize_squad
-from bert.teacher import teacher_training_windows
-from bert.training import calibrate_null_threshold, evaluate_model
-from flows import bert_demo
-from flows.preprocess import PreprocessParameters
-from optimizer import ExperimentSpec
+from paretune.bert.metrics import squad_v2_evaluate
+from paretune.bert.settings import StudentAssignments, TrialSettings
+from paretune.bert.squad import FeatureLengths, dataset_to_squad_json, load_squad, load_tokenizer, tokenize_squad
+from paretune.bert.teacher import teacher_training_windows
+from paretune.bert.training import calibrate_null_threshold, evaluate_model
+from paretune.flows import bert_demo
+from paretune.flows.preprocess import PreprocessParameters
+from paretune.optimizer import ExperimentSpec
 
 CLS = 101
 
@@ -26,7 +26,7 @@ CLS = 101
 def test_the_demo_experiment_is_a_small_two_metric_sweep_the_objective_accepts():
     spec = ExperimentSpec.from_file(bert_demo.DEMO_SPEC)
     settings = TrialSettings.from_mapping(spec.metadata["trial"])
-    assert spec.metadata["objective"] == "bert.distill:run_trial"
+    assert spec.metadata["objective"] == "paretune.bert.distill:run_trial"
     assert spec.observation_budget >= 8 and spec.parallel_bandwidth == 2
     # The CPU-scale family (answerable questions, answers always given) against size; SQuAD 2.0 is stored.
     assert [(m.name, m.objective) for m in spec.metrics if m.strategy == "optimize"] == [
@@ -109,8 +109,8 @@ def test_the_demo_ends_with_its_tables_the_frontier_picture_and_the_frontier(tmp
     import io
 
     import paretune
-    from flows.demo import demo_experiment
-    from flows.tune import TuneResult
+    from paretune.flows.demo import demo_experiment
+    from paretune.flows.tune import TuneResult
     from rich.console import Console
 
     monkeypatch.chdir(tmp_path)

@@ -11,14 +11,14 @@ import torch
 from bert_fixtures import hand_made_squad, save_tiny_qa_model
 from transformers import AutoConfig, AutoModelForQuestionAnswering, set_seed
 
-import bert.distill
-from bert.data import prepare_squad_data
-from bert.distill import distillation_loss, run_trial
-from bert.metrics import answerable_evaluate
-from bert.settings import StudentAssignments, TrialSettings
-from bert.students import build_student, load_base, plan_student
-from bert.teacher import prepare_teacher, teacher_logits
-from bert.training import predict_logits
+from paretune.bert import distill as bert_distill
+from paretune.bert.data import prepare_squad_data
+from paretune.bert.distill import distillation_loss, run_trial
+from paretune.bert.metrics import answerable_evaluate
+from paretune.bert.settings import StudentAssignments, TrialSettings
+from paretune.bert.students import build_student, load_base, plan_student
+from paretune.bert.teacher import prepare_teacher, teacher_logits
+from paretune.bert.training import predict_logits
 from paretune.failures import Diverged, InvalidConfiguration, OutOfMemory
 from paretune.trial import TrialContext
 
@@ -155,7 +155,7 @@ def test_cuda_out_of_memory_becomes_an_out_of_memory_failure(settings, monkeypat
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(bert.distill, "train_epoch", out_of_memory)
+    monkeypatch.setattr(bert_distill, "train_epoch", out_of_memory)
     with pytest.raises(OutOfMemory, match="Tried to allocate 2.00 GiB"):
         run_trial(FAST_KNOBS, TrialContext(settings=settings))
 
@@ -164,18 +164,18 @@ def test_a_config_estimated_not_to_fit_fails_before_building_anything(settings, 
     def must_not_build(*args, **kwargs):
         raise AssertionError("the student was built although it cannot fit")
 
-    monkeypatch.setattr(bert.distill, "load_base", must_not_build)
+    monkeypatch.setattr(bert_distill, "load_base", must_not_build)
     with pytest.raises(OutOfMemory, match="exceeds memory_limit_mb"):
         run_trial(FAST_KNOBS, TrialContext(settings={**settings, "memory_limit_mb": 1.0}))
 
 
 def test_nan_loss_becomes_diverged(settings, monkeypatch):
-    real_loss = bert.distill.distillation_loss
+    real_loss = bert_distill.distillation_loss
 
     def nan_loss(*args, **kwargs):
         return real_loss(*args, **kwargs) * float("nan")
 
-    monkeypatch.setattr(bert.distill, "distillation_loss", nan_loss)
+    monkeypatch.setattr(bert_distill, "distillation_loss", nan_loss)
     context = TrialContext(settings=settings)
     with pytest.raises(Diverged, match="loss became nan at epoch 1, step 0"):
         run_trial(FAST_KNOBS, context)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bert.settings import StudentAssignments, TrialSettings
-from flows.preprocess import PreprocessParameters
-from optimizer import ExperimentSpec
+from paretune.bert.settings import StudentAssignments, TrialSettings
+from paretune.flows.preprocess import PreprocessParameters
+from paretune.optimizer import ExperimentSpec
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 FILES = ["bert_squad2.yaml", "bert_squad2_extended.yaml", "bert_squad2_cpu.yaml"]
@@ -17,7 +17,7 @@ FILES = ["bert_squad2.yaml", "bert_squad2_extended.yaml", "bert_squad2_cpu.yaml"
 @pytest.mark.parametrize("name", FILES)
 def test_experiment_loads_and_the_objective_accepts_it(name):
     spec = ExperimentSpec.from_file(EXPERIMENTS / name)
-    assert spec.metadata["objective"] == "bert.distill:run_trial"
+    assert spec.metadata["objective"] == "paretune.bert.distill:run_trial"
     TrialSettings.from_mapping(spec.metadata["trial"])
     accepted = set(StudentAssignments.model_fields)
     assert {parameter.name for parameter in spec.parameters} <= accepted

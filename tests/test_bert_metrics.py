@@ -9,8 +9,8 @@ import sys
 import pytest
 from bert_fixtures import shared_squad_file
 
-from bert import evaluate as evaluate_cli
-from bert.metrics import (
+from paretune.bert import evaluate as evaluate_cli
+from paretune.bert.metrics import (
     answerable_evaluate,
     answerable_subset,
     compute_exact,
@@ -81,7 +81,7 @@ def test_cli_prints_the_official_json():
     data = shared_squad_file("dev-v2.0-16articles-exact.json")
     predictions = shared_squad_file("predictions/bert-large.json")
     completed = subprocess.run(
-        [sys.executable, "-m", "bert.evaluate", str(data), str(predictions)], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "paretune.bert.evaluate", str(data), str(predictions)], capture_output=True, text=True, check=True
     )
     printed = json.loads(completed.stdout)
     assert list(printed) == KEYS

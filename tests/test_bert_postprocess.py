@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bert.postprocess import postprocess_qa_predictions, predict_example, span_candidates, windows_per_example
+from paretune.bert.postprocess import postprocess_qa_predictions, predict_example, span_candidates, windows_per_example
 
 CONTEXT = "Oxygen was isolated by Carl Wilhelm Scheele in 1771."
 # Token 0 is CLS, 1-2 question tokens (no offsets), then the context words.

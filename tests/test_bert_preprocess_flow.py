@@ -11,11 +11,11 @@ import datasets
 import pytest
 from bert_fixtures import hand_made_squad, save_tiny_qa_model, shared_squad_file
 
-from bert.data import prepare_squad_data
-from bert.teacher import prepare_teacher
-from bert.training import resolve_device
-from flows import local_prefect, preprocess
-from flows.preprocess import DEFAULT_EXPERIMENT, PreprocessParameters, preprocess_squad
+from paretune.bert.data import prepare_squad_data
+from paretune.bert.teacher import prepare_teacher
+from paretune.bert.training import resolve_device
+from paretune.flows import local_prefect, preprocess
+from paretune.flows.preprocess import DEFAULT_EXPERIMENT, PreprocessParameters, preprocess_squad
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ import fsspec
 import pytest
 from bert_fixtures import hand_made_squad, minilm_path, shared_squad_file
 
-from bert.data import load_splits
-from bert.squad import (
+from paretune.bert.data import load_splits
+from paretune.bert.squad import (
     FeatureLengths,
     cls_index_of,
     dataset_to_squad_json,

@@ -7,8 +7,8 @@ import torch
 from bert_fixtures import minilm_path
 from transformers import AutoModelForQuestionAnswering, BertConfig, DistilBertConfig
 
-from bert.settings import MAX_DROPOUT, StudentAssignments
-from bert.students import (
+from paretune.bert.settings import MAX_DROPOUT, StudentAssignments
+from paretune.bert.students import (
     build_student,
     choose_heads,
     count_parameters,

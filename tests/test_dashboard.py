@@ -8,8 +8,8 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from paretune.cli import main as cli
-from storage import DuckDBStorage
-from storage.report import experiment_report, format_number
+from paretune.storage import DuckDBStorage
+from paretune.storage.report import experiment_report, format_number
 from tests.dashboard_fixtures import add_observation, launch_browser, screenshot_dir, seed_experiment, serve_dashboard
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC
-from storage import DuckDBStorage
+from paretune.storage import DuckDBStorage
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import DuckDBStorage
+from paretune.storage import DuckDBStorage
 from sweeps import ROOT, SideLog, flow_env, start_flow, wait_for, write_spec
 
 pytestmark = pytest.mark.slow

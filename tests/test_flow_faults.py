@@ -1,7 +1,7 @@
 """Faults caused for real, counted through a side channel (the objective's own log file):
 a SIGKILLed flow, killed workers, a cancel from Prefect, Ctrl-C, the local Prefect server.
 
-Each sweep runs `python -m flows.tune` in its own process with its own local Dask cluster,
+Each sweep runs `python -m paretune.flows.tune` in its own process with its own local Dask cluster,
 against the session's Prefect server unless the test is about the local one.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from storage import DuckDBStorage
+from paretune.storage import DuckDBStorage
 from sweeps import SideLog, descendants, flow_env, start_flow, still_alive, wait_for, write_spec
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.tune import ExperimentSource, TuneOptions, tune
-from storage import DuckDBStorage
+from paretune.flows.tune import ExperimentSource, TuneOptions, tune
+from paretune.storage import DuckDBStorage
 from sweeps import write_spec
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ def test_a_killed_flow_resumes_without_losing_or_repeating_observations(prefect_
                       duration=(0.3, 0.6))
     db = str(tmp_path / "resume.duckdb")
     env = os.environ | {"PREFECT_API_URL": prefect_api, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    command = [sys.executable, "-m", "flows.tune", spec, "--db", db, "--address", dask_cluster.scheduler_address,
+    command = [sys.executable, "-m", "paretune.flows.tune", spec, "--db", db, "--address", dask_cluster.scheduler_address,
                "--no-report"]
     printed = run_until_observed(command, env, observed=4)
 

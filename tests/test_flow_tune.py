@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from flows.tune import ExperimentSource, TuneOptions, tune
-from storage import DuckDBStorage
+from paretune.flows.tune import ExperimentSource, TuneOptions, tune
+from paretune.storage import DuckDBStorage
 from sweeps import write_spec
 
 pytestmark = pytest.mark.slow

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from optimizer import ExperimentSpec
+from paretune.optimizer import ExperimentSpec
 from paretune.failures import Diverged, Failure, FailureKind, OutOfMemory
 from paretune.lifecycle import MetricsRefused, TrialSession, clean_metrics, suggestion_seed
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC
-from storage import DuckDBStorage, StorageError
+from paretune.storage import DuckDBStorage, StorageError
 
 SPEC = ExperimentSpec.model_validate(SIZE_VS_ERROR_SPEC)
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from optimizer import ExperimentSpec, Observation, suggest
-from optimizer.pareto import nondominated_ranks
+from paretune.optimizer import ExperimentSpec, Observation, suggest
+from paretune.optimizer.pareto import nondominated_ranks
 
 # Three model families, each owning a third of the front: small ones are cheap and inaccurate,
 # large ones accurate and costly. Within a family, `scale` trades cost for error along the

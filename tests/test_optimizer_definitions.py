@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optimizer import (
+from paretune.optimizer import (
     ExperimentSpec,
     Observation,
     ObservationError,
@@ -23,7 +23,7 @@ from optimizer import (
     validate_task,
     validate_value_stddevs,
 )
-from optimizer.pareto import hypervolume_2d
+from paretune.optimizer.pareto import hypervolume_2d
 
 BASE = {"name": "keys", "metrics": [{"name": "y", "objective": "minimize"}]}
 

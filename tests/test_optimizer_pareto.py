@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from optimizer import ExperimentSpec
-from optimizer.pareto import hypervolume_2d, hypervolume_contributions, nondominated_ranks, pareto_front
-from optimizer.space import SearchSpace
+from paretune.optimizer import ExperimentSpec
+from paretune.optimizer.pareto import hypervolume_2d, hypervolume_contributions, nondominated_ranks, pareto_front
+from paretune.optimizer.space import SearchSpace
 
 
 def test_nondominated_ranks_peel_fronts():
@@ -61,7 +61,7 @@ def test_fast_ranks_match_the_definition_with_ties_and_duplicates(seed):
 
 
 def test_gaussian_process_interpolates_and_knows_where_it_is_unsure():
-    from optimizer.gp import GaussianProcess
+    from paretune.optimizer.gp import GaussianProcess
 
     rng = np.random.default_rng(0)
     rows = rng.uniform(0.0, 0.5, size=(40, 2))  # the right half of the square is never seen
@@ -79,7 +79,7 @@ def test_gaussian_process_interpolates_and_knows_where_it_is_unsure():
 
 
 def test_gaussian_process_on_categorical_axes():
-    from optimizer.gp import GaussianProcess
+    from paretune.optimizer.gp import GaussianProcess
 
     rows = np.array([[c, x] for c in (0.0, 1.0, 2.0) for x in np.linspace(0, 1, 8)])
     values = np.where(rows[:, 0] == 1.0, 5.0, 0.0) + rows[:, 1]
@@ -89,7 +89,7 @@ def test_gaussian_process_on_categorical_axes():
 
 
 def test_the_hyperparameter_search_kernel_reuses_parts_without_changing_a_number():
-    from optimizer.gp import SearchKernel, axis_distances, kernel_between
+    from paretune.optimizer.gp import SearchKernel, axis_distances, kernel_between
 
     rng = np.random.default_rng(1)
     rows = np.column_stack([rng.uniform(size=(30, 3)), rng.integers(3, size=(30, 2))])
@@ -106,7 +106,7 @@ def test_the_hyperparameter_search_kernel_reuses_parts_without_changing_a_number
 def test_axis_densities_are_hyperopts_to_the_last_bit():
     from hyperopt.tpe import GMM1_lpdf
 
-    from optimizer.tpe import AxisParzen
+    from paretune.optimizer.tpe import AxisParzen
 
     rng = np.random.default_rng(2)
     density = AxisParzen.fit(rng.uniform(size=200), 0, prior_weight=1.0)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from optimizer import ExperimentSpec, Observation, ObservationError, suggest
+from paretune.optimizer import ExperimentSpec, Observation, ObservationError, suggest
 
 MIXED = ExperimentSpec.model_validate({
     "name": "mixed",

@@ -18,11 +18,11 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.report import main as report_main
-from flows.report import report
-from storage import DuckDBStorage
-from storage.report import format_number
-from tasks.report import publish_live_report
+from paretune.flows.report import main as report_main
+from paretune.flows.report import report
+from paretune.storage import DuckDBStorage
+from paretune.storage.report import format_number
+from paretune.tasks.report import publish_live_report
 from tests.dashboard_fixtures import (ROOT, add_observation, free_port, launch_browser, screenshot_dir, seed_experiment,
                                       wait_for_http)
 
@@ -130,7 +130,7 @@ def test_live_report_updates_one_set_of_artifacts_on_the_running_flow(prefect_ui
     def sweep_like() -> tuple[str, bool, bool, bool]:
         from prefect.runtime import flow_run
 
-        from storage import DuckDBStorage
+        from paretune.storage import DuckDBStorage
 
         with DuckDBStorage(db) as store:
             first = publish_live_report(store, experiment_id)
@@ -163,7 +163,7 @@ def test_report_command_refuses_bad_input_before_prefect_starts(tmp_path, seeded
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and err.count("\n") == 1
     assert not (tmp_path / "missing.duckdb").exists()
-    completed = subprocess.run([sys.executable, "-m", "flows.report", "7", "--db", str(db)], cwd=ROOT,
+    completed = subprocess.run([sys.executable, "-m", "paretune.flows.report", "7", "--db", str(db)], cwd=ROOT,
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 1 and "no experiment '7'" in completed.stderr
     assert "Traceback" not in completed.stderr and "prefect" not in completed.stderr.lower()

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 import paretune
-from optimizer import ExperimentSpec, SpecError
+from paretune.optimizer import ExperimentSpec, SpecError
 
 pytestmark = pytest.mark.slow
 
@@ -42,9 +42,9 @@ COVERED = {
     "prefect worker start": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
     "prefect deployment run": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
     "paretune dashboard": "tests/test_dashboard.py",
-    "python -m flows.preprocess": "tests/test_bert_preprocess_flow.py",
-    "python -m flows.tune experiments/bert_squad2.yaml": "tests/test_bert_experiments.py",
-    "python -m bert.evaluate": "tests/test_bert_metrics.py",
+    "python -m paretune.flows.preprocess": "tests/test_bert_preprocess_flow.py",
+    "python -m paretune.flows.tune experiments/bert_squad2.yaml": "tests/test_bert_experiments.py",
+    "python -m paretune.bert.evaluate": "tests/test_bert_metrics.py",
 }
 
 
@@ -135,7 +135,7 @@ def test_the_shell_examples_run(tmp_path, shell_env):
             if covered_by(command) is None:
                 run_line(command, folder, shell_env)
                 ran.append(command)
-    assert any(c.startswith("python -m flows.tune") for c in ran) and any(c.startswith("paretune create") for c in ran)
+    assert any(c.startswith("python -m paretune.flows.tune") for c in ran) and any(c.startswith("paretune create") for c in ran)
     assert (folder / "report.html").exists() and (folder / "exported" / "experiment-1" / "frontier.parquet").exists()
     with paretune.connect(folder / "paretune.duckdb") as connection:
         assert connection.execute("SELECT count(*) FROM observations").fetchall() == [(16,)]

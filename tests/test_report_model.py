@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from optimizer import ExperimentSpec
-from optimizer.pareto import hypervolume_2d
+from paretune.optimizer import ExperimentSpec
+from paretune.optimizer.pareto import hypervolume_2d
 from paretune.cli import main as cli
 from paretune.importance import MIN_OBSERVATIONS, metric_importances
-from storage import DuckDBStorage, StorageError
-from storage.report import (experiment_report, experiment_summary, format_number, frontier_points,
+from paretune.storage import DuckDBStorage, StorageError
+from paretune.storage.report import (experiment_report, experiment_summary, format_number, frontier_points,
                             report_version)
 
 SPEC = {

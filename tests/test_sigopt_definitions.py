@@ -9,8 +9,8 @@ import pytest
 
 import paretune
 from paretune.cli import main as cli
-from storage import StorageError
-from storage.report import experiment_report
+from paretune.storage import StorageError
+from paretune.storage.report import experiment_report
 
 BASE = {
     "name": "sigopt-keys",
@@ -179,7 +179,7 @@ def test_the_cli_refuses_bad_keys_naming_the_field_and_creates_nothing(tmp_path,
 
 @pytest.mark.slow
 def test_the_flow_runs_each_task_with_its_settings_and_counts_cost_units(tmp_path, prefect_api):
-    from flows.tune import ExperimentSource, TuneOptions, tune
+    from paretune.flows.tune import ExperimentSource, TuneOptions, tune
 
     spec = BASE | {
         "name": "multitask-flow",

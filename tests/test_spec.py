@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from optimizer import ExperimentSpec, SpecError
+from paretune.optimizer import ExperimentSpec, SpecError
 
 VALID = {
     "name": "bert-squad2-distillation",
@@ -21,7 +21,7 @@ VALID = {
     ],
     "observation_budget": 60,
     "parallel_bandwidth": 4,
-    "metadata": {"objective": "bert.distill:run_trial"},
+    "metadata": {"objective": "paretune.bert.distill:run_trial"},
 }
 
 

@@ -4,9 +4,9 @@ import random
 import duckdb
 import pytest
 
-from optimizer import ExperimentSpec
-from storage import DuckDBStorage, StorageError
-from storage.schema import SCHEMA_VERSION
+from paretune.optimizer import ExperimentSpec
+from paretune.storage import DuckDBStorage, StorageError
+from paretune.storage.schema import SCHEMA_VERSION
 
 
 def make_spec(metrics, name="exp"):

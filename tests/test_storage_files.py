@@ -19,9 +19,9 @@ import duckdb
 import pytest
 
 import paretune
-from optimizer import ExperimentSpec
-from storage import DatabaseLocked, DuckDBStorage, StorageError
-from storage.schema import _V1_TABLES, SCHEMA_VERSION
+from paretune.optimizer import ExperimentSpec
+from paretune.storage import DatabaseLocked, DuckDBStorage, StorageError
+from paretune.storage.schema import _V1_TABLES, SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ExperimentSpec.model_validate({
@@ -60,7 +60,7 @@ def test_readers_see_every_commit_and_never_block_the_writer(tmp_path):
     assert reader.progress(experiment_id).observations == 3
     writer = python("""
         import sys
-        from storage import DuckDBStorage
+        from paretune.storage import DuckDBStorage
         with DuckDBStorage(sys.argv[1], lock_timeout_s=5) as store:
             for i in range(5):
                 (s,) = store.create_suggestions(1, [{"x": 0.5}])
@@ -81,7 +81,7 @@ def test_a_reader_does_not_wait_for_a_long_write_session(tmp_path):
     experiment_id = seeded(db)
     writer = python("""
         import sys, time
-        from storage import DuckDBStorage
+        from paretune.storage import DuckDBStorage
         with DuckDBStorage(sys.argv[1]) as store, store.batch():
             (s,) = store.create_suggestions(1, [{"x": 0.5}])
             store.record_observation(s.id, values={"a": 9.0, "b": 9.0})
@@ -105,7 +105,7 @@ def test_writers_in_several_processes_take_turns(tmp_path):
     experiment_id = seeded(db, observations=0)
     code = """
         import sys
-        from storage import DuckDBStorage
+        from paretune.storage import DuckDBStorage
         with DuckDBStorage(sys.argv[1]) as store:
             for i in range(15):
                 (s,) = store.create_suggestions(1, [{"x": 0.25}])
@@ -142,7 +142,7 @@ def test_a_program_holding_the_file_makes_writers_wait_then_refuses_them_by_name
     # released: the same write goes through, and a writer that waits long enough rides it out
     waiting = python("""
         import sys
-        from storage import DuckDBStorage
+        from paretune.storage import DuckDBStorage
         with DuckDBStorage(sys.argv[1], lock_timeout_s=60) as store:
             store.create_suggestions(1, [{"x": 0.5}])
         print("written")
@@ -155,7 +155,7 @@ def test_a_writer_that_died_mid_session_loses_nothing_it_committed(tmp_path):
     experiment_id = seeded(db)
     crashed = python("""
         import os, sys
-        from storage import DuckDBStorage
+        from paretune.storage import DuckDBStorage
         store = DuckDBStorage(sys.argv[1])
         with store.batch():
             (s,) = store.create_suggestions(1, [{"x": 0.5}])

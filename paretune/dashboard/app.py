@@ -33,8 +33,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from paretune.dashboard.payload import experiment_payload, importance_payload, run_payload, summary_payload
 from paretune.importance import metric_importances
-from storage import DuckDBStorage, Storage, StorageError
-from storage.report import (ExperimentReport, Version, experiment_report, experiment_summary, format_number,
+from paretune.storage import DuckDBStorage, Storage, StorageError
+from paretune.storage.report import (ExperimentReport, Version, experiment_report, experiment_summary, format_number,
                             report_version)
 
 logger = logging.getLogger("paretune.dashboard")

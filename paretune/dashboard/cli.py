@@ -11,7 +11,7 @@ import ipaddress
 import sys
 from typing import Callable
 
-from storage import default_db_path
+from paretune.storage import default_db_path
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -43,7 +43,7 @@ def _dashboard(args: argparse.Namespace) -> None:
     if args.refresh <= 0:
         raise UsageError("--refresh must be a positive number of seconds")
     db = args.db or default_db_path()
-    from storage import DuckDBStorage
+    from paretune.storage import DuckDBStorage
 
     with DuckDBStorage(db, read_only=True) as storage:  # refuse a missing or unreadable file before serving anything
         storage.list_experiments()

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from paretune.importance import MetricImportance
-from storage.records import RunRecord
-from storage.report import STATUSES, ExperimentReport, Summary, format_number, threshold_rule
+from paretune.storage.records import RunRecord
+from paretune.storage.report import STATUSES, ExperimentReport, Summary, format_number, threshold_rule
 
 STATUS_CODES = {status: code for code, status in enumerate(STATUSES)}
 

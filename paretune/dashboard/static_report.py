@@ -14,9 +14,9 @@ import orjson
 
 from paretune.dashboard.app import _script_json, plotly_js_path, report_importances, templates
 from paretune.dashboard.payload import experiment_payload, importance_payload
-from storage import DuckDBStorage, Storage, StorageError
-from storage.artifacts import ArtifactStore
-from storage.report import ExperimentReport, experiment_report
+from paretune.storage import DuckDBStorage, Storage, StorageError
+from paretune.storage.artifacts import ArtifactStore
+from paretune.storage.report import ExperimentReport, experiment_report
 
 
 def static_report_html(report: ExperimentReport) -> str:
