@@ -151,10 +151,10 @@ def preprocess_squad(
     return result
 
 
-def main(argv: list[str] | None = None) -> PreprocessResult:
+def main(argv: list[str] | None = None, prog: str = "python -m paretune.flows.preprocess") -> PreprocessResult:
     from paretune.flows.local_prefect import prefect_api
 
-    parser = argparse.ArgumentParser(prog="python -m paretune.flows.preprocess", description=preprocess_squad.__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=preprocess_squad.__doc__)
     parser.add_argument(
         "--settings-from", metavar="SPEC", default=str(DEFAULT_EXPERIMENT),
         help="experiment file whose metadata.trial to prepare for (default: the demo's, %(default)s)",

@@ -56,10 +56,10 @@ def report(experiment: str, db_path: str | None = None, html: str | None = None)
     return ReportResult(experiment_id=model.experiment.id, frontier=frontier, summary=summary, static_report=static_url)
 
 
-def main(argv: list[str] | None = None) -> ReportResult:
+def main(argv: list[str] | None = None, prog: str = "python -m paretune.flows.report") -> ReportResult:
     from paretune.flows.local_prefect import prefect_api
 
-    parser = argparse.ArgumentParser(prog="python -m paretune.flows.report", description=report.__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=report.__doc__)
     parser.add_argument("experiment", help="id or name of the experiment")
     parser.add_argument("--db", help=f"DuckDB file (default: $PARETUNE_DB or {default_db_path()})")
     parser.add_argument("--html", metavar="PATH_OR_URL", help="also write the static HTML report (local or s3://)")

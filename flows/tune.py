@@ -189,9 +189,9 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m paretune.flows.tune") -> int:
     """`python -m paretune.flows.tune`: bad input is refused before Prefect or Dask start, in one message."""
-    parser = argparse.ArgumentParser(prog="python -m paretune.flows.tune", description=tune.__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=tune.__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("spec_path", nargs="?", help="experiment definition (YAML/JSON)")
     source.add_argument("--experiment", help="id or name of an experiment already in the store")

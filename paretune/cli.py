@@ -1,5 +1,9 @@
 """The `paretune` command line: experiments, suggestions and observations from a shell.
 
+`paretune tune` and `paretune preprocess` hand their arguments to the flows' own parsers
+(`paretune.flows.tune`, `paretune.flows.preprocess`), so each option is defined once; they load
+Prefect and Dask only when they run.
+
 Exit codes: 0 success, 1 the request was refused (invalid spec, unknown experiment, bad values),
 2 the command line itself is wrong. Errors go to stderr, one line each, never a traceback.
 Read commands (`list`, `frontier`, `export`) open the store read-only: they work while a sweep
@@ -27,7 +31,18 @@ class UsageError(Exception):
     """A malformed argument that argparse could not catch (exit code 2)."""
 
 
+# Commands whose parser is a flow's own: name -> (module, one-line help, whether it takes --db).
+FLOW_COMMANDS = {
+    "tune": ("paretune.flows.tune", "tune an experiment with Prefect and Dask until its budget is spent", True),
+    "preprocess": ("paretune.flows.preprocess", "tokenize SQuAD 2.0 and compute teacher logits once, before trials",
+                   False),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if (flow_command := _flow_command(argv)) is not None:
+        return flow_command
     parser = _parser()
     args = parser.parse_args(argv)
     args.db = getattr(args, "db", None) or default_db_path()
@@ -39,6 +54,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"paretune: error: {_message(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _flow_command(argv: list[str]) -> int | None:
+    """Run `paretune tune ...`/`paretune preprocess ...` through the flow's own parser; None when
+    the command is another one. `--db PATH` may come before the command, as everywhere."""
+    db: list[str] = []
+    position = 0
+    while position < len(argv) and argv[position].startswith("--db"):
+        db, position = ([argv[position]], position + 1) if "=" in argv[position] else (argv[position:position + 2],
+                                                                                       position + 2)
+    if position >= len(argv) or argv[position] not in FLOW_COMMANDS:
+        return None
+    name = argv[position]
+    module_name, _, takes_db = FLOW_COMMANDS[name]
+    if db and not takes_db:
+        print(f"paretune {name}: error: --db does not apply to {name}", file=sys.stderr)
+        return 2
+    import importlib
+
+    result = importlib.import_module(module_name).main([*argv[position + 1:], *db], prog=f"paretune {name}")
+    return result if isinstance(result, int) else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     listing = command("list", "list the experiments in the database with their progress")
     listing.set_defaults(handler=_list)
     register_dashboard_commands(command)
+    for name, (_, help_text, _) in FLOW_COMMANDS.items():  # listed for --help; _flow_command runs them
+        commands.add_parser(name, help=help_text, add_help=False)
     return parser
 
 

@@ -258,7 +258,9 @@ def test_ask_tell_refuses_what_is_not_a_suggestion(place, suggestion):
 def test_a_shell_sees_one_line_and_the_exit_code(place):
     for command, code in ((["-m", "paretune.cli", "--db", "store.duckdb", "observe", "1", "--value", "accuracy=1"], 1),
                           (["-m", "paretune.flows.tune", "spec.yaml", "--db", "store.duckdb", "--budget", "0"], 2),
-                          (["-m", "paretune.flows.tune", "missing.yaml"], 1)):
+                          (["-m", "paretune.flows.tune", "missing.yaml"], 1),
+                          (["-m", "paretune.cli", "tune", "spec.yaml", "--db", "store.duckdb", "--budget", "0"], 2),
+                          (["-m", "paretune.cli", "--db", "store.duckdb", "tune", "missing.yaml"], 1)):
         result = subprocess.run([sys.executable, *command], cwd=place, capture_output=True, text=True,
                                 env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
         assert result.returncode == code, result.stderr

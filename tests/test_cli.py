@@ -102,7 +102,37 @@ def test_export_writes_tables(tmp_path, capsys, spec_file):
 
 
 def test_console_script_help_for_every_subcommand(tmp_path):
-    for command in [[], ["create"], ["suggest"], ["observe"], ["frontier"], ["export"], ["list"]]:
+    for command in [[], ["create"], ["suggest"], ["observe"], ["frontier"], ["export"], ["list"], ["dashboard"],
+                    ["report"], ["tune"], ["preprocess"]]:
         result = subprocess.run([sys.executable, "-m", "paretune.cli", *command, "--help"],
                                 capture_output=True, text=True, cwd=tmp_path)
-        assert result.returncode == 0 and "usage: paretune" in result.stdout
+        assert result.returncode == 0 and f"usage: paretune {' '.join(command)}".strip() in result.stdout
+    listing = subprocess.run([sys.executable, "-m", "paretune.cli", "--help"], capture_output=True, text=True).stdout
+    assert "tune" in listing and "preprocess" in listing and "report" in listing
+
+
+@pytest.mark.parametrize("before_command", [True, False])
+def test_tune_takes_the_flow_options_and_db_on_either_side(tmp_path, capsys, before_command):
+    """`paretune tune` is the flow's own parser: a bad budget is refused there, before anything starts."""
+    db = tmp_path / "store.duckdb"
+    argv = (["--db", str(db), "tune", "spec.yaml", "--budget", "0"] if before_command
+            else ["tune", "spec.yaml", "--budget", "0", "--db", str(db)])
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "paretune tune: error: argument --budget: 0 must be at least 1" in capsys.readouterr().err
+    assert not db.exists()
+
+
+def test_tune_refuses_a_missing_definition_before_prefect_starts(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--db", str(tmp_path / "store.duckdb"), "tune", str(tmp_path / "missing.yaml")])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "missing.yaml" in err and "Traceback" not in err
+    assert not (tmp_path / "store.duckdb").exists()
+
+
+def test_preprocess_takes_no_db(capsys):
+    assert main(["--db", "x.duckdb", "preprocess"]) == 2
+    assert "--db does not apply to preprocess" in capsys.readouterr().err

@@ -163,7 +163,7 @@ def test_report_command_refuses_bad_input_before_prefect_starts(tmp_path, seeded
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and err.count("\n") == 1
     assert not (tmp_path / "missing.duckdb").exists()
-    completed = subprocess.run([sys.executable, "-m", "paretune.flows.report", "7", "--db", str(db)], cwd=ROOT,
+    completed = subprocess.run([sys.executable, "-m", "paretune.cli", "report", "7", "--db", str(db)], cwd=ROOT,
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 1 and "no experiment '7'" in completed.stderr
     assert "Traceback" not in completed.stderr and "prefect" not in completed.stderr.lower()

@@ -27,11 +27,14 @@ def register(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
                            help="how often an open experiment page checks for new observations (default 3)")
     dashboard.set_defaults(handler=_dashboard)
 
-    report = command("report", "write an experiment's dashboard page as one self-contained HTML file")
+    report = command("report", "publish an experiment's report as Prefect artifacts (the report flow), "
+                               "or with --html write its dashboard page as one self-contained HTML file")
     report.add_argument("experiment", help="experiment id or name")
-    report.add_argument("--html", required=True, metavar="PATH_OR_URL",
-                        help="where to write it: a local path or s3://bucket/key.html "
-                             "($PARETUNE_S3_ENDPOINT_URL for other S3 APIs)")
+    report.add_argument("--html", metavar="PATH_OR_URL",
+                        help="write the page there: a local path or s3://bucket/key.html "
+                             "($PARETUNE_S3_ENDPOINT_URL for other S3 APIs); no Prefect needed")
+    report.add_argument("--artifacts", action="store_true",
+                        help="with --html, also publish the Prefect artifacts (without --html they always are)")
     report.set_defaults(handler=_report)
 
 
@@ -62,9 +65,15 @@ def _dashboard(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from paretune.dashboard.static_report import write_static_report
+    db = args.db or default_db_path()
+    if args.html and not args.artifacts:
+        from paretune.dashboard.static_report import write_static_report
 
-    print(write_static_report(args.db or default_db_path(), args.experiment, args.html))
+        print(write_static_report(db, args.experiment, args.html))
+        return
+    from paretune.flows.report import main as report_flow
+
+    report_flow([args.experiment, "--db", db, *(["--html", args.html] if args.html else [])], prog="paretune report")
 
 
 def _is_loopback(host: str) -> bool:
