@@ -566,15 +566,6 @@ class DuckDBStorage(Storage):
         )
 
     # -- reports ------------------------------------------------------------------------------
-    def frontier(self, experiment_id: int) -> list[dict[str, Any]]:
-        rows = self._rows(
-            "SELECT * FROM pareto_frontier WHERE experiment_id = ? ORDER BY value_1, value_2, observation_id",
-            [experiment_id],
-        )
-        for row in rows:
-            row["assignments"] = json.loads(row["assignments"])
-        return rows
-
     def threshold_report(self, experiment_id: int) -> list[dict[str, Any]]:
         return self._rows(
             "SELECT * FROM threshold_report WHERE experiment_id = ? ORDER BY observation_id", [experiment_id]

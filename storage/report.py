@@ -10,8 +10,13 @@ few set-based queries, so a report of 10^5 observations stays well under a secon
     report = experiment_report(storage, "bert-squad2-distillation")
     report.summary.best            # best value per optimized/constraint metric (feasible only)
     report.frontier                # Pareto-optimal points, by the first optimized metric
-    report.threshold_summaries()   # per thresholded metric: met, violated, best margin
+    report.thresholds              # per thresholded metric: met, violated, best margin
+    frontier_table(report.spec, report.frontier)   # the frontier as every front prints it
+    point_record(report.spec, report.frontier[0])  # one frontier point as plain data (JSON, API)
     format_number(0.3935102667)    # '0.3935'
+
+Everything derived (frontier, thresholds, history, staircase) is computed once, when the report
+is read; renderers only format it.
 """
 
 from __future__ import annotations
@@ -289,6 +294,8 @@ class ExperimentReport:
     frontier: tuple[Point, ...]
     history: History
     version: Version
+    thresholds: tuple[ThresholdSummary, ...]
+    staircase: tuple[tuple[float, float], ...]  # see `staircase`
 
     @cached_property
     def points(self) -> tuple[Point, ...]:
@@ -309,9 +316,7 @@ class ExperimentReport:
 
     @property
     def shown_metrics(self) -> tuple[Metric, ...]:
-        """Optimized, then constraint, then stored metrics: the order every table uses."""
-        order = {"optimize": 0, "constraint": 1, "store": 2}
-        return tuple(sorted(self.spec.metrics, key=lambda m: order[m.strategy]))
+        return ordered_metrics(self.spec)
 
     def threshold_rows(self, limit: int | None = None) -> list[ThresholdRow]:
         """Each observation (the latest `limit` when given) against every thresholded metric."""
@@ -328,38 +333,70 @@ class ExperimentReport:
             rows.append(ThresholdRow(point, checks))
         return rows
 
-    def threshold_summaries(self) -> list[ThresholdSummary]:
-        summaries = []
-        for metric in self.thresholded_metrics:
-            margins = np.array(self.columns.margins[metric.name], dtype=float)
-            margins = margins[~np.isnan(margins)]
-            values = self.columns.array(metric.name)
-            values = values[~np.isnan(values)]
-            met = int(np.sum(margins >= 0))
-            summaries.append(ThresholdSummary(
-                metric=metric, met=met, violated=len(margins) - met,
-                best_value=float(values.max() if metric.objective == "maximize" else values.min()) if len(values) else None,
-                best_margin=float(margins.max()) if len(margins) else None,
-                median_margin=float(np.median(margins)) if len(margins) else None,
-            ))
-        return summaries
 
-    def staircase(self) -> list[tuple[float, float]]:
-        """The frontier of two optimized metrics as the corners of a step line, in metric units.
+def ordered_metrics(spec: ExperimentSpec) -> tuple[Metric, ...]:
+    """Optimized, then constraint, then stored metrics: the order every table uses."""
+    order = {"optimize": 0, "constraint": 1, "store": 2}
+    return tuple(sorted(spec.metrics, key=lambda m: order[m.strategy]))
 
-        Between two neighbouring frontier points the line turns at the corner both dominate
-        (the worse value of each metric), so it bounds the region the frontier dominates.
-        """
-        if len(self.optimized_metrics) != 2 or not self.frontier:
-            return []
-        first, second = self.optimized_metrics
-        points = sorted((p.values[first.name], p.values[second.name]) for p in self.frontier)
-        worse_x = min if first.objective == "maximize" else max
-        worse_y = min if second.objective == "maximize" else max
-        corners = [points[0]]
-        for (x0, y0), (x1, y1) in zip(points, points[1:]):
-            corners += [(worse_x(x0, x1), worse_y(y0, y1)), (x1, y1)]
-        return corners
+
+def threshold_summaries(spec: ExperimentSpec, columns: PointColumns) -> tuple[ThresholdSummary, ...]:
+    """Per thresholded metric over the completed observations: met, missed, best value and margins."""
+    summaries = []
+    for metric in (m for m in spec.metrics if m.threshold is not None):
+        margins = np.array(columns.margins[metric.name], dtype=float)
+        margins = margins[~np.isnan(margins)]
+        values = columns.array(metric.name)
+        values = values[~np.isnan(values)]
+        met = int(np.sum(margins >= 0))
+        summaries.append(ThresholdSummary(
+            metric=metric, met=met, violated=len(margins) - met,
+            best_value=float(values.max() if metric.objective == "maximize" else values.min()) if len(values) else None,
+            best_margin=float(margins.max()) if len(margins) else None,
+            median_margin=float(np.median(margins)) if len(margins) else None,
+        ))
+    return tuple(summaries)
+
+
+def staircase(spec: ExperimentSpec, frontier: tuple[Point, ...]) -> tuple[tuple[float, float], ...]:
+    """The frontier of two optimized metrics as the corners of a step line, in metric units.
+
+    Between two neighbouring frontier points the line turns at the corner both dominate
+    (the worse value of each metric), so it bounds the region the frontier dominates.
+    """
+    if len(spec.optimized_metrics) != 2 or not frontier:
+        return ()
+    first, second = spec.optimized_metrics
+    points = sorted((p.values[first.name], p.values[second.name]) for p in frontier)
+    worse_x = min if first.objective == "maximize" else max
+    worse_y = min if second.objective == "maximize" else max
+    corners = [points[0]]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        corners += [(worse_x(x0, x1), worse_y(y0, y1)), (x1, y1)]
+    return tuple(corners)
+
+
+def frontier_table(spec: ExperimentSpec, points: tuple[Point, ...]) -> tuple[list[str], list[list[str]]]:
+    """The frontier as every front prints it (CLI, Prefect artifact, demos): a header and rows of
+    formatted cells: trial, run, each metric (optimized, constraint, stored), then the assignments."""
+    metrics = [m.name for m in ordered_metrics(spec)]
+    parameters = [c.name for c in spec.conditionals or ()] + [p.name for p in spec.parameters]
+    header = ["trial", "run", *metrics, *parameters]
+    rows = [[str(p.suggestion_id), format_number(p.run_id), *(format_number(p.values.get(name)) for name in metrics),
+             *(format_number(p.assignments.get(name)) for name in parameters)] for p in points]
+    return header, rows
+
+
+def point_record(spec: ExperimentSpec, point: Point) -> dict[str, Any]:
+    """A point as plain data: its ids, `values` in the spec's metric order, and its assignments.
+
+    The one shape of a frontier point in `paretune frontier --format json`, `Experiment.frontier()`
+    and `Experiment.best()`."""
+    return {
+        "observation_id": point.observation_id, "suggestion_id": point.suggestion_id, "run_id": point.run_id,
+        "values": {m.name: point.values[m.name] for m in spec.metrics if m.name in point.values},
+        "assignments": point.assignments,
+    }
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -382,6 +419,8 @@ def _experiment_report(storage: Storage, ref: int | str) -> ExperimentReport:
         frontier=frontier,
         history=_history(record.spec, columns),
         version=version,
+        thresholds=threshold_summaries(record.spec, columns),
+        staircase=staircase(record.spec, frontier),
     )
 
 
