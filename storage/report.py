@@ -21,11 +21,10 @@ is read; renderers only format it.
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from datetime import datetime
 from typing import Any, Literal
@@ -33,17 +32,14 @@ from typing import Any, Literal
 import numpy as np
 
 from paretune.optimizer import ExperimentSpec
-from paretune.optimizer.pareto import hypervolume_improvements
 from paretune.optimizer.spec import Metric
 from paretune.storage.base import Storage
+from paretune.storage.history import History, experiment_history
 from paretune.storage.records import ExperimentRecord
 
 Status = Literal["feasible", "infeasible", "failed"]
 STATUSES: tuple[Status, ...] = ("feasible", "infeasible", "failed")
 SIGNIFICANT_DIGITS = 4
-# With no threshold on an optimized metric, the hypervolume's reference point lies this
-# fraction of the observed range beyond the worst feasible value (so extreme points count).
-REFERENCE_MARGIN = 0.1
 
 
 def format_number(value: Any, digits: int = SIGNIFICANT_DIGITS) -> str:
@@ -249,31 +245,6 @@ class ThresholdSummary:
 
 
 @dataclass(frozen=True)
-class HistoryStep:
-    observations: int
-    value: float
-
-
-@dataclass(frozen=True)
-class History:
-    """Hypervolume (two optimized metrics) or best value (one) after each observation.
-
-    Only the steps where it changes are kept; it holds from `observations` until the next step.
-    """
-
-    kind: Literal["hypervolume", "best value"]
-    metrics: tuple[str, ...]
-    steps: tuple[HistoryStep, ...]
-    total_observations: int
-    reference: dict[str, float] = field(default_factory=dict)
-    reference_source: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def current(self) -> float | None:
-        return self.steps[-1].value if self.steps else None
-
-
-@dataclass(frozen=True)
 class Version:
     """What changes when an experiment does: a cheap poll tells a page to refresh."""
 
@@ -417,7 +388,8 @@ def _experiment_report(storage: Storage, ref: int | str) -> ExperimentReport:
         summary=experiment_summary(storage, record),
         columns=columns,
         frontier=frontier,
-        history=_history(record.spec, columns),
+        history=experiment_history(record.spec, _counted(columns),
+                                   {m.name: columns.array(m.name) for m in record.spec.optimized_metrics}),
         version=version,
         thresholds=threshold_summaries(record.spec, columns),
         staircase=staircase(record.spec, frontier),
@@ -470,6 +442,12 @@ def frontier_points(storage: Storage, ref: int | str) -> tuple[ExperimentRecord,
     record = storage.get_experiment(ref)
     columns = _columns(storage, record, frontier_only=True)
     return record, tuple(sorted((columns.point(i) for i in range(len(columns))), key=_frontier_order(record.spec)))
+
+
+def _counted(columns: PointColumns) -> np.ndarray:
+    """The observations the frontier's history counts: feasible and at full cost."""
+    return np.array([status == "feasible" and full for status, full in zip(columns.status, columns.full_cost)],
+                    dtype=bool)
 
 
 def _frontier_order(spec: ExperimentSpec):  # type: ignore[no-untyped-def]
@@ -566,80 +544,3 @@ def _best_values(storage: Storage, record: ExperimentRecord) -> tuple[BestValue,
                   assignments=json.loads(by_metric[m.name]["assignments"]))
         for m in record.spec.required_metrics if m.name in by_metric
     )
-
-
-# -- history ------------------------------------------------------------------------------------
-def _history(spec: ExperimentSpec, columns: PointColumns) -> History:
-    optimized = spec.optimized_metrics
-    names = tuple(m.name for m in optimized)
-    feasible = np.array([status == "feasible" and full for status, full in zip(columns.status, columns.full_cost)],
-                        dtype=bool)
-    numbers = np.flatnonzero(feasible) + 1
-    signs = np.array([-1.0 if m.objective == "maximize" else 1.0 for m in optimized])
-    losses = np.column_stack([signs[k] * columns.array(m.name)[feasible] for k, m in enumerate(optimized)])
-    if len(optimized) == 1:
-        (metric,) = optimized
-        best = np.minimum.accumulate(losses[:, 0]) if len(losses) else losses[:, 0]
-        improved = np.flatnonzero(np.diff(best, prepend=np.inf) < 0)
-        steps = tuple(HistoryStep(int(numbers[i]), float(signs[0] * best[i])) for i in improved)
-        return History("best value", names, steps, len(columns))
-    reference, source = _reference_point(optimized, columns, feasible)
-    reference_loss = signs * np.array([reference[m.name] for m in optimized])
-    steps = tuple(HistoryStep(int(numbers[i]), value) for i, value in _hypervolume_steps(losses, reference_loss))
-    return History("hypervolume", names, steps, len(columns), reference, source)
-
-
-def _reference_point(optimized: tuple[Metric, ...], columns: PointColumns,
-                     feasible: np.ndarray) -> tuple[dict[str, float], dict[str, str]]:
-    """The threshold of each optimized metric, else its worst feasible value pushed out by a margin."""
-    reference, source = {}, {}
-    for metric in optimized:
-        if metric.threshold is not None:
-            reference[metric.name], source[metric.name] = float(metric.threshold), "threshold"
-            continue
-        values = columns.array(metric.name)[feasible]
-        if not len(values):
-            reference[metric.name], source[metric.name] = 0.0, "no feasible observation yet"
-            continue
-        low, high = float(values.min()), float(values.max())
-        pad = REFERENCE_MARGIN * (high - low) or REFERENCE_MARGIN * abs(high) or 1.0
-        reference[metric.name] = low - pad if metric.objective == "maximize" else high + pad
-        source[metric.name] = f"worst feasible value {'-' if metric.objective == 'maximize' else '+'} " \
-                              f"{REFERENCE_MARGIN:.0%} of the range"
-    return reference, source
-
-
-def _hypervolume_steps(losses: np.ndarray, reference: np.ndarray, chunk: int = 1024) -> list[tuple[int, float]]:
-    """(index, hypervolume) after each feasible point that changes it (both losses minimized).
-
-    Kept incrementally: a point dominated by the current front changes nothing; a new front
-    point adds its exclusive area and evicts the points it dominates. Chunk by chunk, numpy
-    first drops the points the front at the chunk's start already dominates (the front only
-    improves, so they stay dominated); the few left go through one binary search each.
-    """
-    front_x: list[float] = []  # sorted ascending; front_y strictly descending
-    front_y: list[float] = []
-    volume, steps = 0.0, []
-    for start in range(0, len(losses), chunk):
-        block = losses[start:start + chunk]
-        candidates = np.arange(len(block))
-        if front_x:
-            before = np.searchsorted(np.array(front_x), block[:, 0], side="right")
-            tails = np.array(front_y)[np.maximum(before - 1, 0)]
-            candidates = candidates[(before == 0) | (tails > block[:, 1])]
-        for k in candidates:
-            x, y = float(block[k, 0]), float(block[k, 1])
-            if (after := bisect.bisect_right(front_x, x)) > 0 and front_y[after - 1] <= y:
-                continue  # dominated (or equalled) by a front point with x' <= x
-            gain = float(hypervolume_improvements(np.array([[x, y]]), np.column_stack([front_x, front_y])
-                                                  if front_x else np.zeros((0, 2)), reference)[0])
-            position = bisect.bisect_left(front_x, x)
-            end = position
-            while end < len(front_x) and front_y[end] >= y:
-                end += 1
-            front_x[position:end] = [x]
-            front_y[position:end] = [y]
-            if gain > 0:
-                volume += gain
-                steps.append((start + int(k), volume))
-    return steps
