@@ -21,7 +21,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from paretune.flows.demo import demo_experiment, print_where
+from paretune.flows.demo import demo_experiment, print_where, wide_console
 from paretune.flows.local_prefect import prefect_api
 from paretune.flows.preprocess import PreprocessParameters, preprocess_squad
 from paretune.flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
@@ -70,15 +70,6 @@ def prepare_data(spec: ExperimentSpec) -> None:
         ) from None
 
 
-def wide_console() -> Console:
-    """A console that keeps the frontier's numbers whole when the output is a file or a pipe
-    (rich assumes 80 columns there and would cut them)."""
-    console = Console()
-    if not console.is_terminal:
-        console.width = 140
-    return console
-
-
 def frontier_table(db_path: str, experiment_id: int) -> Table:
     """The Pareto-optimal students, smallest first, with their optimized and stored scores and shape.
 
@@ -86,15 +77,16 @@ def frontier_table(db_path: str, experiment_id: int) -> Table:
     SQuAD 2.0's (no-answer threshold calibrated on held-out train questions)."""
     with DuckDBStorage(db_path, read_only=True) as storage:
         record, points = frontier_points(storage, experiment_id)
+        numbers = storage.trial_numbers(experiment_id, [point.suggestion_id for point in points])
     table = Table(
         title=f"Pareto frontier of {record.name} (experiment {experiment_id}): HasAns = answerable questions, "
         "answers always given; exact/f1 = SQuAD 2.0"
     )
-    for column in ("suggestion", *FRONTIER_COLUMNS, "n_layers", "n_heads"):
+    for column in ("trial", *FRONTIER_COLUMNS, "n_layers", "n_heads"):
         table.add_column(column, justify="right")
     for point in sorted(points, key=lambda point: point.values.get("num_parameters") or 0.0):
         table.add_row(
-            str(point.suggestion_id),
+            str(numbers[point.suggestion_id]),
             *(format_number(point.values[name]) if point.values.get(name) is not None else ""
               for name in FRONTIER_COLUMNS),
             str(point.assignments.get("n_layers", "")),
@@ -121,18 +113,18 @@ def main(argv: list[str] | None = None) -> TuneResult:
 
 
 def show_results(console: Console, db_path: str, result: TuneResult) -> None:
-    """How the demo ends: the exported tables, the frontier picture, where everything is, then
-    the frontier table."""
+    """How the demo ends: the frontier table, where everything is (exported tables, the frontier
+    picture, the static page), then the next three commands."""
     with DuckDBStorage(db_path, read_only=True) as storage:
         exported = storage.export_experiment(result.experiment_id, ArtifactStore(str(EXPORT_ROOT)))
         picture = EXPORT_ROOT / "frontier.png"
         picture.write_bytes(frontier_png(experiment_report(storage, result.experiment_id)))
     page = write_static_report(db_path, result.experiment_id, str(EXPORT_ROOT / "frontier.html"))
+    console.print(frontier_table(db_path, result.experiment_id))
     print_where(console, result, db_path, PREFECT_HOME,
                 f"Tables (observations, frontier, threshold report): {', '.join(exported)}",
                 f"Frontier picture: {picture.resolve()}",
                 f"The experiment page (opens with no server or network): {Path(page).resolve()}")
-    console.print(frontier_table(db_path, result.experiment_id))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ experiment is resumed; a finished one is followed by a fresh experiment (`...-2`
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -18,7 +20,7 @@ from paretune.flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
 from paretune.optimizer import ExperimentSpec
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC
 from paretune.storage import DuckDBStorage
-from paretune.tasks.report import frontier_rows
+from paretune.storage.report import format_number, frontier_points
 
 PREFECT_HOME = Path(".paretune/prefect")
 
@@ -38,14 +40,28 @@ def demo_experiment(db_path: str, base: ExperimentSpec) -> int:
     raise AssertionError("unreachable: one of len(stored) + 1 names is free")
 
 
+def wide_console() -> Console:
+    """A console that keeps the frontier's numbers whole when the output is a file or a pipe
+    (rich assumes 80 columns there and would cut them)."""
+    console = Console()
+    if not console.is_terminal:
+        console.width = 140
+    return console
+
+
 def print_frontier(db_path: str, result: TuneResult, console: Console) -> None:
+    """The frontier, one row per point, named by trial number like every other report."""
     with DuckDBStorage(db_path, read_only=True) as storage:
-        rows = frontier_rows(storage, storage.get_experiment(result.experiment_id))
+        record, points = frontier_points(storage, result.experiment_id)
+        numbers = storage.trial_numbers(result.experiment_id, [p.suggestion_id for p in points])
+    metrics = [m.name for m in record.spec.metrics if m.strategy != "store"]
+    parameters = [p.name for p in record.spec.parameters]
     table = Table(title=f"Pareto frontier of {result.experiment} (experiment {result.experiment_id})")
-    for column in rows[0] if rows else ["suggestion"]:
-        table.add_column(str(column))
-    for row in rows:
-        table.add_row(*(f"{value:.4g}" if isinstance(value, float) else str(value) for value in row.values()))
+    for column in ("trial", *metrics, *parameters):
+        table.add_column(column, justify="right")
+    for point in points:
+        table.add_row(str(numbers[point.suggestion_id]), *(format_number(point.values.get(m)) for m in metrics),
+                      *(format_number(point.assignments.get(name)) for name in parameters))
     console.print(table)
 
 
@@ -54,7 +70,7 @@ def main(argv: list[str] | None = None) -> TuneResult:
     parser.add_argument("--db", default="paretune.duckdb", help="DuckDB file (default: paretune.duckdb)")
     parser.add_argument("--workers", type=int, default=2, help="local Dask workers (default: 2)")
     args = parser.parse_args(argv)
-    console = Console()
+    console = wide_console()
     experiment_id = demo_experiment(args.db, ExperimentSpec.model_validate(SIZE_VS_ERROR_SPEC))
     with prefect_api(home=PREFECT_HOME):
         result = tune(ExperimentSource(experiment=str(experiment_id)), args.db,
@@ -64,16 +80,45 @@ def main(argv: list[str] | None = None) -> TuneResult:
     return result
 
 
+def command_prefix() -> str:
+    """How to name this environment's commands so they run as printed: bare when its `bin` comes
+    first on the PATH (an activated venv), else its path (`.venv/bin/` below this folder)."""
+    bin_dir = Path(sys.executable).parent
+    if shutil.which("paretune") == str(bin_dir / "paretune"):
+        return ""
+    try:
+        return f"{bin_dir.relative_to(Path.cwd())}/"
+    except ValueError:
+        return f"{bin_dir}/"
+
+
+def next_commands(db_path: str, experiment_id: int, prefect_home: Path) -> list[tuple[str, str]]:
+    """The three things to do after a demo, as commands that run as printed from this folder."""
+    bin_ = command_prefix()
+    query = (f"SELECT t.trial, f.metric_1, f.value_1, f.metric_2, f.value_2 FROM pareto_frontier f "
+             f"JOIN trial_numbers t USING (suggestion_id) WHERE f.experiment_id = {experiment_id} ORDER BY f.value_1")
+    return [
+        ("the dashboard, on http://127.0.0.1:8080 (Ctrl-C stops it)",
+         f"{bin_}paretune dashboard --db {db_path}"),
+        ("the Prefect UI with the demo's flow runs and report artifacts, on http://127.0.0.1:4200",
+         f"PREFECT_HOME={prefect_home} {bin_}prefect server start"),
+        ("the frontier in SQL (any DuckDB client reads the published copy, paretune.connect opens it)",
+         f"{bin_}python -c \"import paretune; paretune.connect('{db_path}').sql('{query}').show()\""),
+    ]
+
+
 def print_where(console: Console, result: TuneResult, db_path: str, prefect_home: Path, *extra: str) -> None:
-    """Where a demo's results are: the database, any exported tables, the Prefect artifacts."""
-    console.print("\n".join([
-        f"{result.observations} observations ({result.completed} completed, {result.failed} failed) in "
-        f"{Path(db_path).resolve()}",
+    """Where a demo's results are (the database, any exported files), then what to run next."""
+    lines = [
+        f"{result.observations} observations ({result.completed} completed, {result.failed} failed) of "
+        f"experiment {result.experiment_id} in {Path(db_path).resolve()}",
         *extra,
-        f"Prefect runs and report artifacts: PREFECT_HOME={prefect_home} prefect server start, then open "
-        "http://127.0.0.1:4200",
-        f"Query the results: paretune --db {db_path} frontier {result.experiment_id}",
-    ]))
+        "",
+        "[bold]Next[/bold], from this folder:",
+    ]
+    for what, command in next_commands(db_path, result.experiment_id, prefect_home):
+        lines += [f"  # {what}", f"  {command}"]
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":
