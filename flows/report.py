@@ -35,18 +35,21 @@ def read_report(experiment: str, db_path: str) -> ExperimentReport:
 
 
 @task(name="write-static-report", cache_policy=NO_CACHE)
-def write_static_report(report: ExperimentReport, url: str) -> str:
+def write_static_report(report: ExperimentReport, url: str, db_path: str) -> str:
     from paretune.dashboard.static_report import put_text, static_report_html
 
-    return put_text(url, static_report_html(report))
+    with DuckDBStorage(db_path, read_only=True) as storage:
+        trials = storage.trial_numbers(report.experiment.id)
+    return put_text(url, static_report_html(report, trials))
 
 
 @flow(name="report")
 def report(experiment: str, db_path: str | None = None, html: str | None = None) -> ReportResult:
     """Publish the frontier, the threshold report, a summary and a frontier picture of an experiment
     (id or name); with `html`, also write the static HTML report there and link it."""
-    model = read_report(experiment, db_path or default_db_path())
-    static_url = write_static_report(quote(model), html) if html else None
+    db_path = db_path or default_db_path()
+    model = read_report(experiment, db_path)
+    static_url = write_static_report(quote(model), html, db_path) if html else None
     if static_url:
         publish_static_report_link(quote(model), static_url)
     frontier = publish_frontier(quote(model))

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 from rich.console import Console, RenderableType
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
@@ -23,6 +25,7 @@ from rich.text import Text
 # A pretrained encoder given a question-answering head: the head is new (MISSING) and the
 # pretraining pooler is unused (UNEXPECTED). Any other key in a LOAD REPORT is worth reading.
 EXPECTED_REPORT_KEY = re.compile(r"^(qa_outputs|pooler)\.\S+$")
+LINE_EVERY_S = 30.0
 REPORT_ROW = re.compile(r"^(\S+)\s+\|\s+(MISSING|UNEXPECTED|MISMATCH\w*)\b", re.M)
 
 
@@ -45,10 +48,32 @@ def progress_columns() -> tuple[ProgressColumn, ...]:
 
 @contextmanager
 def step_progress(description: str, total: int, console: Console | None = None) -> Iterator[Callable[[int], None]]:
-    """A bar for `total` steps while the block runs; yields `advance(n=1)`."""
-    with Progress(*progress_columns(), console=console or Console(stderr=True), transient=False) as bar:
+    """A bar for `total` steps while the block runs; yields `advance(n=1)`. Where the output is
+    not a terminal (a pipe, a log file), which cannot redraw a bar, a line every `LINE_EVERY_S`."""
+    console = console or Console(stderr=True)
+    with Progress(*progress_columns(), console=console, transient=False) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda steps=1: bar.advance(task, steps)
+        if console.is_terminal:
+            yield lambda steps=1: bar.advance(task, steps)
+            return
+        last_line = time.monotonic()
+
+        def advance(steps: int = 1) -> None:
+            nonlocal last_line
+            bar.advance(task, steps)
+            if time.monotonic() - last_line >= LINE_EVERY_S:
+                last_line = time.monotonic()
+                console.print(progress_line(bar.tasks[0]), highlight=False, soft_wrap=True)
+        yield advance
+
+
+def progress_line(task: Task) -> str:
+    """`fine-tuning the teacher: 120/1082 (11%), 2:05 so far, about 17:40 left`."""
+    line = f"{task.description}: {task.completed:g}/{task.total:g} ({task.percentage:.0f}%), " \
+           f"{timedelta(seconds=round(task.elapsed or 0))} so far"
+    if task.time_remaining is not None:
+        line += f", about {timedelta(seconds=round(task.time_remaining))} left"
+    return line
 
 
 class ExpectedHeadReport(logging.Filter):

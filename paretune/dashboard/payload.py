@@ -1,11 +1,14 @@
 """The report model as the JSON the pages draw from: columns, not rows, so 10^5 points stay small.
 
 Numbers go out raw for the charts and tables (the page formats them with the same rule as
-`storage.report.format_number`); the summary's sentences are formatted here.
+`storage.report.format_number`, in hovers, axes and tables alike); the summary's sentences are
+formatted here. Trials are named by their number within the experiment (`trial_numbers`), the
+one number the page shows; suggestion and observation ids stay in the data for links.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from paretune.importance import MetricImportance
@@ -15,7 +18,10 @@ from paretune.storage.report import STATUSES, ExperimentReport, Summary, format_
 STATUS_CODES = {status: code for code, status in enumerate(STATUSES)}
 
 
-def experiment_payload(report: ExperimentReport) -> dict[str, Any]:
+def experiment_payload(report: ExperimentReport, trials: Mapping[int, int],
+                       importance: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """`trials`: suggestion id -> trial number (`Storage.trial_numbers`); `importance`: the
+    importance payload when it is already known (so the panel draws, or says why not, at once)."""
     spec = report.spec
     metrics = report.shown_metrics
     parameters = list(spec.parameters)
@@ -25,7 +31,7 @@ def experiment_payload(report: ExperimentReport) -> dict[str, Any]:
     return {
         "experiment": {"id": report.experiment.id, "name": report.experiment.name, "state": report.experiment.state},
         "version": report.version.token(),
-        "summary": summary_payload(report.summary),
+        "summary": summary_payload(report.summary, trials),
         "metrics": [{"name": m.name, "objective": m.objective, "strategy": m.strategy, "threshold": m.threshold,
                      "rule": threshold_rule(m) if m.threshold is not None else None} for m in metrics],
         "optimized": [m.name for m in report.optimized_metrics],
@@ -38,6 +44,7 @@ def experiment_payload(report: ExperimentReport) -> dict[str, Any]:
         "points": {
             "observation": columns.observation_id,
             "suggestion": columns.suggestion_id,
+            "trial": [trials[suggestion] for suggestion in columns.suggestion_id],
             "run": columns.run_id,
             "status": [STATUS_CODES[status] for status in columns.status],
             "frontier": [i for i, on in enumerate(columns.on_frontier) if on],
@@ -57,6 +64,7 @@ def experiment_payload(report: ExperimentReport) -> dict[str, Any]:
             "reference": ", ".join(f"{name} {format_number(value)} ({history.reference_source[name]})"
                                    for name, value in history.reference.items()),
         },
+        "importance": importance,
         "thresholds": [
             {"metric": t.metric.name, "strategy": t.metric.strategy, "rule": t.rule, "met": t.met,
              "violated": t.violated, "best_value": format_number(t.best_value),
@@ -66,7 +74,7 @@ def experiment_payload(report: ExperimentReport) -> dict[str, Any]:
     }
 
 
-def summary_payload(summary: Summary) -> dict[str, Any]:
+def summary_payload(summary: Summary, trials: Mapping[int, int]) -> dict[str, Any]:
     return {
         "id": summary.experiment_id,
         "name": summary.name,
@@ -84,7 +92,7 @@ def summary_payload(summary: Summary) -> dict[str, Any]:
         "failures_by_reason": [[reason, n] for reason, n in summary.failures_by_reason.items()],
         "failures_by_kind": [[kind, n] for kind, n in summary.failures_by_kind.items()],
         "best": [{"metric": b.metric, "objective": b.objective, "strategy": b.strategy, "value": b.value,
-                  "text": format_number(b.value), "suggestion": b.suggestion_id, "observation": b.observation_id,
+                  "text": format_number(b.value), "trial": trials[b.suggestion_id], "observation": b.observation_id,
                   "run": b.run_id,
                   "assignments": ", ".join(f"{k}={format_number(v)}" for k, v in b.assignments.items())}
                  for b in summary.best],
