@@ -4,7 +4,8 @@ The fenced blocks are read out of README.md itself:
 - `yaml` definitions validate; the block showing an invalid definition's message is that message;
 - `python` blocks run in order, in one namespace, in a fresh folder holding `experiments/`;
 - `bash` blocks run line by line, in order, in one fresh folder (later sections read the store
-  the tuning section made), against a real Prefect server and moto's S3;
+  the tuning section made), against a real Prefect server and moto's S3, each line through bash
+  as a user types it after the README's `. .venv/bin/activate` (no PATH set up for it here);
 - `sql` statements run through `paretune.connect`;
 - the few commands that need hours, GPUs or a long-lived server are named in COVERED with the
   test that runs them; this file checks that test exists.
@@ -33,14 +34,18 @@ README = (ROOT / "README.md").read_text()
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 # Commands run elsewhere: a prefix of the command line -> the test that runs it.
+PREFECT_SECTION = "tests/test_deploy.py::test_the_readme_prefect_section_runs_as_written_in_a_fresh_shell"
 COVERED = {
     "make demo": "tests/test_bert_demo.py",
     "make test": ".ci/run",
-    "prefect server start": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
-    "prefect work-pool create": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
-    "prefect deploy --all": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
-    "prefect worker start": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
-    "prefect deployment run": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
+    "export PREFECT_API_URL": PREFECT_SECTION,
+    "prefect server start": PREFECT_SECTION,
+    "until curl": PREFECT_SECTION,
+    "prefect work-pool create": PREFECT_SECTION,
+    "prefect deploy --all": PREFECT_SECTION,
+    "prefect worker start": PREFECT_SECTION,
+    "prefect deployment run": PREFECT_SECTION,
+    "prefect artifact ls": PREFECT_SECTION,
     "paretune dashboard": "tests/test_dashboard.py",
     "python -m paretune.flows.preprocess": "tests/test_bert_preprocess_flow.py",
     "python -m paretune.flows.tune experiments/bert_squad2.yaml": "tests/test_bert_experiments.py",
@@ -67,19 +72,18 @@ def covered_by(command: str) -> str | None:
 
 
 def workspace(tmp_path: Path, name: str) -> Path:
+    """A fresh folder holding `experiments/` and a `.venv` (this interpreter's environment)."""
     folder = tmp_path / name
     folder.mkdir()
     shutil.copytree(ROOT / "experiments", folder / "experiments")
+    (folder / ".venv").symlink_to(Path(sys.prefix))
     return folder
 
 
 def run_line(command: str, folder: Path, env: dict[str, str]) -> None:
-    words = shlex.split(command)
-    if words[0] == "paretune":
-        words = [sys.executable, "-m", "paretune.cli", *words[1:]]
-    elif words[0] == "python":
-        words = [sys.executable, *words[1:]]
-    result = subprocess.run(words, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    """The line as typed into a shell where the README's `. .venv/bin/activate` ran."""
+    result = subprocess.run(["bash", "-c", f". .venv/bin/activate && {command}"], cwd=folder, env=env,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
 
 
@@ -88,7 +92,8 @@ def shell_env(prefect_api, s3_endpoint):
     import boto3
 
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="bucket")  # the README's bucket
-    return os.environ | {"PREFECT_API_URL": prefect_api, "PARETUNE_S3_ENDPOINT_URL": s3_endpoint,
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not p.startswith(sys.prefix))
+    return os.environ | {"PREFECT_API_URL": prefect_api, "PARETUNE_S3_ENDPOINT_URL": s3_endpoint, "PATH": path,
                          "PYTHONPATH": str(ROOT), "COLUMNS": "200", "PARETUNE_DB": "paretune.duckdb"}
 
 
