@@ -92,13 +92,16 @@ def command_prefix() -> str:
         return f"{bin_dir}/"
 
 
-def next_commands(db_path: str, experiment_id: int, prefect_home: Path) -> list[tuple[str, str]]:
-    """The three things to do after a demo, as commands that run as printed from this folder."""
+def next_commands(db_path: str, experiment_id: int, prefect_home: Path, metrics: list[str]) -> list[tuple[str, str]]:
+    """The three things to do after a demo, as commands that run as printed from this folder;
+    `metrics` names the optimized metrics (the frontier's value_1 and value_2)."""
     bin_ = command_prefix()
-    query = (f"SELECT t.trial, f.metric_1, f.value_1, f.metric_2, f.value_2 FROM pareto_frontier f "
-             f"JOIN trial_numbers t USING (suggestion_id) WHERE f.experiment_id = {experiment_id} ORDER BY f.value_1")
+    values = ", ".join(f"f.value_{k} AS {name}" if name.isidentifier() else f"f.value_{k}"
+                       for k, name in enumerate(metrics, start=1))
+    query = (f"SELECT t.trial, {values} FROM pareto_frontier f JOIN trial_numbers t USING (suggestion_id) "
+             f"WHERE f.experiment_id = {experiment_id} ORDER BY f.value_1")
     return [
-        ("the dashboard, on http://127.0.0.1:8080 (Ctrl-C stops it)",
+        (f"the dashboard, on http://127.0.0.1:8080/experiments/{experiment_id} (Ctrl-C stops it)",
          f"{bin_}paretune dashboard --db {db_path}"),
         ("the Prefect UI with the demo's flow runs and report artifacts, on http://127.0.0.1:4200",
          f"PREFECT_HOME={prefect_home} {bin_}prefect server start"),
@@ -116,7 +119,9 @@ def print_where(console: Console, result: TuneResult, db_path: str, prefect_home
         "",
         "[bold]Next[/bold], from this folder:",
     ]
-    for what, command in next_commands(db_path, result.experiment_id, prefect_home):
+    with DuckDBStorage(db_path, read_only=True) as storage:
+        metrics = [m.name for m in storage.get_experiment(result.experiment_id).spec.optimized_metrics]
+    for what, command in next_commands(db_path, result.experiment_id, prefect_home, metrics):
         lines += [f"  # {what}", f"  {command}"]
     console.print("\n".join(lines), highlight=False, soft_wrap=True)
 

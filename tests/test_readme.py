@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,67 @@ def test_the_sql_examples_run(tmp_path):
     results = [connection.execute(statement).fetchall()
                for statement in (s for block in blocks("sql") for s in block.split(";") if s.strip())]
     assert results[0]  # the frontier
+
+
+def test_the_demos_end_with_the_frontier_and_three_commands_that_run_as_printed(tmp_path, monkeypatch):
+    """`make demo` does not activate .venv, so the closing hints name its commands' path; each
+    runs as printed from the demo's folder in a bare shell (the two servers on free ports)."""
+    import io
+    import socket
+    import time
+    import urllib.request
+
+    from rich.console import Console
+
+    from paretune.flows.demo import print_frontier, print_where
+    from paretune.flows.tune import TuneResult
+
+    folder = workspace(tmp_path, "demo")
+    monkeypatch.chdir(folder)
+    experiment = paretune.create_experiment("experiments/demo.yaml", db="paretune.duckdb")
+    experiment.set_observation_budget(4)
+    for accuracy, size in ((0.9, 3000.0), (0.5, 800.0), (0.4, 2000.0), (0.7, 1500.0)):
+        experiment.observe(experiment.suggest(), values={"accuracy": accuracy, "size": size})
+    experiment.storage.close()
+    result = TuneResult(experiment_id=experiment.id, experiment=experiment.name, budget=4, observations=4,
+                        completed=4, failed=0, expired_on_start=0)
+    output = io.StringIO()
+    console = Console(file=output, width=200)
+    print_frontier("paretune.duckdb", result, console)
+    print_where(console, result, "paretune.duckdb", Path(".paretune/prefect"))
+    printed = output.getvalue()
+    assert printed.index("Pareto frontier of") < printed.index("Next")
+    lines = printed[printed.index("Next"):].splitlines()[1:]
+    commands = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    assert len(commands) == 3 and "paretune dashboard" in commands[0] and "prefect server start" in commands[1]
+
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    query = subprocess.run(["bash", "-c", commands[2]], cwd=folder, env=bare, capture_output=True, text=True, timeout=120)
+    assert query.returncode == 0 and "trial" in query.stdout and "accuracy" in query.stdout, query.stderr
+    assert len([line for line in query.stdout.splitlines() if re.match(r"│\s+\d+\s+│", line)]) == 3  # the frontier
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    for command, port_env, url in ((commands[0], None, "http://127.0.0.1:{port}/experiments/1"),
+                                   (commands[1], "PREFECT_SERVER_API_PORT", "http://127.0.0.1:{port}/api/health")):
+        port = free_port()
+        typed = command if port_env else f"{command} --port {port}"  # 8080 may be taken on a shared machine
+        server = subprocess.Popen(["bash", "-c", typed], cwd=folder, env=bare | ({port_env: str(port)} if port_env else {}),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    with urllib.request.urlopen(url.format(port=port), timeout=2) as response:
+                        assert response.status == 200
+                        break
+                except OSError:
+                    assert server.poll() is None and time.monotonic() < deadline, typed
+                    time.sleep(0.5)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)

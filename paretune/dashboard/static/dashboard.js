@@ -247,9 +247,9 @@
     const failed = byStatus.failed;
     const layout = baseLayout();
     layout.legend = { orientation: "h", y: 1.08, x: 0 };
-    layout.xaxis = { title: { text: twoMetrics ? metricLabel(xMetric) : "trial" }, gridcolor: COLORS.grid, zeroline: false,
+    layout.xaxis = { automargin: true, title: { text: twoMetrics ? metricLabel(xMetric) : "trial" }, gridcolor: COLORS.grid, zeroline: false,
                      tickformat: twoMetrics ? axisFormat(p.values[xMetric.name]) : ",d" };
-    layout.yaxis = { title: { text: metricLabel(yMetric) }, gridcolor: COLORS.grid, zeroline: false, domain: failed.length ? [0.2, 1] : [0, 1],
+    layout.yaxis = { automargin: true, title: { text: metricLabel(yMetric) }, gridcolor: COLORS.grid, zeroline: false, domain: failed.length ? [0.2, 1] : [0, 1],
                      tickformat: axisFormat(p.values[yMetric.name]) };
     if (failed.length) {
       traces.push({ type: big ? "scattergl" : "scatter", mode: "markers", x: failed.map((i) => p.trial[i]), y: failed.map(() => 0),
@@ -291,6 +291,7 @@
     }
   }
 
+  /* Every axis takes `automargin: true`: room for whole tick labels (22,000,000). */
   function baseLayout() {
     return { font: FONT, margin: { l: 64, r: 16, t: 24, b: 48 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff",
              hovermode: "closest", uirevision: "keep", hoverlabel: { align: "left" } };
@@ -327,8 +328,8 @@
     const title = h.kind === "hypervolume" ? "Hypervolume: " + (h.current || "none yet") : "Best " + h.metrics[0] + ": " + (h.current || "none yet");
     document.getElementById("history-title").textContent = title;
     const layout = baseLayout();
-    layout.xaxis = { title: { text: "observations" }, gridcolor: COLORS.grid, zeroline: false, rangemode: "tozero" };
-    layout.yaxis = { title: { text: h.kind === "hypervolume" ? "hypervolume" : "best " + h.metrics[0] }, gridcolor: COLORS.grid, zeroline: false };
+    layout.xaxis = { automargin: true, title: { text: "observations" }, gridcolor: COLORS.grid, zeroline: false, rangemode: "tozero" };
+    layout.yaxis = { automargin: true, title: { text: h.kind === "hypervolume" ? "hypervolume" : "best " + h.metrics[0] }, gridcolor: COLORS.grid, zeroline: false };
     layout.showlegend = false;
     if (h.reference) {
       layout.annotations = [{ xref: "paper", yref: "paper", x: 1, y: 0, xanchor: "right", yanchor: "bottom", showarrow: false,
@@ -393,7 +394,7 @@
     const layout = baseLayout();
     layout.barmode = "group";
     layout.margin.l = 110;
-    layout.xaxis = { title: { text: "importance (share, by permutation)" }, tickformat: ".0%", gridcolor: COLORS.grid, rangemode: "tozero" };
+    layout.xaxis = { automargin: true, title: { text: "importance (share, by permutation)" }, tickformat: ".0%", gridcolor: COLORS.grid, rangemode: "tozero" };
     layout.legend = { orientation: "h", y: 1.1, x: 0 };
     clearReason(node);
     Plotly.react(node, traces, layout, PLOT_CONFIG);
@@ -492,8 +493,9 @@
     if (!columns.some((c) => c.key === state.sort.key)) state.sort = { key: "trial", dir: 1 };
     const head = el("tr", {}, columns.map((c) => el("th", {
       class: "sortable" + (c.num ? " num" : "") + (c.key === state.sort.key ? (state.sort.dir > 0 ? " sorted-asc" : " sorted-desc") : ""),
-      "data-key": c.key, text: c.label,
-      onclick: () => { state.sort = { key: c.key, dir: state.sort.key === c.key ? -state.sort.dir : 1 }; redraw(); } })));
+      "data-key": c.key,
+      onclick: () => { state.sort = { key: c.key, dir: state.sort.key === c.key ? -state.sort.dir : 1 }; redraw(); } },
+      wrappable(c.label))));
     const body = el("tbody", {}, shown.map((i) => el("tr", { "data-observation": data.points.observation[i], class: data.points.observation[i] === state.selected ? "highlight" : null,
       onclick: () => { state.selected = data.points.observation[i]; select(i); redraw(); } },
       columns.map((c) => {
@@ -505,6 +507,12 @@
         return el("td", { class: (c.num ? "num" : "") + (c.margin && value !== null ? (value >= 0 ? " pos" : " neg") : ""), text: fmt(value) });
       }))));
     node.replaceChildren(tools, el("div", { class: "scroll" }, el("table", { class: "grid", id: "trials-table" }, [el("thead", {}, head), body])));
+  }
+
+  /* A header that may wrap after each underscore (HasAns_<wbr>exact), not inside a word. */
+  function wrappable(label) {
+    const parts = label.split("_");
+    return parts.flatMap((part, k) => (k < parts.length - 1 ? [part + "_", el("wbr")] : [part]));
   }
 
   function debounce(action, ms) { let t = null; return () => { clearTimeout(t); t = setTimeout(action, ms); }; }
@@ -524,8 +532,8 @@
       layout.title = { text: name, font: { size: 13 }, x: 0.02 };
       layout.margin = { l: 56, r: 12, t: 32, b: 40 };
       const values = run.checkpoints.values[name];
-      layout.xaxis = { title: { text: "epoch" }, tickformat: ",d", gridcolor: COLORS.grid, zeroline: false };
-      layout.yaxis = { gridcolor: COLORS.grid, zeroline: false, tickformat: axisFormat(values) };
+      layout.xaxis = { automargin: true, title: { text: "epoch" }, tickformat: ",d", gridcolor: COLORS.grid, zeroline: false };
+      layout.yaxis = { automargin: true, gridcolor: COLORS.grid, zeroline: false, tickformat: axisFormat(values) };
       Plotly.newPlot(chart, [{ type: "scatter", mode: "lines+markers", x: run.checkpoints.epoch, y: values, connectgaps: true,
                                text: values.map((v) => fmt(v)), line: { color: COLORS.feasible, width: 2 },
                                hovertemplate: "epoch %{x}: %{text}<extra></extra>" }], layout, PLOT_CONFIG);
