@@ -176,6 +176,7 @@ def test_the_demos_end_with_the_frontier_and_three_commands_that_run_as_printed(
 
     folder = workspace(tmp_path, "demo")
     monkeypatch.chdir(folder)
+    (folder / ".paretune" / "prefect").mkdir(parents=True)  # the demo's Prefect home, which its runs fill
     experiment = paretune.create_experiment("experiments/demo.yaml", db="paretune.duckdb")
     experiment.set_observation_budget(4)
     for accuracy, size in ((0.9, 3000.0), (0.5, 800.0), (0.4, 2000.0), (0.7, 1500.0)):
