@@ -229,10 +229,7 @@ def test_the_readme_prefect_section_runs_as_written_in_a_fresh_shell(tmp_path):
     finally:
         subprocess.run(["bash", "-c", ". .venv/bin/activate && prefect server stop"], cwd=repo, env=shell_env,
                        capture_output=True, timeout=60)
-        try:
-            os.killpg(shell.pid, signal.SIGTERM)  # the worker the README started in the background
-        except ProcessLookupError:
-            pass
+        stop_group(shell.pid)  # the worker the README started in the background
     assert flow_run.state.is_completed(), flow_run.state
     keys = {artifact.key for artifact in artifacts if artifact.key}
     assert {f"demo-size-vs-accuracy-1-{what}" for what in ("frontier", "thresholds", "summary", "frontier-picture")} <= keys
@@ -243,3 +240,19 @@ def test_the_readme_prefect_section_runs_as_written_in_a_fresh_shell(tmp_path):
     with DuckDBStorage(repo / "paretune.duckdb", read_only=True) as store:
         (experiment,) = store.list_experiments()
         assert store.progress(experiment.id).observations == 12
+
+
+def stop_group(group: int, grace_s: float = 15) -> None:
+    """SIGTERM to a process group, SIGKILL to whatever of it is left after `grace_s`."""
+    deadline = time.monotonic() + grace_s
+    for number in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, number)
+        except ProcessLookupError:
+            return
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)

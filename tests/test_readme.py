@@ -223,4 +223,8 @@ def test_the_demos_end_with_the_frontier_and_three_commands_that_run_as_printed(
                     time.sleep(0.5)
         finally:
             os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
