@@ -42,7 +42,7 @@ from paretune.bert.distill import run_trial
 from paretune.bert.settings import TrialSettings
 from paretune.bert.squad import dataset_to_squad_json
 from paretune.bert.training import calibrate_null_threshold, evaluate_model
-from paretune.flows.bert_demo import wide_console
+from paretune.flows.demo import wide_console
 from paretune.flows.demo import frontier_console_table
 from paretune.flows.local_prefect import prefect_api
 from paretune.flows.preprocess import PreprocessParameters, preprocess_squad

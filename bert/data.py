@@ -11,6 +11,7 @@ import datasets
 from transformers import PreTrainedTokenizerFast
 
 from paretune.bert.settings import TrainQuestions, TrialSettings, resolve_model_path
+from paretune.terminal import quiet_model_loading
 from paretune.bert.squad import (
     FeatureLengths,
     answerable_questions,
@@ -111,6 +112,9 @@ def load_settings_splits(settings: TrialSettings) -> SquadSplits:
 
 
 def prepare_squad_data(settings: TrialSettings) -> SquadData:
+    """A trial's data, first thing in its process: so transformers' loading noise is off for the
+    models the trial loads next (see `paretune.terminal.quiet_model_loading`)."""
+    quiet_model_loading()
     splits = load_settings_splits(settings)
     tokenizer = load_tokenizer(tokenizer_name(settings))
     lengths = feature_lengths(settings)

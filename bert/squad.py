@@ -14,7 +14,8 @@ import logging
 import random
 import shutil
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -344,6 +345,18 @@ def features_cache_key(
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()[:20]
 
 
+@contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """datasets' progress bars off for the block, as they were after it."""
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
+
+
 def tokenize_squad(
     dataset: datasets.Dataset,
     tokenizer: PreTrainedTokenizerFast,
@@ -374,7 +387,8 @@ def tokenize_squad(
         )
         staging = folder.with_name(folder.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
-        features.save_to_disk(str(staging))
+        with no_progress_bars():  # the tokenizing bar above is the step's progress; saving is instant
+            features.save_to_disk(str(staging))
         staging.rename(folder)
         logger.info("features cached: %s (%d windows)", folder, len(features))
     return datasets.load_from_disk(str(folder))

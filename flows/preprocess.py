@@ -18,6 +18,7 @@ from typing import Any
 import datasets
 import yaml
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -105,6 +106,24 @@ def compute_teacher_logits(teacher: str, train_features: datasets.Dataset, param
     return str(Path(start_logits.filename).parent)
 
 
+class StepsArtifact:
+    """The flow run's progress artifact: steps done of the flow's steps, and the one under way."""
+
+    def __init__(self, name: str, steps: list[str]):
+        self.name, self.steps, self.finished = name, steps, 0
+        self.artifact_id = create_progress_artifact(progress=0.0, description=self._description())
+
+    def _description(self) -> str:
+        if self.finished == len(self.steps):
+            return f"{self.name}: all {len(self.steps)} steps done"
+        return f"{self.name}: step {self.finished + 1} of {len(self.steps)}, {self.steps[self.finished]}"
+
+    def done(self) -> None:
+        self.finished += 1
+        update_progress_artifact(self.artifact_id, progress=round(100.0 * self.finished / len(self.steps), 1),
+                                 description=self._description())
+
+
 def _cache_folder(features: datasets.Dataset) -> str:
     return str(Path(features.cache_files[0]["filename"]).parent)
 
@@ -116,12 +135,17 @@ def preprocess_squad(
     """Load and split SQuAD 2.0 by article, tokenize both sides into cached windows, and, given a
     teacher, prepare it and cache its logits over the train windows (defaults: the demo's data)."""
     logger = get_run_logger()
+    steps = StepsArtifact("preprocess-squad", ["load and split SQuAD", "tokenize the splits"]
+                          + (["prepare the teacher (a first fine-tune takes minutes)", "teacher logits"]
+                             if parameters.teacher else []))
     splits = load_squad_splits(parameters)
+    steps.done()
     train_examples, eval_examples = splits.train, splits.evaluation
     train_features = tokenize_split(train_examples, "train", parameters)
     eval_features = tokenize_split(eval_examples, "eval", parameters)
     if splits.calibration is not None:
         tokenize_split(splits.calibration, "eval", parameters)
+    steps.done()
     result = PreprocessResult(
         cache_dir=parameters.cache_dir,
         train_examples=len(train_examples),
@@ -134,7 +158,9 @@ def preprocess_squad(
         if splits.teacher_train is not None:
             teacher_features = tokenize_split(splits.teacher_train, "train", parameters)
         result.teacher = prepare_teacher_model(teacher_features, parameters)
+        steps.done()
         result.teacher_logits = compute_teacher_logits(result.teacher, train_features, parameters)
+        steps.done()
     logger.info(
         "%d train questions -> %d windows, %d eval questions -> %d windows, cached under %s",
         len(train_examples), len(train_features), len(eval_examples), len(eval_features), parameters.cache_dir,

@@ -41,7 +41,7 @@ CANCEL_POLL_S = 1.0  # how often the flow run's own state is read, to notice a c
 @dataclass
 class InFlight:
     trial: OpenTrial
-    ticket: TrialTicket
+    ticket: TrialTicket  # carries the trial's number within the experiment
     started_at: float | None = None
     worker: str | None = None
 
@@ -114,8 +114,9 @@ class TrialScheduler:
 
     def submit_next(self) -> OpenTrial:
         (trial,) = self.session.ask(1, with_runs=True, environment=self.environment, run_metadata=self.run_metadata)
-        ticket = TrialTicket(trial.suggestion_id, trial.assignments)
-        task = run_trial.with_options(tags={self.experiment_tag, f"suggestion:{trial.suggestion_id}"})
+        ticket = TrialTicket(trial.suggestion_id, self.trial_number(trial.suggestion_id), trial.assignments)
+        task = run_trial.with_options(tags={self.experiment_tag, f"trial:{ticket.trial}",
+                                            f"suggestion:{trial.suggestion_id}"})
         self.task_runs.append(self.task_runner.submit(task, parameters={"ticket": ticket}))
         self.in_flight[trial.suggestion_id] = InFlight(trial, ticket)
         self.dispatcher.submit(TrialRequest(
@@ -124,6 +125,9 @@ class TrialScheduler:
             claim=self.dispatcher.claim_name(trial.suggestion_id), settings=self.settings, task=trial.task,
         ))
         return trial
+
+    def trial_number(self, suggestion_id: int) -> int:
+        return self.session.storage.trial_numbers(self.session.experiment.id, [suggestion_id])[suggestion_id]
 
     def wait_s(self) -> float | None:
         """Until the next trial deadline; None (wait for a message) without a timeout."""
@@ -145,8 +149,10 @@ class TrialScheduler:
         if isinstance(message, TrialStarted):
             flight.started_at, flight.worker = time.monotonic(), message.worker
             self.session.started(flight.trial, message.worker, message.environment)
+            self.progress.trial_started(flight.ticket.trial, message.worker)
         elif isinstance(message, TrialCheckpoint):
             self.session.checkpoint(flight.trial, message.epoch, message.values)
+            self.progress.trial_checkpoint(flight.ticket.trial, message.epoch)
         elif isinstance(message, TrialFinished):
             self.close(flight, message.outcome)
         elif isinstance(message, TrialEnded):
@@ -165,7 +171,7 @@ class TrialScheduler:
             assert outcome.failure is not None
             observation = self.session.fail(trial, outcome.failure, duration_s=outcome.duration_s)
         failure = Failure.from_reason(observation.failure_reason) if observation.failed else None
-        self.announce(flight, ClosedTrial(trial.suggestion_id, trial.assignments,
+        self.announce(flight, ClosedTrial(trial.suggestion_id, flight.ticket.trial, trial.assignments,
                                           "failed" if observation.failed else "completed", observation.values,
                                           failure, outcome.duration_s, flight.worker, outcome.traceback),
                       spent=self.session.spec.task_cost(trial.task))
@@ -187,7 +193,7 @@ class TrialScheduler:
             self.dispatcher.cancel(flight.trial.suggestion_id)
             if flight.worker is not None:
                 logger.warning("restarting Dask worker %s to stop timed-out trial %s", flight.worker,
-                               flight.trial.suggestion_id)
+                               flight.ticket.trial)
                 self.dispatcher.restart_worker(flight.worker)
             self.close(flight, TrialOutcome(None, Failure(FailureKind.TIMEOUT, f"no result after {self.timeout_s:g} s"),
                                             now - flight.started_at))
@@ -203,7 +209,8 @@ class TrialScheduler:
         for flight in flights:
             del self.in_flight[flight.trial.suggestion_id]
             self.dispatcher.forget(flight.trial.suggestion_id)
-            self.announce(flight, ClosedTrial(flight.trial.suggestion_id, flight.trial.assignments, "cancelled",
+            self.announce(flight, ClosedTrial(flight.trial.suggestion_id, flight.ticket.trial, flight.trial.assignments,
+                                              "cancelled",
                                               failure=None, worker=flight.worker), spent=0.0)
         self.progress.note(f"sweep stopped: {reason}; {len(flights)} trial(s) cancelled, none will run again")
         return SweepEnd(cancelled=True, reason=reason)

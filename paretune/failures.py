@@ -27,6 +27,11 @@ class FailureKind(str, enum.Enum):
     FAILED = "failed"  # reported failed by the caller, with no more specific kind
 
 
+# Failures the search learns from (a region to avoid), not faults: logged as one warning line,
+# their traceback at DEBUG only.
+EXPECTED_KINDS = frozenset({FailureKind.OUT_OF_MEMORY, FailureKind.DIVERGED, FailureKind.INVALID_CONFIGURATION})
+
+
 @dataclass(frozen=True)
 class Failure:
     kind: FailureKind
@@ -36,6 +41,10 @@ class Failure:
     def reason(self) -> str:
         """The text stored with the observation and the run."""
         return f"{self.kind.value}: {self.detail}" if self.detail else self.kind.value
+
+    @property
+    def expected(self) -> bool:
+        return self.kind in EXPECTED_KINDS
 
     @classmethod
     def from_exception(cls, error: BaseException) -> Failure:

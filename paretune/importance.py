@@ -48,9 +48,6 @@ def metric_importances(
     Columns, one entry per observation: `assignments[parameter][i]` and `values[metric][i]`
     (None where observation i has no value: a failed one, or a parameter it lacks).
     """
-    from sklearn.ensemble import RandomForestRegressor
-    from sklearn.inspection import permutation_importance
-
     parameters = [p for p in spec.parameters if p.tunable]
     features_all = np.column_stack([_feature_column(p, assignments.get(p.name)) for p in parameters]) \
         if parameters else None
@@ -64,6 +61,9 @@ def metric_importances(
         if reason is not None or features_all is None:
             results.append(MetricImportance(metric.name, None, len(rows), reason))
             continue
+        from sklearn.ensemble import RandomForestRegressor  # only now: a slow import, and a reason needs none
+        from sklearn.inspection import permutation_importance
+
         features, target = features_all[rows], target_all[rows]
         folds = np.random.default_rng(seed).permutation(len(rows)) % 2
         drops = np.zeros(len(parameters))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from paretune.optimizer import ExperimentSpec, metric_number
-from paretune.failures import Failure
+from paretune.failures import Failure, TrialFailure
 from paretune.lifecycle import CleanMetrics, MetricsRefused, clean_metrics
 from paretune.storage.records import RunEnvironment
 
@@ -178,6 +178,9 @@ def call_objective(request: TrialRequest, context: TrialContext) -> TrialOutcome
         metrics = clean_metrics(request.spec, objective(dict(request.assignments), context))
     except MetricsRefused as refused:
         return TrialOutcome(None, refused.failure, time.perf_counter() - started)
+    except TrialFailure as expected:  # information for the search, not a bug: the flow logs it in one line
+        worker_logger.debug("trial %s failed: %s", request.suggestion_id, expected, exc_info=True)
+        return TrialOutcome(None, Failure.from_exception(expected), time.perf_counter() - started)
     except Exception as error:
         details = traceback.format_exc()
         worker_logger.error("trial %s raised:\n%s", request.suggestion_id, details)

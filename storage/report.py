@@ -94,6 +94,7 @@ class Point:
 
     observation_id: int
     suggestion_id: int
+    trial: int  # its number within the experiment (`trial_numbers`): the number people read
     run_id: int | None
     status: Status
     assignments: dict[str, Any]
@@ -114,6 +115,7 @@ class PointColumns:
 
     observation_id: list[int]
     suggestion_id: list[int]
+    trial: list[int]
     run_id: list[int | None]
     status: list[Status]
     on_frontier: list[bool]
@@ -129,7 +131,8 @@ class PointColumns:
 
     def point(self, i: int) -> Point:
         return Point(
-            observation_id=self.observation_id[i], suggestion_id=self.suggestion_id[i], run_id=self.run_id[i],
+            observation_id=self.observation_id[i], suggestion_id=self.suggestion_id[i], trial=self.trial[i],
+            run_id=self.run_id[i],
             status=self.status[i],
             assignments={name: column[i] for name, column in self.assignments.items() if column[i] is not None},
             values={name: column[i] for name, column in self.values.items() if column[i] is not None},
@@ -153,6 +156,7 @@ class BestValue:
     value: float
     observation_id: int
     suggestion_id: int
+    trial: int
     run_id: int | None
     assignments: dict[str, Any]
 
@@ -353,7 +357,7 @@ def frontier_table(spec: ExperimentSpec, points: tuple[Point, ...]) -> tuple[lis
     metrics = [m.name for m in ordered_metrics(spec)]
     parameters = [c.name for c in spec.conditionals or ()] + [p.name for p in spec.parameters]
     header = ["trial", "run", *metrics, *parameters]
-    rows = [[str(p.suggestion_id), format_number(p.run_id), *(format_number(p.values.get(name)) for name in metrics),
+    rows = [[str(p.trial), format_number(p.run_id), *(format_number(p.values.get(name)) for name in metrics),
              *(format_number(p.assignments.get(name)) for name in parameters)] for p in points]
     return header, rows
 
@@ -364,7 +368,8 @@ def point_record(spec: ExperimentSpec, point: Point) -> dict[str, Any]:
     The one shape of a frontier point in `paretune frontier --format json`, `Experiment.frontier()`
     and `Experiment.best()`."""
     return {
-        "observation_id": point.observation_id, "suggestion_id": point.suggestion_id, "run_id": point.run_id,
+        "observation_id": point.observation_id, "suggestion_id": point.suggestion_id, "trial": point.trial,
+        "run_id": point.run_id,
         "values": {m.name: point.values[m.name] for m in spec.metrics if m.name in point.values},
         "assignments": point.assignments,
     }
@@ -467,7 +472,7 @@ def _columns(storage: Storage, record: ExperimentRecord, frontier_only: bool = F
     arguments: list[Any] = [record.id, structure, *(m.name for m in metrics)]
     assignment_columns = [f"a.{_identifier(name)} AS p{i}" for i, (name, _) in enumerate(parameters)]
     value_columns = [f"max(v.value) FILTER (WHERE v.metric = ${3 + i}) AS m{i}" for i in range(len(metrics))]
-    names = (["id", "suggestion_id", "run_id", "failed", "failure_reason", "duration_s", "feasible", "on_frontier",
+    names = (["id", "suggestion_id", "trial", "run_id", "failed", "failure_reason", "duration_s", "feasible", "on_frontier",
               "full_cost"]
              + [f"p{i}" for i in range(len(parameters))] + [f"m{i}" for i in range(len(metrics))])
     row = storage.query_columns(
@@ -478,7 +483,8 @@ def _columns(storage: Storage, record: ExperimentRecord, frontier_only: bool = F
         "feasible AS (SELECT observation_id FROM feasible_scores WHERE experiment_id = $1), "
         "frontier AS (SELECT observation_id FROM pareto_frontier WHERE experiment_id = $1), "
         "costs AS (SELECT observation_id, cost FROM observation_costs WHERE experiment_id = $1), "
-        "rows AS (SELECT o.*, f.observation_id IS NOT NULL AS feasible, fr.observation_id IS NOT NULL AS on_frontier, "
+        "trials AS (SELECT suggestion_id, trial FROM trial_numbers WHERE experiment_id = $1), "
+        "rows AS (SELECT o.*, t.trial, f.observation_id IS NOT NULL AS feasible, fr.observation_id IS NOT NULL AS on_frontier, "
         "         coalesce(c.cost, 1) = 1 AS full_cost"
         + "".join(f", s.{c}" for c in assignment_columns)
         + "".join(f", vals.m{i}" for i in range(len(metrics))) +
@@ -488,6 +494,7 @@ def _columns(storage: Storage, record: ExperimentRecord, frontier_only: bool = F
         "         LEFT JOIN feasible f ON f.observation_id = o.id "
         "         LEFT JOIN frontier fr ON fr.observation_id = o.id "
         "         LEFT JOIN costs c ON c.observation_id = o.id"
+        "         JOIN trials t ON t.suggestion_id = o.suggestion_id"
         + (" WHERE fr.observation_id IS NOT NULL" if frontier_only else "") + ") "
         "SELECT " + ", ".join(names) + " FROM rows ORDER BY id",
         arguments,
@@ -500,7 +507,7 @@ def _columns(storage: Storage, record: ExperimentRecord, frontier_only: bool = F
         gap = margin(metric, np.array(values[metric.name], dtype=float))
         margins[metric.name] = [None if math.isnan(g) else g for g in gap.tolist()]
     return PointColumns(
-        observation_id=row["id"], suggestion_id=row["suggestion_id"], run_id=row["run_id"],
+        observation_id=row["id"], suggestion_id=row["suggestion_id"], trial=row["trial"], run_id=row["run_id"],
         status=["failed" if failed else "feasible" if feasible else "infeasible"
                 for failed, feasible in zip(row["failed"], row["feasible"])],
         on_frontier=row["on_frontier"], full_cost=row["full_cost"], failure_reason=row["failure_reason"],
@@ -530,9 +537,10 @@ def _best_values(storage: Storage, record: ExperimentRecord) -> tuple[BestValue,
         "  WHERE f.experiment_id = ? AND m.strategy <> 'store'), "
         # the winner per metric first, then its row: joining every candidate's assignments costs more
         "best AS (SELECT metric, arg_min(id, (loss, id)) AS observation_id FROM candidates GROUP BY metric) "
-        "SELECT b.metric, v.value, o.id AS observation_id, o.suggestion_id, o.run_id, s.assignments "
+        "SELECT b.metric, v.value, o.id AS observation_id, o.suggestion_id, t.trial, o.run_id, s.assignments "
         "FROM best b JOIN observations o ON o.id = b.observation_id "
         "JOIN suggestions s ON s.id = o.suggestion_id "
+        "JOIN trial_numbers t ON t.suggestion_id = o.suggestion_id "
         "JOIN observation_values v ON v.observation_id = o.id AND v.metric = b.metric",
         [record.id],
     )
@@ -540,7 +548,8 @@ def _best_values(storage: Storage, record: ExperimentRecord) -> tuple[BestValue,
     return tuple(
         BestValue(metric=m.name, objective=m.objective, strategy=m.strategy, value=by_metric[m.name]["value"],
                   observation_id=by_metric[m.name]["observation_id"],
-                  suggestion_id=by_metric[m.name]["suggestion_id"], run_id=by_metric[m.name]["run_id"],
+                  suggestion_id=by_metric[m.name]["suggestion_id"], trial=by_metric[m.name]["trial"],
+                  run_id=by_metric[m.name]["run_id"],
                   assignments=json.loads(by_metric[m.name]["assignments"]))
         for m in record.spec.required_metrics if m.name in by_metric
     )

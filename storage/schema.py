@@ -147,6 +147,14 @@ JOIN experiment_metrics m ON m.experiment_id = o.experiment_id AND m.name = v.me
 WHERE NOT o.failed
 GROUP BY o.experiment_id, o.id, o.suggestion_id;
 
+-- Each suggestion's trial number within its experiment (1, 2, 3... in the order they were
+-- handed out): the number people read in logs, task-run names, reports and the dashboard; the
+-- global `suggestion_id` stays the key in the data.
+CREATE VIEW trial_numbers AS
+SELECT experiment_id, id AS suggestion_id,
+       row_number() OVER (PARTITION BY experiment_id ORDER BY id) AS trial
+FROM suggestions;
+
 CREATE VIEW experiment_shape AS
 SELECT experiment_id,
        count(*) FILTER (WHERE threshold IS NOT NULL) AS thresholds,
@@ -345,7 +353,12 @@ def _v3(db: duckdb.DuckDBPyConnection) -> None:
     db.execute(_V3_TABLES)
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_v1, _v2, _v3]
+def refresh_views_only(db: duckdb.DuckDBPyConnection) -> None:
+    """A migration that changes no table: `migrate` recreates the views from VIEWS after it."""
+
+
+# Version 4: the `trial_numbers` view (a view only).
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_v1, _v2, _v3, refresh_views_only]
 SCHEMA_VERSION = len(MIGRATIONS)
 VIEW_NAMES = re.findall(r"CREATE VIEW (\w+)", VIEWS)
 

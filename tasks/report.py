@@ -59,7 +59,7 @@ def threshold_table(report: ExperimentReport, limit: int = THRESHOLD_ROWS) -> li
     """The latest `limit` observations against each threshold: value, then margin (+ clears, - misses)."""
     rows = []
     for row in reversed(report.threshold_rows(limit)):
-        cells = {"trial": str(row.point.suggestion_id), "status": row.point.status}
+        cells = {"trial": str(row.point.trial), "status": row.point.status}
         for check in row.checks:
             cells[check.metric] = format_number(check.value)
             cells[f"margin to {check.metric} {'>=' if check.objective == 'maximize' else '<='} "
@@ -86,7 +86,7 @@ def summary_markdown(report: ExperimentReport, static_report_url: str | None = N
     ]
     if s.best:
         lines += ["| metric | objective | best | trial | run | assignments |", "|---|---|---:|---:|---:|---|"]
-        lines += [f"| {b.metric} | {b.objective} | {format_number(b.value)} | {b.suggestion_id} | "
+        lines += [f"| {b.metric} | {b.objective} | {format_number(b.value)} | {b.trial} | "
                   f"{format_number(b.run_id)} | {_assignments(b.assignments)} |" for b in s.best]
     else:
         lines.append("No completed observation meets every threshold yet.")

@@ -107,8 +107,9 @@ def test_trials_table_sorts_and_filters(server, seeded, page):
     page.wait_for_selector("#trials-table tbody tr")
     assert page.locator("#trials-table tbody tr").count() == TRIALS
     page.click("#trials-table th[data-key='v:size']")
+    column = page.eval_on_selector_all("#trials-table th", "cells => cells.map(c => c.dataset.key)").index("v:size") + 1
     sizes = [float(t.replace(",", "")) for t in page.eval_on_selector_all(
-        "#trials-table tbody tr td:nth-child(5)", "cells => cells.map(c => c.textContent).filter(t => t)")]
+        f"#trials-table tbody tr td:nth-child({column})", "cells => cells.map(c => c.textContent).filter(t => t)")]
     assert sizes == sorted(sizes) and len(sizes) > 3
     page.select_option("#trial-status", "failed")
     failed = page.locator("#trials-table tbody tr")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -172,3 +173,86 @@ def _running_trials(db: Path) -> int:
     with DuckDBStorage(db, read_only=True) as store:
         return sum(1 for experiment in store.list_experiments()
                    for s in store.list_suggestions(experiment.id, state="open") if s.started_at is not None)
+
+
+# -- the README's Prefect section, as a newcomer types it ------------------------------------------
+README_BLOCK = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
+README_DEFAULT_PORT = "4200"
+
+
+def readme_prefect_section() -> str:
+    """The bash block of README.md's "### Deployments" section, verbatim."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Deployments"):]
+    return README_BLOCK.search(section).group(1)
+
+
+def repository_copy(folder: Path) -> Path:
+    """What a fresh clone holds for `prefect deploy --all` (prefect.yaml, its entry points, the
+    experiments) and the `.venv` that `make` builds (this interpreter's)."""
+    folder.mkdir()
+    (folder / "prefect.yaml").write_text((ROOT / "prefect.yaml").read_text())
+    for name in ("flows", "experiments"):
+        shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / ".venv").symlink_to(Path(sys.prefix))
+    return folder
+
+
+def test_the_readme_prefect_section_runs_as_written_in_a_fresh_shell(tmp_path):
+    """A fresh bash with nothing of paretune on its PATH and no Prefect settings runs the README's
+    `. .venv/bin/activate` and then its Prefect section line by line, unchanged but for the port
+    (4200 may be taken on a shared machine): server, pool, deployments, worker, a tune run
+    watched to its end, the artifact list. The run's artifacts are then read back from the API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    port = str(free_port())
+    repo = repository_copy(tmp_path / "paretune")
+    script = "set -e\n. .venv/bin/activate\n" + readme_prefect_section().replace(f":{README_DEFAULT_PORT}", f":{port}")
+    shell_env = {"HOME": str(tmp_path / "home"), "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+                 "COLUMNS": "200", "PREFECT_HOME": str(tmp_path / "prefect-home"),
+                 "PREFECT_SERVER_API_PORT": port,  # the port the README's server binds (its default is 4200)
+                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # this machine has no internet
+    (tmp_path / "home").mkdir()
+    shell = subprocess.Popen(["bash", "-c", script], cwd=repo, env=shell_env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = shell.communicate(timeout=900)
+        assert shell.returncode == 0, output[-6000:]
+        flow_run_id = re.findall(r"UUID:\s*([0-9a-f-]{36})", output)[-1]
+        with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):  # the README's server, still up
+            with get_client(sync_client=True) as client:
+                flow_run = client.read_flow_run(flow_run_id)
+                artifacts = client.read_artifacts(
+                    artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+    finally:
+        subprocess.run(["bash", "-c", ". .venv/bin/activate && prefect server stop"], cwd=repo, env=shell_env,
+                       capture_output=True, timeout=60)
+        stop_group(shell.pid)  # the worker the README started in the background
+    assert flow_run.state.is_completed(), flow_run.state
+    keys = {artifact.key for artifact in artifacts if artifact.key}
+    assert {f"demo-size-vs-accuracy-1-{what}" for what in ("frontier", "thresholds", "summary", "frontier-picture")} <= keys
+    summary = next(a for a in artifacts if a.key == "demo-size-vs-accuracy-1-summary")
+    assert "12 of 12 observations" in summary.data
+    assert "demo-size-vs-accuracy-1-summary" in output  # `prefect artifact ls` listed it
+    assert (repo / "prefect-worker.log").exists()
+    with DuckDBStorage(repo / "paretune.duckdb", read_only=True) as store:
+        (experiment,) = store.list_experiments()
+        assert store.progress(experiment.id).observations == 12
+
+
+def stop_group(group: int, grace_s: float = 15) -> None:
+    """SIGTERM to a process group, SIGKILL to whatever of it is left after `grace_s`."""
+    deadline = time.monotonic() + grace_s
+    for number in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, number)
+        except ProcessLookupError:
+            return
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from typing import Any
@@ -95,8 +96,10 @@ def test_trials_are_prefect_task_runs_named_for_their_assignments(run_tune, tmp_
         observations = {o.suggestion_id: o for o in store.observations(result.experiment_id)}
     names = sorted(run.name for run in task_runs)
     assert len(names) == 3
+    with DuckDBStorage(db, read_only=True) as store:
+        numbers = store.trial_numbers(result.experiment_id)
     for suggestion in suggestions:
-        expected = f"trial-{suggestion.id} duration={suggestion.assignments['duration']:.4g}"
+        expected = f"trial-{numbers[suggestion.id]} duration={suggestion.assignments['duration']:.4g}"
         assert expected in names
     assert all(run.state.is_completed() for run in task_runs)
     assert parents == {"tune"}
@@ -216,3 +219,38 @@ def test_parameters_name_the_field_to_fix():
         ExperimentSource(spec_path="a.yaml", experiment="a")
     with pytest.raises(ValueError, match="parallelism"):
         TuneOptions(parallelism=0)
+
+
+def test_trials_are_numbered_within_their_experiment_and_expected_failures_log_one_warning(run_tune, tmp_path):
+    """A second experiment in the file: its trials are trial-1.. (suggestions 3..), the global id
+    in a tag; an out-of-memory trial is one WARNING with its reason, no ERROR, no traceback."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterTags
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # after Prefect's own filters, as its console and API handlers see them
+    run_tune(write_spec(tmp_path, "earlier", budget=2, bandwidth=2, objective="tests.objectives:sleep_for"))
+    spec = write_spec(tmp_path, "numbered", budget=4, bandwidth=2, objective="tests.objectives:misbehave",
+                      trial={"modes": ["ok", "oom"]})  # odd suggestion ids run out of memory
+    logging.getLogger("prefect.task_runs").addHandler(handler)
+    try:
+        result, db = run_tune(spec)
+    finally:
+        logging.getLogger("prefect.task_runs").removeHandler(handler)
+
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=["experiment:numbered"])))
+    with DuckDBStorage(db, read_only=True) as store:
+        suggestions = {s.id for s in store.list_suggestions(result.experiment_id)}
+    assert min(suggestions) == 3 and result.failed == 2
+    assert sorted(run.name.split()[0] for run in task_runs) == ["trial-1", "trial-2", "trial-3", "trial-4"]
+    for run in task_runs:
+        number = int(run.name.split()[0].removeprefix("trial-"))
+        assert {f"trial:{number}", f"suggestion:{min(suggestions) + number - 1}"} <= set(run.tags)
+    trial_records = [r for r in records if getattr(r, "task_name", None) == "run-trial"]
+    warnings = [r for r in trial_records if r.levelno >= logging.WARNING]
+    assert [r.levelname for r in warnings] == ["WARNING", "WARNING"]
+    assert all("out_of_memory: needs 80 GiB" in r.getMessage() for r in warnings)
+    assert not any("Traceback" in r.getMessage() or r.exc_text or (r.exc_info and r.exc_info[0]) for r in trial_records)

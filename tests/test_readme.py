@@ -4,7 +4,8 @@ The fenced blocks are read out of README.md itself:
 - `yaml` definitions validate; the block showing an invalid definition's message is that message;
 - `python` blocks run in order, in one namespace, in a fresh folder holding `experiments/`;
 - `bash` blocks run line by line, in order, in one fresh folder (later sections read the store
-  the tuning section made), against a real Prefect server and moto's S3;
+  the tuning section made), against a real Prefect server and moto's S3, each line through bash
+  as a user types it after the README's `. .venv/bin/activate` (no PATH set up for it here);
 - `sql` statements run through `paretune.connect`;
 - the few commands that need hours, GPUs or a long-lived server are named in COVERED with the
   test that runs them; this file checks that test exists.
@@ -16,6 +17,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,14 +35,18 @@ README = (ROOT / "README.md").read_text()
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 # Commands run elsewhere: a prefix of the command line -> the test that runs it.
+PREFECT_SECTION = "tests/test_deploy.py::test_the_readme_prefect_section_runs_as_written_in_a_fresh_shell"
 COVERED = {
     "make demo": "tests/test_bert_demo.py",
     "make test": ".ci/run",
-    "prefect server start": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
-    "prefect work-pool create": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
-    "prefect deploy --all": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
-    "prefect worker start": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
-    "prefect deployment run": "tests/test_deploy.py::test_deploy_registers_every_deployment_and_a_worker_runs_tune",
+    "export PREFECT_API_URL": PREFECT_SECTION,
+    "prefect server start": PREFECT_SECTION,
+    "until curl": PREFECT_SECTION,
+    "prefect work-pool create": PREFECT_SECTION,
+    "prefect deploy --all": PREFECT_SECTION,
+    "prefect worker start": PREFECT_SECTION,
+    "prefect deployment run": PREFECT_SECTION,
+    "prefect artifact ls": PREFECT_SECTION,
     "paretune dashboard": "tests/test_dashboard.py",
     "python -m paretune.flows.preprocess": "tests/test_bert_preprocess_flow.py",
     "python -m paretune.flows.tune experiments/bert_squad2.yaml": "tests/test_bert_experiments.py",
@@ -67,19 +73,18 @@ def covered_by(command: str) -> str | None:
 
 
 def workspace(tmp_path: Path, name: str) -> Path:
+    """A fresh folder holding `experiments/` and a `.venv` (this interpreter's environment)."""
     folder = tmp_path / name
     folder.mkdir()
     shutil.copytree(ROOT / "experiments", folder / "experiments")
+    (folder / ".venv").symlink_to(Path(sys.prefix))
     return folder
 
 
 def run_line(command: str, folder: Path, env: dict[str, str]) -> None:
-    words = shlex.split(command)
-    if words[0] == "paretune":
-        words = [sys.executable, "-m", "paretune.cli", *words[1:]]
-    elif words[0] == "python":
-        words = [sys.executable, *words[1:]]
-    result = subprocess.run(words, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    """The line as typed into a shell where the README's `. .venv/bin/activate` ran."""
+    result = subprocess.run(["bash", "-c", f". .venv/bin/activate && {command}"], cwd=folder, env=env,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
 
 
@@ -88,7 +93,8 @@ def shell_env(prefect_api, s3_endpoint):
     import boto3
 
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="bucket")  # the README's bucket
-    return os.environ | {"PREFECT_API_URL": prefect_api, "PARETUNE_S3_ENDPOINT_URL": s3_endpoint,
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not p.startswith(sys.prefix))
+    return os.environ | {"PREFECT_API_URL": prefect_api, "PARETUNE_S3_ENDPOINT_URL": s3_endpoint, "PATH": path,
                          "PYTHONPATH": str(ROOT), "COLUMNS": "200", "PARETUNE_DB": "paretune.duckdb"}
 
 
@@ -153,3 +159,72 @@ def test_the_sql_examples_run(tmp_path):
     results = [connection.execute(statement).fetchall()
                for statement in (s for block in blocks("sql") for s in block.split(";") if s.strip())]
     assert results[0]  # the frontier
+
+
+def test_the_demos_end_with_the_frontier_and_three_commands_that_run_as_printed(tmp_path, monkeypatch):
+    """`make demo` does not activate .venv, so the closing hints name its commands' path; each
+    runs as printed from the demo's folder in a bare shell (the two servers on free ports)."""
+    import io
+    import socket
+    import time
+    import urllib.request
+
+    from rich.console import Console
+
+    from paretune.flows.demo import print_frontier, print_where
+    from paretune.flows.tune import TuneResult
+
+    folder = workspace(tmp_path, "demo")
+    monkeypatch.chdir(folder)
+    (folder / ".paretune" / "prefect").mkdir(parents=True)  # the demo's Prefect home, which its runs fill
+    experiment = paretune.create_experiment("experiments/demo.yaml", db="paretune.duckdb")
+    experiment.set_observation_budget(4)
+    for accuracy, size in ((0.9, 3000.0), (0.5, 800.0), (0.4, 2000.0), (0.7, 1500.0)):
+        experiment.observe(experiment.suggest(), values={"accuracy": accuracy, "size": size})
+    experiment.storage.close()
+    result = TuneResult(experiment_id=experiment.id, experiment=experiment.name, budget=4, observations=4,
+                        completed=4, failed=0, expired_on_start=0)
+    output = io.StringIO()
+    console = Console(file=output, width=200)
+    print_frontier("paretune.duckdb", result, console)
+    print_where(console, result, "paretune.duckdb", Path(".paretune/prefect"))
+    printed = output.getvalue()
+    assert printed.index("Pareto frontier of") < printed.index("Next")
+    lines = printed[printed.index("Next"):].splitlines()[1:]
+    commands = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    assert len(commands) == 3 and "paretune dashboard" in commands[0] and "prefect server start" in commands[1]
+
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    query = subprocess.run(["bash", "-c", commands[2]], cwd=folder, env=bare, capture_output=True, text=True, timeout=120)
+    assert query.returncode == 0 and "trial" in query.stdout and "accuracy" in query.stdout, query.stderr
+    assert len([line for line in query.stdout.splitlines() if re.match(r"│\s+\d+\s+│", line)]) == 3  # the frontier
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    for command, port_env, url in ((commands[0], None, "http://127.0.0.1:{port}/experiments/1"),
+                                   (commands[1], "PREFECT_SERVER_API_PORT", "http://127.0.0.1:{port}/api/health")):
+        port = free_port()
+        typed = command if port_env else f"{command} --port {port}"  # 8080 may be taken on a shared machine
+        server = subprocess.Popen(["bash", "-c", typed], cwd=folder, env=bare | ({port_env: str(port)} if port_env else {}),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    with urllib.request.urlopen(url.format(port=port), timeout=2) as response:
+                        assert response.status == 200
+                        break
+                except OSError:
+                    assert server.poll() is None and time.monotonic() < deadline, typed
+                    time.sleep(0.5)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()

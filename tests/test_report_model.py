@@ -182,7 +182,7 @@ def test_cli_frontier_prints_the_model_rounded(seeded, capsys):
     points = json.loads(capsys.readouterr().out)
     assert [p["observation_id"] for p in points] == [ids["b"], ids["a"]]
     assert points[1]["values"] == {"accuracy": 0.9, "size": 100.0, "latency": 5.0, "f1": 0.91}
-    assert set(points[1]) == {"observation_id", "suggestion_id", "run_id", "values", "assignments"}
+    assert set(points[1]) == {"observation_id", "suggestion_id", "trial", "run_id", "values", "assignments"}
     assert points[1]["assignments"] == {"width": 10.0, "depth": 1, "optimizer": "adamw"}
 
 

@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from paretune.dashboard.payload import experiment_payload, importance_payload, run_payload, summary_payload
-from paretune.importance import metric_importances
+from paretune.importance import MIN_OBSERVATIONS, metric_importances
 from paretune.storage import DuckDBStorage, Storage, StorageError
 from paretune.storage.report import (ExperimentReport, Version, experiment_report, experiment_summary, format_number,
                             report_version)
@@ -103,9 +103,19 @@ class Dashboard:
             cached = self._cached(self._reports, key)
             if cached is None:
                 report = experiment_report(storage, experiment_id)
-                cached = orjson.dumps(experiment_payload(report))
+                cached = orjson.dumps(experiment_payload(report, self._known_importances(report)))
                 self._remember(self._reports, (experiment_id, report.version.token()), cached)
             return cached
+
+    def _known_importances(self, report: ExperimentReport) -> list[dict[str, Any]] | None:
+        """The importances when they cost nothing (too few observations: each metric's reason) or
+        are cached, so the panel draws on the first load; else None, and the page fetches them."""
+        key = (report.experiment.id, report.version.token())
+        cached = self._cached(self._importances, key)
+        if cached is None and importance_is_cheap(report):
+            cached = importance_payload(report_importances(report))
+            self._remember(self._importances, key, cached)
+        return cached
 
     def importances(self, experiment_id: int) -> list[dict[str, Any]]:
         """Computed once per version of the experiment (a forest per optimized metric)."""
@@ -133,9 +143,23 @@ class Dashboard:
                 cache.popitem(last=False)
 
 
+def importance_is_cheap(report: ExperimentReport) -> bool:
+    """Too few completed observations to fit a forest: the answer is only the reason why."""
+    completed = sum(1 for status in report.columns.status if status != "failed")
+    return completed < MIN_OBSERVATIONS
+
+
 def report_importances(report: ExperimentReport):  # type: ignore[no-untyped-def]
     """Importances from the report model's columns (failed observations have no values, so they drop out)."""
     return metric_importances(report.spec, report.columns.assignments, report.columns.values)
+
+
+def experiment_summaries(storage: Storage) -> list[dict[str, Any]]:
+    """Every experiment's summary, newest first, its best trials named by trial number."""
+    summaries = []
+    for record in reversed(storage.list_experiments()):
+        summaries.append(summary_payload(experiment_summary(storage, record)))
+    return summaries
 
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -154,8 +178,7 @@ def create_app(db_path: str | Path, refresh_s: float = REFRESH_S) -> Starlette:
 
     def experiments_page(request: Request) -> Response:
         with dashboard.store() as storage:
-            summaries = [summary_payload(experiment_summary(storage, record))
-                         for record in reversed(storage.list_experiments())]
+            summaries = experiment_summaries(storage)
         return render("experiments.html", summaries=summaries, db_path=dashboard.db_path,
                       refresh_ms=int(dashboard.refresh_s * 1000))
 
@@ -184,8 +207,7 @@ def create_app(db_path: str | Path, refresh_s: float = REFRESH_S) -> Starlette:
 
     def experiments_api(request: Request) -> Response:
         with dashboard.store() as storage:
-            return json_response([summary_payload(experiment_summary(storage, record))
-                                  for record in reversed(storage.list_experiments())])
+            return json_response(experiment_summaries(storage))
 
     def report_api(request: Request) -> Response:
         return json_response(dashboard.report_json(parse_id(request.path_params["ref"], "experiment")))

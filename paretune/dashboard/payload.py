@@ -1,7 +1,9 @@
 """The report model as the JSON the pages draw from: columns, not rows, so 10^5 points stay small.
 
 Numbers go out raw for the charts and tables (the page formats them with the same rule as
-`storage.report.format_number`); the summary's sentences are formatted here.
+`storage.report.format_number`, in hovers, axes and tables alike); the summary's sentences are
+formatted here. Trials are named by their number within the experiment (`trial_numbers`), the
+one number the page shows; suggestion and observation ids stay in the data for links.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from paretune.storage.report import STATUSES, ExperimentReport, Summary, format_
 STATUS_CODES = {status: code for code, status in enumerate(STATUSES)}
 
 
-def experiment_payload(report: ExperimentReport) -> dict[str, Any]:
+def experiment_payload(report: ExperimentReport, importance: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """`importance`: the importance payload when it is already known (so the panel draws, or says
+    why not, at once)."""
     spec = report.spec
     metrics = report.shown_metrics
     parameters = list(spec.parameters)
@@ -38,6 +42,7 @@ def experiment_payload(report: ExperimentReport) -> dict[str, Any]:
         "points": {
             "observation": columns.observation_id,
             "suggestion": columns.suggestion_id,
+            "trial": columns.trial,
             "run": columns.run_id,
             "status": [STATUS_CODES[status] for status in columns.status],
             "frontier": [i for i, on in enumerate(columns.on_frontier) if on],
@@ -57,6 +62,7 @@ def experiment_payload(report: ExperimentReport) -> dict[str, Any]:
             "reference": ", ".join(f"{name} {format_number(value)} ({history.reference_source[name]})"
                                    for name, value in history.reference.items()),
         },
+        "importance": importance,
         "thresholds": [
             {"metric": t.metric.name, "strategy": t.metric.strategy, "rule": t.rule, "met": t.met,
              "violated": t.violated, "best_value": format_number(t.best_value),
@@ -84,7 +90,7 @@ def summary_payload(summary: Summary) -> dict[str, Any]:
         "failures_by_reason": [[reason, n] for reason, n in summary.failures_by_reason.items()],
         "failures_by_kind": [[kind, n] for kind, n in summary.failures_by_kind.items()],
         "best": [{"metric": b.metric, "objective": b.objective, "strategy": b.strategy, "value": b.value,
-                  "text": format_number(b.value), "suggestion": b.suggestion_id, "observation": b.observation_id,
+                  "text": format_number(b.value), "trial": b.trial, "observation": b.observation_id,
                   "run": b.run_id,
                   "assignments": ", ".join(f"{k}={format_number(v)}" for k, v in b.assignments.items())}
                  for b in summary.best],

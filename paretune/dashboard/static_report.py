@@ -6,6 +6,7 @@ sweep's other artifacts (`paretune report EXPERIMENT --html out.html`, the repor
 
 from __future__ import annotations
 
+
 import posixpath
 from datetime import datetime, timezone
 from importlib.resources import files
@@ -22,7 +23,7 @@ from paretune.storage.report import ExperimentReport, experiment_report
 def static_report_html(report: ExperimentReport) -> str:
     """The experiment page of `report`, with everything it needs inside the file."""
     static = files("paretune.dashboard") / "static"
-    config = {"live": False, "runUrl": None, "importance": importance_payload(report_importances(report))}
+    config = {"live": False, "runUrl": None}
     return templates.get_template("experiment.html").render(
         static=True,
         title=report.experiment.name,
@@ -33,13 +34,15 @@ def static_report_html(report: ExperimentReport) -> str:
         inline_js=(static / "dashboard.js").read_text().replace("</script", "<\\/script"),
         plotly_js=plotly_js_path().read_text().replace("</script", "<\\/script"),
         config_json=_script_json(config),
-        data_json=orjson.dumps(experiment_payload(report)).decode().replace("</", "<\\/"),
+        data_json=orjson.dumps(experiment_payload(report, importance_payload(report_importances(report))))
+        .decode().replace("</", "<\\/"),
     )
 
 
 def write_report_file(storage: Storage, experiment: int | str, url: str) -> str:
     """Write the static report of `experiment` from an open store to `url`; return where it went."""
-    html = static_report_html(experiment_report(storage, experiment))
+    report = experiment_report(storage, experiment)
+    html = static_report_html(report)
     return put_text(url, html)
 
 

@@ -29,6 +29,14 @@
   }
   function trim(text) { return text.indexOf(".") >= 0 ? text.replace(/0+$/, "").replace(/\.$/, "") : text; }
 
+  /* An axis's d3 tick format that writes ticks as fmt writes values: grouped digits (22,000,000),
+     trimmed decimals (0.35), scientific notation for tiny values. Hovers carry fmt's own text. */
+  function axisFormat(values) {
+    let top = 0;
+    for (const v of values) if (typeof v === "number" && isFinite(v)) top = Math.max(top, Math.abs(v));
+    return top > 0 && top < 1e-3 ? ".3~e" : ",~r";
+  }
+
   function el(tag, attrs, children) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(attrs || {})) {
@@ -47,8 +55,8 @@
 
   /* ---------------------------------------------------------------- the experiment page */
   function experimentPage(config) {
-    const state = { data: null, version: config.version, sort: { key: "number", dir: 1 }, filter: "", status: "all", page: 0,
-                    selected: null, rowText: null };
+    const state = { data: null, version: config.version, sort: { key: "trial", dir: 1 }, filter: "", status: "all", page: 0,
+                    selected: null, rowText: null, shown: { parameters: false, stored: false, margins: false } };
     window.paretune.state = state;
     const live = document.getElementById("live");
     const inline = document.getElementById("report-data");
@@ -65,6 +73,8 @@
       drawParcoords(data);
       drawThresholds(data);
       drawTrials(data, state, select);
+      if (data.importance) drawImportance(data.importance);
+      else if (!document.querySelector("#importance .main-svg")) showReason("importance", "Computing parameter importance (a random forest per optimized metric)…");
       if (state.selected !== null) select(findIndex(data, state.selected));
       document.body.dataset.version = data.version;
     }
@@ -83,9 +93,16 @@
     }
 
     async function loadImportance() {
+      if (state.data.importance) return;  // it came with the report
       const version = state.version;
-      const response = await fetch(config.importanceUrl, { cache: "no-store" });
-      if (response.ok && version === state.version) drawImportance(await response.json());
+      try {
+        const response = await fetch(config.importanceUrl, { cache: "no-store" });
+        const body = await response.json();
+        if (!response.ok) throw new Error(body.detail || response.statusText);
+        if (version === state.version) drawImportance(body);
+      } catch (error) {
+        showReason("importance", "Parameter importance could not be computed: " + error.message);
+      }
     }
 
     async function poll() {
@@ -94,7 +111,7 @@
         const body = await response.json();
         if (!response.ok) throw new Error(body.detail || response.statusText);
         if (body.version !== state.version) await load();
-        showLive(body.state === "active", body.open);
+        showLive(body.state, body.open);
         if (body.state !== "active") clearInterval(timer);
       } catch (error) {
         live.textContent = "refresh failed, retrying: " + error.message;
@@ -102,20 +119,23 @@
       }
     }
 
-    function showLive(active, open) {
-      if (!config.live) { live.textContent = "static report"; live.className = "badge"; return; }
-      const time = new Date().toLocaleTimeString();
-      live.textContent = (open > 0 ? "running · " + open + " in flight · " : "") + (active ? "live · checked " + time : "not active");
-      live.className = "badge" + (open > 0 ? " live" : "");
+    /* The experiment's state word, as the experiments page and `paretune list` write it (active,
+       completed, archived), then what is running and when the page last checked. */
+    function showLive(experimentState, open) {
+      if (!config.live) { live.textContent = experimentState + " · static report"; live.className = "badge state-" + experimentState; return; }
+      const parts = [experimentState];
+      if (open > 0) parts.push("running · " + open + " in flight");
+      if (experimentState === "active") parts.push("checked " + new Date().toLocaleTimeString());
+      live.textContent = parts.join(" · ");
+      live.className = "badge state-" + experimentState + (open > 0 ? " live" : "");
     }
 
     let timer = null;
     if (inline) {
       draw(JSON.parse(inline.textContent));
-      if (config.importance) drawImportance(config.importance);
-      showLive(false, 0);
+      showLive(state.data.experiment.state, 0);
     } else {
-      load().then(() => showLive(state.data.experiment.state === "active", state.data.summary.open))
+      load().then(() => showLive(state.data.experiment.state, state.data.summary.open))
             .catch((error) => { live.textContent = "could not load: " + error.message; live.className = "badge status-failed"; });
     }
     if (config.live) timer = setInterval(poll, config.refreshMs);
@@ -131,8 +151,15 @@
     const reason = new Array(n).fill(null);
     for (const [i, text] of Object.entries(p.reason)) reason[Number(i)] = text;
     p.reason = reason;
-    p.number = Array.from({ length: n }, (_, i) => i + 1);
   }
+
+  /* A panel that cannot draw yet says why; the reason goes when it draws. */
+  function showReason(id, text) {
+    const node = document.getElementById(id);
+    Plotly.purge(node);
+    node.replaceChildren(el("p", { class: "muted reason-text", text: text }));
+  }
+  function clearReason(node) { for (const child of node.querySelectorAll(":scope > p")) child.remove(); }
 
   function findIndex(data, observationId) { return data.points.observation.indexOf(observationId); }
 
@@ -148,7 +175,7 @@
                     null, s.failures_by_reason.map(([reason, n]) => n + " × " + reason).join("\n")));
     for (const best of s.best) {
       tiles.push(tile("Best " + best.metric + (best.objective === "maximize" ? " (max)" : " (min)"), best.text,
-                      "trial " + best.suggestion + (best.strategy === "constraint" ? " · constraint" : ""), null, best.assignments));
+                      "trial " + best.trial + (best.strategy === "constraint" ? " · constraint" : ""), null, best.assignments));
     }
     tiles.push(tile("Last activity", s.last_activity ? s.last_activity.slice(11, 19) : "none", s.last_activity ? s.last_activity.slice(0, 10) : ""));
     document.getElementById("summary").replaceChildren(...tiles);
@@ -172,14 +199,16 @@
     return out;
   }
 
+  /* Hover rows carry text written by fmt, so a value reads the same in hovers, axes and tables:
+     [index, trial, run, x text, y text, ...parameters]. */
+  const FIRST_PARAMETER = 5;
   function hoverParts(data) {
-    const lines = data.parameters.map((q, k) => q.name + ": %{customdata[" + (k + 3) + "]" + (q.type === "categorical" ? "" : ":.4~g") + "}");
-    return lines.join("<br>");
+    return data.parameters.map((q, k) => q.name + ": %{customdata[" + (k + FIRST_PARAMETER) + "]}").join("<br>");
   }
-  function customdata(data, indices) {
+  function customdata(data, indices, xOf, yOf) {
     const p = data.points;
-    return indices.map((i) => [i, p.suggestion[i], p.run[i] === null ? "no run" : "run " + p.run[i],
-                               ...data.parameters.map((q) => p.assignments[q.name][i])]);
+    return indices.map((i) => [i, p.trial[i], p.run[i] === null ? "no run" : "run " + p.run[i], fmt(xOf(i)), fmt(yOf(i)),
+                               ...data.parameters.map((q) => fmt(p.assignments[q.name][i]))]);
   }
 
   function drawScatter(data, state, select) {
@@ -190,12 +219,13 @@
     const metric = (name) => data.metrics.find((m) => m.name === name);
     const xMetric = twoMetrics ? metric(data.optimized[0]) : null;
     const yMetric = metric(twoMetrics ? data.optimized[1] : data.optimized[0]);
-    const xOf = (i) => (twoMetrics ? p.values[xMetric.name][i] : p.number[i]);
+    const xOf = (i) => (twoMetrics ? p.values[xMetric.name][i] : p.trial[i]);
     const yOf = (i) => p.values[yMetric.name][i];
     const params = hoverParts(data);
-    const xLine = twoMetrics ? xMetric.name + ": %{x:.4~g}" : "trial no. %{x}";
-    const hover = (label) => "<b>trial %{customdata[1]}</b> · %{customdata[2]}<br>" + xLine + "<br>" + yMetric.name +
-                             ": %{y:.4~g}<br>" + params + "<extra>" + label + "</extra>";
+    const xLine = twoMetrics ? xMetric.name + ": %{customdata[3]}<br>" : "";
+    const hover = (label) => "<b>trial %{customdata[1]}</b> · %{customdata[2]}<br>" + xLine + yMetric.name +
+                             ": %{customdata[4]}<br>" + params + "<extra>" + label + "</extra>";
+    if (!p.status.length) { showReason("scatter", "No trial has finished yet: each point appears here as its trial ends."); return; }
     const big = p.status.length > WEBGL_ABOVE;
     const styles = {
       frontier: { name: "frontier", marker: { color: COLORS.feasible, size: 10, symbol: "circle", line: { color: COLORS.frontier, width: 2 } } },
@@ -207,7 +237,7 @@
       const indices = byStatus[status];
       traces.push(Object.assign({
         type: big ? "scattergl" : "scatter", mode: "markers", x: indices.map(xOf), y: indices.map(yOf),
-        customdata: customdata(data, indices), hovertemplate: hover(status === "frontier" ? "frontier" : status),
+        customdata: customdata(data, indices, xOf, yOf), hovertemplate: hover(status === "frontier" ? "frontier" : status),
         meta: status,
       }, styles[status], { name: styles[status].name + " (" + fmt(indices.length) + ")" }));
     }
@@ -217,18 +247,20 @@
     const failed = byStatus.failed;
     const layout = baseLayout();
     layout.legend = { orientation: "h", y: 1.08, x: 0 };
-    layout.xaxis = { title: { text: twoMetrics ? metricLabel(xMetric) : "trial number" }, gridcolor: COLORS.grid, zeroline: false };
-    layout.yaxis = { title: { text: metricLabel(yMetric) }, gridcolor: COLORS.grid, zeroline: false, domain: failed.length ? [0.2, 1] : [0, 1] };
+    layout.xaxis = { automargin: true, title: { text: twoMetrics ? metricLabel(xMetric) : "trial" }, gridcolor: COLORS.grid, zeroline: false,
+                     tickformat: twoMetrics ? axisFormat(p.values[xMetric.name]) : ",d" };
+    layout.yaxis = { automargin: true, title: { text: metricLabel(yMetric) }, gridcolor: COLORS.grid, zeroline: false, domain: failed.length ? [0.2, 1] : [0, 1],
+                     tickformat: axisFormat(p.values[yMetric.name]) };
     if (failed.length) {
-      traces.push({ type: big ? "scattergl" : "scatter", mode: "markers", x: failed.map((i) => p.number[i]), y: failed.map(() => 0),
+      traces.push({ type: big ? "scattergl" : "scatter", mode: "markers", x: failed.map((i) => p.trial[i]), y: failed.map(() => 0),
                     xaxis: "x2", yaxis: "y2", name: "failed (" + fmt(failed.length) + ")", meta: "failed",
                     marker: { color: COLORS.failed, size: 8, symbol: "x-thin", line: { color: COLORS.failed, width: 2 } },
-                    customdata: customdata(data, failed).map((row, k) => row.concat([p.reason[failed[k]] || ""])),
-                    hovertemplate: "<b>trial %{customdata[1]}</b> · %{customdata[2]}<br>failed: %{customdata[" + (data.parameters.length + 3) +
+                    customdata: customdata(data, failed, xOf, yOf).map((row, k) => row.concat([p.reason[failed[k]] || ""])),
+                    hovertemplate: "<b>trial %{customdata[1]}</b> · %{customdata[2]}<br>failed: %{customdata[" + (data.parameters.length + FIRST_PARAMETER) +
                                    "]}<br>" + params + "<extra>failed</extra>" });
       layout.xaxis2 = { anchor: "y2", title: { text: "failed trials (no metric values), by trial number", font: { size: 11 } },
-                        gridcolor: COLORS.grid, zeroline: false };
-      if (twoMetrics) layout.xaxis2.range = [0, p.number.length + 1];
+                        gridcolor: COLORS.grid, zeroline: false, tickformat: ",d" };
+      if (twoMetrics) layout.xaxis2.range = [0, Math.max(...p.trial) + 1];
       else layout.xaxis2.matches = "x";
       layout.yaxis2 = { domain: [0, 0.07], showticklabels: false, showgrid: false, zeroline: false, fixedrange: true, range: [-1, 1] };
       layout.margin.b = 50;
@@ -251,6 +283,7 @@
     document.getElementById("scatter-title").textContent = twoMetrics
       ? "Pareto frontier: " + xMetric.name + " against " + yMetric.name
       : yMetric.name + " by trial";
+    clearReason(node);
     Plotly.react(node, traces, layout, PLOT_CONFIG);
     if (!node.dataset.clicks) {
       node.dataset.clicks = "1";
@@ -258,6 +291,7 @@
     }
   }
 
+  /* Every axis takes `automargin: true`: room for whole tick labels (22,000,000). */
   function baseLayout() {
     return { font: FONT, margin: { l: 64, r: 16, t: 24, b: 48 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff",
              hovermode: "closest", uirevision: "keep", hoverlabel: { align: "left" } };
@@ -267,12 +301,11 @@
     const p = data.points;
     const rows = [];
     const status = p.status[i];
-    rows.push(el("h3", {}, [document.createTextNode("Trial " + p.suggestion[i] + " "),
+    rows.push(el("h3", {}, [document.createTextNode("Trial " + p.trial[i] + " "),
                             el("span", { class: "badge status-" + status, text: status }),
                             p.frontier[i] ? el("span", { class: "badge", text: "on the frontier" }) : null]));
     const table = el("table", { class: "kv", id: "selected-assignments" });
     const add = (key, value, cls) => table.append(el("tr", {}, [el("th", { text: key }), el("td", { class: cls || null, html: value })]));
-    add("observation", escapeHtml(p.observation[i]) + " (no. " + p.number[i] + ")");
     if (p.run[i] !== null) add("run", config.runUrl ? '<a href="' + config.runUrl + p.run[i] + '">run ' + p.run[i] + "</a>" : "run " + p.run[i]);
     for (const q of data.parameters) if (p.assignments[q.name][i] !== null) add(q.name, escapeHtml(fmt(p.assignments[q.name][i])), "assignment");
     for (const m of data.metrics) {
@@ -295,15 +328,18 @@
     const title = h.kind === "hypervolume" ? "Hypervolume: " + (h.current || "none yet") : "Best " + h.metrics[0] + ": " + (h.current || "none yet");
     document.getElementById("history-title").textContent = title;
     const layout = baseLayout();
-    layout.xaxis = { title: { text: "observations" }, gridcolor: COLORS.grid, zeroline: false, rangemode: "tozero" };
-    layout.yaxis = { title: { text: h.kind === "hypervolume" ? "hypervolume" : "best " + h.metrics[0] }, gridcolor: COLORS.grid, zeroline: false };
+    layout.xaxis = { automargin: true, title: { text: "observations" }, gridcolor: COLORS.grid, zeroline: false, rangemode: "tozero" };
+    layout.yaxis = { automargin: true, title: { text: h.kind === "hypervolume" ? "hypervolume" : "best " + h.metrics[0] }, gridcolor: COLORS.grid, zeroline: false };
     layout.showlegend = false;
     if (h.reference) {
       layout.annotations = [{ xref: "paper", yref: "paper", x: 1, y: 0, xanchor: "right", yanchor: "bottom", showarrow: false,
                               text: "reference point: " + escapeHtml(h.reference), font: { size: 10, color: "#6b7280" } }];
     }
-    Plotly.react(node, [{ type: "scatter", mode: "lines+markers", x: h.x, y: h.y, line: { shape: "hv", color: COLORS.feasible, width: 2 },
-                          marker: { size: 5 }, hovertemplate: "after %{x} observations: %{y:.4~g}<extra></extra>" }], layout, PLOT_CONFIG);
+    if (!h.x.length) { showReason("history", "No feasible observation yet: the " + (h.kind === "hypervolume" ? "hypervolume" : "best value") + " starts with the first completed trial that meets every threshold."); return; }
+    layout.yaxis.tickformat = axisFormat(h.y);
+    clearReason(node);
+    Plotly.react(node, [{ type: "scatter", mode: "lines+markers", x: h.x, y: h.y, text: h.y.map((v) => fmt(v)), line: { shape: "hv", color: COLORS.feasible, width: 2 },
+                          marker: { size: 5 }, hovertemplate: "after %{x} observations: %{text}<extra></extra>" }], layout, PLOT_CONFIG);
   }
 
   function drawParcoords(data) {
@@ -324,12 +360,18 @@
                  tickvals: q.categories.map((_, k) => k), ticktext: q.categories };
       }
       if (q.log) return { label: q.name + " (log10)", values: rows.map((i) => Math.log10(p.assignments[q.name][i])) };
-      return { label: q.name, values: rows.map((i) => p.assignments[q.name][i]) };
+      const values = rows.map((i) => p.assignments[q.name][i]);
+      return { label: q.name, values: values, tickformat: axisFormat(values) };
     });
-    for (const m of data.metrics) if (m.strategy !== "store") dimensions.push({ label: metricLabel(m), values: rows.map((i) => p.values[m.name][i]) });
+    for (const m of data.metrics) {
+      if (m.strategy === "store") continue;
+      const values = rows.map((i) => p.values[m.name][i]);
+      dimensions.push({ label: metricLabel(m), values: values, tickformat: axisFormat(values) });
+    }
     const colorMetric = data.metrics.find((m) => m.name === data.optimized[0]);
     const layout = baseLayout();
     layout.margin = { l: 60, r: 60, t: 56, b: 24 };
+    clearReason(node);
     Plotly.react(node, [{ type: "parcoords", dimensions: dimensions,
                           line: { color: rows.map((i) => p.values[colorMetric.name][i]), colorscale: "Viridis",
                                   reversescale: colorMetric.objective === "minimize", showscale: true,
@@ -352,8 +394,9 @@
     const layout = baseLayout();
     layout.barmode = "group";
     layout.margin.l = 110;
-    layout.xaxis = { title: { text: "importance (share, by permutation)" }, tickformat: ".0%", gridcolor: COLORS.grid, rangemode: "tozero" };
+    layout.xaxis = { automargin: true, title: { text: "importance (share, by permutation)" }, tickformat: ".0%", gridcolor: COLORS.grid, rangemode: "tozero" };
     layout.legend = { orientation: "h", y: 1.1, x: 0 };
+    clearReason(node);
     Plotly.react(node, traces, layout, PLOT_CONFIG);
     node.dataset.metrics = usable.map((m) => m.metric).join(",");
   }
@@ -374,16 +417,32 @@
   }
 
   /* ------------------------------------------------------------------ the trials table */
-  function trialColumns(data) {
+  /* The column groups a person can fold: folded, the parameters share one wrapped column and the
+     stored metrics and margins are hidden, so the table fits its box; unfolded, the box scrolls
+     sideways (never the page). */
+  const GROUPS = [
+    { key: "parameters", show: "parameters as columns", hide: "parameters in one column" },
+    { key: "stored", show: "stored metrics", hide: "hide stored metrics" },
+    { key: "margins", show: "threshold margins", hide: "hide margins" },
+  ];
+
+  function trialColumns(data, shown) {
     const p = data.points;
     const columns = [
-      { key: "number", label: "no.", get: (i) => p.number[i], num: true },
-      { key: "suggestion", label: "trial", get: (i) => p.suggestion[i], num: true },
+      { key: "trial", label: "trial", get: (i) => p.trial[i], num: true },
       { key: "status", label: "status", get: (i) => p.status[i] + (p.frontier[i] ? " (frontier)" : "") },
     ];
-    for (const m of data.metrics) columns.push({ key: "v:" + m.name, label: m.name, get: (i) => p.values[m.name][i], num: true });
-    for (const m of data.metrics) if (p.margins[m.name]) columns.push({ key: "g:" + m.name, label: m.name + " margin", get: (i) => p.margins[m.name][i], num: true, margin: true });
-    for (const q of data.parameters) columns.push({ key: "a:" + q.name, label: q.name, get: (i) => p.assignments[q.name][i], num: q.type !== "categorical" });
+    for (const m of data.metrics) {
+      if (m.strategy !== "store" || shown.stored) columns.push({ key: "v:" + m.name, label: m.name, get: (i) => p.values[m.name][i], num: true });
+    }
+    if (shown.margins) for (const m of data.metrics) if (p.margins[m.name]) columns.push({ key: "g:" + m.name, label: m.name + " margin", get: (i) => p.margins[m.name][i], num: true, margin: true });
+    if (shown.parameters) {
+      for (const q of data.parameters) columns.push({ key: "a:" + q.name, label: q.name, get: (i) => p.assignments[q.name][i], num: q.type !== "categorical" });
+    } else {
+      columns.push({ key: "parameters", label: "parameters", wrap: true,
+                     get: (i) => data.parameters.filter((q) => p.assignments[q.name][i] !== null)
+                                                .map((q) => q.name + "=" + fmt(p.assignments[q.name][i])).join("  ") });
+    }
     columns.push({ key: "duration", label: "duration (s)", get: (i) => p.duration[i], num: true });
     columns.push({ key: "reason", label: "failure", get: (i) => p.reason[i] });
     columns.push({ key: "run", label: "run", get: (i) => p.run[i], num: true, run: true });
@@ -392,12 +451,13 @@
 
   function drawTrials(data, state, select) {
     const node = document.getElementById("trials");
-    const columns = trialColumns(data);
+    const columns = trialColumns(data, state.shown);
     const total = data.points.status.length;
     const needle = state.filter.trim().toLowerCase();
-    if (needle && !state.rowText) {  // built on the first filter, not on every draw
+    if (needle && !state.rowText) {  // built on the first filter, not on every draw; every column, folded or not
+      const all = trialColumns(data, { parameters: true, stored: true, margins: true });
       state.rowText = new Array(total);
-      for (let i = 0; i < total; i++) state.rowText[i] = columns.map((c) => fmt(c.get(i))).join(" ").toLowerCase();
+      for (let i = 0; i < total; i++) state.rowText[i] = all.map((c) => fmt(c.get(i))).join(" ").toLowerCase();
     }
     let rows = [];
     for (let i = 0; i < total; i++) {
@@ -426,11 +486,16 @@
     const tools = el("div", { class: "tools" }, [filter, status,
       el("span", { class: "muted", id: "trial-count", text: rows.length ? "rows " + fmt(state.page * PAGE_ROWS + 1) + "–" + fmt(state.page * PAGE_ROWS + shown.length) + " of " + fmt(rows.length) + (rows.length !== total ? " (" + fmt(total) + " in all)" : "") : "no trial matches" }),
       el("button", { text: "‹ previous", disabled: state.page === 0 ? "disabled" : null, onclick: () => { state.page -= 1; redraw(); } }),
-      el("button", { text: "next ›", disabled: state.page >= pages - 1 ? "disabled" : null, onclick: () => { state.page += 1; redraw(); } })]);
+      el("button", { text: "next ›", disabled: state.page >= pages - 1 ? "disabled" : null, onclick: () => { state.page += 1; redraw(); } }),
+      ...GROUPS.map((g) => el("button", { class: "fold" + (state.shown[g.key] ? " unfolded" : ""), "data-group": g.key,
+                                          text: (state.shown[g.key] ? "− " + g.hide : "+ " + g.show),
+                                          onclick: () => { state.shown[g.key] = !state.shown[g.key]; redraw(); } }))]);
+    if (!columns.some((c) => c.key === state.sort.key)) state.sort = { key: "trial", dir: 1 };
     const head = el("tr", {}, columns.map((c) => el("th", {
       class: "sortable" + (c.num ? " num" : "") + (c.key === state.sort.key ? (state.sort.dir > 0 ? " sorted-asc" : " sorted-desc") : ""),
-      "data-key": c.key, text: c.label,
-      onclick: () => { state.sort = { key: c.key, dir: state.sort.key === c.key ? -state.sort.dir : 1 }; redraw(); } })));
+      "data-key": c.key,
+      onclick: () => { state.sort = { key: c.key, dir: state.sort.key === c.key ? -state.sort.dir : 1 }; redraw(); } },
+      wrappable(c.label))));
     const body = el("tbody", {}, shown.map((i) => el("tr", { "data-observation": data.points.observation[i], class: data.points.observation[i] === state.selected ? "highlight" : null,
       onclick: () => { state.selected = data.points.observation[i]; select(i); redraw(); } },
       columns.map((c) => {
@@ -438,9 +503,16 @@
         if (c.key === "status") return el("td", {}, el("span", { class: "badge status-" + data.points.status[i], text: value }));
         if (c.run && value !== null && window.paretune.runUrl) return el("td", { class: "num" }, el("a", { href: window.paretune.runUrl + value, text: String(value) }));
         if (c.key === "reason") return el("td", { class: "reason", title: value || null, text: value || "" });
+        if (c.wrap) return el("td", { class: "wrap", text: value });
         return el("td", { class: (c.num ? "num" : "") + (c.margin && value !== null ? (value >= 0 ? " pos" : " neg") : ""), text: fmt(value) });
       }))));
     node.replaceChildren(tools, el("div", { class: "scroll" }, el("table", { class: "grid", id: "trials-table" }, [el("thead", {}, head), body])));
+  }
+
+  /* A header that may wrap after each underscore (HasAns_<wbr>exact), not inside a word. */
+  function wrappable(label) {
+    const parts = label.split("_");
+    return parts.flatMap((part, k) => (k < parts.length - 1 ? [part + "_", el("wbr")] : [part]));
   }
 
   function debounce(action, ms) { let t = null; return () => { clearTimeout(t); t = setTimeout(action, ms); }; }
@@ -450,16 +522,21 @@
     const node = document.getElementById("checkpoints");
     const names = Object.keys(run.checkpoints.values);
     if (!names.length) { node.replaceChildren(el("p", { class: "muted", text: "This run reported no checkpoints." })); return; }
+    if (run.checkpoints.epoch.length === 1) {
+      node.append(el("p", { class: "muted reason-text", text: "One checkpoint so far (epoch " + run.checkpoints.epoch[0] + "): a curve needs two." }));
+    }
     for (const name of names) {
       const chart = el("div", { "data-metric": name });
       node.append(chart);
       const layout = baseLayout();
       layout.title = { text: name, font: { size: 13 }, x: 0.02 };
       layout.margin = { l: 56, r: 12, t: 32, b: 40 };
-      layout.xaxis = { title: { text: "epoch" }, dtick: 1, gridcolor: COLORS.grid, zeroline: false };
-      layout.yaxis = { gridcolor: COLORS.grid, zeroline: false };
-      Plotly.newPlot(chart, [{ type: "scatter", mode: "lines+markers", x: run.checkpoints.epoch, y: run.checkpoints.values[name],
-                               line: { color: COLORS.feasible, width: 2 }, hovertemplate: "epoch %{x}: %{y:.4~g}<extra></extra>" }], layout, PLOT_CONFIG);
+      const values = run.checkpoints.values[name];
+      layout.xaxis = { automargin: true, title: { text: "epoch" }, tickformat: ",d", gridcolor: COLORS.grid, zeroline: false };
+      layout.yaxis = { automargin: true, gridcolor: COLORS.grid, zeroline: false, tickformat: axisFormat(values) };
+      Plotly.newPlot(chart, [{ type: "scatter", mode: "lines+markers", x: run.checkpoints.epoch, y: values, connectgaps: true,
+                               text: values.map((v) => fmt(v)), line: { color: COLORS.feasible, width: 2 },
+                               hovertemplate: "epoch %{x}: %{text}<extra></extra>" }], layout, PLOT_CONFIG);
     }
   }
 
