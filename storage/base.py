@@ -64,13 +64,25 @@ class Storage(abc.ABC):
     def set_observation_budget(self, experiment_id: int, budget: int) -> None:
         """Change the budget in force (an override or an extension); the state follows it."""
 
+    @abc.abstractmethod
+    def update_experiment(self, experiment_id: int, *, name: str | None = None, budget: int | None = None,
+                          parallel_bandwidth: int | None = None, thresholds: dict[str, float | None] | None = None,
+                          metadata: dict[str, Any] | None = None) -> ExperimentRecord:
+        """Change name, budget, parallel bandwidth, metric thresholds or metadata; a budget below
+        what was observed is refused."""
+
+    @abc.abstractmethod
+    def delete_experiment(self, experiment_id: int) -> None:
+        """Delete an experiment and everything recorded for it; nothing else changes."""
+
     # -- suggestions --------------------------------------------------------------------------
     @abc.abstractmethod
     def create_suggestions(
         self, experiment_id: int, batch: list[dict[str, Any]], worker: str | None = None,
         tasks: list[str | None] | None = None,
     ) -> list[SuggestionRecord]:
-        """Record new open suggestions (all or none), each with its task when the experiment has tasks."""
+        """Record new open suggestions (all or none), each with its task when the experiment has
+        tasks; an archived experiment is refused."""
 
     @abc.abstractmethod
     def get_suggestion(self, suggestion_id: int) -> SuggestionRecord: ...
