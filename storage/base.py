@@ -32,6 +32,13 @@ from paretune.storage.records import (
 )
 
 
+def observation_of(record: ObservationRecord) -> Observation:
+    """A stored observation as the optimizer takes it."""
+    return Observation(assignments=record.assignments, values=None if record.failed else record.values,
+                       failed=record.failed, failure_reason=record.failure_reason, value_stddevs=record.value_stddevs,
+                       task=record.task)
+
+
 class StorageError(ValueError):
     """A request the store refused (unknown id, wrong state, bad values); nothing was written."""
 
@@ -137,11 +144,7 @@ class Storage(abc.ABC):
 
     def history(self, experiment_id: int) -> list[Observation]:
         """Observations as the optimizer takes them."""
-        return [
-            Observation(assignments=o.assignments, values=None if o.failed else o.values, failed=o.failed,
-                        failure_reason=o.failure_reason, value_stddevs=o.value_stddevs, task=o.task)
-            for o in self.observations(experiment_id)
-        ]
+        return [observation_of(o) for o in self.observations(experiment_id)]
 
     def pending(self, experiment_id: int) -> list[dict[str, Any]]:
         """Assignments of suggestions still open (in flight somewhere)."""
