@@ -89,8 +89,6 @@ def server_run(folder: Path, clients: int, seconds: float) -> dict[str, Any]:
     sessions = [requests.Session() for _ in range(clients)]
     for session in sessions:
         session.auth = (token, "")
-    base = f"{server.url}/v1/experiments/" + sessions[0].post(f"{server.url}/v1/experiments", json=DEFINITION,
-                                                             timeout=60).json()["id"]
     server_errors: list[int] = []
     observe_s: list[float] = []  # the observation call alone: what the server adds without the optimizer
     side_file = folder / f"acknowledged-{clients}.jsonl"
@@ -114,6 +112,8 @@ def server_run(folder: Path, clients: int, seconds: float) -> dict[str, Any]:
         return body["id"]
 
     try:
+        created = sessions[0].post(f"{server.url}/v1/experiments", json=DEFINITION, timeout=60)
+        base = f"{server.url}/v1/experiments/{created.json()['id']}"
         began = time.perf_counter()
         latencies, _ = drive(clients, seconds, turn)
         elapsed = time.perf_counter() - began

@@ -73,6 +73,18 @@ def test_core_api_script(served) -> None:
         calls.observations().create(suggestion=first.id, values=[{"name": "acc", "value": 1}, {"name": "size", "value": 1}])
     assert refused.value.status_code == 400 and "not open" in str(refused.value)
 
+    with pytest.raises(ApiException) as early:
+        calls.importances().fetch()
+    assert early.value.status_code == 400 and "needs 10" in str(early.value)
+    assert not calls.stopping_criteria().fetch().should_stop
+    for i in range(4):  # up to the budget of 10
+        calls.observations().create(assignments={"x": i / 4, "n": 1 + i, "c": "a"},
+                                    values=[{"name": "acc", "value": i / 4}, {"name": "size", "value": 1 + i}])
+    assert set(calls.importances().fetch().importances) == {"x", "n", "c"}
+    assert {m.metric for m in calls.metric_importances().fetch().iterate_pages()} == {"acc", "size"}
+    stopping = calls.stopping_criteria().fetch()
+    assert stopping.should_stop and stopping.reasons == ["observation_budget_reached"]
+
     calls.delete()
     assert calls.fetch().state == "deleted"
     with pytest.raises(ApiException) as archived:
@@ -81,10 +93,10 @@ def test_core_api_script(served) -> None:
 
     with DuckDBStorage(db, read_only=True) as storage:  # what the API wrote is the store's, for every reader
         record = storage.get_experiment(int(experiment.id))
-        assert record.state == "archived" and record.budget == 10
+        assert record.state == "archived" and record.budget == 10 and record.spec.parallel_bandwidth == 2
         assert [m.threshold for m in record.spec.metrics] == [0.95, None, None]
         observations = storage.observations(record.id)
-        assert [o.failed for o in observations] == [False, True, False, False, False, False]
+        assert [o.failed for o in observations] == [False, True] + [False] * 8
         assert observations[0].metadata == {"host": "gpu-1"} and observations[0].value_stddevs == {"size": 0.1}
     listed = paretune("list", "--all", db=db)
     assert "multimetric" in listed.stdout and "archived" in listed.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -20,7 +21,8 @@ from paretune.failures import Failure
 from paretune.importance import metric_importances
 from paretune.lifecycle import OpenTrial
 from paretune.server import shapes
-from paretune.server.core import REPORTED_FAILURE, Handlers, answer, experiment_of, page
+from paretune.api import holding
+from paretune.server.core import HOLDER, REPORTED_FAILURE, Handlers, answer, experiment_of, page
 from paretune.server.protocol import ApiError, field, json_body, path_id, query_field
 from paretune.storage import DuckDBStorage, ExperimentRecord, ObservationRecord, RunRecord, StorageError
 from paretune.storage import api_records
@@ -31,13 +33,19 @@ MERGED_RUN_FIELDS = ("metadata", "datasets", "sys_metadata", "dev_metadata", "as
 REPLACED_RUN_FIELDS = ("model", "logs", "source_code")
 
 
-def should_stop(store: DuckDBStorage, run: RunRecord, epoch: int) -> tuple[bool, dict[str, bool]]:
-    """Whether a trial should stop after this checkpoint (SigOpt's `should_stop`), and why.
+def stop_answer(answer: Any) -> tuple[bool, dict[str, bool]]:
+    """SigOpt's `should_stop` and `stopping_reasons` from the lifecycle's answer to a checkpoint.
 
-    The one place the early-stopping decision enters the API: no rule is configured here, so a
-    run always goes on.
+    The one place the early-stopping decision enters the API. `TrialSession.checkpoint` answers
+    None where no stopping rule exists (the run goes on), or a decision with `should_stop` and
+    `reasons`; a run outside any experiment is never stopped.
     """
-    return False, {}
+    if answer is None:
+        return False, {}
+    reasons = getattr(answer, "reasons", None) or {}
+    if not isinstance(reasons, dict):
+        reasons = {str(reason): True for reason in reasons}
+    return bool(answer.should_stop), reasons
 
 
 class Api(Handlers):
@@ -192,13 +200,14 @@ class Api(Handlers):
             if run.status != "running":
                 raise ApiError(400, f"run {run_id} is {run.status}: checkpoints go to a running run")
             epoch = len(store.checkpoints(run_id))
+            answer = None
             if run.suggestion_id is None:
                 store.add_checkpoint(run_id, epoch, numbers)
             else:
                 trial = OpenTrial(run.suggestion_id, run.parameters, run.id)
-                self.write_held(store, run.experiment_id,
-                                lambda: self.service.session(run.experiment_id).checkpoint(trial, epoch, numbers))
-            stop, reasons = should_stop(store, store.get_run(run_id), epoch)
+                answer = self.write_held(store, run.experiment_id, lambda: self.service.session(
+                    run.experiment_id).checkpoint(trial, epoch, numbers))
+            stop, reasons = stop_answer(answer)
             return shapes.checkpoint_json(run_id, epoch, numbers, stop, reasons)
         return answer(await self.write(checkpoint))
 
@@ -228,9 +237,7 @@ class Api(Handlers):
 
     @staticmethod
     def write_held(store: DuckDBStorage, experiment_id: int, work: Any) -> Any:
-        from paretune.api import holding
-        from paretune.server.core import HOLDER
-
+        """`work()` holding the experiment as a tuning run does (409 while a flow tunes it)."""
         with holding(store, experiment_id, HOLDER):
             return work()
 
@@ -254,10 +261,10 @@ class Api(Handlers):
 
     async def importances(self, request: Request, *, per_metric: bool) -> Response:
         experiment_id = path_id(request, "experiment", "experiment")
+        record, observations = await self.read(lambda store: (experiment_of(store, experiment_id),
+                                                              store.observations(experiment_id)))
 
-        def compute(store: DuckDBStorage) -> Any:
-            record = experiment_of(store, experiment_id)
-            observations = store.observations(experiment_id)
+        def compute() -> Any:  # the forests run outside the store's lock
             names = [p.name for p in record.spec.parameters]
             results = metric_importances(
                 record.spec, {n: [o.assignments.get(n) for o in observations] for n in names},
@@ -271,7 +278,7 @@ class Api(Handlers):
             return shapes.paginate(results, lambda r: {"object": "metric_importances", "metric": r.metric,
                                                        "importances": r.importances},
                                    key=lambda r: -results.index(r), **page(request))
-        return answer(await self.read(compute))
+        return answer(await run_in_threadpool(compute))
 
     async def stopping_criteria(self, request: Request) -> Response:
         experiment_id = path_id(request, "experiment", "experiment")

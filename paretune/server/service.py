@@ -102,9 +102,6 @@ class StoreService:
         """A session over the writing store (call on the writer thread)."""
         return CachedSession(self.writer, experiment_id, self._caches.setdefault(experiment_id, HistoryCache()))
 
-    def forget(self, experiment_id: int) -> None:
-        self._caches.pop(experiment_id, None)
-
     def _write_loop(self) -> None:
         while True:
             item = self._queue.get()
