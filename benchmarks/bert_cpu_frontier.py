@@ -42,7 +42,8 @@ from paretune.bert.distill import run_trial
 from paretune.bert.settings import TrialSettings
 from paretune.bert.squad import dataset_to_squad_json
 from paretune.bert.training import calibrate_null_threshold, evaluate_model
-from paretune.flows.bert_demo import frontier_table, wide_console
+from paretune.flows.bert_demo import wide_console
+from paretune.flows.demo import frontier_console_table
 from paretune.flows.local_prefect import prefect_api
 from paretune.flows.preprocess import PreprocessParameters, preprocess_squad
 from paretune.flows.tune import ExperimentSource, TuneOptions, tune
@@ -50,6 +51,7 @@ from paretune.optimizer import ExperimentSpec
 from paretune.optimizer.pareto import hypervolume_2d
 from paretune.trial import TrialContext
 from paretune.storage import DuckDBStorage, ObservationRecord
+from paretune.storage.report import frontier_points as frontier_points_of
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "experiments" / "bert_squad2_cpu.yaml"
 METHODS = ("paretune", "random")
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         volume = hypervolume(observations, reference["num_parameters"])
         by_method[method].append(volume)
         with DuckDBStorage(args.db, read_only=True) as storage:
-            frontier_points = len(storage.frontier(experiment_id))
+            frontier_points = len(frontier_points_of(storage, experiment_id)[1])
         best = max((o.values["HasAns_f1"] for o in observations), default=float("nan"))
         small = smallest_within(observations, reference)
         console.print(f"| {method} | {seed} | {len(observations)} | {volume:.4f} | {frontier_points} | {best:.2f} | "
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"{method}: median hypervolume {np.median(volumes):.4f} over {len(volumes)} seed(s): "
                       + ", ".join(f"{volume:.4f}" for volume in volumes))
     if "paretune" in methods:
-        console.print(frontier_table(args.db, sweeps["paretune", 0]))
+        console.print(frontier_console_table(args.db, sweeps["paretune", 0]))
 
     students = [o for _, _, o in everything]
     small = smallest_within(students, reference)

@@ -19,9 +19,8 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.table import Table
 
-from paretune.flows.demo import demo_experiment, print_where
+from paretune.flows.demo import demo_experiment, frontier_console_table, print_where
 from paretune.flows.local_prefect import prefect_api
 from paretune.flows.preprocess import PreprocessParameters, preprocess_squad
 from paretune.flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
@@ -29,15 +28,14 @@ from paretune.optimizer import ExperimentSpec
 from paretune.dashboard import write_static_report
 from paretune.storage import DuckDBStorage
 from paretune.storage.artifacts import ArtifactStore
-from paretune.storage.report import experiment_report, format_number, frontier_points
-from paretune.tasks.report import frontier_png
+from paretune.storage.report import experiment_report
+from paretune.dashboard.picture import frontier_png
 
 DEMO_SPEC = Path(__file__).resolve().parents[1] / "experiments" / "bert_squad2_demo.yaml"
 PREFECT_HOME = Path(".paretune/prefect")
 EXPORT_ROOT = Path(".paretune/bert-demo")
 HUB_DATASET, HUB_SPLIT = "squad_v2", "validation"
 WORKERS = 2
-FRONTIER_COLUMNS = ("HasAns_f1", "HasAns_exact", "num_parameters", "exact", "f1")
 
 
 def demo_definition(data: str | None) -> dict[str, Any]:
@@ -79,30 +77,6 @@ def wide_console() -> Console:
     return console
 
 
-def frontier_table(db_path: str, experiment_id: int) -> Table:
-    """The Pareto-optimal students, smallest first, with their optimized and stored scores and shape.
-
-    HasAns_* are the answerable questions' scores with answers always given; exact and f1 are
-    SQuAD 2.0's (no-answer threshold calibrated on held-out train questions)."""
-    with DuckDBStorage(db_path, read_only=True) as storage:
-        record, points = frontier_points(storage, experiment_id)
-    table = Table(
-        title=f"Pareto frontier of {record.name} (experiment {experiment_id}): HasAns = answerable questions, "
-        "answers always given; exact/f1 = SQuAD 2.0"
-    )
-    for column in ("suggestion", *FRONTIER_COLUMNS, "n_layers", "n_heads"):
-        table.add_column(column, justify="right")
-    for point in sorted(points, key=lambda point: point.values.get("num_parameters") or 0.0):
-        table.add_row(
-            str(point.suggestion_id),
-            *(format_number(point.values[name]) if point.values.get(name) is not None else ""
-              for name in FRONTIER_COLUMNS),
-            str(point.assignments.get("n_layers", "")),
-            str(point.assignments.get("n_heads", "")),
-        )
-    return table
-
-
 def main(argv: list[str] | None = None) -> TuneResult:
     parser = argparse.ArgumentParser(prog="python -m paretune.flows.bert_demo", description=__doc__.splitlines()[0])
     parser.add_argument("--db", default="paretune.duckdb", help="DuckDB file (default: paretune.duckdb)")
@@ -132,7 +106,10 @@ def show_results(console: Console, db_path: str, result: TuneResult) -> None:
                 f"Tables (observations, frontier, threshold report): {', '.join(exported)}",
                 f"Frontier picture: {picture.resolve()}",
                 f"The experiment page (opens with no server or network): {Path(page).resolve()}")
-    console.print(frontier_table(db_path, result.experiment_id))
+    # HasAns_* score the answerable questions with answers always given; exact and f1 are SQuAD
+    # 2.0's (no-answer threshold calibrated on held-out train questions).
+    console.print(frontier_console_table(db_path, result.experiment_id,
+                                         ": HasAns = answerable questions, answers always given; exact/f1 = SQuAD 2.0"))
 
 
 if __name__ == "__main__":

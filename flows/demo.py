@@ -18,7 +18,7 @@ from paretune.flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
 from paretune.optimizer import ExperimentSpec
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC
 from paretune.storage import DuckDBStorage
-from paretune.tasks.report import frontier_rows
+from paretune.storage.report import frontier_points, frontier_table
 
 PREFECT_HOME = Path(".paretune/prefect")
 
@@ -38,15 +38,17 @@ def demo_experiment(db_path: str, base: ExperimentSpec) -> int:
     raise AssertionError("unreachable: one of len(stored) + 1 names is free")
 
 
-def print_frontier(db_path: str, result: TuneResult, console: Console) -> None:
+def frontier_console_table(db_path: str, experiment_id: int, note: str = "") -> Table:
+    """The report model's frontier table (`storage.report.frontier_table`) for the terminal."""
     with DuckDBStorage(db_path, read_only=True) as storage:
-        rows = frontier_rows(storage, storage.get_experiment(result.experiment_id))
-    table = Table(title=f"Pareto frontier of {result.experiment} (experiment {result.experiment_id})")
-    for column in rows[0] if rows else ["suggestion"]:
-        table.add_column(str(column))
+        record, points = frontier_points(storage, experiment_id)
+    header, rows = frontier_table(record.spec, points)
+    table = Table(title=f"Pareto frontier of {record.name} (experiment {experiment_id}){note}")
+    for column in header:
+        table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(*(f"{value:.4g}" if isinstance(value, float) else str(value) for value in row.values()))
-    console.print(table)
+        table.add_row(*row)
+    return table
 
 
 def main(argv: list[str] | None = None) -> TuneResult:
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> TuneResult:
     with prefect_api(home=PREFECT_HOME):
         result = tune(ExperimentSource(experiment=str(experiment_id)), args.db,
                       TuneOptions(parallelism=args.workers, n_workers=args.workers))
-    print_frontier(args.db, result, console)
+    console.print(frontier_console_table(args.db, result.experiment_id))
     print_where(console, result, args.db, PREFECT_HOME)
     return result
 

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import datasets
 import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from paretune.bert.data import SquadSplits, feature_lengths, load_settings_splits, tokenizer_name
-from paretune.bert.settings import HUB_TEACHER, TrainQuestions, TrialSettings
+from paretune.bert.settings import HUB_TEACHER, TrialSettings
 from paretune.bert.squad import load_tokenizer, tokenize_squad
 from paretune.bert.teacher import prepare_teacher, teacher_logits
 from paretune.bert.training import resolve_device
@@ -29,39 +30,29 @@ from paretune.bert.training import resolve_device
 DEFAULT_EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "bert_squad2_demo.yaml"
 
 
-class PreprocessParameters(BaseModel):
-    """The data-side subset of an experiment's `metadata.trial`; same names, same meaning."""
+# The data-side subset of `metadata.trial` (bert.settings.TrialSettings): same names, types,
+# defaults and bounds, taken from TrialSettings itself. Two differ on purpose: with no worker to
+# ask, `device` defaults to auto; an empty `teacher` skips the teacher's logits.
+PREPROCESS_FIELDS = (
+    "train_data", "train_split", "eval_data", "eval_split", "eval_articles", "eval_fraction", "split_seed",
+    "max_train_examples", "max_eval_examples", "train_questions", "calibration_examples", "tokenizer",
+    "max_seq_length", "doc_stride", "max_query_length", "cache_dir", "teacher", "teacher_finetune", "teacher_epochs",
+    "teacher_learning_rate", "teacher_batch_size", "teacher_train_examples", "teacher_no_answer_share", "seed", "amp",
+    "device",
+)
+PREPROCESS_OVERRIDES: dict[str, Any] = {
+    "teacher": (str | None, Field(HUB_TEACHER, description="compute its logits over the train windows; empty: skip")),
+    "device": (str, Field("auto", description="cpu, cuda, cuda:N or auto")),
+}
+_PreprocessFields = create_model(
+    "_PreprocessFields", __config__=ConfigDict(extra="forbid"),
+    **{name: PREPROCESS_OVERRIDES.get(name) or (TrialSettings.model_fields[name].annotation,
+                                                 TrialSettings.model_fields[name]) for name in PREPROCESS_FIELDS},
+)
 
-    model_config = ConfigDict(extra="forbid")
 
-    train_data: str | list[str] = Field("squad_v2", description="hub dataset name, or SQuAD JSON path/URL(s) (s3:// too)")
-    train_split: str = Field("train", description="split of a hub dataset used for training")
-    eval_data: str | list[str] | None = Field(None, description="empty: carve the eval articles out of train_data")
-    eval_split: str = Field("validation", description="split of a hub dataset used for evaluation")
-    eval_articles: list[str] | int | None = Field(None, description="eval article titles, or how many to draw")
-    eval_fraction: float | None = Field(None, gt=0, lt=1, description="or: the share of articles to evaluate on")
-    split_seed: int = 0
-    max_train_examples: int | None = Field(None, ge=1, description="first N train questions (all if empty)")
-    max_eval_examples: int | None = Field(None, ge=1, description="first N eval questions (all if empty)")
-    train_questions: TrainQuestions = Field("all", description="`answerable`: train on the answerable questions only")
-    calibration_examples: int | None = Field(
-        None, ge=1, description="questions of whole train articles held out to calibrate the no-answer threshold"
-    )
-    tokenizer: str | None = Field(None, description="empty: the teacher's tokenizer")
-    max_seq_length: int = Field(384, ge=16)
-    doc_stride: int = Field(128, ge=1, description="tokens shared by consecutive windows")
-    max_query_length: int = Field(64, ge=1)
-    cache_dir: str = Field(".cache/bert", description="where features, teachers and teacher logits are cached")
-    teacher: str | None = Field(HUB_TEACHER, description="compute its logits over the train windows; empty: skip")
-    teacher_finetune: bool = Field(False, description="fine-tune the teacher once first (CPU-scale teachers)")
-    teacher_epochs: int = Field(2, ge=1)
-    teacher_learning_rate: float = Field(5.0e-5, gt=0)
-    teacher_batch_size: int = Field(16, ge=1)
-    teacher_train_examples: int | None = Field(None, ge=1, description="first N train questions of its fine-tune")
-    teacher_no_answer_share: float = Field(0.5, ge=0, lt=1, description="share of no-answer windows in its fine-tune")
-    seed: int = 0
-    amp: bool = True
-    device: str = Field("auto", description="cpu, cuda, cuda:N or auto")
+class PreprocessParameters(_PreprocessFields):  # type: ignore[misc,valid-type]
+    """What the preprocess flow prepares: the data-side subset of an experiment's `metadata.trial`."""
 
     def trial_settings(self) -> TrialSettings:
         """The trial settings these parameters stand for, so cache keys agree with the trials'."""

@@ -17,8 +17,7 @@ from pydantic import BaseModel
 
 from paretune.storage import DuckDBStorage, StorageError, default_db_path
 from paretune.storage.report import ExperimentReport, experiment_report
-from paretune.tasks.report import (publish_frontier, publish_frontier_picture, publish_static_report_link, publish_summary,
-                          publish_threshold_report)
+from paretune.tasks.report import publish_report
 
 
 class ReportResult(BaseModel):
@@ -35,7 +34,7 @@ def read_report(experiment: str, db_path: str) -> ExperimentReport:
 
 
 @task(name="write-static-report", cache_policy=NO_CACHE)
-def write_static_report(report: ExperimentReport, url: str) -> str:
+def static_report_task(report: ExperimentReport, url: str) -> str:
     from paretune.dashboard.static_report import put_text, static_report_html
 
     return put_text(url, static_report_html(report))
@@ -46,14 +45,10 @@ def report(experiment: str, db_path: str | None = None, html: str | None = None)
     """Publish the frontier, the threshold report, a summary and a frontier picture of an experiment
     (id or name); with `html`, also write the static HTML report there and link it."""
     model = read_report(experiment, db_path or default_db_path())
-    static_url = write_static_report(quote(model), html) if html else None
-    if static_url:
-        publish_static_report_link(quote(model), static_url)
-    frontier = publish_frontier(quote(model))
-    publish_threshold_report(quote(model))
-    publish_frontier_picture(quote(model), static_url)
-    summary = publish_summary(quote(model), static_url)
-    return ReportResult(experiment_id=model.experiment.id, frontier=frontier, summary=summary, static_report=static_url)
+    static_url = static_report_task(quote(model), html) if html else None
+    published = {content.what: content.data for content in publish_report(quote(model), static_url)}
+    return ReportResult(experiment_id=model.experiment.id, frontier=published["frontier"],
+                        summary=published["summary"], static_report=static_url)
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m paretune.flows.report") -> ReportResult:

@@ -18,7 +18,6 @@ a cancelled run's trials are `cancelled` and are not counted either.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 
 from prefect import flow
@@ -37,7 +36,7 @@ from paretune.environment import capture_environment
 from paretune.lifecycle import TrialSession
 from paretune.storage import DuckDBStorage, default_db_path
 from paretune.storage.files import experiment_lease, holder_description
-from paretune.tasks.report import publish_live_report
+from paretune.tasks.report import LiveReport
 from paretune.tasks.record import PreparedExperiment, TunePlan, TuneRequestError, plan_tune, prepare_experiment, resume_experiment
 
 # How long the flow waits for the DuckDB file when another program (a user's `duckdb` shell on the
@@ -154,7 +153,7 @@ def sweep(storage: DuckDBStorage, prepared: PreparedExperiment, plan: TunePlan, 
             ThreadPoolTaskRunner(max_workers=parallelism) as task_runner:
         dispatcher = Dispatcher(cluster.client, str(flow_run.id))
         progress = ProgressView(prepared.name, prepared.budget, prepared.already_spent,
-                                live_report=functools.partial(publish_live_report, reader, prepared.experiment_id),
+                                live_report=LiveReport(reader, prepared.experiment_id).publish,
                                 report_every_trials=max(parallelism, 5))
         with progress, StopWatcher(str(flow_run.id), dispatcher):
             end = TrialScheduler(

@@ -24,6 +24,7 @@ from paretune.lifecycle import OpenTrial, TrialSession
 from paretune.runs import Run
 from paretune.storage import DuckDBStorage, ObservationRecord, Progress, Storage, StorageError
 from paretune.storage.files import experiment_lease, holder_description
+from paretune.storage.report import frontier_points, point_record
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,10 @@ class Experiment:
         return self.storage.observations(self.id)
 
     def frontier(self) -> list[dict[str, Any]]:
-        """The Pareto frontier: non-dominated completed observations meeting every threshold."""
-        return self.storage.frontier(self.id)
+        """The Pareto frontier: non-dominated full-cost completed observations meeting every
+        threshold, by the first optimized metric; each point as `storage.report.point_record`."""
+        record, points = frontier_points(self.storage, self.id)
+        return [point_record(record.spec, point) for point in points]
 
     def best(self) -> list[dict[str, Any]]:
         """SigOpt's best assignments: with two optimized metrics, the frontier; with one, the best

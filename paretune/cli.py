@@ -18,7 +18,7 @@ import math
 import sys
 from typing import Any, Sequence
 
-from paretune.optimizer import ExperimentSpec, SpecError
+from paretune.optimizer import SpecError
 from paretune.api import create_experiment, load_spec, open_experiment
 from paretune.dashboard.cli import register as register_dashboard_commands
 from paretune.manage_cli import register as register_manage_commands
@@ -26,7 +26,7 @@ from paretune.server.cli import register as register_server_commands
 from paretune.lifecycle import MAX_BATCH
 from paretune.storage import DuckDBStorage, StorageError, default_db_path
 from paretune.storage.artifacts import ArtifactStore
-from paretune.storage.report import Point, experiment_summary, format_number, frontier_points
+from paretune.storage.report import experiment_summary, format_number, frontier_points, frontier_table, point_record
 
 
 class UsageError(Exception):
@@ -239,29 +239,12 @@ def _frontier(args: argparse.Namespace) -> None:
         record, points = frontier_points(storage, args.experiment)
         summary = experiment_summary(storage, record)
     if args.format == "json":
-        print(json.dumps([frontier_json(record.spec, point) for point in points], default=str, indent=2))
+        print(json.dumps([point_record(record.spec, point) for point in points], default=str, indent=2))
         return
     print(f"experiment {record.id} ({record.name}): {len(points)} frontier point(s), "
           f"{summary.observations} observation(s), {summary.failed} failed")
     if points:
-        metrics = [m.name for m in record.spec.metrics if m.strategy != "store"]
-        header = ["suggestion", *metrics, "assignments"]
-        body = [[point.suggestion_id, *(point.values.get(name) for name in metrics),
-                 ", ".join(f"{k}={format_number(v)}" for k, v in point.assignments.items())] for point in points]
-        print(format_table(header, body))
-
-
-def frontier_json(spec: ExperimentSpec, point: Point) -> dict[str, Any]:
-    """A frontier point as `frontier --format json` prints it (raw numbers, the spec's metric order)."""
-    optimized = [m.name for m in spec.optimized_metrics]
-    return {
-        "observation_id": point.observation_id, "suggestion_id": point.suggestion_id, "run_id": point.run_id,
-        "metric_1": optimized[0], "value_1": point.values.get(optimized[0]),
-        "metric_2": optimized[1] if len(optimized) > 1 else None,
-        "value_2": point.values.get(optimized[1]) if len(optimized) > 1 else None,
-        "values": {m.name: point.values[m.name] for m in spec.metrics if m.name in point.values},
-        "assignments": point.assignments,
-    }
+        print(format_table(*frontier_table(record.spec, points)))
 
 
 def _export(args: argparse.Namespace) -> None:

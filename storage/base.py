@@ -152,10 +152,6 @@ class Storage(abc.ABC):
 
     # -- reports ------------------------------------------------------------------------------
     @abc.abstractmethod
-    def frontier(self, experiment_id: int) -> list[dict[str, Any]]:
-        """Non-dominated completed observations meeting every threshold."""
-
-    @abc.abstractmethod
     def threshold_report(self, experiment_id: int) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod

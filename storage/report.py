@@ -10,17 +10,21 @@ few set-based queries, so a report of 10^5 observations stays well under a secon
     report = experiment_report(storage, "bert-squad2-distillation")
     report.summary.best            # best value per optimized/constraint metric (feasible only)
     report.frontier                # Pareto-optimal points, by the first optimized metric
-    report.threshold_summaries()   # per thresholded metric: met, violated, best margin
+    report.thresholds              # per thresholded metric: met, violated, best margin
+    frontier_table(report.spec, report.frontier)   # the frontier as every front prints it
+    point_record(report.spec, report.frontier[0])  # one frontier point as plain data (JSON, API)
     format_number(0.3935102667)    # '0.3935'
+
+Everything derived (frontier, thresholds, history, staircase) is computed once, when the report
+is read; renderers only format it.
 """
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from datetime import datetime
 from typing import Any, Literal
@@ -28,17 +32,14 @@ from typing import Any, Literal
 import numpy as np
 
 from paretune.optimizer import ExperimentSpec
-from paretune.optimizer.pareto import hypervolume_improvements
 from paretune.optimizer.spec import Metric
 from paretune.storage.base import Storage
+from paretune.storage.history import History, experiment_history
 from paretune.storage.records import ExperimentRecord
 
 Status = Literal["feasible", "infeasible", "failed"]
 STATUSES: tuple[Status, ...] = ("feasible", "infeasible", "failed")
 SIGNIFICANT_DIGITS = 4
-# With no threshold on an optimized metric, the hypervolume's reference point lies this
-# fraction of the observed range beyond the worst feasible value (so extreme points count).
-REFERENCE_MARGIN = 0.1
 
 
 def format_number(value: Any, digits: int = SIGNIFICANT_DIGITS) -> str:
@@ -244,31 +245,6 @@ class ThresholdSummary:
 
 
 @dataclass(frozen=True)
-class HistoryStep:
-    observations: int
-    value: float
-
-
-@dataclass(frozen=True)
-class History:
-    """Hypervolume (two optimized metrics) or best value (one) after each observation.
-
-    Only the steps where it changes are kept; it holds from `observations` until the next step.
-    """
-
-    kind: Literal["hypervolume", "best value"]
-    metrics: tuple[str, ...]
-    steps: tuple[HistoryStep, ...]
-    total_observations: int
-    reference: dict[str, float] = field(default_factory=dict)
-    reference_source: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def current(self) -> float | None:
-        return self.steps[-1].value if self.steps else None
-
-
-@dataclass(frozen=True)
 class Version:
     """What changes when an experiment does: a cheap poll tells a page to refresh."""
 
@@ -289,6 +265,8 @@ class ExperimentReport:
     frontier: tuple[Point, ...]
     history: History
     version: Version
+    thresholds: tuple[ThresholdSummary, ...]
+    staircase: tuple[tuple[float, float], ...]  # see `staircase`
 
     @cached_property
     def points(self) -> tuple[Point, ...]:
@@ -309,9 +287,7 @@ class ExperimentReport:
 
     @property
     def shown_metrics(self) -> tuple[Metric, ...]:
-        """Optimized, then constraint, then stored metrics: the order every table uses."""
-        order = {"optimize": 0, "constraint": 1, "store": 2}
-        return tuple(sorted(self.spec.metrics, key=lambda m: order[m.strategy]))
+        return ordered_metrics(self.spec)
 
     def threshold_rows(self, limit: int | None = None) -> list[ThresholdRow]:
         """Each observation (the latest `limit` when given) against every thresholded metric."""
@@ -328,38 +304,70 @@ class ExperimentReport:
             rows.append(ThresholdRow(point, checks))
         return rows
 
-    def threshold_summaries(self) -> list[ThresholdSummary]:
-        summaries = []
-        for metric in self.thresholded_metrics:
-            margins = np.array(self.columns.margins[metric.name], dtype=float)
-            margins = margins[~np.isnan(margins)]
-            values = self.columns.array(metric.name)
-            values = values[~np.isnan(values)]
-            met = int(np.sum(margins >= 0))
-            summaries.append(ThresholdSummary(
-                metric=metric, met=met, violated=len(margins) - met,
-                best_value=float(values.max() if metric.objective == "maximize" else values.min()) if len(values) else None,
-                best_margin=float(margins.max()) if len(margins) else None,
-                median_margin=float(np.median(margins)) if len(margins) else None,
-            ))
-        return summaries
 
-    def staircase(self) -> list[tuple[float, float]]:
-        """The frontier of two optimized metrics as the corners of a step line, in metric units.
+def ordered_metrics(spec: ExperimentSpec) -> tuple[Metric, ...]:
+    """Optimized, then constraint, then stored metrics: the order every table uses."""
+    order = {"optimize": 0, "constraint": 1, "store": 2}
+    return tuple(sorted(spec.metrics, key=lambda m: order[m.strategy]))
 
-        Between two neighbouring frontier points the line turns at the corner both dominate
-        (the worse value of each metric), so it bounds the region the frontier dominates.
-        """
-        if len(self.optimized_metrics) != 2 or not self.frontier:
-            return []
-        first, second = self.optimized_metrics
-        points = sorted((p.values[first.name], p.values[second.name]) for p in self.frontier)
-        worse_x = min if first.objective == "maximize" else max
-        worse_y = min if second.objective == "maximize" else max
-        corners = [points[0]]
-        for (x0, y0), (x1, y1) in zip(points, points[1:]):
-            corners += [(worse_x(x0, x1), worse_y(y0, y1)), (x1, y1)]
-        return corners
+
+def threshold_summaries(spec: ExperimentSpec, columns: PointColumns) -> tuple[ThresholdSummary, ...]:
+    """Per thresholded metric over the completed observations: met, missed, best value and margins."""
+    summaries = []
+    for metric in (m for m in spec.metrics if m.threshold is not None):
+        margins = np.array(columns.margins[metric.name], dtype=float)
+        margins = margins[~np.isnan(margins)]
+        values = columns.array(metric.name)
+        values = values[~np.isnan(values)]
+        met = int(np.sum(margins >= 0))
+        summaries.append(ThresholdSummary(
+            metric=metric, met=met, violated=len(margins) - met,
+            best_value=float(values.max() if metric.objective == "maximize" else values.min()) if len(values) else None,
+            best_margin=float(margins.max()) if len(margins) else None,
+            median_margin=float(np.median(margins)) if len(margins) else None,
+        ))
+    return tuple(summaries)
+
+
+def staircase(spec: ExperimentSpec, frontier: tuple[Point, ...]) -> tuple[tuple[float, float], ...]:
+    """The frontier of two optimized metrics as the corners of a step line, in metric units.
+
+    Between two neighbouring frontier points the line turns at the corner both dominate
+    (the worse value of each metric), so it bounds the region the frontier dominates.
+    """
+    if len(spec.optimized_metrics) != 2 or not frontier:
+        return ()
+    first, second = spec.optimized_metrics
+    points = sorted((p.values[first.name], p.values[second.name]) for p in frontier)
+    worse_x = min if first.objective == "maximize" else max
+    worse_y = min if second.objective == "maximize" else max
+    corners = [points[0]]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        corners += [(worse_x(x0, x1), worse_y(y0, y1)), (x1, y1)]
+    return tuple(corners)
+
+
+def frontier_table(spec: ExperimentSpec, points: tuple[Point, ...]) -> tuple[list[str], list[list[str]]]:
+    """The frontier as every front prints it (CLI, Prefect artifact, demos): a header and rows of
+    formatted cells: trial, run, each metric (optimized, constraint, stored), then the assignments."""
+    metrics = [m.name for m in ordered_metrics(spec)]
+    parameters = [c.name for c in spec.conditionals or ()] + [p.name for p in spec.parameters]
+    header = ["trial", "run", *metrics, *parameters]
+    rows = [[str(p.suggestion_id), format_number(p.run_id), *(format_number(p.values.get(name)) for name in metrics),
+             *(format_number(p.assignments.get(name)) for name in parameters)] for p in points]
+    return header, rows
+
+
+def point_record(spec: ExperimentSpec, point: Point) -> dict[str, Any]:
+    """A point as plain data: its ids, `values` in the spec's metric order, and its assignments.
+
+    The one shape of a frontier point in `paretune frontier --format json`, `Experiment.frontier()`
+    and `Experiment.best()`."""
+    return {
+        "observation_id": point.observation_id, "suggestion_id": point.suggestion_id, "run_id": point.run_id,
+        "values": {m.name: point.values[m.name] for m in spec.metrics if m.name in point.values},
+        "assignments": point.assignments,
+    }
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -380,8 +388,11 @@ def _experiment_report(storage: Storage, ref: int | str) -> ExperimentReport:
         summary=experiment_summary(storage, record),
         columns=columns,
         frontier=frontier,
-        history=_history(record.spec, columns),
+        history=experiment_history(record.spec, _counted(columns),
+                                   {m.name: columns.array(m.name) for m in record.spec.optimized_metrics}),
         version=version,
+        thresholds=threshold_summaries(record.spec, columns),
+        staircase=staircase(record.spec, frontier),
     )
 
 
@@ -431,6 +442,12 @@ def frontier_points(storage: Storage, ref: int | str) -> tuple[ExperimentRecord,
     record = storage.get_experiment(ref)
     columns = _columns(storage, record, frontier_only=True)
     return record, tuple(sorted((columns.point(i) for i in range(len(columns))), key=_frontier_order(record.spec)))
+
+
+def _counted(columns: PointColumns) -> np.ndarray:
+    """The observations the frontier's history counts: feasible and at full cost."""
+    return np.array([status == "feasible" and full for status, full in zip(columns.status, columns.full_cost)],
+                    dtype=bool)
 
 
 def _frontier_order(spec: ExperimentSpec):  # type: ignore[no-untyped-def]
@@ -527,80 +544,3 @@ def _best_values(storage: Storage, record: ExperimentRecord) -> tuple[BestValue,
                   assignments=json.loads(by_metric[m.name]["assignments"]))
         for m in record.spec.required_metrics if m.name in by_metric
     )
-
-
-# -- history ------------------------------------------------------------------------------------
-def _history(spec: ExperimentSpec, columns: PointColumns) -> History:
-    optimized = spec.optimized_metrics
-    names = tuple(m.name for m in optimized)
-    feasible = np.array([status == "feasible" and full for status, full in zip(columns.status, columns.full_cost)],
-                        dtype=bool)
-    numbers = np.flatnonzero(feasible) + 1
-    signs = np.array([-1.0 if m.objective == "maximize" else 1.0 for m in optimized])
-    losses = np.column_stack([signs[k] * columns.array(m.name)[feasible] for k, m in enumerate(optimized)])
-    if len(optimized) == 1:
-        (metric,) = optimized
-        best = np.minimum.accumulate(losses[:, 0]) if len(losses) else losses[:, 0]
-        improved = np.flatnonzero(np.diff(best, prepend=np.inf) < 0)
-        steps = tuple(HistoryStep(int(numbers[i]), float(signs[0] * best[i])) for i in improved)
-        return History("best value", names, steps, len(columns))
-    reference, source = _reference_point(optimized, columns, feasible)
-    reference_loss = signs * np.array([reference[m.name] for m in optimized])
-    steps = tuple(HistoryStep(int(numbers[i]), value) for i, value in _hypervolume_steps(losses, reference_loss))
-    return History("hypervolume", names, steps, len(columns), reference, source)
-
-
-def _reference_point(optimized: tuple[Metric, ...], columns: PointColumns,
-                     feasible: np.ndarray) -> tuple[dict[str, float], dict[str, str]]:
-    """The threshold of each optimized metric, else its worst feasible value pushed out by a margin."""
-    reference, source = {}, {}
-    for metric in optimized:
-        if metric.threshold is not None:
-            reference[metric.name], source[metric.name] = float(metric.threshold), "threshold"
-            continue
-        values = columns.array(metric.name)[feasible]
-        if not len(values):
-            reference[metric.name], source[metric.name] = 0.0, "no feasible observation yet"
-            continue
-        low, high = float(values.min()), float(values.max())
-        pad = REFERENCE_MARGIN * (high - low) or REFERENCE_MARGIN * abs(high) or 1.0
-        reference[metric.name] = low - pad if metric.objective == "maximize" else high + pad
-        source[metric.name] = f"worst feasible value {'-' if metric.objective == 'maximize' else '+'} " \
-                              f"{REFERENCE_MARGIN:.0%} of the range"
-    return reference, source
-
-
-def _hypervolume_steps(losses: np.ndarray, reference: np.ndarray, chunk: int = 1024) -> list[tuple[int, float]]:
-    """(index, hypervolume) after each feasible point that changes it (both losses minimized).
-
-    Kept incrementally: a point dominated by the current front changes nothing; a new front
-    point adds its exclusive area and evicts the points it dominates. Chunk by chunk, numpy
-    first drops the points the front at the chunk's start already dominates (the front only
-    improves, so they stay dominated); the few left go through one binary search each.
-    """
-    front_x: list[float] = []  # sorted ascending; front_y strictly descending
-    front_y: list[float] = []
-    volume, steps = 0.0, []
-    for start in range(0, len(losses), chunk):
-        block = losses[start:start + chunk]
-        candidates = np.arange(len(block))
-        if front_x:
-            before = np.searchsorted(np.array(front_x), block[:, 0], side="right")
-            tails = np.array(front_y)[np.maximum(before - 1, 0)]
-            candidates = candidates[(before == 0) | (tails > block[:, 1])]
-        for k in candidates:
-            x, y = float(block[k, 0]), float(block[k, 1])
-            if (after := bisect.bisect_right(front_x, x)) > 0 and front_y[after - 1] <= y:
-                continue  # dominated (or equalled) by a front point with x' <= x
-            gain = float(hypervolume_improvements(np.array([[x, y]]), np.column_stack([front_x, front_y])
-                                                  if front_x else np.zeros((0, 2)), reference)[0])
-            position = bisect.bisect_left(front_x, x)
-            end = position
-            while end < len(front_x) and front_y[end] >= y:
-                end += 1
-            front_x[position:end] = [x]
-            front_y[position:end] = [y]
-            if gain > 0:
-                volume += gain
-                steps.append((start + int(k), volume))
-    return steps

@@ -18,6 +18,7 @@ from paretune.optimizer import ExperimentSpec, SpecError
 from paretune.optimizer.spec import MAX_OBSERVATION_BUDGET
 from paretune.trial import ObjectiveImportError, check_objective_allowed, load_objective
 from paretune.storage import DuckDBStorage, ExperimentRecord, Storage, StorageError
+from paretune.lifecycle import TrialSession
 from paretune.storage.files import DatabaseFiles
 
 # Keys a re-run may change without making it a different experiment.
@@ -136,7 +137,7 @@ def resume_experiment(storage: Storage, record: ExperimentRecord, budget: int) -
 
     What a dead run observed is kept and counts toward the budget.
     """
-    expired = storage.expire_open_suggestions(record.id)
+    expired = TrialSession(storage, record.id).expire_leftovers()
     if budget != record.budget:
         storage.set_observation_budget(record.id, budget)
     progress = storage.progress(record.id)

@@ -4,29 +4,27 @@ Everything is rendered from the report model (`storage.report`), so the artifact
 numbers as the dashboard, the static report and `paretune frontier`, rounded by the same rule.
 Keys are `<name-slug>-<id>-<what>`, unambiguous per experiment.
 
-The picture is a PNG drawn with matplotlib and embedded as a `data:` URI in a markdown
+The picture (`paretune.dashboard.picture`) is a PNG embedded as a `data:` URI in a markdown
 artifact: Prefect's image artifacts need a public URL, and the UI renders a markdown image
 from a data URI with no network (tests/test_prefect_artifacts_ui.py proves it in Chromium).
 
-Two ways to publish the same set:
-- the `publish-*` tasks, which the `report` flow runs (one task run each);
-- `publish_live_report(storage, experiment_id)`, a plain function the tune loop calls while it
-  runs: it creates the artifacts on the current flow run once, then updates them in place
-  when the experiment has changed.
+Two ways to publish the same set (`report_artifacts`):
+- the `publish-report` task, which the `report` flow runs;
+- `LiveReport(storage, experiment_id).publish()`, which the tune loop calls while it runs: it
+  creates the artifacts on the current flow run once, then updates them in place when the
+  experiment has changed.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 import threading
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 from uuid import UUID
 
-import numpy as np
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -34,15 +32,14 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactUpdate
 from prefect.context import FlowRunContext
 
+from paretune.dashboard.picture import frontier_png
 from paretune.storage import ExperimentRecord, Storage
-from paretune.storage.report import (ExperimentReport, Point, experiment_report, format_number, frontier_points,
-                            report_version, threshold_rule)
+from paretune.storage.report import ExperimentReport, experiment_report, format_number, frontier_table, report_version
 
 # The threshold table lists the latest observations only: a Prefect table is for reading, and
 # the dashboard, the static report and the `threshold_report` view hold every row.
 THRESHOLD_ROWS = 500
 STATIC_REPORT_DESCRIPTION = "The dashboard's experiment page as one self-contained HTML file"
-COLORS = {"feasible": "#2563eb", "infeasible": "#f59e0b", "failed": "#dc2626", "frontier": "#111827"}
 
 
 def artifact_key(experiment: ExperimentRecord, what: str) -> str:
@@ -52,25 +49,10 @@ def artifact_key(experiment: ExperimentRecord, what: str) -> str:
 
 
 # -- what the artifacts hold ------------------------------------------------------------------
-def frontier_table(report_or_points: ExperimentReport | tuple[ExperimentRecord, tuple[Point, ...]]
-                   ) -> list[dict[str, str]]:
-    """One row per Pareto-optimal observation: trial, run, each optimized/constraint metric, assignments."""
-    if isinstance(report_or_points, ExperimentReport):
-        record, points = report_or_points.experiment, report_or_points.frontier
-    else:
-        record, points = report_or_points
-    metrics = [m.name for m in record.spec.metrics if m.strategy != "store"]
-    return [
-        {"trial": str(p.suggestion_id), "run": format_number(p.run_id),
-         **{name: format_number(p.values.get(name)) for name in metrics},
-         **{name: format_number(value) for name, value in p.assignments.items()}}
-        for p in points
-    ]
-
-
-def frontier_rows(storage: Storage, experiment: ExperimentRecord) -> list[dict[str, str]]:
-    """The frontier table read straight from the store (the frontier only, not every observation)."""
-    return frontier_table(frontier_points(storage, experiment.id))
+def frontier_artifact_rows(report: ExperimentReport) -> list[dict[str, str]]:
+    """The report model's frontier table as a Prefect table artifact's rows."""
+    header, rows = frontier_table(report.spec, report.frontier)
+    return [dict(zip(header, row)) for row in rows]
 
 
 def threshold_table(report: ExperimentReport, limit: int = THRESHOLD_ROWS) -> list[dict[str, str]]:
@@ -108,7 +90,7 @@ def summary_markdown(report: ExperimentReport, static_report_url: str | None = N
                   f"{format_number(b.run_id)} | {_assignments(b.assignments)} |" for b in s.best]
     else:
         lines.append("No completed observation meets every threshold yet.")
-    summaries = report.threshold_summaries()
+    summaries = report.thresholds
     if summaries:
         lines += ["", "## Thresholds", "",
                   "A margin is how far a value clears (+) or misses (-) the threshold, in the metric's units.", "",
@@ -146,89 +128,6 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def frontier_png(report: ExperimentReport) -> bytes:
-    """The frontier as a picture: every observation styled by status, the frontier as a step
-    line, thresholds dashed, failed trials (which have no values) in a strip below."""
-    from matplotlib.figure import Figure
-
-    optimized = report.optimized_metrics
-    two = len(optimized) == 2
-    x_metric, y_metric = (optimized[0], optimized[1]) if two else (None, optimized[0])
-    columns = report.columns
-    status = np.array(columns.status, dtype=object)
-    on_frontier = np.array(columns.on_frontier, dtype=bool)
-    numbers = np.arange(1, len(columns) + 1)
-    counts = {name: int(np.sum(status == name)) for name in ("feasible", "infeasible", "failed")}
-    figure = Figure(figsize=(9, 6.2 if counts["failed"] else 5.6), dpi=100, layout="constrained")
-    if counts["failed"]:
-        axes, strip = figure.subplots(2, 1, height_ratios=[9, 1])
-    else:
-        axes, strip = figure.subplots(1, 1), None
-
-    def xy(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        xs = columns.array(x_metric.name)[mask] if two else numbers[mask]  # type: ignore[union-attr]
-        return xs, columns.array(y_metric.name)[mask]
-
-    big = len(columns) > 5000
-    size = 8 if big else 30
-    axes.scatter(*xy((status == "feasible") & ~on_frontier), s=size, color=COLORS["feasible"], alpha=0.6,
-                 linewidths=0, label=f"feasible ({format_number(counts['feasible'])})", rasterized=big)
-    axes.scatter(*xy(status == "infeasible"), s=size, facecolors="none", edgecolors=COLORS["infeasible"],
-                 linewidths=1.2, label=f"infeasible ({format_number(counts['infeasible'])})", rasterized=big)
-    axes.scatter(*xy(on_frontier), s=55, color=COLORS["feasible"], edgecolors=COLORS["frontier"],
-                 linewidths=1.8, zorder=3, label=f"frontier ({len(report.frontier)})")
-    if two:
-        corners = report.staircase()
-        if corners:
-            axes.plot([c[0] for c in corners], [c[1] for c in corners], color=COLORS["frontier"], linewidth=1.6,
-                      zorder=2)
-    elif report.history.steps:
-        steps = report.history.steps
-        axes.step([s.observations for s in steps] + [report.history.total_observations],
-                  [s.value for s in steps] + [steps[-1].value], where="post", color=COLORS["frontier"],
-                  linewidth=1.6, label="best so far")
-    for metric, vertical in ((x_metric, True), (y_metric, False)):
-        if metric is None or metric.threshold is None:
-            continue
-        line = axes.axvline if vertical else axes.axhline
-        line(metric.threshold, color="#6b7280", linestyle="--", linewidth=1.2)
-        axes.annotate(f"threshold {threshold_rule(metric)}", xy=(metric.threshold, 1) if vertical else (1, metric.threshold),
-                      xycoords=("data", "axes fraction") if vertical else ("axes fraction", "data"),
-                      xytext=(4, -4) if vertical else (-4, 4), textcoords="offset points",
-                      ha="left" if vertical else "right", va="top" if vertical else "bottom", fontsize=9, color="#4b5563")
-    axes.set_xlabel(_axis_label(x_metric) if two else "trial number")
-    axes.set_ylabel(_axis_label(y_metric))
-    axes.grid(True, color="#e5e7eb", linewidth=0.8)
-    axes.set_axisbelow(True)
-    for side in ("top", "right"):
-        axes.spines[side].set_visible(False)
-    title = (f"{report.experiment.name}: {x_metric.name} against {y_metric.name}" if two  # type: ignore[union-attr]
-             else f"{report.experiment.name}: {y_metric.name} by trial")
-    axes.set_title(title, loc="left", fontsize=12, fontweight="bold")
-    if strip is not None:
-        failed = numbers[status == "failed"]
-        strip.scatter(failed, np.zeros(len(failed)), marker="x", s=36, color=COLORS["failed"],
-                      linewidths=1.6, label=f"failed ({format_number(len(failed))})")
-        strip.set_xlim(0, len(columns) + 1)
-        strip.set_yticks([])
-        strip.set_ylim(-1, 1)
-        strip.set_xlabel("failed trials (no metric values), by trial number", fontsize=9)
-        for side in ("top", "right", "left"):
-            strip.spines[side].set_visible(False)
-        handles, labels = axes.get_legend_handles_labels()
-        strip_handles, strip_labels = strip.get_legend_handles_labels()
-        axes.legend(handles + strip_handles, labels + strip_labels, loc="best", fontsize=9, framealpha=0.9)
-    else:
-        axes.legend(loc="best", fontsize=9, framealpha=0.9)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def _axis_label(metric: Any) -> str:
-    return f"{metric.name} ({'maximize' if metric.objective == 'maximize' else 'minimize'})"
-
-
 def picture_markdown(report: ExperimentReport, static_report_url: str | None = None) -> str:
     image = base64.b64encode(frontier_png(report)).decode()
     s = report.summary
@@ -244,122 +143,98 @@ def picture_markdown(report: ExperimentReport, static_report_url: str | None = N
     return "\n".join(lines)
 
 
-# -- the report flow's tasks ----------------------------------------------------------------------
-def _descriptions(report: ExperimentReport) -> dict[str, str]:
+# -- publishing -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ArtifactContent:
+    """One artifact of an experiment's report: its key suffix, Prefect kind, data and description."""
+
+    what: str
+    kind: Literal["table", "markdown", "link"]
+    data: Any
+    description: str
+
+
+def report_artifacts(report: ExperimentReport, static_report_url: str | None = None) -> list[ArtifactContent]:
+    """The set an experiment's report publishes, the same for the report flow and the live report."""
     name, total = report.experiment.name, report.summary.observations
-    shown = min(total, THRESHOLD_ROWS)
-    return {
-        "frontier": f"Pareto frontier of {name}: feasible, non-dominated observations",
-        "thresholds": f"The latest {shown} of {format_number(total)} observations of {name} against each threshold "
-                      "(value, margin)",
-        "summary": f"Budget, best values, thresholds and failures of {name}",
-        "frontier-picture": f"Every observation of {name}, the frontier and the thresholds",
-    }
+    contents = [
+        ArtifactContent("frontier", "table", frontier_artifact_rows(report),
+                        f"Pareto frontier of {name}: feasible, non-dominated observations"),
+        ArtifactContent("thresholds", "table", threshold_table(report),
+                        f"The latest {min(total, THRESHOLD_ROWS)} of {format_number(total)} observations of {name} "
+                        "against each threshold (value, margin)"),
+        ArtifactContent("summary", "markdown", summary_markdown(report, static_report_url),
+                        f"Budget, best values, thresholds and failures of {name}"),
+        ArtifactContent("frontier-picture", "markdown", picture_markdown(report, static_report_url),
+                        f"Every observation of {name}, the frontier and the thresholds"),
+    ]
+    if static_report_url:
+        contents.append(ArtifactContent("static-report", "link", static_report_url, STATIC_REPORT_DESCRIPTION))
+    return contents
 
 
-@task(name="publish-frontier", cache_policy=NO_CACHE)
-def publish_frontier(report: ExperimentReport) -> list[dict[str, str]]:
-    rows = frontier_table(report)
-    create_table_artifact(rows, key=artifact_key(report.experiment, "frontier"),
-                          description=_descriptions(report)["frontier"])
-    return rows
+def create_artifact(report: ExperimentReport, content: ArtifactContent) -> UUID:
+    key = artifact_key(report.experiment, content.what)
+    if content.kind == "table":
+        return create_table_artifact(content.data, key=key, description=content.description)
+    if content.kind == "markdown":
+        return create_markdown_artifact(content.data, key=key, description=content.description)
+    return create_link_artifact(content.data, link_text=_link_text(report), key=key, description=content.description)
 
 
-@task(name="publish-threshold-report", cache_policy=NO_CACHE)
-def publish_threshold_report(report: ExperimentReport) -> list[dict[str, str]]:
-    rows = threshold_table(report)
-    create_table_artifact(rows, key=artifact_key(report.experiment, "thresholds"),
-                          description=_descriptions(report)["thresholds"])
-    return rows
-
-
-@task(name="publish-summary", cache_policy=NO_CACHE)
-def publish_summary(report: ExperimentReport, static_report_url: str | None = None) -> str:
-    markdown = summary_markdown(report, static_report_url)
-    create_markdown_artifact(markdown, key=artifact_key(report.experiment, "summary"),
-                             description=_descriptions(report)["summary"])
-    return markdown
-
-
-@task(name="publish-frontier-picture", cache_policy=NO_CACHE)
-def publish_frontier_picture(report: ExperimentReport, static_report_url: str | None = None) -> UUID:
-    return create_markdown_artifact(picture_markdown(report, static_report_url),
-                                    key=artifact_key(report.experiment, "frontier-picture"),
-                                    description=_descriptions(report)["frontier-picture"])
-
-
-@task(name="publish-static-report-link", cache_policy=NO_CACHE)
-def publish_static_report_link(report: ExperimentReport, url: str) -> UUID:
-    return create_link_artifact(url, link_text=_link_text(report), key=artifact_key(report.experiment, "static-report"),
-                                description=STATIC_REPORT_DESCRIPTION)
+def _artifact_data(report: ExperimentReport, content: ArtifactContent) -> str:
+    """An artifact's stored `data`, as Prefect's create functions would have written it."""
+    if content.kind == "table":
+        return json.dumps(content.data)
+    if content.kind == "link":
+        return f"[{_link_text(report)}]({content.data})"
+    return content.data
 
 
 def _link_text(report: ExperimentReport) -> str:
     return f"{report.experiment.name}: static report"
 
 
-# -- the live report on the tune flow's own run -------------------------------------------------
-@dataclass
-class _LiveArtifacts:
-    version: str | None = None
-    ids: dict[str, UUID] = field(default_factory=dict)
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_report(report: ExperimentReport, static_report_url: str | None = None) -> list[ArtifactContent]:
+    """Publish the report's artifacts on the current flow run; return what was published."""
+    contents = report_artifacts(report, static_report_url)
+    for content in contents:
+        create_artifact(report, content)
+    return contents
 
 
-_live: dict[tuple[UUID, int], _LiveArtifacts] = {}
-_live_lock = threading.Lock()
+class LiveReport:
+    """The tune loop's live report on its own flow run: the artifacts are created on the first
+    `publish()`, then updated in place whenever the experiment has changed, so the run's
+    Artifacts tab holds one of each.
 
-
-def publish_live_report(storage: Storage, experiment_id: int, *, static_report_url: str | None = None) -> bool:
-    """Create or update the frontier table, threshold report, summary and frontier picture of
-    `experiment_id` on the current flow run; return False when nothing changed since this flow
-    run's last call (then it costs one small query).
-
-    A plain function, not a task: call it from the flow run's thread (the tune loop) as often
-    as every few trials. The first call creates the four artifacts (keyed per experiment);
-    later calls update the same artifacts in place, so the run's Artifacts tab holds one of
-    each. A new `static_report_url` is added to the summary and the picture.
+    Call `publish()` from the flow run's thread as often as every few trials: when nothing
+    changed since the last call it costs one small query and returns False.
     """
-    context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
-        raise RuntimeError("publish_live_report publishes on the current flow run: call it inside a flow")
-    run_key = (context.flow_run.id, experiment_id)
-    token = f"{report_version(storage, experiment_id).token()}|{static_report_url}"
-    with _live_lock:
-        live = _live.setdefault(run_key, _LiveArtifacts())
-        if live.version == token:
-            return False
-        report = experiment_report(storage, experiment_id)
-        descriptions = _descriptions(report)
-        contents = {
-            "frontier": ("table", frontier_table(report)),
-            "thresholds": ("table", threshold_table(report)),
-            "summary": ("markdown", summary_markdown(report, static_report_url)),
-            "frontier-picture": ("markdown", picture_markdown(report, static_report_url)),
-        }
-        if static_report_url:
-            contents["static-report"] = ("link", static_report_url)
-            descriptions["static-report"] = STATIC_REPORT_DESCRIPTION
-        with get_client(sync_client=True) as client:
-            for what, (kind, data) in contents.items():
-                key = artifact_key(report.experiment, what)
-                if what in live.ids:
-                    client.update_artifact(live.ids[what], ArtifactUpdate(
-                        data=_artifact_data(kind, data, report), description=descriptions[what]))
-                elif kind == "table":
-                    live.ids[what] = create_table_artifact(data, key=key, description=descriptions[what])
-                elif kind == "markdown":
-                    live.ids[what] = create_markdown_artifact(data, key=key, description=descriptions[what])
-                else:
-                    live.ids[what] = create_link_artifact(data, link_text=_link_text(report), key=key,
-                                                          description=descriptions[what])
-        live.version = token
-        return True
 
+    def __init__(self, storage: Storage, experiment_id: int, static_report_url: str | None = None):
+        self.storage = storage
+        self.experiment_id = experiment_id
+        self.static_report_url = static_report_url
+        self._version: str | None = None
+        self._ids: dict[str, UUID] = {}
+        self._lock = threading.Lock()
 
-def _artifact_data(kind: str, data: Any, report: ExperimentReport) -> str:
-    """An artifact's stored `data`, as Prefect's create functions would have written it."""
-    if kind == "table":
-        return json.dumps(data)
-    if kind == "link":
-        return f"[{_link_text(report)}]({data})"
-    return data
+    def publish(self) -> bool:
+        if FlowRunContext.get() is None:
+            raise RuntimeError("LiveReport publishes on the current flow run: call it inside a flow")
+        token = report_version(self.storage, self.experiment_id).token()
+        with self._lock:
+            if self._version == token:
+                return False
+            report = experiment_report(self.storage, self.experiment_id)
+            with get_client(sync_client=True) as client:
+                for content in report_artifacts(report, self.static_report_url):
+                    if content.what in self._ids:
+                        client.update_artifact(self._ids[content.what], ArtifactUpdate(
+                            data=_artifact_data(report, content), description=content.description))
+                    else:
+                        self._ids[content.what] = create_artifact(report, content)
+            self._version = token
+            return True

@@ -34,7 +34,7 @@ def test_ask_tell_loop_fills_the_budget_and_reports_a_frontier(experiment):
     progress = experiment.progress()
     assert progress.observations == 6 and progress.remaining == 0 and progress.open_suggestions == 0
     frontier = experiment.frontier()
-    assert frontier and all(row["value_1"] >= 0.3 for row in frontier)
+    assert frontier and all(row["values"]["accuracy"] >= 0.3 for row in frontier)
     assert experiment.best() == frontier
 
 

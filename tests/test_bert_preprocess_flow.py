@@ -65,6 +65,22 @@ def test_the_defaults_are_the_demo_experiments_data_and_valid_trial_settings():
     assert settings.eval_data is None and settings.eval_articles
 
 
+def test_the_parameters_are_trial_settings_fields_with_the_same_defaults_and_bounds():
+    """One source of fields: a default or bound changed in TrialSettings changes the flow's form."""
+    from paretune.bert.settings import TrialSettings
+
+    for name, field in PreprocessParameters.model_fields.items():
+        if name in preprocess.PREPROCESS_OVERRIDES:
+            continue
+        source = TrialSettings.model_fields[name]
+        assert (field.annotation, field.default, field.metadata) == (source.annotation, source.default, source.metadata)
+    assert PreprocessParameters().device == "auto" and PreprocessParameters(teacher=None).teacher is None
+    with pytest.raises(ValueError, match="max_seq_length"):
+        PreprocessParameters(max_seq_length=8)
+    with pytest.raises(ValueError, match="epochs"):
+        PreprocessParameters(epochs=2)  # a student's knob, not the data's
+
+
 def test_the_command_line_prepares_the_defaults(monkeypatch):
     prepared = []
     monkeypatch.setattr(local_prefect, "prefect_api", contextlib.nullcontext)

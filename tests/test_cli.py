@@ -37,7 +37,7 @@ def test_create_suggest_observe_frontier_list(tmp_path, capsys, spec_file):
     assert code == 0 and "1 frontier point(s), 2 observation(s), 1 failed" in out
     assert "accuracy" in out and "0.8" in out and "120" in out
     code, out, _ = cli(capsys, db, "frontier", "1", "--format", "json")
-    assert json.loads(out)[0]["value_1"] == 0.8
+    assert json.loads(out)[0]["values"] == {"accuracy": 0.8, "size": 120}
     code, out, _ = cli(capsys, db, "list")
     assert code == 0 and "2/30" in out
     assert main(["list", "--db", str(db)]) == 0 and "2/30" in capsys.readouterr().out  # --db after the command

@@ -22,7 +22,7 @@ from paretune.flows.report import main as report_main
 from paretune.flows.report import report
 from paretune.storage import DuckDBStorage
 from paretune.storage.report import format_number
-from paretune.tasks.report import publish_live_report
+from paretune.tasks.report import LiveReport
 from tests.dashboard_fixtures import (ROOT, add_observation, free_port, launch_browser, screenshot_dir, seed_experiment,
                                       wait_for_http)
 
@@ -105,13 +105,13 @@ def test_report_flow_artifacts_render_in_the_prefect_ui(prefect_ui, seeded, brow
     keys = {a["key"]: a for a in artifacts(api, flow_run_id={"any_": [flow_run_id]})}
     assert {prefix + what for what in ("frontier", "thresholds", "summary", "frontier-picture", "static-report")} <= set(keys)
     with DuckDBStorage(db, read_only=True) as store:
-        frontier = store.frontier(experiment_id)
+        frontier = store.query("SELECT * FROM pareto_frontier WHERE experiment_id = ?", [experiment_id])
     table = {int(row["trial"]): row for row in json.loads(keys[prefix + "frontier"]["data"])}
     assert sorted(table) == sorted(p["suggestion_id"] for p in frontier)
     for point in frontier:  # the view's numbers, rounded by the one rule
         row = table[point["suggestion_id"]]
         assert (row["accuracy"], row["size"]) == (format_number(point["value_1"]), format_number(point["value_2"]))
-        assert row["learning_rate"] == format_number(point["assignments"]["learning_rate"])
+        assert row["learning_rate"] == format_number(json.loads(point["assignments"])["learning_rate"])
     thresholds = json.loads(keys[prefix + "thresholds"]["data"])
     assert len(thresholds) == TRIALS and "margin to latency_cap <= 12" in thresholds[0]
     summary = keys[prefix + "summary"]["data"]
@@ -133,11 +133,13 @@ def test_live_report_updates_one_set_of_artifacts_on_the_running_flow(prefect_ui
         from paretune.storage import DuckDBStorage
 
         with DuckDBStorage(db) as store:
-            first = publish_live_report(store, experiment_id)
-            unchanged = publish_live_report(store, experiment_id)
+            live = LiveReport(store, experiment_id)
+            first = live.publish()
+            unchanged = live.publish()
         add_observation(db, experiment_id)
         with DuckDBStorage(db) as store:
-            changed = publish_live_report(store, experiment_id)
+            live.storage = store  # the same live report, reading the store after the new observation
+            changed = live.publish()
         return flow_run.id, first, unchanged, changed
 
     flow_run_id, *published = sweep_like()

@@ -82,14 +82,14 @@ def test_points_carry_status_values_margins_and_the_frontier(seeded):
     assert by_label["f"].values == {} and by_label["f"].failure_reason == "out_of_memory: needs 80 GiB"
     assert [p.number for p in report.points] == [1, 2, 3, 4, 5, 6]
     # the step line turns at the corner both neighbours dominate (the worse value of each metric)
-    assert report.staircase() == [(0.8, 50.0), (0.8, 100.0), (0.9, 100.0)]
+    assert report.staircase == ((0.8, 50.0), (0.8, 100.0), (0.9, 100.0))
 
 
 def test_the_model_agrees_with_the_sql_views(seeded):
     path, experiment_id, _ = seeded
     with DuckDBStorage(path, read_only=True) as store:
         report = experiment_report(store, experiment_id)
-        view_frontier = {r["observation_id"] for r in store.frontier(experiment_id)}
+        view_frontier = {r["observation_id"] for r in store.query("SELECT observation_id FROM pareto_frontier WHERE experiment_id = ?", [experiment_id])}
         view_checks = {(r["observation_id"], r["metric"]): r["meets"]
                        for r in store.query("SELECT * FROM threshold_checks WHERE experiment_id = ?", [experiment_id])}
         view_report = {r["observation_id"]: r["meets_all"] for r in store.threshold_report(experiment_id)}
@@ -106,7 +106,7 @@ def test_summary_budget_failures_and_best_values(seeded):
     path, experiment_id, ids = seeded
     with DuckDBStorage(path, read_only=True) as store:
         summary = experiment_summary(store, experiment_id)
-        thresholds = {t.metric.name: t for t in experiment_report(store, experiment_id).threshold_summaries()}
+        thresholds = {t.metric.name: t for t in experiment_report(store, experiment_id).thresholds}
     assert (summary.budget, summary.observations, summary.completed, summary.failed) == (20, 6, 5, 1)
     assert (summary.feasible, summary.infeasible, summary.remaining) == (3, 2, 14)
     assert summary.budget_used == "6 of 20 observations"
@@ -152,7 +152,7 @@ def test_one_optimized_metric_has_a_best_value_history(tmp_path):
         report = experiment_report(store, experiment_id)
     assert report.history.kind == "best value"
     assert [(s.observations, s.value) for s in report.history.steps] == [(1, 5.0), (3, 3.0), (6, 1.0)]
-    assert [p.values["loss"] for p in report.frontier] == [1.0] and report.staircase() == []
+    assert [p.values["loss"] for p in report.frontier] == [1.0] and report.staircase == ()
 
 
 def test_the_version_changes_with_each_observation(seeded):
@@ -174,12 +174,16 @@ def test_cli_frontier_prints_the_model_rounded(seeded, capsys):
     assert cli(["--db", str(path), "frontier", str(experiment_id)]) == 0
     table = capsys.readouterr().out
     assert "2 frontier point(s), 6 observation(s), 1 failed" in table
-    assert "width=20, depth=2, optimizer=sgd" in table
+    header, rule, *rows = table.splitlines()[1:]
+    assert header.split() == ["trial", "run", "accuracy", "size", "latency", "f1", "width", "depth", "optimizer"]
+    assert rows[1].split()[-7:-3] == ["0.9", "100", "5", "0.91"]
+    assert any(row.split()[-3:] == ["20", "2", "sgd"] for row in rows)
     assert cli(["--db", str(path), "frontier", str(experiment_id), "--format", "json"]) == 0
     points = json.loads(capsys.readouterr().out)
     assert [p["observation_id"] for p in points] == [ids["b"], ids["a"]]
     assert points[1]["values"] == {"accuracy": 0.9, "size": 100.0, "latency": 5.0, "f1": 0.91}
-    assert (points[1]["metric_1"], points[1]["value_1"], points[1]["value_2"]) == ("accuracy", 0.9, 100.0)
+    assert set(points[1]) == {"observation_id", "suggestion_id", "run_id", "values", "assignments"}
+    assert points[1]["assignments"] == {"width": 10.0, "depth": 1, "optimizer": "adamw"}
 
 
 # -- importance ---------------------------------------------------------------------------------

@@ -51,7 +51,13 @@ def raw_sql(store, sql):
 
 
 def frontier_ids(store, experiment_id):
-    return sorted(row["suggestion_id"] for row in store.frontier(experiment_id))
+    return sorted(row["suggestion_id"] for row in view_frontier(store, experiment_id))
+
+
+def view_frontier(store, experiment_id):
+    """The `pareto_frontier` view's rows, as a user's SQL reads them."""
+    return store.query("SELECT * FROM pareto_frontier WHERE experiment_id = ? ORDER BY value_1, observation_id",
+                       [experiment_id])
 
 
 def brute_force_frontier(spec, points):
@@ -90,7 +96,7 @@ def test_one_metric_frontier_is_the_best_value_with_ties(store):
     points = [{"loss": 0.3, "f1": 1}, {"loss": 0.1, "f1": 2}, {"loss": 0.2, "f1": 3}, {"loss": 0.1, "f1": 4}]
     experiment_id, ids = observe_all(store, spec, points)
     assert frontier_ids(store, experiment_id) == [ids[1], ids[3]]
-    row = store.frontier(experiment_id)[0]
+    row = view_frontier(store, experiment_id)[0]
     assert row["metric_1"] == "loss" and row["metric_2"] is None and row["value_2"] is None
 
 

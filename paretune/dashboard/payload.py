@@ -20,7 +20,7 @@ def experiment_payload(report: ExperimentReport) -> dict[str, Any]:
     metrics = report.shown_metrics
     parameters = list(spec.parameters)
     columns = report.columns
-    staircase = report.staircase()
+    staircase = report.staircase
     history = report.history
     return {
         "experiment": {"id": report.experiment.id, "name": report.experiment.name, "state": report.experiment.state},
@@ -61,7 +61,7 @@ def experiment_payload(report: ExperimentReport) -> dict[str, Any]:
             {"metric": t.metric.name, "strategy": t.metric.strategy, "rule": t.rule, "met": t.met,
              "violated": t.violated, "best_value": format_number(t.best_value),
              "best_margin": format_number(t.best_margin), "median_margin": format_number(t.median_margin)}
-            for t in report.threshold_summaries()
+            for t in report.thresholds
         ],
     }
 
