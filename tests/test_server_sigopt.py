@@ -65,9 +65,9 @@ def test_core_api_script(served) -> None:
 
     best = {b.id for b in calls.best_assignments().fetch().iterate_pages()}
     assert best == {chosen.id}  # it dominates every other observation
-    calls.update(metrics=[{"name": "acc", "threshold": 0.95}], observation_budget=10)
+    calls.update(metrics=[{"name": "acc", "threshold": 0.95}], observation_budget=11)
     assert list(calls.best_assignments().fetch().iterate_pages()) == []  # nobody meets 0.95
-    assert calls.fetch().observation_budget == 10
+    assert calls.fetch().observation_budget == 11
 
     with pytest.raises(ApiException) as refused:
         calls.observations().create(suggestion=first.id, values=[{"name": "acc", "value": 1}, {"name": "size", "value": 1}])
@@ -77,7 +77,7 @@ def test_core_api_script(served) -> None:
         calls.importances().fetch()
     assert early.value.status_code == 400 and "needs 10" in str(early.value)
     assert not calls.stopping_criteria().fetch().should_stop
-    for i in range(4):  # up to the budget of 10
+    for i in range(5):  # up to the budget of 11: 10 completed
         calls.observations().create(assignments={"x": i / 4, "n": 1 + i, "c": "a"},
                                     values=[{"name": "acc", "value": i / 4}, {"name": "size", "value": 1 + i}])
     assert set(calls.importances().fetch().importances) == {"x", "n", "c"}
@@ -85,6 +85,7 @@ def test_core_api_script(served) -> None:
     stopping = calls.stopping_criteria().fetch()
     assert stopping.should_stop and stopping.reasons == ["observation_budget_reached"]
 
+    calls.update(observation_budget=20)  # budget left: the refusal below is the archive's
     calls.delete()
     assert calls.fetch().state == "deleted"
     with pytest.raises(ApiException) as archived:
@@ -93,10 +94,10 @@ def test_core_api_script(served) -> None:
 
     with DuckDBStorage(db, read_only=True) as storage:  # what the API wrote is the store's, for every reader
         record = storage.get_experiment(int(experiment.id))
-        assert record.state == "archived" and record.budget == 10 and record.spec.parallel_bandwidth == 2
+        assert record.state == "archived" and record.budget == 20 and record.spec.parallel_bandwidth == 2
         assert [m.threshold for m in record.spec.metrics] == [0.95, None, None]
         observations = storage.observations(record.id)
-        assert [o.failed for o in observations] == [False, True] + [False] * 8
+        assert [o.failed for o in observations] == [False, True] + [False] * 9
         assert observations[0].metadata == {"host": "gpu-1"} and observations[0].value_stddevs == {"size": 0.1}
     listed = paretune("list", "--all", db=db)
     assert "multimetric" in listed.stdout and "archived" in listed.stdout

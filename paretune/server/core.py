@@ -51,16 +51,18 @@ class Handlers:
     async def read(self, work: Callable[[DuckDBStorage], T]) -> T:
         return await run_in_threadpool(self.service.read, work)
 
-    async def write(self, work: Callable[[DuckDBStorage], T]) -> T:
-        return await asyncio.wrap_future(self.service.write(work))
+    async def write(self, work: Callable[[DuckDBStorage], T], *, searches: bool = False) -> T:
+        return await asyncio.wrap_future(self.service.write(work, searches=searches))
 
-    async def write_experiment(self, experiment_id: int, work: Callable[[DuckDBStorage, ExperimentRecord], T]) -> T:
-        """A write to one experiment, holding it as a tuning run does (409 while a flow tunes it)."""
+    async def write_experiment(self, experiment_id: int, work: Callable[[DuckDBStorage, ExperimentRecord], T], *,
+                               searches: bool = False) -> T:
+        """A write to one experiment, holding it as a tuning run does (409 while a flow tunes it);
+        `searches`: it runs the optimizer."""
         def held(store: DuckDBStorage) -> T:
             record = experiment_of(store, experiment_id)
             with holding(store, experiment_id, HOLDER):
                 return work(store, record)
-        return await self.write(held)
+        return await self.write(held, searches=searches)
 
     @staticmethod
     def experiment_json(store: DuckDBStorage, record: ExperimentRecord, *, ai: bool = False) -> dict[str, Any]:
@@ -130,7 +132,7 @@ class Handlers:
         def suggest(store: DuckDBStorage, record: ExperimentRecord) -> dict[str, Any]:
             trial = self.open_trial(store, experiment_id, chosen, task)
             return shapes.suggestion_json(record, store.get_suggestion(trial.suggestion_id))
-        return answer(await self.write_experiment(experiment_id, suggest))
+        return answer(await self.write_experiment(experiment_id, suggest, searches=chosen is None))
 
     def open_trial(self, store: DuckDBStorage, experiment_id: int, chosen: dict[str, Any] | None,
                    task: str | None, *, with_run: bool = False, run_metadata: dict[str, Any] | None = None) -> OpenTrial:

@@ -26,6 +26,7 @@ from paretune.server.core import HOLDER, REPORTED_FAILURE, Handlers, answer, exp
 from paretune.server.protocol import ApiError, field, json_body, path_id, query_field
 from paretune.storage import DuckDBStorage, ExperimentRecord, ObservationRecord, RunRecord, StorageError
 from paretune.storage import api_records
+from paretune.storage.report import frontier_points
 
 PROJECT_ID = re.compile(r"[a-z0-9\-_.]{1,100}\Z")
 # Run fields kept in the run's metadata: merged key by key, or (the rest) replaced whole.
@@ -112,7 +113,7 @@ class Api(Handlers):
             trial = self.open_trial(store, experiment_id, None, None, with_run=True,
                                     run_metadata={"metadata": metadata})
             return self.run_json(store, store.get_run(trial.run_id))
-        return answer(await self.write_experiment(experiment_id, create))
+        return answer(await self.write_experiment(experiment_id, create, searches=True))
 
     async def fetch_run(self, request: Request) -> Response:
         run_id = path_id(request, "run", "training run")
@@ -297,7 +298,7 @@ def best_observations(store: DuckDBStorage, record: ExperimentRecord) -> list[Ob
     else the best `num_solutions` observations."""
     observations = store.observations(record.id)
     if len(record.spec.optimized_metrics) > 1:
-        on_frontier = {row["observation_id"] for row in store.frontier(record.id)}
+        on_frontier = {point.observation_id for point in frontier_points(store, record.id)[1]}
         return [o for o in observations if o.id in on_frontier]
     history = store.history(record.id)
     chosen = {id(o) for o in optimizer.best_solutions(record.spec, history)}

@@ -1,11 +1,12 @@
 """The server's hold on the store: one writer thread, in-memory histories, the token gate.
 
-    request thread --write(fn)--> queue --> writer thread: takes every queued write, runs them
-    inside one hold of the file (each its own transaction), releases it (one checkpoint, one
-    published copy), then answers each request
+    request thread --write(fn)--> queue --> writer thread: takes the queued writes (observations
+    before suggestions, which run the optimizer), runs them inside one hold of the file (each its
+    own transaction, for about a second at most), releases it (one checkpoint, one published
+    copy), then answers each request
 
 - **One writer.** Every write runs on the writer thread, through `paretune.lifecycle.TrialSession`;
-  a burst of requests shares one hold of the file, and a request is answered only once its
+  a burst of requests shares one hold of the file (up to MAX_HOLD_S), and a request is answered only once its
   transaction is committed and the copy readers see is published, so an acknowledged
   observation survives `kill -9` and the next read sees it. Between bursts the file is free for
   other processes (a tuning flow on another experiment, the CLI).
@@ -17,11 +18,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import json
 import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 from paretune import optimizer
@@ -32,9 +35,20 @@ from paretune.storage.base import observation_of
 
 log = logging.getLogger("paretune.server")
 T = TypeVar("T")
-MAX_WRITES_PER_HOLD = 256  # a burst bigger than this is split, so other processes get the file between
+MAX_WRITES_PER_HOLD = 256  # writes taken from the queue at most at once
+MAX_HOLD_S = 1.0  # how long one hold of the file may go on taking writes: readers' data is at most about this old
 TOKEN_TTL_S = 1.0  # a revoked token stops working within this long
 UNKNOWN_TOKEN_REREAD_S = 0.05  # an unknown token re-reads the tokens (one just created), at most this often
+
+
+@dataclass(order=True)
+class _Write:
+    """A queued write; ordered quick ones first, then by arrival."""
+
+    searches: bool
+    order: int
+    work: Callable[[], Any] = field(compare=False)
+    future: concurrent.futures.Future = field(compare=False)
 
 
 class HistoryCache:
@@ -86,16 +100,18 @@ class StoreService:
         self.reader: DuckDBStorage | None = None
         self._reader_lock = threading.Lock()
         self._caches: dict[int, HistoryCache] = {}
-        self._queue: queue.Queue[tuple[Callable[[], Any], concurrent.futures.Future] | None] = queue.Queue()
+        self._queue: queue.Queue[_Write | None] = queue.Queue()
+        self._order = itertools.count()
         self._thread = threading.Thread(target=self._write_loop, name="paretune-writer", daemon=True)
         self._thread.start()
         self._tokens: tuple[float, dict[str, ApiToken]] = (0.0, {})
 
     # -- writes -------------------------------------------------------------------------------------
-    def write(self, work: Callable[[DuckDBStorage], T]) -> concurrent.futures.Future[T]:
-        """Run `work(store)` on the writer thread; the future resolves once it is committed and published."""
+    def write(self, work: Callable[[DuckDBStorage], T], *, searches: bool = False) -> concurrent.futures.Future[T]:
+        """Run `work(store)` on the writer thread; the future resolves once it is committed and
+        published. `searches`: it runs the optimizer, so quick writes (observations) go first."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((lambda: work(self.writer), future))
+        self._queue.put(_Write(searches, next(self._order), lambda: work(self.writer), future))
         return future
 
     def session(self, experiment_id: int) -> CachedSession:
@@ -103,35 +119,38 @@ class StoreService:
         return CachedSession(self.writer, experiment_id, self._caches.setdefault(experiment_id, HistoryCache()))
 
     def _write_loop(self) -> None:
+        """Hold after hold: take what is queued, quick writes first, and run one hold of the file."""
+        waiting: list[_Write] = []
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            burst = [item]
-            while len(burst) < MAX_WRITES_PER_HOLD:
+            if not waiting:
+                waiting.append(self._queue.get())
+            while len(waiting) < MAX_WRITES_PER_HOLD:
                 try:
-                    more = self._queue.get_nowait()
+                    waiting.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                burst.append(more)
-            self._run_burst(burst)
+            if any(item is None for item in waiting):
+                return
+            waiting.sort()
+            self._hold(waiting)
 
-    def _run_burst(self, burst: list[tuple[Callable[[], Any], concurrent.futures.Future]]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
+    def _hold(self, waiting: list[_Write]) -> None:
+        """Run queued writes in one hold of the file, for at most MAX_HOLD_S (one write at least),
+        and answer them once it is released: readers and other writers wait at most about that long."""
+        done: list[tuple[concurrent.futures.Future, bool, Any]] = []
         try:
             with self.writer.batch():
-                for work, _ in burst:
+                began = time.monotonic()
+                while waiting and (not done or time.monotonic() - began < MAX_HOLD_S):
+                    write = waiting.pop(0)
                     try:
-                        outcomes.append((True, work()))
-                    except Exception as error:  # each request's own failure, answered to it alone
-                        outcomes.append((False, error))
+                        done.append((write.future, True, write.work()))
+                    except Exception as error:  # this request's own failure, answered to it alone
+                        done.append((write.future, False, error))
         except Exception as error:  # the file could not be taken, checkpointed or published
             log.exception("the write session failed")
-            outcomes = [(False, error)] * len(burst)
-        for (_, future), (ok, value) in zip(burst, outcomes):
+            done = [(future, False, error) for future, _, _ in done]
+        for future, ok, value in done:
             if ok:
                 future.set_result(value)
             else:
