@@ -12,6 +12,7 @@ which the tuning flow and the CLI use too.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,6 +23,7 @@ from paretune.failures import Failure, TrialFailure
 from paretune.lifecycle import OpenTrial, TrialSession
 from paretune.runs import Run
 from paretune.storage import DuckDBStorage, ObservationRecord, Progress, Storage, StorageError
+from paretune.storage.files import experiment_lease, holder_description
 from paretune.storage.report import frontier_points, point_record
 
 
@@ -129,7 +131,34 @@ class Experiment:
 
     def set_observation_budget(self, budget: int) -> None:
         """Raise (or lower) the budget in force, as SigOpt's experiment update did; it is stored."""
-        self.storage.set_observation_budget(self.id, budget)
+        self.update(budget=budget)
+
+    # -- manage -------------------------------------------------------------------------------
+    def update(self, *, name: str | None = None, budget: int | None = None, parallel_bandwidth: int | None = None,
+               thresholds: dict[str, float | None] | None = None, metadata: dict[str, Any] | None = None) -> None:
+        """Change the experiment mid-way, as SigOpt's experiment update does: its name, budget,
+        parallel bandwidth, metric thresholds (`{metric: number}`, None removes one; the search
+        uses them from the next suggestion) or metadata (replaced whole).
+
+        Refused, writing nothing: a budget below what was observed (the message has the numbers),
+        a change that makes the definition invalid, an experiment a tuning run holds.
+        """
+        with holding(self.storage, self.id, "paretune update"):
+            record = self.storage.update_experiment(self.id, name=name, budget=budget,
+                                                    parallel_bandwidth=parallel_bandwidth, thresholds=thresholds,
+                                                    metadata=metadata)
+        self.session = TrialSession(self.storage, record.id, seed=self.session.seed)
+
+    def archive(self) -> None:
+        """Hide it from `paretune list` and stop its suggestions for good; its data stay readable."""
+        with holding(self.storage, self.id, "paretune archive"):
+            self.storage.set_experiment_state(self.id, "archived")
+
+    def unarchive(self) -> None:
+        """Undo `archive`: it suggests again while budget is left."""
+        with holding(self.storage, self.id, "paretune unarchive"):
+            self.storage.set_experiment_state(self.id, "active")
+            self.storage.update_experiment(self.id)  # settles active/completed from the budget
 
     # -- read ---------------------------------------------------------------------------------
     def progress(self) -> Progress:
@@ -210,6 +239,26 @@ def create_experiment(
     definition = load_spec(spec)
     store = storage or DuckDBStorage(db)
     return Experiment(store, store.create_experiment(definition, allow_duplicate_name=allow_duplicate_name).id)
+
+
+def delete_experiment(ref: int | str, *, db: str | None = None, storage: Storage | None = None) -> None:
+    """Delete an experiment and everything recorded for it; other experiments are not touched."""
+    store = storage or DuckDBStorage(db)
+    experiment_id = store.get_experiment(ref).id
+    with holding(store, experiment_id, "paretune delete"):
+        store.delete_experiment(experiment_id)
+
+
+@contextmanager
+def holding(storage: Storage, experiment_id: int, purpose: str) -> Iterator[None]:
+    """Hold the experiment as a tuning run does, for one change: refused (ExperimentBusy, naming
+    the holder) while another process tunes it."""
+    files = getattr(storage, "files", None)
+    if files is None:
+        yield
+        return
+    with experiment_lease(files, experiment_id, wait_s=0, holder=holder_description(purpose)):
+        yield
 
 
 def open_experiment(ref: int | str, *, db: str | None = None, storage: Storage | None = None,

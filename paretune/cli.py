@@ -21,6 +21,8 @@ from typing import Any, Sequence
 from paretune.optimizer import SpecError
 from paretune.api import create_experiment, load_spec, open_experiment
 from paretune.dashboard.cli import register as register_dashboard_commands
+from paretune.manage_cli import register as register_manage_commands
+from paretune.server.cli import register as register_server_commands
 from paretune.lifecycle import MAX_BATCH
 from paretune.storage import DuckDBStorage, StorageError, default_db_path
 from paretune.storage.artifacts import ArtifactStore
@@ -127,8 +129,11 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_export)
 
     listing = command("list", "list the experiments in the database with their progress")
+    listing.add_argument("--all", action="store_true", help="include archived experiments")
     listing.set_defaults(handler=_list)
     register_dashboard_commands(command)
+    register_manage_commands(command)
+    register_server_commands(command)
     for name, (_, help_text, _) in FLOW_COMMANDS.items():  # listed for --help; _flow_command runs them
         commands.add_parser(name, help=help_text, add_help=False)
     return parser
@@ -253,6 +258,8 @@ def _list(args: argparse.Namespace) -> None:
     with DuckDBStorage(args.db, read_only=True) as storage:
         rows = []
         for record in storage.list_experiments():
+            if record.state == "archived" and not args.all:
+                continue
             progress = storage.progress(record.id)
             budget = "-" if progress.budget is None else progress.budget
             spent = progress.observations if progress.spent == progress.observations else format_number(progress.spent)

@@ -164,9 +164,7 @@ class TrialSession:
             raise StorageError(f"ask for between 1 and {MAX_BATCH} suggestions at once, not {n!r}")
         with self.storage.batch():  # one consistent read; unless the caller holds the file, not held meanwhile
             self._check_budget(n)
-            made = len(self.storage.list_suggestions(self.experiment_id))
-            history = self.storage.history(self.experiment_id)
-            pending = self.storage.pending(self.experiment_id)
+            made, history, pending = self.search_inputs()
         # SigOpt's `type: random`: every suggestion is drawn the way the search's start-up draws.
         startup = {"n_startup": made + n} if self.spec.type == "random" else {}
         proposals = optimizer.propose(self.spec, history, pending, n=n, seed=suggestion_seed(self.seed, made),
@@ -179,6 +177,23 @@ class TrialSession:
             return [OpenTrial(s.id, s.assignments,
                               self._open_run(s.id, s.assignments, where, run_metadata) if where else None, s.task)
                     for s in suggestions]
+
+    def search_inputs(self) -> tuple[int, list[optimizer.Observation], list[dict[str, Any]]]:
+        """What the search is given: how many suggestions were made, the history, the pending
+        assignments. A long-lived server overrides it to keep the history in memory."""
+        made = len(self.storage.list_suggestions(self.experiment_id))
+        return made, self.storage.history(self.experiment_id), self.storage.pending(self.experiment_id)
+
+    def open_at(self, assignments: dict[str, Any], *, task: str | None = None, with_run: bool = False,
+                run_metadata: dict[str, Any] | None = None) -> OpenTrial:
+        """A trial at the caller's assignments, recorded open like any suggestion (SigOpt's
+        observation from assignments, its queued suggestions); within the budget."""
+        with self.storage.batch():
+            self._check_budget(1)
+            (suggestion,) = self.storage.create_suggestions(self.experiment_id, [assignments], tasks=[task])
+            run_id = self._open_run(suggestion.id, suggestion.assignments, capture_environment(),
+                                    run_metadata) if with_run else None
+        return OpenTrial(suggestion.id, suggestion.assignments, run_id, suggestion.task)
 
     def _check_budget(self, n: int) -> None:
         """Refuse `n` more suggestions when even the cheapest task would overrun the budget."""

@@ -32,6 +32,13 @@ from paretune.storage.records import (
 )
 
 
+def observation_of(record: ObservationRecord) -> Observation:
+    """A stored observation as the optimizer takes it."""
+    return Observation(assignments=record.assignments, values=None if record.failed else record.values,
+                       failed=record.failed, failure_reason=record.failure_reason, value_stddevs=record.value_stddevs,
+                       task=record.task)
+
+
 class StorageError(ValueError):
     """A request the store refused (unknown id, wrong state, bad values); nothing was written."""
 
@@ -64,13 +71,25 @@ class Storage(abc.ABC):
     def set_observation_budget(self, experiment_id: int, budget: int) -> None:
         """Change the budget in force (an override or an extension); the state follows it."""
 
+    @abc.abstractmethod
+    def update_experiment(self, experiment_id: int, *, name: str | None = None, budget: int | None = None,
+                          parallel_bandwidth: int | None = None, thresholds: dict[str, float | None] | None = None,
+                          metadata: dict[str, Any] | None = None) -> ExperimentRecord:
+        """Change name, budget, parallel bandwidth, metric thresholds or metadata; a budget below
+        what was observed is refused."""
+
+    @abc.abstractmethod
+    def delete_experiment(self, experiment_id: int) -> None:
+        """Delete an experiment and everything recorded for it; nothing else changes."""
+
     # -- suggestions --------------------------------------------------------------------------
     @abc.abstractmethod
     def create_suggestions(
         self, experiment_id: int, batch: list[dict[str, Any]], worker: str | None = None,
         tasks: list[str | None] | None = None,
     ) -> list[SuggestionRecord]:
-        """Record new open suggestions (all or none), each with its task when the experiment has tasks."""
+        """Record new open suggestions (all or none), each with its task when the experiment has
+        tasks; an archived experiment is refused."""
 
     @abc.abstractmethod
     def get_suggestion(self, suggestion_id: int) -> SuggestionRecord: ...
@@ -125,11 +144,7 @@ class Storage(abc.ABC):
 
     def history(self, experiment_id: int) -> list[Observation]:
         """Observations as the optimizer takes them."""
-        return [
-            Observation(assignments=o.assignments, values=None if o.failed else o.values, failed=o.failed,
-                        failure_reason=o.failure_reason, value_stddevs=o.value_stddevs, task=o.task)
-            for o in self.observations(experiment_id)
-        ]
+        return [observation_of(o) for o in self.observations(experiment_id)]
 
     def pending(self, experiment_id: int) -> list[dict[str, Any]]:
         """Assignments of suggestions still open (in flight somewhere)."""

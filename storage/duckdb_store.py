@@ -20,6 +20,7 @@ import duckdb
 from paretune.optimizer import (
     ExperimentSpec,
     ObservationError,
+    SpecError,
     metric_number,
     validate_assignments,
     validate_task,
@@ -153,6 +154,52 @@ class DuckDBStorage(Storage):
             db.execute("UPDATE experiments SET budget = ? WHERE id = ?", [budget, experiment_id])
             _settle_state(db, experiment_id)
 
+    def update_experiment(self, experiment_id: int, *, name: str | None = None, budget: int | None = None,
+                          parallel_bandwidth: int | None = None, thresholds: dict[str, float | None] | None = None,
+                          metadata: dict[str, Any] | None = None) -> ExperimentRecord:
+        """Change what a SigOpt user may change mid-experiment, in one transaction; the stored
+        definition changes with it, so the search uses a new threshold at once. `thresholds` maps
+        metric names to a new threshold (None removes one); `metadata` replaces the metadata.
+
+        Refused, writing nothing: a definition the change would make invalid, a name another
+        experiment has, a budget below what was already observed.
+        """
+        with self._transaction() as db:
+            record = self.get_experiment(experiment_id)
+            definition = json.loads(record.spec.to_json())
+            _apply_changes(definition, name=name, parallel_bandwidth=parallel_bandwidth, thresholds=thresholds,
+                           metadata=metadata)
+            try:
+                spec = ExperimentSpec.model_validate(definition)
+            except SpecError as error:
+                raise StorageError(f"update refused: {error}") from None
+            if name is not None and name != record.name and db.execute(
+                    "SELECT 1 FROM experiments WHERE name = ? AND id <> ?", [name, experiment_id]).fetchall():
+                raise StorageError(f"update refused: another experiment is named {name!r}; choose another name")
+            if budget is not None:
+                _check_budget_change(db, record, budget)
+            db.execute("UPDATE experiments SET name = ?, spec = ?, budget = ? WHERE id = ?",
+                       [spec.name, spec.to_json(), record.budget if budget is None else budget, experiment_id])
+            db.executemany("UPDATE experiment_metrics SET threshold = ? WHERE experiment_id = ? AND name = ?",
+                           [[m.threshold, experiment_id, m.name] for m in spec.metrics])
+            _settle_state(db, experiment_id)
+            return self.get_experiment(experiment_id)
+
+    def delete_experiment(self, experiment_id: int) -> None:
+        """Delete an experiment and everything recorded for it; no other experiment's rows change.
+
+        DuckDB refuses to delete a row and the rows referencing it in one transaction, so this
+        runs one transaction per level of references, holding the file throughout. The first
+        archives the experiment: an interrupted delete leaves it archived, and deleting it again
+        finishes the job.
+        """
+        with self.batch():
+            self.set_experiment_state(experiment_id, "archived")
+            for statements in _DELETE_LEVELS:
+                with self._transaction() as db:
+                    for statement in statements:
+                        db.execute(statement, [experiment_id])
+
     def _spec(self, experiment_id: int) -> ExperimentSpec:
         return self.get_experiment(experiment_id).spec
 
@@ -165,7 +212,11 @@ class DuckDBStorage(Storage):
         if len(tasks) != len(batch):
             raise StorageError(f"{len(batch)} suggestions but {len(tasks)} tasks; give one task per suggestion")
         with self._transaction() as db:
-            spec = self._spec(experiment_id)
+            record = self.get_experiment(experiment_id)
+            if record.state == "archived":
+                raise StorageError(f"experiment {record.name!r} (id {experiment_id}) is archived: it suggests nothing "
+                                   "more; its data stay readable (unarchive it to go on)")
+            spec = record.spec
             try:
                 clean = [(validate_assignments(spec, assignments), validate_task(spec, task))
                          for assignments, task in zip(batch, tasks)]
@@ -305,8 +356,11 @@ class DuckDBStorage(Storage):
                 metadata=json.loads(stored_metadata),
             )
 
-    def observations(self, experiment_id: int) -> list[ObservationRecord]:
-        return self._observations("o.experiment_id = ?", [experiment_id])
+    def observations(self, experiment_id: int, *, after_id: int | None = None) -> list[ObservationRecord]:
+        """The experiment's observations in id order; `after_id`: only the newer ones (a cache's update)."""
+        if after_id is None:
+            return self._observations("o.experiment_id = ?", [experiment_id])
+        return self._observations("o.experiment_id = ? AND o.id > ?", [experiment_id, after_id])
 
     def _observations(self, where: str, parameters: list[Any]) -> list[ObservationRecord]:
         rows = self._rows(
@@ -549,6 +603,49 @@ def _settle_state(db: duckdb.DuckDBPyConnection, experiment_id: int) -> None:
         "WHERE id = ? AND state <> 'archived'",
         [experiment_id, experiment_id],
     )
+
+
+def _apply_changes(definition: dict[str, Any], *, name: str | None, parallel_bandwidth: int | None,
+                   thresholds: dict[str, float | None] | None, metadata: dict[str, Any] | None) -> None:
+    """Write an update's changes into a definition (as JSON), to be validated as a whole."""
+    for key, value in (("name", name), ("parallel_bandwidth", parallel_bandwidth), ("metadata", metadata)):
+        if value is not None:
+            definition[key] = value
+    metrics = {metric["name"]: metric for metric in definition["metrics"]}
+    for metric_name, threshold in (thresholds or {}).items():
+        if metric_name not in metrics:
+            raise StorageError(f"threshold {metric_name}: the experiment has no such metric (it has "
+                               f"{', '.join(metrics)})")
+        metrics[metric_name]["threshold"] = threshold
+
+
+def _check_budget_change(db: duckdb.DuckDBPyConnection, record: ExperimentRecord, budget: Any) -> None:
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise StorageError(f"an observation budget is a whole number >= 1, got {budget!r}")
+    (spent, observed), = db.execute(
+        "SELECT coalesce(sum(cost), 0), count(*) FROM observation_costs WHERE experiment_id = ?", [record.id]
+    ).fetchall()
+    if budget < spent:
+        raise StorageError(f"budget {budget} is below what experiment {record.name!r} already observed: {observed} "
+                           f"observation(s), {float(spent):g} of its budget of {record.budget} spent; give a budget "
+                           f">= {math.ceil(spent)}")
+
+
+# delete_experiment: one transaction per level, each deleting what nothing left references.
+_DELETE_LEVELS = (
+    ("DELETE FROM checkpoints WHERE run_id IN (SELECT id FROM runs WHERE experiment_id = $1)",
+     "DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM runs WHERE experiment_id = $1)",
+     "DELETE FROM observation_values WHERE observation_id IN "
+     "(SELECT id FROM observations WHERE experiment_id = $1)",
+     "DELETE FROM queued_suggestions WHERE experiment_id = $1"),
+    ("DELETE FROM observations WHERE experiment_id = $1",),
+    ("DELETE FROM runs WHERE experiment_id = $1",),
+    ("DELETE FROM suggestions WHERE experiment_id = $1",),
+    ("DELETE FROM experiment_metrics WHERE experiment_id = $1",
+     "DELETE FROM experiment_parameters WHERE experiment_id = $1",
+     "DELETE FROM experiment_tasks WHERE experiment_id = $1"),
+    ("DELETE FROM experiments WHERE id = $1",),
+)
 
 
 def _upsert_run_metrics(db: duckdb.DuckDBPyConnection, run_id: int, metrics: dict[str, float]) -> None:

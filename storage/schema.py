@@ -353,12 +353,43 @@ def _v3(db: duckdb.DuckDBPyConnection) -> None:
     db.execute(_V3_TABLES)
 
 
-def refresh_views_only(db: duckdb.DuckDBPyConnection) -> None:
-    """A migration that changes no table: `migrate` recreates the views from VIEWS after it."""
+# Version 4: the `trial_numbers` view (views are recreated after every migration), and what the
+# SigOpt API server keeps. API tokens by hash only (the token itself is shown
+# once), SigOpt's projects, and queued suggestions (assignments a user asked to be suggested next).
+_V4_TABLES = """
+CREATE SEQUENCE api_tokens_id START 1;
+CREATE TABLE api_tokens (
+    id BIGINT PRIMARY KEY DEFAULT nextval('api_tokens_id'),
+    name VARCHAR NOT NULL,
+    token_sha256 VARCHAR NOT NULL UNIQUE,
+    read_only BOOLEAN NOT NULL DEFAULT false,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    revoked_at TIMESTAMPTZ
+);
+
+CREATE TABLE projects (
+    id VARCHAR PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    metadata JSON NOT NULL DEFAULT '{}',
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+
+CREATE SEQUENCE queued_suggestions_id START 1;
+CREATE TABLE queued_suggestions (
+    id BIGINT PRIMARY KEY DEFAULT nextval('queued_suggestions_id'),
+    experiment_id BIGINT NOT NULL REFERENCES experiments (id),
+    assignments JSON NOT NULL,
+    task VARCHAR,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+"""
 
 
-# Version 4: the `trial_numbers` view (a view only).
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_v1, _v2, _v3, refresh_views_only]
+def _v4(db: duckdb.DuckDBPyConnection) -> None:
+    db.execute(_V4_TABLES)
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 VIEW_NAMES = re.findall(r"CREATE VIEW (\w+)", VIEWS)
 

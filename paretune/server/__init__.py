@@ -1,0 +1,1 @@
+"""The team server (`paretune serve`): SigOpt's REST API and the dashboard over one DuckDB file."""
