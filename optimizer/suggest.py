@@ -43,15 +43,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
 from scipy.special import ndtr
 
-from paretune.optimizer.gp import GaussianProcess, training_subset
+from paretune.optimizer.gp import MAX_TRAINING_POINTS, GaussianProcess, training_subset
 from paretune.optimizer.observation import Observation, validate_assignments, validate_history
-from paretune.optimizer.pareto import hypervolume_improvements, nondominated_ranks, pareto_front
+from paretune.optimizer.pareto import hypervolume_improvements, leading_fronts, pareto_front
 from paretune.optimizer.space import INACTIVE, SearchSpace
 from paretune.optimizer.spec import ExperimentSpec
 from paretune.optimizer.tpe import build_mixture, fit_model
@@ -112,14 +113,14 @@ def propose(
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    validate_history(spec, history)
+    columns = validate_history(spec, history)
     pending = [validate_assignments(spec, assignments) for assignments in pending]
     rng = np.random.default_rng(seed)
     space = SearchSpace(spec)
     startup = n_startup if n_startup is not None else min(max(space.n_dims + 4, 8), 20)
-    data = _History.build(spec, space, history)
+    data = _History.build(spec, space, history, columns)
     in_flight = space.encode_many(pending)
-    spent = [spec.task_cost(o.task) * o.fidelity for o in history]
+    spent = [spec.task_cost(o.task) * o.fidelity for o in history] if spec.tasks else []  # only tasks need it
     batch: list[Proposal] = []
     for _ in range(n):
         taken = np.vstack([data.rows, in_flight])
@@ -174,13 +175,17 @@ class _History:
         return np.append(space.continuous, True) if self.multitask else space.continuous
 
     @classmethod
-    def build(cls, spec: ExperimentSpec, space: SearchSpace, history: list[Observation]) -> _History:
+    def build(cls, spec: ExperimentSpec, space: SearchSpace, history: list[Observation],
+              columns: dict[str, list[Any]] | None = None) -> _History:
         optimized, constraints = spec.optimized_metrics, spec.constraint_metrics
         required = (*optimized, *constraints)
         completed = np.array([not o.failed for o in history], dtype=bool)
         table = np.full((len(history), len(required)), np.nan)  # every required metric, as reported
         if completed.any():
-            table[completed] = [[o.values[m.name] for m in required] for o in history if not o.failed]  # type: ignore[index]
+            names = [m.name for m in required]
+            reported = itemgetter(*names) if len(names) > 1 else (lambda values: (values[names[0]],))
+            table[completed] = np.fromiter((value for o in history if not o.failed for value in reported(o.values)),
+                                           dtype=float).reshape(-1, len(names))
         misses, spreads = [], []
         for column, metric in enumerate(required):
             values = table[completed, column]
@@ -205,13 +210,12 @@ class _History:
                                for j, m in enumerate(optimized)])
         constraint_limits = signs[len(optimized):] * np.array([float(m.threshold) for m in constraints])
         variances = np.zeros((len(history), len(required)))
-        for i, observation in enumerate(history):
-            if observation.value_stddevs:
-                variances[i] = [observation.value_stddevs.get(m.name, 0.0) ** 2 for m in required]
+        for i in [i for i, observation in enumerate(history) if observation.value_stddevs]:
+            variances[i] = [history[i].value_stddevs.get(m.name, 0.0) ** 2 for m in required]  # type: ignore[union-attr]
         fidelities = np.array([o.fidelity for o in history], dtype=float)
         variances += ((1.0 - fidelities)[:, None] * np.array(spreads)[None, :]) ** 2
         task_costs = np.array([spec.task_cost(o.task) for o in history]) if spec.tasks else np.ones(len(history))
-        rows = space.encode_many([o.assignments for o in history])
+        rows = space.encode_many([o.assignments for o in history], columns)
         return cls(rows, tiers, signed[:, :len(optimized)], shortfall, thresholds, signed[:, len(optimized):],
                    constraint_limits, variances, task_costs, fidelities, bool(spec.tasks))
 
@@ -451,14 +455,19 @@ def _metric_ranks(data: _History, metric: int) -> np.ndarray:
 def _frontier_ranks(data: _History) -> np.ndarray:
     """Feasible first, then non-dominated rank of the objectives among the feasible ones: full
     results first, cheaper ones (cheaper tasks, trials stopped early) after every full one,
-    so none of them is a frontier point or one the local candidates start from."""
+    so none of them is a frontier point or one the local candidates start from.
+
+    Only the head of this order is read (the good group, the Gaussian processes' best
+    training points, the local candidates' anchors: at most `MAX_TRAINING_POINTS`), so past
+    the fronts that hold that many, points share one rank (`leading_fronts`)."""
     within = data.shortfall.copy()
     feasible = data.tiers == FEASIBLE
     full, cheap = np.flatnonzero(feasible & data.full), np.flatnonzero(feasible & ~data.full)
     if len(full):
-        within[full] = nondominated_ranks(data.objectives[full])
+        within[full] = leading_fronts(data.objectives[full], MAX_TRAINING_POINTS)
     if len(cheap):
-        within[cheap] = nondominated_ranks(data.objectives[cheap]) + (within[full].max() + 1 if len(full) else 0)
+        within[cheap] = (leading_fronts(data.objectives[cheap], MAX_TRAINING_POINTS)
+                         + (within[full].max() + 1 if len(full) else 0))
     return _ranks(data.tiers, within)
 
 
