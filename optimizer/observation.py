@@ -7,7 +7,7 @@ import numbers
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from paretune.optimizer.spec import ExperimentSpec
 
@@ -19,7 +19,10 @@ class Observation(BaseModel):
 
     `value_stddevs` are the standard deviations the user measured for some of the values
     (SigOpt's `value_stddev`); `task` is the multitask fidelity it ran at (None: the full task,
-    or an experiment without tasks).
+    or an experiment without tasks). `fidelity` is the fraction of its training a trial
+    reached before it was stopped early (1: it ran to the end); a stopped trial's `values` are
+    its last checkpoint's, which the optimizer reads as a cheaper observation (cost = task cost
+    x fidelity), never as a full result.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -30,9 +33,22 @@ class Observation(BaseModel):
     failure_reason: str | None = Field(default=None, exclude=True)
     value_stddevs: dict[str, float] | None = None
     task: str | None = None
+    fidelity: float = 1.0
+
+    @field_validator("fidelity", mode="before")
+    @classmethod
+    def _fidelity_fraction(cls, value: Any) -> float:
+        number = metric_number("fidelity", value)  # numpy and torch scalars are numbers; bools, NaN are not
+        if not 0.0 < number <= 1.0:
+            raise ValueError(f"fidelity: {value!r} is not in (0, 1]; give the fraction of training the trial "
+                             "reached before it stopped (1.0 for a trial that ran to the end)")
+        return number
 
     @model_validator(mode="after")
     def _values_xor_failed(self) -> Observation:
+        if self.failed and self.fidelity != 1.0:
+            raise ValueError("fidelity: a failed observation has no fidelity; give fidelity only with the values "
+                             "of a trial stopped early")
         if self.failed and self.values:
             raise ValueError("a failed observation carries no values")
         if not self.failed and self.values is None:
@@ -188,14 +204,17 @@ def validate_task(spec: ExperimentSpec, task: str | None) -> str | None:
     return task
 
 
-def validate_history(spec: ExperimentSpec, history: list[Observation]) -> None:
+def validate_history(spec: ExperimentSpec, history: list[Observation]) -> dict[str, list[Any]] | None:
     """Raise ObservationError for history that does not match `spec` (the optimizer's input).
 
-    History that conforms (the usual case, checked a column at a time) costs little; any
-    doubt goes through the per-observation checks, which name the offending entry.
+    History that conforms (the usual case, checked a column at a time) costs little, and its
+    assignments come back as columns (parameter name -> values, in history order) for the
+    encoder to reuse; any doubt goes through the per-observation checks, which name the
+    offending entry (and None comes back).
     """
-    if _conforms(spec, history):
-        return
+    columns = _conforms(spec, history)
+    if columns is not None:
+        return columns
     for index, observation in enumerate(history):
         try:
             validate_assignments(spec, observation.assignments)
@@ -205,38 +224,43 @@ def validate_history(spec: ExperimentSpec, history: list[Observation]) -> None:
                 validate_value_stddevs(spec, observation.value_stddevs, observation.values or {})
         except ObservationError as error:
             raise ObservationError(f"history[{index}]: {error}") from None
+    return None
 
 
-def _conforms(spec: ExperimentSpec, history: list[Observation]) -> bool:
-    """True when every observation surely passes `validate_assignments` and `validate_values`
-    (a fast, column-wise sufficient check of the plain case: no conditionals, grids, tasks or
-    reported standard deviations; False only means "check one by one")."""
+def _conforms(spec: ExperimentSpec, history: list[Observation]) -> dict[str, list[Any]] | None:
+    """The assignments' columns when every observation surely passes `validate_assignments`
+    and `validate_values` (a fast, column-wise sufficient check of the plain case: no
+    conditionals, grids, tasks or reported standard deviations; None only means "check one
+    by one")."""
     if spec.conditionals or spec.tasks or any(p.grid is not None for p in spec.parameters):
-        return False
+        return None
     if any(o.value_stddevs or o.task is not None for o in history):
-        return False
+        return None
     names = {p.name for p in spec.parameters}
     known = {m.name for m in spec.metrics}
     required = {m.name for m in spec.required_metrics}
     assignments = [o.assignments for o in history]
     completed = [o.values for o in history if not o.failed]
     if not all(a.keys() == names for a in assignments):
-        return False
+        return None
     if not all(values is not None and required <= values.keys() <= known for values in completed):
-        return False
+        return None
+    columns: dict[str, list[Any]] = {}
     for parameter in spec.parameters:
-        column = [a[parameter.name] for a in assignments]
+        column = columns[parameter.name] = [a[parameter.name] for a in assignments]
         if parameter.type == "categorical":
             if not set(map(type, column)) <= {str} or not set(column) <= set(parameter.categorical_values or ()):
-                return False
+                return None
             continue
         if not set(map(type, column)) <= {int, float}:
-            return False
+            return None
         numbers = np.array(column, dtype=float)
         assert parameter.bounds is not None
         if not np.all((numbers >= parameter.bounds.min) & (numbers <= parameter.bounds.max)):
-            return False  # NaN fails this too
+            return None  # NaN fails this too
         if parameter.type == "int" and not np.all(numbers == np.round(numbers)):
-            return False
+            return None
     values = [value for row in completed for value in row.values()]  # type: ignore[union-attr]
-    return set(map(type, values)) <= {int, float} and bool(np.all(np.isfinite(np.array(values, dtype=float))))
+    if set(map(type, values)) <= {int, float} and np.all(np.isfinite(np.array(values, dtype=float))):
+        return columns
+    return None

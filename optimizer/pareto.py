@@ -34,13 +34,48 @@ def nondominated_ranks(points: np.ndarray) -> np.ndarray:
     return unique_ranks[inverse.reshape(-1)]
 
 
+def leading_fronts(points: np.ndarray, count: int) -> np.ndarray:
+    """`nondominated_ranks` for the first fronts, peeled until they hold at least `count`
+    points; every other point gets the next rank (one past the last front peeled).
+
+    What the search reads from frontier ranks is their head (the good group, the training
+    set's best, the local candidates' anchors), and peeling a few fronts is vectorized where
+    ranking every point is a Python loop over them: bounded work at 10^5 observations.
+    """
+    points = np.asarray(points, dtype=float).reshape(len(points), -1)
+    if points.shape[1] == 1:  # one objective: the fronts are its distinct values
+        return np.unique(points[:, 0], return_inverse=True)[1].reshape(-1)
+    ranks = np.zeros(len(points), dtype=int)
+    remaining = np.lexsort((points[:, -1], points[:, 0]))  # by the first objective, then the second
+    front = 0
+    while len(remaining) and len(points) - len(remaining) < count:
+        first = _first_front(points[remaining])
+        ranks[remaining[first]] = front
+        remaining, front = remaining[~first], front + 1
+    ranks[remaining] = front
+    return ranks
+
+
+def _first_front(ordered: np.ndarray) -> np.ndarray:
+    """Which of `ordered` (sorted by the first objective, then the second) are non-dominated:
+    those whose second objective beats every earlier point's; copies share their first's fate."""
+    second = ordered[:, -1]
+    best_before = np.concatenate([[np.inf], np.minimum.accumulate(second)[:-1]])
+    starts = np.ones(len(ordered), dtype=bool)
+    starts[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+    run_start = np.maximum.accumulate(np.where(starts, np.arange(len(ordered)), 0))
+    return (second < best_before)[run_start]
+
+
 def pareto_front(points: np.ndarray) -> np.ndarray:
-    """The distinct non-dominated points, sorted by the first objective."""
+    """The distinct non-dominated points, sorted by the first objective (then the second)."""
     points = np.asarray(points, dtype=float)
     if len(points) == 0:
         return points.reshape(0, points.shape[1] if points.ndim == 2 else 2)
-    front = np.unique(points[nondominated_ranks(points) == 0], axis=0)
-    return front[np.argsort(front[:, 0], kind="stable")]
+    ordered = points[np.lexsort((points[:, 1], points[:, 0]))]
+    second = ordered[:, 1]
+    best_before = np.concatenate([[np.inf], np.minimum.accumulate(second)[:-1]])
+    return ordered[second < best_before]
 
 
 def hypervolume_2d(points: np.ndarray, reference: np.ndarray) -> float:

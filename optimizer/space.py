@@ -65,15 +65,20 @@ class SearchSpace:
     def encode(self, assignments: dict[str, Any]) -> np.ndarray:
         return self.encode_many([assignments])[0]
 
-    def encode_many(self, assignments: list[dict[str, Any]]) -> np.ndarray:
+    def encode_many(self, assignments: list[dict[str, Any]], columns: dict[str, list[Any]] | None = None) -> np.ndarray:
         """Rows for many (validated) assignments, a column at a time; absent parameters
-        (inactive under their conditions) encode as INACTIVE."""
+        (inactive under their conditions) encode as INACTIVE. `columns` are the same
+        assignments by parameter (from `validate_history`), when they were taken already."""
         rows = np.full((len(assignments), self.n_dims), INACTIVE)
         for d, p in enumerate(self.parameters):
-            present = [i for i, a in enumerate(assignments) if p.name in a]
-            if not present:
-                continue
-            column = [assignments[i][p.name] for i in present]
+            present: list[int] | slice = slice(None)  # a parameter without conditions is always there
+            if p.conditions:
+                present = [i for i, a in enumerate(assignments) if p.name in a]
+                if not present:
+                    continue
+                column = [assignments[i][p.name] for i in present]
+            else:
+                column = columns[p.name] if columns is not None else [a[p.name] for a in assignments]
             if p.type == "categorical":
                 index = {value: float(i) for i, value in enumerate(p.categorical_values or ())}
                 rows[present, d] = [index[value] for value in column]

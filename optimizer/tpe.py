@@ -3,8 +3,8 @@
 The estimators are hyperopt's (0.3.0, `hyperopt.tpe`), used directly on numpy arrays instead
 of through pyll graphs, which are far too slow for a per-call budget of milliseconds:
 
-* `ap_split_trials` splits observations into the good ("below") and bad ("above") groups with
-  hyperopt's gamma rule: ``min(ceil(gamma * sqrt(n)), 25)`` good ones.
+* `split` splits observations into the good ("below") and bad ("above") groups with
+  hyperopt's gamma rule (its `ap_split_trials`): ``min(ceil(gamma * sqrt(n)), 25)`` good ones.
 * `adaptive_parzen_normal` gives each observation's bandwidth on every continuous axis (the
   larger gap to its neighbours, clipped by the prior's sigma) and inserts the prior component
   (mu 0.5, sigma 1 on the unit axis, or the parameter's own `prior` mapped to that axis;
@@ -28,7 +28,6 @@ from hyperopt.tpe import (
     DEFAULT_LF,
     EPS,
     adaptive_parzen_normal,
-    ap_split_trials,
     categorical_lpdf,
     linear_forgetting_weights,
     logsum_rows,
@@ -37,7 +36,21 @@ from hyperopt.tpe import (
 )
 
 from paretune.optimizer.space import INACTIVE, SearchSpace
+
 CATEGORY_SMOOTHING = 0.2  # probability mass an observation's kernel spreads over all categories
+MAX_COMPONENTS = 256  # observations one Parzen density is built from (plus the prior), however long the history
+
+
+def bounded(rows: np.ndarray, limit: int = MAX_COMPONENTS) -> np.ndarray:
+    """At most `limit` of `rows` (oldest first), so a density costs the same at 10^5
+    observations as at a few hundred: the most recent half as they are, and the older ones
+    spread evenly over their order (a summary of the old search, which hyperopt's linear
+    forgetting already weighs down). Deterministic; fewer rows come back unchanged."""
+    if len(rows) <= limit:
+        return rows
+    recent = limit // 2
+    older = np.linspace(0, len(rows) - recent - 1, limit - recent).round().astype(int)
+    return np.concatenate([rows[older], rows[len(rows) - recent:]])
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,9 @@ class ParzenMixture:
 
 
 def build_mixture(space: SearchSpace, rows: np.ndarray, prior_weight: float = 1.0) -> ParzenMixture:
-    """Fit hyperopt's adaptive Parzen estimator to `rows` (oldest first) on every axis."""
+    """Fit hyperopt's adaptive Parzen estimator to `rows` (oldest first, at most
+    `MAX_COMPONENTS` of them: see `bounded`) on every axis."""
+    rows = bounded(rows)
     n = len(rows)
     continuous_rows = rows[:, space.continuous]
     continuous_rows = np.where(continuous_rows == INACTIVE, 0.5, continuous_rows)  # inactive: the axis's centre
@@ -137,10 +152,12 @@ def _unsort(values: np.ndarray, sorted_mus: np.ndarray, sorted_sigmas: np.ndarra
 
 
 def split(ranks: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the good and bad observations (hyperopt's `ap_split_trials` on `ranks`)."""
-    indices = np.arange(len(ranks))
-    below, above = ap_split_trials(indices, indices, indices, ranks, gamma)
-    return np.sort(below.astype(int)), np.sort(above.astype(int))
+    """Indices of the good and bad observations: hyperopt's `ap_split_trials` rule
+    (``min(ceil(gamma * sqrt(n)), 25)`` lowest ranks are good) in numpy, without its
+    per-observation Python loops (the same split: `ranks` are distinct)."""
+    n_below = min(int(np.ceil(gamma * np.sqrt(len(ranks)))), DEFAULT_LF)
+    order = np.argsort(ranks)
+    return np.sort(order[:n_below]), np.sort(order[n_below:])
 
 
 @dataclass(frozen=True)
@@ -171,8 +188,9 @@ class AxisParzen:
     @classmethod
     def fit(cls, values: np.ndarray, choices: int, prior_weight: float,
             prior: tuple[float, float] = (0.5, 1.0)) -> AxisParzen:
-        """Fit to the axis's active values (entries marked INACTIVE are skipped)."""
-        values = values[values != INACTIVE]
+        """Fit to the axis's active values (entries marked INACTIVE are skipped; at most
+        `MAX_COMPONENTS` of them, see `bounded`)."""
+        values = bounded(values[values != INACTIVE])
         if choices:
             forgetting = linear_forgetting_weights(len(values), DEFAULT_LF) if len(values) else np.zeros(0)
             counts = np.bincount(values.astype(int), weights=forgetting, minlength=choices)
