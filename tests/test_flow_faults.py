@@ -131,7 +131,8 @@ def test_a_timeout_restarts_its_worker_and_touches_no_finished_trial(prefect_api
     print(f"\ntimeouts: {len(timed_out)} trials timed out (their workers restarted), "
           f"{len(ran.started_more_than_once())} trials run twice")
     assert timed_out, "no trial ran past the timeout"
-    assert all(o.failure_reason == "timeout: no result after 4 s" for o in state["observations"] if o.failed)
+    reasons = [o.failure_reason for o in state["observations"] if o.failed]
+    assert all(reason == "timeout: no result after 4 s" for reason in reasons), reasons
     assert ran.started_more_than_once() == []
     for observation in state["observations"]:
         assert len(ran.starts[observation.suggestion_id]) == 1

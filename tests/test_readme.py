@@ -37,6 +37,7 @@ BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 # Commands run elsewhere: a prefix of the command line -> the test that runs it.
 PREFECT_SECTION = "tests/test_deploy.py::test_the_readme_prefect_section_runs_as_written_in_a_fresh_shell"
 COVERED = {
+    "make demo-quick": "tests/test_readme.py::test_make_demo_quick_runs_the_demo_flow",
     "make demo": "tests/test_bert_demo.py",
     "make test": ".ci/run",
     "export PREFECT_API_URL": PREFECT_SECTION,
@@ -48,8 +49,10 @@ COVERED = {
     "prefect deployment run": PREFECT_SECTION,
     "prefect artifact ls": PREFECT_SECTION,
     "paretune dashboard": "tests/test_dashboard.py",
-    "python -m paretune.flows.preprocess": "tests/test_bert_preprocess_flow.py",
-    "python -m paretune.flows.tune experiments/bert_squad2.yaml": "tests/test_bert_experiments.py",
+    "paretune --db team.duckdb serve": "tests/test_server_sigopt.py::test_core_api_script",
+    "SIGOPT_API_URL=": "tests/test_server_sigopt.py::test_runs_api_script",
+    "paretune preprocess": "tests/test_bert_preprocess_flow.py",
+    "paretune tune experiments/bert_squad2.yaml": "tests/test_bert_experiments.py",
     "python -m paretune.bert.evaluate": "tests/test_bert_metrics.py",
 }
 
@@ -141,7 +144,7 @@ def test_the_shell_examples_run(tmp_path, shell_env):
             if covered_by(command) is None:
                 run_line(command, folder, shell_env)
                 ran.append(command)
-    assert any(c.startswith("python -m paretune.flows.tune") for c in ran) and any(c.startswith("paretune create") for c in ran)
+    assert any(c.startswith("paretune tune") for c in ran) and any(c.startswith("paretune create") for c in ran)
     assert (folder / "report.html").exists() and (folder / "exported" / "experiment-1" / "frontier.parquet").exists()
     with paretune.connect(folder / "paretune.duckdb") as connection:
         assert connection.execute("SELECT count(*) FROM observations").fetchall() == [(16,)]
@@ -171,7 +174,7 @@ def test_the_demos_end_with_the_frontier_and_three_commands_that_run_as_printed(
 
     from rich.console import Console
 
-    from paretune.flows.demo import print_frontier, print_where
+    from paretune.flows.demo import frontier_console_table, print_where
     from paretune.flows.tune import TuneResult
 
     folder = workspace(tmp_path, "demo")
@@ -186,7 +189,7 @@ def test_the_demos_end_with_the_frontier_and_three_commands_that_run_as_printed(
                         completed=4, failed=0, expired_on_start=0)
     output = io.StringIO()
     console = Console(file=output, width=200)
-    print_frontier("paretune.duckdb", result, console)
+    console.print(frontier_console_table("paretune.duckdb", result.experiment_id))
     print_where(console, result, "paretune.duckdb", Path(".paretune/prefect"))
     printed = output.getvalue()
     assert printed.index("Pareto frontier of") < printed.index("Next")
@@ -228,3 +231,20 @@ def test_the_demos_end_with_the_frontier_and_three_commands_that_run_as_printed(
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
+
+
+def test_make_demo_quick_runs_the_demo_flow(tmp_path, prefect_api):
+    """`make demo-quick` is `python -m paretune.flows.demo`: a whole tune of the built-in function
+    on a local Dask cluster, ending with the frontier and the next commands."""
+    make = subprocess.run(["make", "-n", "demo-quick"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert make.stdout.strip().splitlines()[-1].endswith("python -m paretune.flows.demo")
+    folder = workspace(tmp_path, "quick")
+    env = os.environ | {"PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    demo = subprocess.run([sys.executable, "-m", "paretune.flows.demo", "--db", "paretune.duckdb"], cwd=folder,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert "Pareto frontier of demo-size-vs-accuracy" in demo.stdout and "paretune dashboard" in demo.stdout
+    with paretune.connect(folder / "paretune.duckdb") as connection:
+        (budget, observed), = connection.execute(
+            "SELECT budget, (SELECT count(*) FROM observations) FROM experiments").fetchall()
+    assert observed == budget
