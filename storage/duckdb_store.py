@@ -362,13 +362,26 @@ class DuckDBStorage(Storage):
             return self._observations("o.experiment_id = ?", [experiment_id])
         return self._observations("o.experiment_id = ? AND o.id > ?", [experiment_id, after_id])
 
-    def _observations(self, where: str, parameters: list[Any]) -> list[ObservationRecord]:
+    def observation_page(self, experiment_id: int, *, before_id: int | None = None,
+                         limit: int = 100) -> list[ObservationRecord]:
+        """Newest first: at most `limit` observations with ids below `before_id` (SigOpt's paging),
+        without reading the others."""
+        if before_id is None:
+            return self._observations("o.experiment_id = ?", [experiment_id], newest_first=True, limit=limit)
+        return self._observations("o.experiment_id = ? AND o.id < ?", [experiment_id, before_id], newest_first=True,
+                                  limit=limit)
+
+    def _observations(self, where: str, parameters: list[Any], *, newest_first: bool = False,
+                      limit: int | None = None) -> list[ObservationRecord]:
+        # The filter and the order go into a subquery first, so the values are read for those rows only.
+        order = "o.id DESC" if newest_first else "o.id"
+        chosen = f"SELECT * FROM observations o WHERE {where} ORDER BY {order}" + (f" LIMIT {int(limit)}" if limit else "")
         rows = self._rows(
             "SELECT o.*, s.assignments, "
             "  (SELECT map(list(v.metric), list(v.value)) FROM observation_values v WHERE v.observation_id = o.id) AS vals, "
             "  (SELECT map(list(v.metric), list(v.value_stddev)) FROM observation_values v "
             "   WHERE v.observation_id = o.id AND v.value_stddev IS NOT NULL) AS stddevs "
-            f"FROM observations o JOIN suggestions s ON s.id = o.suggestion_id WHERE {where} ORDER BY o.id",
+            f"FROM ({chosen}) o JOIN suggestions s ON s.id = o.suggestion_id ORDER BY {order}",
             parameters,
         )
         return [

@@ -82,6 +82,9 @@ def test_core_api_script(served) -> None:
                                     values=[{"name": "acc", "value": i / 4}, {"name": "size", "value": 1 + i}])
     assert set(calls.importances().fetch().importances) == {"x", "n", "c"}
     assert {m.metric for m in calls.metric_importances().fetch().iterate_pages()} == {"acc", "size"}
+    paged = [o.id for o in calls.observations().fetch(limit=3).iterate_pages()]  # newest first, 3 a page
+    assert len(paged) == 11 and paged == sorted(set(paged), key=int, reverse=True)
+    assert calls.observations(paged[-1]).fetch().id == observed.id
     stopping = calls.stopping_criteria().fetch()
     assert stopping.should_stop and stopping.reasons == ["observation_budget_reached"]
 

@@ -271,12 +271,21 @@ class Handlers:
         return recorded
 
     async def list_observations(self, request: Request) -> Response:
+        """Newest first, a page at a time, read from the store a page at a time (SigOpt's `before` paging)."""
         experiment_id = path_id(request, "experiment", "experiment")
+        paging = page(request)
+        if paging["after"] is not None:
+            raise ApiError(400, "page observations with `before` (newest first), not `after`")
+        size = min(paging["limit"] or shapes.DEFAULT_PAGE, shapes.MAX_PAGE)
 
         def listing(store: DuckDBStorage) -> dict[str, Any]:
             record = experiment_of(store, experiment_id)
-            return shapes.paginate(store.observations(experiment_id), lambda o: shapes.observation_json(record, o),
-                                   key=lambda o: o.id, **page(request))
+            rows = store.observation_page(experiment_id, before_id=paging["before"], limit=size + 1)
+            (counted,) = store.query("SELECT count(*) AS n FROM observations WHERE experiment_id = ?", [experiment_id])
+            more = len(rows) > size
+            return {"object": "pagination", "count": counted["n"],
+                    "data": [shapes.observation_json(record, o) for o in rows[:size]],
+                    "paging": {"object": "paging", "before": str(rows[size - 1].id) if more else None, "after": None}}
         return answer(await self.read(listing))
 
     async def fetch_observation(self, request: Request) -> Response:
@@ -285,8 +294,8 @@ class Handlers:
 
         def fetch(store: DuckDBStorage) -> dict[str, Any]:
             record = experiment_of(store, experiment_id)
-            found = [o for o in store.observations(experiment_id) if o.id == observation_id]
-            if not found:
+            found = store.observation_page(experiment_id, before_id=observation_id + 1, limit=1)
+            if not found or found[0].id != observation_id:
                 raise ApiError(404, f"no observation {observation_id} in experiment {experiment_id}")
             return shapes.observation_json(record, found[0])
         return answer(await self.read(fetch))

@@ -102,6 +102,7 @@ class StoreService:
         self._caches: dict[int, HistoryCache] = {}
         self._queue: queue.Queue[_Write | None] = queue.Queue()
         self._order = itertools.count()
+        self._quick_arrived = threading.Event()  # a quick write was queued since the hold began
         self._thread = threading.Thread(target=self._write_loop, name="paretune-writer", daemon=True)
         self._thread.start()
         self._tokens: tuple[float, dict[str, ApiToken]] = (0.0, {})
@@ -112,6 +113,8 @@ class StoreService:
         published. `searches`: it runs the optimizer, so quick writes (observations) go first."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._queue.put(_Write(searches, next(self._order), lambda: work(self.writer), future))
+        if not searches:
+            self._quick_arrived.set()
         return future
 
     def session(self, experiment_id: int) -> CachedSession:
@@ -124,6 +127,7 @@ class StoreService:
         while True:
             if not waiting:
                 waiting.append(self._queue.get())
+            self._quick_arrived.clear()  # before draining: a quick write queued after it is seen
             while len(waiting) < MAX_WRITES_PER_HOLD:
                 try:
                     waiting.append(self._queue.get_nowait())
@@ -135,13 +139,19 @@ class StoreService:
             self._hold(waiting)
 
     def _hold(self, waiting: list[_Write]) -> None:
-        """Run queued writes in one hold of the file, for at most MAX_HOLD_S (one write at least),
-        and answer them once it is released: readers and other writers wait at most about that long."""
+        """Run queued writes in one hold of the file and answer them once it is released.
+
+        A hold runs the quick writes waiting, or searches one after another while no quick
+        write arrives, for MAX_HOLD_S at most (one write at least): an observation never waits
+        for more than the search in progress, and readers see data about a second old at most.
+        """
         done: list[tuple[concurrent.futures.Future, bool, Any]] = []
         try:
             with self.writer.batch():
                 began = time.monotonic()
-                while waiting and (not done or time.monotonic() - began < MAX_HOLD_S):
+                searching = waiting[0].searches
+                while waiting and (not done or (waiting[0].searches == searching and not self._quick_arrived.is_set()
+                                                and time.monotonic() - began < MAX_HOLD_S)):
                     write = waiting.pop(0)
                     try:
                         done.append((write.future, True, write.work()))
