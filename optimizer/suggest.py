@@ -484,6 +484,9 @@ def _unseen(space: SearchSpace, candidates: np.ndarray, taken: np.ndarray) -> np
     candidates = np.unique(candidates, axis=0)
     if len(taken) == 0:
         return candidates
+    # a weighted sum of each row first (fast), rows compared whole only where it matches
+    weights = np.sqrt(np.arange(2.0, 2.0 + candidates.shape[1]))
+    taken = taken[np.isin(taken @ weights, candidates @ weights)]
     return candidates[~np.isin(_row_keys(candidates), _row_keys(taken))]
 
 
