@@ -221,5 +221,7 @@ def training_subset(ranks: np.ndarray, limit: int = MAX_TRAINING_POINTS) -> np.n
     if n <= limit:
         return np.arange(n)
     best = np.argsort(ranks, kind="stable")[: limit // 2]
-    rest = np.setdiff1d(np.arange(n), best)
+    others = np.ones(n, dtype=bool)
+    others[best] = False
+    rest = np.flatnonzero(others)
     return np.sort(np.concatenate([best, rest[-(limit - len(best)):]]))

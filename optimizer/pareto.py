@@ -59,12 +59,16 @@ def leading_fronts(points: np.ndarray, count: int) -> np.ndarray:
 def _first_front(ordered: np.ndarray) -> np.ndarray:
     """Which of `ordered` (sorted by the first objective, then the second) are non-dominated:
     those whose second objective beats every earlier point's; copies share their first's fate."""
-    second = ordered[:, -1]
-    best_before = np.concatenate([[np.inf], np.minimum.accumulate(second)[:-1]])
     starts = np.ones(len(ordered), dtype=bool)
     starts[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
     run_start = np.maximum.accumulate(np.where(starts, np.arange(len(ordered)), 0))
-    return (second < best_before)[run_start]
+    return _beats_every_earlier(ordered[:, -1])[run_start]
+
+
+def _beats_every_earlier(second: np.ndarray) -> np.ndarray:
+    """Whether each value is below every earlier one: in an order by the first objective
+    (then the second), the non-dominated points, each first copy only."""
+    return second < np.concatenate([[np.inf], np.minimum.accumulate(second)[:-1]])
 
 
 def pareto_front(points: np.ndarray) -> np.ndarray:
@@ -73,9 +77,7 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
     if len(points) == 0:
         return points.reshape(0, points.shape[1] if points.ndim == 2 else 2)
     ordered = points[np.lexsort((points[:, 1], points[:, 0]))]
-    second = ordered[:, 1]
-    best_before = np.concatenate([[np.inf], np.minimum.accumulate(second)[:-1]])
-    return ordered[second < best_before]
+    return ordered[_beats_every_earlier(ordered[:, 1])]
 
 
 def hypervolume_2d(points: np.ndarray, reference: np.ndarray) -> float:

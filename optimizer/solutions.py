@@ -18,9 +18,10 @@ def best_solutions(spec: ExperimentSpec, history: list[Observation], k: int | No
     """Up to `k` (default: the spec's `num_solutions`, else 1) good and mutually distant
     observations, best first.
 
-    Only completed, full-cost observations (not stopped early) that meet every threshold count. Among the best
-    `TOP_FRACTION` of them (at least k), the best comes first and each next one is the farthest
-    (in the search space's encoding) from those already chosen, ties going to the better value.
+    Only completed, full-cost observations (not stopped early) that meet every threshold
+    count. Among the best `TOP_FRACTION` of them (at least k), the best comes first and each
+    next one is the farthest (in the search space's encoding) from those already chosen, ties
+    going to the better value.
     """
     if len(spec.optimized_metrics) != 1:
         raise ValueError("best_solutions is for single-metric experiments; use the Pareto frontier otherwise")

@@ -17,8 +17,8 @@ space-filling random points) or the model-based step:
    each candidate's values; the candidate with the largest expected hypervolume improvement
    over the current feasible frontier wins, weighted by its probability of meeting every
    constraint (a Gaussian process per constraint metric) and of giving a full result (Parzen
-   densities of failed or stopped points against the others); posterior draws do not pass an end of the front that
-   is a bound (`_draw_floor`). Thresholds on optimized metrics are the hypervolume's
+   densities of failed or stopped points against the others); posterior draws do not pass an
+   end of the front that is a bound (`_draw_floor`). Thresholds on optimized metrics are the hypervolume's
    reference point, so only the part of the frontier beyond them counts; a metric without a
    threshold is measured from past the worst completed value. With one metric, or when no
    candidate is expected to improve anything, candidates are ranked as in plain TPE: the
@@ -211,7 +211,8 @@ class _History:
         constraint_limits = signs[len(optimized):] * np.array([float(m.threshold) for m in constraints])
         variances = np.zeros((len(history), len(required)))
         for i in [i for i, observation in enumerate(history) if observation.value_stddevs]:
-            variances[i] = [history[i].value_stddevs.get(m.name, 0.0) ** 2 for m in required]  # type: ignore[union-attr]
+            stddevs = history[i].value_stddevs or {}
+            variances[i] = [stddevs.get(m.name, 0.0) ** 2 for m in required]
         fidelities = np.array([o.fidelity for o in history], dtype=float)
         variances += ((1.0 - fidelities)[:, None] * np.array(spreads)[None, :]) ** 2
         task_costs = np.array([spec.task_cost(o.task) for o in history]) if spec.tasks else np.ones(len(history))
@@ -484,6 +485,9 @@ def _unseen(space: SearchSpace, candidates: np.ndarray, taken: np.ndarray) -> np
     candidates = np.unique(candidates, axis=0)
     if len(taken) == 0:
         return candidates
+    # a weighted sum of each row first (fast), rows compared whole only where it matches
+    weights = np.sqrt(np.arange(2.0, 2.0 + candidates.shape[1]))
+    taken = taken[np.isin(taken @ weights, candidates @ weights)]
     return candidates[~np.isin(_row_keys(candidates), _row_keys(taken))]
 
 

@@ -156,8 +156,10 @@ def split(ranks: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
     (``min(ceil(gamma * sqrt(n)), 25)`` lowest ranks are good) in numpy, without its
     per-observation Python loops (the same split: `ranks` are distinct)."""
     n_below = min(int(np.ceil(gamma * np.sqrt(len(ranks)))), DEFAULT_LF)
-    order = np.argsort(ranks)
-    return np.sort(order[:n_below]), np.sort(order[n_below:])
+    below = np.argpartition(ranks, n_below - 1)[:n_below] if n_below < len(ranks) else np.arange(len(ranks))
+    good = np.zeros(len(ranks), dtype=bool)
+    good[below] = True
+    return np.flatnonzero(good), np.flatnonzero(~good)
 
 
 @dataclass(frozen=True)
