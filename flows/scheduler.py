@@ -5,6 +5,12 @@ collaborator, in typed messages: the trial lifecycle (`TrialSession`) asks and c
 the store, the `Dispatcher` runs them on Dask and reports what happens to them, the Prefect task
 run of each trial waits on its `TrialTicket`, and the `ProgressView` shows each `ClosedTrial`.
 
+Early stopping: each `TrialCheckpoint` is stored and answered through the lifecycle (which
+decides from the store's curves and keeps the answer), and the answer goes back to the trial's
+worker at once. A trial that ignores "stop" is ended at `max_checkpoints`, its worker restarted
+like a timed-out one's; one that obeys returns its latest values and closes `stopped`, and its
+slot is filled at once.
+
 Stopping: a `StopRequested` message (the flow run was cancelled in Prefect, Ctrl-C or SIGTERM:
 see `StopWatcher`) ends the sweep at once. Results already reported are recorded first; trials that have not
 started are withdrawn (their claim token taken back, so no worker ever starts them); running
@@ -29,8 +35,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from paretune.flows.dispatch import Dispatcher, Message, StopRequested, TrialEnded
 from paretune.flows.progress import ProgressView
 from paretune.failures import Failure, FailureKind
-from paretune.lifecycle import OpenTrial, TrialSession
-from paretune.trial import TrialCheckpoint, TrialFinished, TrialOutcome, TrialRequest, TrialStarted
+from paretune.lifecycle import CleanMetrics, MetricsRefused, OpenTrial, TrialSession, clean_metrics
+from paretune.trial import CheckpointAnswer, TrialCheckpoint, TrialFinished, TrialOutcome, TrialRequest, TrialStarted
 from paretune.storage import RunEnvironment
 from paretune.tasks.trial import ClosedTrial, TrialTicket, run_trial
 
@@ -118,10 +124,13 @@ class TrialScheduler:
         task = run_trial.with_options(tags={self.experiment_tag, f"suggestion:{trial.suggestion_id}"})
         self.task_runs.append(self.task_runner.submit(task, parameters={"ticket": ticket}))
         self.in_flight[trial.suggestion_id] = InFlight(trial, ticket)
+        monitored = self.session.spec.training_monitor is not None
         self.dispatcher.submit(TrialRequest(
             suggestion_id=trial.suggestion_id, assignments=trial.assignments, objective=self.objective,
             spec=self.session.spec, channel=self.dispatcher.channel_name,
             claim=self.dispatcher.claim_name(trial.suggestion_id), settings=self.settings, task=trial.task,
+            answers=self.dispatcher.answers_name(trial.suggestion_id) if monitored else None,
+            flow_client=self.dispatcher.flow_client if monitored else None,
         ))
         return trial
 
@@ -146,13 +155,41 @@ class TrialScheduler:
             flight.started_at, flight.worker = time.monotonic(), message.worker
             self.session.started(flight.trial, message.worker, message.environment)
         elif isinstance(message, TrialCheckpoint):
-            self.session.checkpoint(flight.trial, message.epoch, message.values)
+            self.answer_checkpoint(flight, message)
         elif isinstance(message, TrialFinished):
             self.close(flight, message.outcome)
         elif isinstance(message, TrialEnded):
             settled = self.dispatcher.settle(message)
             if settled is not None and settled.lost:
                 self.close(flight, TrialOutcome(None, Failure(FailureKind.WORKER_LOST, settled.detail), None))
+
+    def answer_checkpoint(self, flight: InFlight, checkpoint: TrialCheckpoint) -> None:
+        """Store the checkpoint, answer it, and end the trial here if it ignored an earlier "stop"."""
+        decision = self.session.checkpoint(flight.trial, checkpoint.epoch, checkpoint.values)
+        if self.session.spec.training_monitor is None:
+            return
+        self.dispatcher.answer(CheckpointAnswer(flight.trial.suggestion_id, checkpoint.sequence, decision.should_stop,
+                                                decision.reasons))
+        if self.session.must_end(flight.trial, checkpoint.sequence):
+            self.end_on_flow_side(flight, "it went on after it was told to stop")
+            try:
+                metrics: CleanMetrics | None = clean_metrics(self.session.spec, checkpoint.values)
+                outcome = TrialOutcome(metrics, None, self.elapsed(flight))
+            except MetricsRefused as refused:
+                outcome = TrialOutcome(None, refused.failure, self.elapsed(flight))
+            self.close(flight, outcome)
+
+    def end_on_flow_side(self, flight: InFlight, why: str) -> None:
+        """Stop a running trial whose result the flow records itself: its worker is restarted (a
+        thread cannot be stopped otherwise), and nothing finished is lost with it."""
+        self.dispatcher.cancel(flight.trial.suggestion_id)
+        if flight.worker is not None:
+            logger.warning("restarting Dask worker %s to end trial %s: %s", flight.worker, flight.trial.suggestion_id,
+                           why)
+            self.dispatcher.restart_worker(flight.worker)
+
+    def elapsed(self, flight: InFlight) -> float | None:
+        return None if flight.started_at is None else time.monotonic() - flight.started_at
 
     def close(self, flight: InFlight, outcome: TrialOutcome) -> None:
         """Record the trial's end (one transaction) and let everyone who waits on it know."""
@@ -165,10 +202,10 @@ class TrialScheduler:
             assert outcome.failure is not None
             observation = self.session.fail(trial, outcome.failure, duration_s=outcome.duration_s)
         failure = Failure.from_reason(observation.failure_reason) if observation.failed else None
-        self.announce(flight, ClosedTrial(trial.suggestion_id, trial.assignments,
-                                          "failed" if observation.failed else "completed", observation.values,
+        status = "failed" if observation.failed else "stopped" if observation.stopped else "completed"
+        self.announce(flight, ClosedTrial(trial.suggestion_id, trial.assignments, status, observation.values,
                                           failure, outcome.duration_s, flight.worker, outcome.traceback),
-                      spent=self.session.spec.task_cost(trial.task))
+                      spent=self.session.spec.task_cost(trial.task) * (observation.fidelity or 1.0))
 
     def announce(self, flight: InFlight, closed: ClosedTrial, *, spent: float) -> None:
         flight.ticket.closed.set_result(closed)
@@ -184,11 +221,7 @@ class TrialScheduler:
         overdue = [f for f in self.in_flight.values() if f.started_at is not None
                    and now - f.started_at >= self.timeout_s]
         for flight in overdue:
-            self.dispatcher.cancel(flight.trial.suggestion_id)
-            if flight.worker is not None:
-                logger.warning("restarting Dask worker %s to stop timed-out trial %s", flight.worker,
-                               flight.trial.suggestion_id)
-                self.dispatcher.restart_worker(flight.worker)
+            self.end_on_flow_side(flight, f"timed out after {self.timeout_s:g} s")
             self.close(flight, TrialOutcome(None, Failure(FailureKind.TIMEOUT, f"no result after {self.timeout_s:g} s"),
                                             now - flight.started_at))
 

@@ -124,16 +124,34 @@ class Storage(abc.ABC):
     def progress(self, experiment_id: int) -> Progress: ...
 
     def history(self, experiment_id: int) -> list[Observation]:
-        """Observations as the optimizer takes them."""
+        """Observations as the optimizer takes them: a stopped trial as a lower-fidelity one
+        (never as a failure), or left out where the optimizer takes no fidelity."""
+        takes_fidelity = "fidelity" in Observation.model_fields
         return [
             Observation(assignments=o.assignments, values=None if o.failed else o.values, failed=o.failed,
-                        failure_reason=o.failure_reason, value_stddevs=o.value_stddevs, task=o.task)
-            for o in self.observations(experiment_id)
+                        failure_reason=o.failure_reason, value_stddevs=o.value_stddevs, task=o.task,
+                        **({"fidelity": o.fidelity} if o.stopped else {}))
+            for o in self.observations(experiment_id) if takes_fidelity or not o.stopped
         ]
 
     def pending(self, experiment_id: int) -> list[dict[str, Any]]:
         """Assignments of suggestions still open (in flight somewhere)."""
         return [s.assignments for s in self.list_suggestions(experiment_id, state="open")]
+
+    # -- early stopping -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def checkpoint_curves(self, experiment_id: int) -> dict[int, list[dict[str, float]]]:
+        """Each trial's checkpoint values in the order reported, by suggestion id."""
+
+    @abc.abstractmethod
+    def record_stop_decision(self, suggestion_id: int, checkpoint: int, should_stop: bool,
+                             reasons: dict[str, bool]) -> tuple[bool, dict[str, bool]]:
+        """Keep the answer to a trial's checkpoint number `checkpoint`, unless one is kept
+        already; return the kept one (an answer is given once, and the same ever after)."""
+
+    @abc.abstractmethod
+    def stop_decisions(self, suggestion_id: int) -> dict[int, tuple[bool, dict[str, bool]]]:
+        """The answers kept for a trial, by checkpoint number."""
 
     # -- reports ------------------------------------------------------------------------------
     @abc.abstractmethod

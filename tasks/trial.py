@@ -29,7 +29,7 @@ class ClosedTrial:
 
     suggestion_id: int
     assignments: dict[str, Any]
-    status: str  # completed | failed | cancelled
+    status: str  # completed | stopped | failed | cancelled
     values: dict[str, float] | None = None
     failure: Failure | None = None
     duration_s: float | None = None
@@ -83,7 +83,7 @@ def run_trial(ticket: TrialTicket) -> ClosedTrial | State:
     closed = ticket.closed.result()
     create_table_artifact(result_rows(closed), description=f"Trial {closed.suggestion_id}: {closed.status}")
     logger = get_run_logger()
-    if closed.status == "completed":
+    if closed.status in ("completed", "stopped"):  # stopped early: its latest values, a result like any
         logger.info("trial %s on %s: %s in %s s", closed.suggestion_id, closed.worker, closed.values,
                     None if closed.duration_s is None else f"{closed.duration_s:.2f}")
         return closed
