@@ -25,7 +25,7 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from prefect.futures import PrefectFuture
@@ -35,7 +35,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from paretune.flows.dispatch import Dispatcher, Message, StopRequested, TrialEnded
 from paretune.flows.progress import ProgressView
 from paretune.failures import Failure, FailureKind
-from paretune.lifecycle import CleanMetrics, MetricsRefused, OpenTrial, TrialSession, clean_metrics
+from paretune.lifecycle import MetricsRefused, OpenTrial, TrialSession, clean_metrics
 from paretune.trial import CheckpointAnswer, TrialCheckpoint, TrialFinished, TrialOutcome, TrialRequest, TrialStarted
 from paretune.storage import RunEnvironment
 from paretune.tasks.trial import ClosedTrial, TrialTicket, run_trial
@@ -50,6 +50,7 @@ class InFlight:
     ticket: TrialTicket
     started_at: float | None = None
     worker: str | None = None
+    last_values: dict[str, float] = field(default_factory=dict)  # its last answered checkpoint's
 
 
 @dataclass(frozen=True)
@@ -164,20 +165,28 @@ class TrialScheduler:
                 self.close(flight, TrialOutcome(None, Failure(FailureKind.WORKER_LOST, settled.detail), None))
 
     def answer_checkpoint(self, flight: InFlight, checkpoint: TrialCheckpoint) -> None:
-        """Store the checkpoint, answer it, and end the trial here if it ignored an earlier "stop"."""
-        decision = self.session.checkpoint(flight.trial, checkpoint.epoch, checkpoint.values)
-        if self.session.spec.training_monitor is None:
+        """Store the checkpoint and answer it; end the trial here once it ignored "stop" to
+        `max_checkpoints` (with the values it reported there)."""
+        monitor = self.session.spec.training_monitor
+        if monitor is not None and checkpoint.sequence > monitor.max_checkpoints:
+            self.end_ignored(flight, flight.last_values)  # never stored: max_checkpoints bounds a trial
             return
+        decision = self.session.checkpoint(flight.trial, checkpoint.epoch, checkpoint.values)
+        if monitor is None:
+            return
+        flight.last_values = checkpoint.values
         self.dispatcher.answer(CheckpointAnswer(flight.trial.suggestion_id, checkpoint.sequence, decision.should_stop,
                                                 decision.reasons))
         if self.session.must_end(flight.trial, checkpoint.sequence):
-            self.end_on_flow_side(flight, "it went on after it was told to stop")
-            try:
-                metrics: CleanMetrics | None = clean_metrics(self.session.spec, checkpoint.values)
-                outcome = TrialOutcome(metrics, None, self.elapsed(flight))
-            except MetricsRefused as refused:
-                outcome = TrialOutcome(None, refused.failure, self.elapsed(flight))
-            self.close(flight, outcome)
+            self.end_ignored(flight, checkpoint.values)
+
+    def end_ignored(self, flight: InFlight, values: dict[str, float]) -> None:
+        self.end_on_flow_side(flight, "it went on after it was told to stop")
+        try:
+            outcome = TrialOutcome(clean_metrics(self.session.spec, values), None, self.elapsed(flight))
+        except MetricsRefused as refused:
+            outcome = TrialOutcome(None, refused.failure, self.elapsed(flight))
+        self.close(flight, outcome)
 
     def end_on_flow_side(self, flight: InFlight, why: str) -> None:
         """Stop a running trial whose result the flow records itself: its worker is restarted (a

@@ -242,12 +242,11 @@ class TrialSession:
         return stopping.StopDecision(*kept)
 
     def must_end(self, trial: OpenTrial, checkpoints: int) -> bool:
-        """A trial that goes on past `max_checkpoints`, or reaches it after it was told to stop,
-        is ended by whoever runs it (it ignored the answer)."""
+        """A trial that reaches `max_checkpoints` after it was told to stop ignored the answer:
+        whoever runs it ends it there (and one that reports past it, at it)."""
         monitor = self.spec.training_monitor
-        if monitor is None or checkpoints < monitor.max_checkpoints:
-            return False
-        return checkpoints > monitor.max_checkpoints or self._told_to_stop_before(trial, monitor.max_checkpoints)
+        return (monitor is not None and checkpoints == monitor.max_checkpoints
+                and self._told_to_stop_before(trial, monitor.max_checkpoints))
 
     def _told_to_stop_before(self, trial: OpenTrial, checkpoint: int) -> bool:
         return any(stop and count < checkpoint for count, (stop, _) in self.storage.stop_decisions(
