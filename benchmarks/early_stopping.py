@@ -37,8 +37,6 @@ from paretune.stopping import RungEntry, decide, fixed_metrics, is_rung, project
 MAX_CHECKPOINTS = 9
 REFERENCE = np.array([-0.40, 1.2])  # (-accuracy, size): hypervolume's reference point
 SCALARISATION = 0.3  # optuna_sha maximises accuracy - 0.3 * size
-import os
-STOPPED_AS_PENDING = os.environ.get("STOPPED_AS_PENDING") == "1"
 
 
 @dataclass(frozen=True)
@@ -112,6 +110,7 @@ class Sweep:
     trials: list[Trial] = field(default_factory=list)
     spent: int = 0
     trajectory: list[tuple[int, float]] = field(default_factory=list)
+    stopped_history: str = "projected"  # how suggest sees stopped trials without Observation.fidelity
 
     def values_at(self, trial: Trial, epoch: int) -> dict[str, float] | None:
         accuracy = self.problem.curve(trial.assignments["x"], trial.assignments["y"], epoch)
@@ -138,7 +137,7 @@ class Sweep:
             elif t.state == "stopped" and takes_fidelity:
                 history.append(Observation(assignments=t.assignments, values=t.curve[-1],
                                            fidelity=len(t.curve) / MAX_CHECKPOINTS))
-            elif t.state == "stopped" and not STOPPED_AS_PENDING:
+            elif t.state == "stopped" and self.stopped_history == "projected":
                 history.append(Observation(assignments=t.assignments, values=projected_values(
                     self.spec, t.curve, full, fixed_metrics(self.spec, [t.curve for t in self.trials]))))
         return history
@@ -155,16 +154,17 @@ class Sweep:
         return decide(self.spec, trial.curve, peers, trial.id, fixed).should_stop
 
 
-def run_paretune(problem: Problem, arm: str, seed: int, budget: int, workers: int) -> Sweep:
+def run_paretune(problem: Problem, arm: str, seed: int, budget: int, workers: int,
+                 stopped_history: str = "projected") -> Sweep:
     """An event simulation: each worker's clock advances one unit per epoch."""
-    sweep = Sweep(problem, make_spec(problem, arm), arm, np.random.default_rng(seed))
+    sweep = Sweep(problem, make_spec(problem, arm), arm, np.random.default_rng(seed), stopped_history=stopped_history)
     clock: list[tuple[int, int, int]] = []  # (time, worker, trial index)
     started = 0
 
     def start(worker: int, now: int) -> None:
         nonlocal started
         pending = [t.assignments for t in sweep.trials if t.state == "running"
-                   or (STOPPED_AS_PENDING and t.state == "stopped")]
+                   or (sweep.stopped_history == "pending" and t.state == "stopped")]
         (assignments,) = suggest(sweep.spec, sweep.history(), pending, 1, seed=seed * 1000 + started)
         sweep.trials.append(Trial(len(sweep.trials) + 1, {k: float(v) for k, v in assignments.items()}))
         started += 1
@@ -258,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=20 * MAX_CHECKPOINTS, help="trial-epochs per sweep")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", help="write every seed's figures here")
+    parser.add_argument("--stopped-history", choices=("projected", "pending"), default="projected",
+                        help="without Observation.fidelity: stopped trials as their projected final values, or "
+                             "only kept from being suggested again (as if pending)")
     args = parser.parse_args(argv)
     arms = args.arms.split(",")
     table: dict[str, Any] = {}
@@ -267,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             began = time.perf_counter()
             sweeps = {arm: run_optuna(problem, seed, args.budget, args.workers) if arm == "optuna_sha"
-                      else run_paretune(problem, arm, seed, args.budget, args.workers) for arm in arms}
+                      else run_paretune(problem, arm, seed, args.budget, args.workers, args.stopped_history)
+                      for arm in arms}
             full_final = hypervolume_at(sweeps["full"].trajectory, args.budget)
             for arm, sweep in sweeps.items():
                 final = hypervolume_at(sweep.trajectory, args.budget)
