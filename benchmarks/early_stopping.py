@@ -128,6 +128,7 @@ class Sweep:
         optimizer takes them (`Observation.fidelity`), else left out (never as failures)."""
         takes_fidelity = "fidelity" in Observation.model_fields
         full = [t.curve for t in self.trials if t.state == "completed"]
+        fixed = fixed_metrics(self.spec, [t.curve for t in self.trials])
         history = []
         for t in self.trials:
             if t.state == "completed":
@@ -139,7 +140,7 @@ class Sweep:
                                            fidelity=len(t.curve) / MAX_CHECKPOINTS))
             elif t.state == "stopped" and self.stopped_history == "projected":
                 history.append(Observation(assignments=t.assignments, values=projected_values(
-                    self.spec, t.curve, full, fixed_metrics(self.spec, [t.curve for t in self.trials]))))
+                    self.spec, t.curve[-1], len(t.curve), full, fixed)))
         return history
 
     def should_stop(self, trial: Trial) -> bool:

@@ -113,8 +113,8 @@ class TrialScheduler:
             return
         left = self.session.progress().remaining
         assert left is not None  # the flow stores the budget in force before it sweeps
-        cheapest = min((task.cost for task in self.session.spec.tasks or ()), default=1.0)
-        while free > 0 and left >= cheapest - 1e-9:  # in cost units: a cheap task may fit where a full one would not
+        cheapest = self.session.cheapest_trial
+        while free > 0 and left >= cheapest - 1e-9:  # in cost units: a cheap trial may fit where a full one would not
             trial = self.submit_next()
             left -= self.session.spec.task_cost(trial.task)
             free -= 1

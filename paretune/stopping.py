@@ -14,11 +14,11 @@ checkpoint, its accuracy is not, and small students learn fastest. Plain non-dom
 an early rung therefore promotes the small students and stops the large ones the frontier's far
 end needs. So trials are compared on what is still uncertain: metrics whose value never moves
 within a trial (`fixed_metrics`, read from the curves) only choose *whom* a trial competes with —
-its band: the peers in order of those metrics, cut into bands of about `eta**2` — and a fixed
-metric that misses its threshold stops the trial at once, since it can never meet it. Within the
-band the order is: thresholds met at the rung, non-dominated rank on the uncertain metrics, then
-hypervolume contribution (larger first). Without a fixed metric, every peer is compared on every
-optimized metric.
+the peers of comparable size: within `1/(4 eta)` of the range the rung's peers span, on each
+fixed metric — and a fixed metric that misses its threshold stops the trial at once, since it can
+never meet it. Among those peers the order is: thresholds met at the rung, non-dominated rank on
+the uncertain metrics, then hypervolume contribution (larger first). Without a fixed metric,
+every peer is compared on every optimized metric.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ from paretune.optimizer import ExperimentSpec, Metric
 from paretune.optimizer.pareto import hypervolume_contributions, nondominated_ranks
 
 PARETO_REASON = "pareto"  # the key of the rung rule in `stopping_reasons`
+# Comparable size: within 1/(BAND_SHARE * eta) of the range the rung's peers span on each fixed
+# metric, either side (benchmarks/RESULTS.md: 2 stops too many slow starters, 8 too few trials).
+BAND_SHARE = 4
 MAX_CHECKPOINTS_REASON = "max_checkpoints"
 Curve = Sequence[Mapping[str, float]]  # one trial's checkpoint values, in the order reported
 
@@ -107,20 +110,24 @@ def continues_at_rung(spec: ExperimentSpec, trial: RungEntry, peers: Sequence[Ru
     uncertain = [m for m in spec.optimized_metrics if m.name not in fixed]
     group, compared = peers, list(spec.optimized_metrics)
     if known and uncertain:
-        group, compared = _band(trial, peers, known, reduction_factor ** 2), uncertain
+        group, compared = _comparable(trial, peers, known, reduction_factor), uncertain
     keep = max(1, len(group) // reduction_factor)
     ranking = _ranking(spec, group, compared)
     best = sorted(range(len(group)), key=ranking.__getitem__)[:keep]
     return trial.order in [group[i].order for i in best]
 
 
-def _band(trial: RungEntry, peers: list[RungEntry], known: list[Metric], size: int) -> list[RungEntry]:
-    """The trial's band: the peers in order of the fixed metrics, cut into consecutive bands of
-    about `size` (students of comparable size)."""
-    ordered = sorted(peers, key=lambda p: (tuple(_score(m, p.values) for m in known), p.order))
-    bands = np.array_split(np.arange(len(ordered)), max(1, len(ordered) // size))
-    at = next(i for i, p in enumerate(ordered) if p.order == trial.order)
-    return [ordered[i] for i in next(band for band in bands if at in band)]
+def _comparable(trial: RungEntry, peers: list[RungEntry], known: list[Metric], reduction_factor: int
+                ) -> list[RungEntry]:
+    """The peers of comparable size: on every fixed metric, within `1 / (BAND_SHARE eta)` of the
+    range the rung's peers span of the trial's value (a lone large student meets no small one)."""
+    def value(entry: RungEntry, metric: Metric) -> float:
+        return entry.values.get(metric.name, math.nan)
+
+    spans = {m.name: float(np.nanmax([value(p, m) for p in peers]) - np.nanmin([value(p, m) for p in peers]))
+             for m in known}
+    return [p for p in peers if p.order == trial.order or all(
+        abs(value(p, m) - value(trial, m)) <= spans[m.name] / (BAND_SHARE * reduction_factor) for m in known)]
 
 
 def _ranking(spec: ExperimentSpec, group: list[RungEntry], compared: list[Metric]) -> list[tuple[float, ...]]:
@@ -196,30 +203,29 @@ def fidelity(spec: ExperimentSpec, checkpoints_reached: int) -> float:
     return min(1.0, checkpoints_reached / spec.training_monitor.max_checkpoints)
 
 
-def projected_values(spec: ExperimentSpec, curve: Curve, full_curves: Sequence[Curve], fixed: set[str],
-                     neighbours: int = 3) -> dict[str, float]:
-    """A stopped trial's likely final values: its last checkpoint's, each uncertain metric scaled
-    by how it grew from the same checkpoint to the end in the `neighbours` fully trained trials
-    nearest on the fixed metrics (students of comparable size; the difference where a value is
-    not positive); unchanged without such trials."""
-    values = dict(curve[-1])
-    count = len(curve)
-    known = [m.name for m in spec.required_metrics if m.name in fixed]
+def projected_values(spec: ExperimentSpec, values: Mapping[str, float], count: int, full_curves: Sequence[Curve],
+                     fixed: set[str], neighbours: int = 3) -> dict[str, float]:
+    """A stopped trial's likely final values: its `values` after `count` checkpoints, each
+    uncertain metric scaled by how it grew from that checkpoint to the end in the `neighbours`
+    fully trained trials nearest on the fixed metrics (students of comparable size; the
+    difference where a value is not positive); unchanged without such trials."""
+    projected = dict(values)
+    known = [m.name for m in spec.required_metrics if m.name in fixed and m.name in values]
     references = [c for c in full_curves if len(c) > count and all(name in c[-1] for name in known)]
     if not references:
-        return values
+        return projected
     scale = {name: max(1e-12, float(np.ptp([c[-1][name] for c in references]))) for name in known}
-    distance = [sum(((c[-1][name] - values.get(name, 0.0)) / scale[name]) ** 2 for name in known) for c in references]
+    distance = [sum(((c[-1][name] - values[name]) / scale[name]) ** 2 for name in known) for c in references]
     nearest = [references[i] for i in np.argsort(distance, kind="stable")[:neighbours]]
     for metric in spec.required_metrics:
         name = metric.name
-        if name in fixed or name not in values:
+        if name in fixed or name not in projected:
             continue
         pairs = [(c[count - 1][name], c[-1][name]) for c in nearest if name in c[-1] and name in c[count - 1]]
         if not pairs:
             continue
-        if values[name] > 0 and all(then > 0 and final > 0 for then, final in pairs):
-            values[name] *= float(np.median([final / then for then, final in pairs]))  # curves of one shape
+        if projected[name] > 0 and all(then > 0 and final > 0 for then, final in pairs):
+            projected[name] *= float(np.median([final / then for then, final in pairs]))  # curves of one shape
         else:
-            values[name] += float(np.median([final - then for then, final in pairs]))
-    return values
+            projected[name] += float(np.median([final - then for then, final in pairs]))
+    return projected

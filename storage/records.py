@@ -95,7 +95,7 @@ class Progress:
 
     @property
     def done(self) -> bool:
-        return self.budget is not None and self.spent >= self.budget
+        return self.budget is not None and self.spent >= self.budget - 1e-9  # fractional costs add up inexactly
 
 
 @dataclass(frozen=True)
