@@ -7,7 +7,7 @@ import numbers
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from paretune.optimizer.spec import ExperimentSpec
 
@@ -19,7 +19,10 @@ class Observation(BaseModel):
 
     `value_stddevs` are the standard deviations the user measured for some of the values
     (SigOpt's `value_stddev`); `task` is the multitask fidelity it ran at (None: the full task,
-    or an experiment without tasks).
+    or an experiment without tasks). `fidelity` is the fraction of its training a trial
+    reached before it was stopped early (1: it ran to the end); a stopped trial's `values` are
+    its last checkpoint's, which the optimizer reads as a cheaper observation (cost = task cost
+    x fidelity), never as a full result.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -30,9 +33,22 @@ class Observation(BaseModel):
     failure_reason: str | None = Field(default=None, exclude=True)
     value_stddevs: dict[str, float] | None = None
     task: str | None = None
+    fidelity: float = 1.0
+
+    @field_validator("fidelity", mode="before")
+    @classmethod
+    def _fidelity_fraction(cls, value: Any) -> float:
+        number = metric_number("fidelity", value)  # numpy and torch scalars are numbers; bools, NaN are not
+        if not 0.0 < number <= 1.0:
+            raise ValueError(f"fidelity: {value!r} is not in (0, 1]; give the fraction of training the trial "
+                             "reached before it stopped (1.0 for a trial that ran to the end)")
+        return number
 
     @model_validator(mode="after")
     def _values_xor_failed(self) -> Observation:
+        if self.failed and self.fidelity != 1.0:
+            raise ValueError("fidelity: a failed observation has no fidelity; give fidelity only with the values "
+                             "of a trial stopped early")
         if self.failed and self.values:
             raise ValueError("a failed observation carries no values")
         if not self.failed and self.values is None:

@@ -18,7 +18,7 @@ def best_solutions(spec: ExperimentSpec, history: list[Observation], k: int | No
     """Up to `k` (default: the spec's `num_solutions`, else 1) good and mutually distant
     observations, best first.
 
-    Only completed, full-cost observations that meet every threshold count. Among the best
+    Only completed, full-cost observations (not stopped early) that meet every threshold count. Among the best
     `TOP_FRACTION` of them (at least k), the best comes first and each next one is the farthest
     (in the search space's encoding) from those already chosen, ties going to the better value.
     """
@@ -26,7 +26,8 @@ def best_solutions(spec: ExperimentSpec, history: list[Observation], k: int | No
         raise ValueError("best_solutions is for single-metric experiments; use the Pareto frontier otherwise")
     k = k if k is not None else spec.num_solutions or 1
     metric = spec.optimized_metrics[0]
-    valid = [o for o in history if not o.failed and spec.is_full_cost(o.task) and spec.meets_thresholds(o.values or {})]
+    valid = [o for o in history if not o.failed and spec.is_full_cost(o.task) and o.fidelity == 1.0
+             and spec.meets_thresholds(o.values or {})]
     sign = -1.0 if metric.objective == "maximize" else 1.0
     valid.sort(key=lambda o: sign * (o.values or {})[metric.name])
     top = valid[:max(k, math.ceil(TOP_FRACTION * len(valid)))]

@@ -16,8 +16,8 @@ space-filling random points) or the model-based step:
 4. The Pareto selection step (two metrics): a Gaussian process per optimized metric predicts
    each candidate's values; the candidate with the largest expected hypervolume improvement
    over the current feasible frontier wins, weighted by its probability of meeting every
-   constraint (a Gaussian process per constraint metric) and of not failing (Parzen densities
-   of failed against completed points); posterior draws do not pass an end of the front that
+   constraint (a Gaussian process per constraint metric) and of giving a full result (Parzen
+   densities of failed or stopped points against the others); posterior draws do not pass an end of the front that
    is a bound (`_draw_floor`). Thresholds on optimized metrics are the hypervolume's
    reference point, so only the part of the frontier beyond them counts; a metric without a
    threshold is measured from past the worst completed value. With one metric, or when no
@@ -32,7 +32,11 @@ parameters marked, see optimizer.space) and dropped if it breaks a linear constr
 shape start-up draws and each axis's Parzen prior; reported `value_stddevs` are per-point
 noise in the Gaussian processes. With tasks, the task cost is one more Gaussian-process input,
 the frontier is made of full-task observations only, and `choose_task` says where each
-proposal runs.
+proposal runs. A trial stopped early (`Observation.fidelity` < 1) is a cheaper observation
+(its cost is its task's times its fidelity): it ranks in every TPE model by its checkpoint's
+values, and the Gaussian processes read them as a noisy view of its full result (noise
+(1 - fidelity) x the metric's spread, the per-point noise reported `value_stddevs` use); it
+never makes the frontier or the hypervolume's reference, and it is not a failure.
 """
 
 from __future__ import annotations
@@ -115,7 +119,7 @@ def propose(
     startup = n_startup if n_startup is not None else min(max(space.n_dims + 4, 8), 20)
     data = _History.build(spec, space, history)
     in_flight = space.encode_many(pending)
-    spent = [spec.task_cost(o.task) for o in history]
+    spent = [spec.task_cost(o.task) * o.fidelity for o in history]
     batch: list[Proposal] = []
     for _ in range(n):
         taken = np.vstack([data.rows, in_flight])
@@ -146,8 +150,9 @@ class _History:
     constraint_values: np.ndarray  # (n, constraint metrics) in minimization form; nan where failed
     constraint_limits: np.ndarray  # constraint thresholds in minimization form
     variances: np.ndarray  # (n, optimized + constraint metrics): reported value_stddev squared, 0 if none
-    costs: np.ndarray  # each observation's task cost (1: the full task)
-    multitask: bool
+    task_costs: np.ndarray  # each observation's task cost (1: the full task)
+    fidelities: np.ndarray  # the fraction of its training each observation reached (< 1: stopped early)
+    multitask: bool  # the experiment has tasks: the Gaussian processes take the task cost as an input
 
     @property
     def n_completed(self) -> int:
@@ -155,14 +160,15 @@ class _History:
 
     @property
     def full(self) -> np.ndarray:
-        return self.costs == 1.0
+        """The full results: the full task, run to the end. Only these make the frontier."""
+        return (self.task_costs == 1.0) & (self.fidelities == 1.0)
 
-    def inputs(self, rows: np.ndarray, costs: np.ndarray | float = 1.0) -> np.ndarray:
+    def inputs(self, rows: np.ndarray, task_costs: np.ndarray | float = 1.0) -> np.ndarray:
         """What the Gaussian processes see: the rows, plus the task cost as one more axis when
         the experiment has tasks (so cheap observations inform predictions at the full task)."""
         if not self.multitask:
             return rows
-        return np.column_stack([rows, np.broadcast_to(np.asarray(costs, dtype=float), (len(rows),))])
+        return np.column_stack([rows, np.broadcast_to(np.asarray(task_costs, dtype=float), (len(rows),))])
 
     def input_continuous(self, space: SearchSpace) -> np.ndarray:
         return np.append(space.continuous, True) if self.multitask else space.continuous
@@ -175,10 +181,11 @@ class _History:
         table = np.full((len(history), len(required)), np.nan)  # every required metric, as reported
         if completed.any():
             table[completed] = [[o.values[m.name] for m in required] for o in history if not o.failed]  # type: ignore[index]
-        misses = []
+        misses, spreads = [], []
         for column, metric in enumerate(required):
             values = table[completed, column]
             spread = float(np.std(values)) if len(values) > 1 else 0.0
+            spreads.append(spread)
             scale = spread if spread > 0 else max(abs(metric.threshold or 0.0), 1.0)
             met = np.ones(len(history), dtype=bool) if metric.threshold is None else (
                 table[:, column] >= metric.threshold if metric.objective == "maximize" else table[:, column] <= metric.threshold)
@@ -201,10 +208,12 @@ class _History:
         for i, observation in enumerate(history):
             if observation.value_stddevs:
                 variances[i] = [observation.value_stddevs.get(m.name, 0.0) ** 2 for m in required]
-        costs = np.array([spec.task_cost(o.task) for o in history]) if spec.tasks else np.ones(len(history))
+        fidelities = np.array([o.fidelity for o in history], dtype=float)
+        variances += ((1.0 - fidelities)[:, None] * np.array(spreads)[None, :]) ** 2
+        task_costs = np.array([spec.task_cost(o.task) for o in history]) if spec.tasks else np.ones(len(history))
         rows = space.encode_many([o.assignments for o in history])
         return cls(rows, tiers, signed[:, :len(optimized)], shortfall, thresholds, signed[:, len(optimized):],
-                   constraint_limits, variances, costs, bool(spec.tasks))
+                   constraint_limits, variances, task_costs, fidelities, bool(spec.tasks))
 
 
 # -- start-up ------------------------------------------------------------------------------------
@@ -225,10 +234,10 @@ def choose_task(spec: ExperimentSpec, space: SearchSpace, data: _History, row: n
         return full
     tasks = sorted(spec.tasks, key=lambda t: t.cost)
     completed = np.flatnonzero(data.tiers != FAILED)
-    if startup or len(np.unique(data.costs[completed])) < 2 or not data.full[completed].any():
+    if startup or len(np.unique(data.task_costs[completed])) < 2 or not data.full[completed].any():
         return tasks[0].name
     subset = completed[training_subset(_frontier_ranks(data)[completed])]
-    model = GaussianProcess.fit(data.inputs(data.rows[subset], data.costs[subset]), data.objectives[subset, 0],
+    model = GaussianProcess.fit(data.inputs(data.rows[subset], data.task_costs[subset]), data.objectives[subset, 0],
                                 data.input_continuous(space), data.variances[subset, 0])
     at_full = data.inputs(row[None, :])
     value = [model.variance_reduction(at_full, data.inputs(row[None, :], task.cost)) / task.cost for task in tasks]
@@ -292,17 +301,17 @@ def _model_based(space: SearchSpace, data: _History, in_flight: np.ndarray, rng:
         gains = _expected_hypervolume_gain(space, data, frontier_ranks, in_flight, candidates, rng, prior_weight)
         if np.max(gains) > 0:
             return candidates[int(np.argmax(gains))]
-    feasibility = _log_feasibility(space, data, candidates, prior_weight, VIOLATES_CONSTRAINT)
+    feasibility = _log_feasibility(space, data, candidates, prior_weight, data.tiers >= VIOLATES_CONSTRAINT)
     scores = proposers[-1].acquisition(candidates) + FEASIBILITY_WEIGHT * feasibility
     return candidates[int(np.argmax(scores))]
 
 
 def _expected_hypervolume_gain(space: SearchSpace, data: _History, frontier_ranks: np.ndarray, in_flight: np.ndarray,
                                candidates: np.ndarray, rng: np.random.Generator, prior_weight: float) -> np.ndarray:
-    """E[hypervolume improvement] x P(meets constraints) x P(completes), per candidate."""
+    """E[hypervolume improvement] x P(meets constraints) x P(a full result), per candidate."""
     completed = np.flatnonzero(data.tiers != FAILED)
     subset = completed[training_subset(frontier_ranks[completed])]
-    inputs, continuous = data.inputs(data.rows[subset], data.costs[subset]), data.input_continuous(space)
+    inputs, continuous = data.inputs(data.rows[subset], data.task_costs[subset]), data.input_continuous(space)
     flight, targets = data.inputs(in_flight), data.inputs(candidates)
     models = [GaussianProcess.fit(inputs, data.objectives[subset, m], continuous, data.variances[subset, m])
               .believing(flight) for m in range(data.objectives.shape[1])]
@@ -310,7 +319,7 @@ def _expected_hypervolume_gain(space: SearchSpace, data: _History, frontier_rank
     means = np.column_stack([mean for mean, _ in predictions])
     stds = np.column_stack([std for _, std in predictions])
     believed = np.column_stack([model.predict(flight)[0] for model in models]) if len(in_flight) else means[:0]
-    front = pareto_front(np.vstack([data.objectives[(data.tiers == FEASIBLE) & data.full], believed]))
+    front = pareto_front(np.vstack([_frontier_points(data), believed]))
     reference = _reference_point(data)
     draws = rng.standard_normal((1, HYPERVOLUME_SAMPLES, means.shape[1]))
     samples = means[:, None, :] + POSTERIOR_SPREAD * stds[:, None, :] * draws
@@ -318,7 +327,7 @@ def _expected_hypervolume_gain(space: SearchSpace, data: _History, frontier_rank
         samples = np.maximum(samples, _draw_floor(data, front, means)[:, None, :])
     gains = hypervolume_improvements(samples.reshape(-1, means.shape[1]), front, reference)
     expected = gains.reshape(len(candidates), HYPERVOLUME_SAMPLES).mean(axis=1)
-    probability = np.exp(_log_feasibility(space, data, candidates, prior_weight, FAILED))
+    probability = np.exp(_log_feasibility(space, data, candidates, prior_weight, _no_full_result(data)))
     n_optimized = data.objectives.shape[1]
     for c, limit in enumerate(data.constraint_limits):
         model = GaussianProcess.fit(inputs, data.constraint_values[subset, c], continuous,
@@ -326,6 +335,13 @@ def _expected_hypervolume_gain(space: SearchSpace, data: _History, frontier_rank
         mean, std = model.believing(flight).predict(targets)
         probability *= ndtr((limit - mean) / std)
     return expected * probability
+
+
+def _no_full_result(data: _History) -> np.ndarray:
+    """The observations that gave no full result: failed, or stopped early. Only a full
+    result can extend the frontier, so a candidate's expected gain is weighted by the
+    probability of one (a stopped trial's values still inform every model; it is no failure)."""
+    return (data.tiers == FAILED) | (data.fidelities < 1.0)
 
 
 def _draw_floor(data: _History, front: np.ndarray, means: np.ndarray) -> np.ndarray:
@@ -341,11 +357,18 @@ def _draw_floor(data: _History, front: np.ndarray, means: np.ndarray) -> np.ndar
     that is not a bound stays open: draws past the best accuracy are how larger students get
     tried (a floor everywhere cost `distill` 7% of its median).
     """
-    observed = data.objectives[(data.tiers == FEASIBLE) & data.full]
+    observed = _frontier_points(data)
     ends = front.min(axis=0)
     span = np.ptp(data.objectives[data.tiers != FAILED], axis=0)
     bounded = np.sum(observed - ends <= 1e-6 * span, axis=0) >= 2
     return np.where(bounded, np.minimum(means, ends), -np.inf)
+
+
+def _frontier_points(data: _History) -> np.ndarray:
+    """The objectives the frontier is made of: full results (the full task, run to the end)
+    that meet every threshold. A cheaper task's values and a stopped trial's checkpoint are
+    never frontier points."""
+    return data.objectives[(data.tiers == FEASIBLE) & data.full]
 
 
 def _near_frontier(space: SearchSpace, data: _History, frontier_ranks: np.ndarray,
@@ -387,8 +410,13 @@ def _reference_point(data: _History) -> np.ndarray:
     The worst *completed* value, not the worst feasible one: a reference at the edge of the
     current feasible front gives no credit to anything past it, so once the feasible points
     sit at one end of the front (the small models, say), the other end can never win again.
+    Trials stopped early do not count (their checkpoint's values are no result; unless
+    nothing else completed); cheaper tasks' do (a reference past their worse values measured
+    better on the multitask test's problem than one from the full task's alone).
     """
-    pool = data.objectives[data.tiers != FAILED]
+    completed = data.tiers != FAILED
+    ended = completed & (data.fidelities == 1.0)
+    pool = data.objectives[ended] if ended.any() else data.objectives[completed]
     worst, best = pool.max(axis=0), pool.min(axis=0)
     span = np.where(worst > best, worst - best, np.maximum(np.abs(worst), 1.0))
     return np.where(np.isnan(data.thresholds), worst + 0.1 * span, data.thresholds)
@@ -400,25 +428,37 @@ def _metric_ranks(data: _History, metric: int) -> np.ndarray:
     With tasks and one metric, an objective counts by its quantile among its own task's
     observations: a cheap task is a biased view, so its values compare with each other, not
     with the full task's. (With two metrics the selection step's Gaussian processes, which
-    take the task as an input, correct the bias; quantiles there measured worse.)"""
+    take the task as an input, correct the bias; quantiles there measured worse.) A trial
+    stopped early is placed between its task's trials that ran to the end (after those it
+    ties), not in a group of its own, where alone it would rank first."""
     objective = data.objectives[:, metric]
     if data.multitask and data.objectives.shape[1] == 1:
         objective = np.full(len(objective), np.nan)
-        for cost in np.unique(data.costs):
-            same = (data.costs == cost) & (data.tiers != FAILED)
-            values = data.objectives[same, metric]
-            objective[same] = np.argsort(np.argsort(values, kind="stable"), kind="stable") / max(len(values) - 1, 1)
+        for cost in np.unique(data.task_costs):
+            same = (data.task_costs == cost) & (data.tiers != FAILED)
+            ended = same & (data.fidelities == 1.0) if np.any(same & (data.fidelities == 1.0)) else same
+            values = np.sort(data.objectives[ended, metric])
+            objective[ended] = np.argsort(np.argsort(data.objectives[ended, metric], kind="stable"),
+                                          kind="stable") / max(len(values) - 1, 1)
+            stopped = same & ~ended
+            slots = np.searchsorted(values, data.objectives[stopped, metric], side="right") - 0.5  # after its ties
+            objective[stopped] = slots / max(len(values) - 1, 1)
     within = np.where(data.tiers <= OUTSIDE_THRESHOLD, objective, data.shortfall)
     within = np.where(data.tiers == OUTSIDE_THRESHOLD, data.shortfall, within)
     return _ranks(data.tiers, np.nan_to_num(within))
 
 
 def _frontier_ranks(data: _History) -> np.ndarray:
-    """Feasible first, then non-dominated rank of the objectives among the feasible ones."""
+    """Feasible first, then non-dominated rank of the objectives among the feasible ones: full
+    results first, cheaper ones (cheaper tasks, trials stopped early) after every full one,
+    so none of them is a frontier point or one the local candidates start from."""
     within = data.shortfall.copy()
-    feasible = np.flatnonzero(data.tiers == FEASIBLE)
-    if len(feasible):
-        within[feasible] = nondominated_ranks(data.objectives[feasible])
+    feasible = data.tiers == FEASIBLE
+    full, cheap = np.flatnonzero(feasible & data.full), np.flatnonzero(feasible & ~data.full)
+    if len(full):
+        within[full] = nondominated_ranks(data.objectives[full])
+    if len(cheap):
+        within[cheap] = nondominated_ranks(data.objectives[cheap]) + (within[full].max() + 1 if len(full) else 0)
     return _ranks(data.tiers, within)
 
 
@@ -445,10 +485,8 @@ def _row_keys(rows: np.ndarray) -> np.ndarray:
 
 
 def _log_feasibility(space: SearchSpace, data: _History, candidates: np.ndarray, prior_weight: float,
-                     worst_good_tier: int) -> np.ndarray:
-    """log P(tier below `worst_good_tier` | x), from Parzen densities of both groups: with
-    VIOLATES_CONSTRAINT, completing and meeting every constraint; with FAILED, completing."""
-    bad = data.tiers >= worst_good_tier
+                     bad: np.ndarray) -> np.ndarray:
+    """log P(not `bad` | x), from Parzen densities of the observations in both groups."""
     if not bad.any():
         return np.zeros(len(candidates))
     good_rows, bad_rows = data.rows[~bad], data.rows[bad]
