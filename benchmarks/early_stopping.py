@@ -32,7 +32,7 @@ import numpy as np
 
 from paretune.optimizer import ExperimentSpec, Observation, suggest
 from paretune.optimizer.pareto import hypervolume_2d
-from paretune.stopping import RungEntry, decide, fixed_metrics, is_rung, projected_values
+from paretune.stopping import Curve, RungEntry, decide, fixed_metrics, is_rung
 
 MAX_CHECKPOINTS = 9
 REFERENCE = np.array([-0.40, 1.2])  # (-accuracy, size): hypervolume's reference point
@@ -110,7 +110,7 @@ class Sweep:
     trials: list[Trial] = field(default_factory=list)
     spent: int = 0
     trajectory: list[tuple[int, float]] = field(default_factory=list)
-    stopped_history: str = "projected"  # how suggest sees stopped trials without Observation.fidelity
+    stopped_history: str = "fidelity"  # how suggest sees stopped trials (see --stopped-history)
 
     def values_at(self, trial: Trial, epoch: int) -> dict[str, float] | None:
         accuracy = self.problem.curve(trial.assignments["x"], trial.assignments["y"], epoch)
@@ -124,9 +124,7 @@ class Sweep:
         return hypervolume_2d(np.array(points).reshape(-1, 2), REFERENCE)
 
     def history(self) -> list[Observation]:
-        """Completed and failed trials; stopped ones as lower-fidelity observations where the
-        optimizer takes them (`Observation.fidelity`), else left out (never as failures)."""
-        takes_fidelity = "fidelity" in Observation.model_fields
+        """Completed and failed trials, and stopped ones as `stopped_history` says (never as failures)."""
         full = [t.curve for t in self.trials if t.state == "completed"]
         fixed = fixed_metrics(self.spec, [t.curve for t in self.trials])
         history = []
@@ -135,7 +133,7 @@ class Sweep:
                 history.append(Observation(assignments=t.assignments, values=t.curve[-1]))
             elif t.state == "failed":
                 history.append(Observation(assignments=t.assignments, failed=True))
-            elif t.state == "stopped" and takes_fidelity:
+            elif t.state == "stopped" and self.stopped_history == "fidelity":
                 history.append(Observation(assignments=t.assignments, values=t.curve[-1],
                                            fidelity=len(t.curve) / MAX_CHECKPOINTS))
             elif t.state == "stopped" and self.stopped_history == "projected":
@@ -155,8 +153,36 @@ class Sweep:
         return decide(self.spec, trial.curve, peers, trial.id, fixed).should_stop
 
 
+def projected_values(spec: ExperimentSpec, values: dict[str, float], count: int, full_curves: list[Curve],
+                     fixed: set[str], neighbours: int = 3) -> dict[str, float]:
+    """A stopped trial's likely final values: its `values` after `count` checkpoints, each
+    uncertain metric scaled by how it grew from that checkpoint to the end in the `neighbours`
+    fully trained trials nearest on the fixed metrics (students of comparable size; the
+    difference where a value is not positive); unchanged without such trials."""
+    projected = dict(values)
+    known = [m.name for m in spec.required_metrics if m.name in fixed and m.name in values]
+    references = [c for c in full_curves if len(c) > count and all(name in c[-1] for name in known)]
+    if not references:
+        return projected
+    scale = {name: max(1e-12, float(np.ptp([c[-1][name] for c in references]))) for name in known}
+    distance = [sum(((c[-1][name] - values[name]) / scale[name]) ** 2 for name in known) for c in references]
+    nearest = [references[i] for i in np.argsort(distance, kind="stable")[:neighbours]]
+    for metric in spec.required_metrics:
+        name = metric.name
+        if name in fixed or name not in projected:
+            continue
+        pairs = [(c[count - 1][name], c[-1][name]) for c in nearest if name in c[-1] and name in c[count - 1]]
+        if not pairs:
+            continue
+        if projected[name] > 0 and all(then > 0 and final > 0 for then, final in pairs):
+            projected[name] *= float(np.median([final / then for then, final in pairs]))  # curves of one shape
+        else:
+            projected[name] += float(np.median([final - then for then, final in pairs]))
+    return projected
+
+
 def run_paretune(problem: Problem, arm: str, seed: int, budget: int, workers: int,
-                 stopped_history: str = "projected") -> Sweep:
+                 stopped_history: str = "fidelity") -> Sweep:
     """An event simulation: each worker's clock advances one unit per epoch."""
     sweep = Sweep(problem, make_spec(problem, arm), arm, np.random.default_rng(seed), stopped_history=stopped_history)
     clock: list[tuple[int, int, int]] = []  # (time, worker, trial index)
@@ -259,9 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=20 * MAX_CHECKPOINTS, help="trial-epochs per sweep")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", help="write every seed's figures here")
-    parser.add_argument("--stopped-history", choices=("projected", "pending"), default="projected",
-                        help="without Observation.fidelity: stopped trials as their projected final values, or "
-                             "only kept from being suggested again (as if pending)")
+    parser.add_argument("--stopped-history", choices=("fidelity", "projected", "pending"), default="fidelity",
+                        help="stopped trials reach suggest as lower-fidelity observations (paretune's way), at "
+                             "their projected final values, or only kept from being suggested again (as if pending)")
     args = parser.parse_args(argv)
     arms = args.arms.split(",")
     table: dict[str, Any] = {}

@@ -169,7 +169,7 @@ class TrialSession:
         with self.storage.batch():  # one consistent read; unless the caller holds the file, not held meanwhile
             self._check_budget(n)
             made = len(self.storage.list_suggestions(self.experiment_id))
-            history = self.storage.history(self.experiment_id) + self._stopped_as_projected()
+            history = self.storage.history(self.experiment_id)
             pending = self.storage.pending(self.experiment_id)
         # SigOpt's `type: random`: every suggestion is drawn the way the search's start-up draws.
         startup = {"n_startup": made + n} if self.spec.type == "random" else {}
@@ -183,23 +183,6 @@ class TrialSession:
             return [OpenTrial(s.id, s.assignments,
                               self._open_run(s.id, s.assignments, where, run_metadata) if where else None, s.task)
                     for s in suggestions]
-
-    def _stopped_as_projected(self) -> list[optimizer.Observation]:
-        """Stopped trials for an optimizer that takes no fidelity: at their likely final values
-        (`paretune.stopping.projected_values`), never as failures nor as if trained to the end."""
-        if "fidelity" in optimizer.Observation.model_fields:
-            return []  # the storage's history passes them with their fidelity
-        observations = self.storage.observations(self.experiment_id)
-        stopped = [o for o in observations if o.stopped]
-        if not stopped:
-            return []
-        curves = self.storage.checkpoint_curves(self.experiment_id)
-        completed = {o.suggestion_id for o in observations if not o.failed and not o.stopped}
-        fixed = stopping.fixed_metrics(self.spec, list(curves.values()))
-        full = [curve for suggestion_id, curve in curves.items() if suggestion_id in completed]
-        return [optimizer.Observation(assignments=o.assignments, task=o.task, values=stopping.projected_values(
-                    self.spec, o.values or {}, len(curves.get(o.suggestion_id, [])) or 1, full, fixed))
-                for o in stopped]
 
     def _check_budget(self, n: int) -> None:
         """Refuse `n` more suggestions when even the cheapest trial would overrun the budget."""

@@ -202,30 +202,3 @@ def fidelity(spec: ExperimentSpec, checkpoints_reached: int) -> float:
         return 1.0
     return min(1.0, checkpoints_reached / spec.training_monitor.max_checkpoints)
 
-
-def projected_values(spec: ExperimentSpec, values: Mapping[str, float], count: int, full_curves: Sequence[Curve],
-                     fixed: set[str], neighbours: int = 3) -> dict[str, float]:
-    """A stopped trial's likely final values: its `values` after `count` checkpoints, each
-    uncertain metric scaled by how it grew from that checkpoint to the end in the `neighbours`
-    fully trained trials nearest on the fixed metrics (students of comparable size; the
-    difference where a value is not positive); unchanged without such trials."""
-    projected = dict(values)
-    known = [m.name for m in spec.required_metrics if m.name in fixed and m.name in values]
-    references = [c for c in full_curves if len(c) > count and all(name in c[-1] for name in known)]
-    if not references:
-        return projected
-    scale = {name: max(1e-12, float(np.ptp([c[-1][name] for c in references]))) for name in known}
-    distance = [sum(((c[-1][name] - values[name]) / scale[name]) ** 2 for name in known) for c in references]
-    nearest = [references[i] for i in np.argsort(distance, kind="stable")[:neighbours]]
-    for metric in spec.required_metrics:
-        name = metric.name
-        if name in fixed or name not in projected:
-            continue
-        pairs = [(c[count - 1][name], c[-1][name]) for c in nearest if name in c[-1] and name in c[count - 1]]
-        if not pairs:
-            continue
-        if projected[name] > 0 and all(then > 0 and final > 0 for then, final in pairs):
-            projected[name] *= float(np.median([final / then for then, final in pairs]))  # curves of one shape
-        else:
-            projected[name] += float(np.median([final - then for then, final in pairs]))
-    return projected

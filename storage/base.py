@@ -124,14 +124,13 @@ class Storage(abc.ABC):
     def progress(self, experiment_id: int) -> Progress: ...
 
     def history(self, experiment_id: int) -> list[Observation]:
-        """Observations as the optimizer takes them: a stopped trial as a lower-fidelity one
-        (never as a failure), or left out where the optimizer takes no fidelity."""
-        takes_fidelity = "fidelity" in Observation.model_fields
+        """Observations as the optimizer takes them: a stopped trial as a lower-fidelity one (the
+        share of its checkpoints it trained), never as a failure."""
         return [
             Observation(assignments=o.assignments, values=None if o.failed else o.values, failed=o.failed,
                         failure_reason=o.failure_reason, value_stddevs=o.value_stddevs, task=o.task,
-                        **({"fidelity": o.fidelity} if o.stopped else {}))
-            for o in self.observations(experiment_id) if takes_fidelity or not o.stopped
+                        fidelity=o.fidelity if o.stopped and o.fidelity is not None else 1.0)
+            for o in self.observations(experiment_id)
         ]
 
     def pending(self, experiment_id: int) -> list[dict[str, Any]]:

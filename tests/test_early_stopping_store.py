@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 import paretune
-from paretune.optimizer import ExperimentSpec, Observation
+from paretune.optimizer import ExperimentSpec
 from paretune.storage import DuckDBStorage
 from paretune.storage.schema import MIGRATIONS
 
@@ -118,21 +118,18 @@ def test_a_file_of_the_previous_schema_migrates_with_its_rows(tmp_path):
         assert version == len(MIGRATIONS)
 
 
-def test_the_optimizer_sees_stopped_trials_at_their_likely_final_values_never_as_failures(tmp_path):
+def test_the_optimizer_sees_stopped_trials_as_lower_fidelity_observations_never_as_failures(tmp_path):
     experiment = paretune.create_experiment(DEFINITION | {"observation_budget": 10}, db=str(tmp_path / "p.duckdb"))
     session = experiment.session
     full, stopped = session.ask(1, with_runs=True)[0], session.ask(1, with_runs=True)[0]
-    for epoch, f1 in enumerate([10.0, 20.0, 40.0], start=1):  # trained to the end: f1 x4 after checkpoint 1
+    for epoch, f1 in enumerate([10.0, 20.0, 40.0], start=1):
         session.checkpoint(full, epoch, {"f1": f1, "size": 5.0})
     session.complete(full, {"f1": 40.0, "size": 5.0})
     assert session.checkpoint(stopped, 1, {"f1": 2.0, "size": 5.0}).should_stop
     session.complete(stopped, {"f1": 2.0, "size": 5.0})
-    assert experiment.storage.observations(experiment.id)[1].stopped
 
-    history = experiment.storage.history(experiment.id) + session._stopped_as_projected()
-    if "fidelity" in Observation.model_fields:  # the optimizer models fidelity itself: raw values and 1/3
-        assert [(o.values, o.failed, o.fidelity) for o in history] == [
-            ({"f1": 40.0, "size": 5.0}, False, 1.0), ({"f1": 2.0, "size": 5.0}, False, pytest.approx(1 / 3))]
-    else:  # projected by its comparable neighbour's growth from checkpoint 1 to the end (x4)
-        assert [(o.values, o.failed) for o in history] == [({"f1": 40.0, "size": 5.0}, False),
-                                                          ({"f1": 8.0, "size": 5.0}, False)]
+    history = experiment.storage.history(experiment.id)
+    assert [(o.values, o.failed, o.fidelity) for o in history] == [
+        ({"f1": 40.0, "size": 5.0}, False, 1.0), ({"f1": 2.0, "size": 5.0}, False, pytest.approx(1 / 3))]
+    (next_trial,) = session.ask(1)  # the optimizer takes them as they are
+    assert next_trial.suggestion_id not in (full.suggestion_id, stopped.suggestion_id)
