@@ -181,20 +181,15 @@ def projected_values(spec: ExperimentSpec, values: dict[str, float], count: int,
     return projected
 
 
-def run_paretune(problem: Problem, arm: str, seed: int, budget: int, workers: int,
-                 stopped_history: str = "fidelity") -> Sweep:
-    """An event simulation: each worker's clock advances one unit per epoch."""
-    sweep = Sweep(problem, make_spec(problem, arm), arm, np.random.default_rng(seed), stopped_history=stopped_history)
+def simulate(sweep: Sweep, budget: int, workers: int, new_trial: Callable[[], Trial],
+             end_epoch: Callable[[Trial, dict[str, float] | None], None]) -> Sweep:
+    """Asynchronous workers, in-process: each worker's clock advances one unit per epoch, and a
+    worker whose trial ends takes a new one at once. `end_epoch` sets a trial's state from the
+    values of its epoch (None: out of memory)."""
     clock: list[tuple[int, int, int]] = []  # (time, worker, trial index)
-    started = 0
 
     def start(worker: int, now: int) -> None:
-        nonlocal started
-        pending = [t.assignments for t in sweep.trials if t.state == "running"
-                   or (sweep.stopped_history == "pending" and t.state == "stopped")]
-        (assignments,) = suggest(sweep.spec, sweep.history(), pending, 1, seed=seed * 1000 + started)
-        sweep.trials.append(Trial(len(sweep.trials) + 1, {k: float(v) for k, v in assignments.items()}))
-        started += 1
+        sweep.trials.append(new_trial())
         heapq.heappush(clock, (now + 1, worker, len(sweep.trials) - 1))
 
     for worker in range(workers):
@@ -203,13 +198,7 @@ def run_paretune(problem: Problem, arm: str, seed: int, budget: int, workers: in
         now, worker, index = heapq.heappop(clock)
         trial = sweep.trials[index]
         sweep.spent += 1
-        values = sweep.values_at(trial, len(trial.curve) + 1)
-        if values is None:
-            trial.state = "failed"
-        else:
-            trial.curve.append(values)
-            if sweep.should_stop(trial):
-                trial.state = "completed" if len(trial.curve) >= MAX_CHECKPOINTS else "stopped"
+        end_epoch(trial, sweep.values_at(trial, len(trial.curve) + 1))
         if trial.state == "running":
             heapq.heappush(clock, (now + 1, worker, index))
             continue
@@ -217,6 +206,28 @@ def run_paretune(problem: Problem, arm: str, seed: int, budget: int, workers: in
         if sweep.spent < budget:
             start(worker, now)
     return sweep
+
+
+def run_paretune(problem: Problem, arm: str, seed: int, budget: int, workers: int,
+                 stopped_history: str = "fidelity") -> Sweep:
+    """paretune's suggest, and the arm's stopping rule answering each epoch's checkpoint."""
+    sweep = Sweep(problem, make_spec(problem, arm), arm, np.random.default_rng(seed), stopped_history=stopped_history)
+
+    def new_trial() -> Trial:
+        pending = [t.assignments for t in sweep.trials if t.state == "running"
+                   or (sweep.stopped_history == "pending" and t.state == "stopped")]
+        (assignments,) = suggest(sweep.spec, sweep.history(), pending, 1, seed=seed * 1000 + len(sweep.trials))
+        return Trial(len(sweep.trials) + 1, {k: float(v) for k, v in assignments.items()})
+
+    def end_epoch(trial: Trial, values: dict[str, float] | None) -> None:
+        if values is None:
+            trial.state = "failed"
+            return
+        trial.curve.append(values)
+        if sweep.should_stop(trial):
+            trial.state = "completed" if len(trial.curve) >= MAX_CHECKPOINTS else "stopped"
+
+    return simulate(sweep, budget, workers, new_trial, end_epoch)
 
 
 def run_optuna(problem: Problem, seed: int, budget: int, workers: int) -> Sweep:
@@ -227,43 +238,32 @@ def run_optuna(problem: Problem, seed: int, budget: int, workers: int) -> Sweep:
     sweep = Sweep(problem, make_spec(problem, "optuna_sha"), "optuna_sha", np.random.default_rng(seed))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
-    clock: list[tuple[int, int, int]] = []
     handles: dict[int, Any] = {}
 
-    def start(worker: int, now: int) -> None:
+    def new_trial() -> Trial:
         handle = study.ask()
-        assignments = {"x": handle.suggest_float("x", 0.0, 1.0), "y": handle.suggest_float("y", 0.0, 1.0)}
-        sweep.trials.append(Trial(len(sweep.trials) + 1, assignments))
-        handles[len(sweep.trials) - 1] = handle
-        heapq.heappush(clock, (now + 1, worker, len(sweep.trials) - 1))
+        trial = Trial(len(sweep.trials) + 1, {"x": handle.suggest_float("x", 0.0, 1.0),
+                                              "y": handle.suggest_float("y", 0.0, 1.0)})
+        handles[trial.id] = handle
+        return trial
 
-    for worker in range(workers):
-        start(worker, 0)
-    while clock and sweep.spent < budget:
-        now, worker, index = heapq.heappop(clock)
-        trial, handle = sweep.trials[index], handles[index]
-        sweep.spent += 1
-        values = sweep.values_at(trial, len(trial.curve) + 1)
+    def end_epoch(trial: Trial, values: dict[str, float] | None) -> None:
+        handle = handles[trial.id]
         if values is None:
             trial.state = "failed"
             study.tell(handle, state=optuna.trial.TrialState.FAIL)
-        else:
-            trial.curve.append(values)
-            score = values["accuracy"] - SCALARISATION * values["size"]
-            handle.report(score, len(trial.curve))
-            if len(trial.curve) >= MAX_CHECKPOINTS:
-                trial.state = "completed"
-                study.tell(handle, score)
-            elif handle.should_prune():
-                trial.state = "stopped"
-                study.tell(handle, state=optuna.trial.TrialState.PRUNED)
-        if trial.state == "running":
-            heapq.heappush(clock, (now + 1, worker, index))
-            continue
-        sweep.trajectory.append((sweep.spent, sweep.hypervolume()))
-        if sweep.spent < budget:
-            start(worker, now)
-    return sweep
+            return
+        trial.curve.append(values)
+        score = values["accuracy"] - SCALARISATION * values["size"]
+        handle.report(score, len(trial.curve))
+        if len(trial.curve) >= MAX_CHECKPOINTS:
+            trial.state = "completed"
+            study.tell(handle, score)
+        elif handle.should_prune():
+            trial.state = "stopped"
+            study.tell(handle, state=optuna.trial.TrialState.PRUNED)
+
+    return simulate(sweep, budget, workers, new_trial, end_epoch)
 
 
 def hypervolume_at(trajectory: list[tuple[int, float]], cost: float) -> float:

@@ -21,6 +21,7 @@ from paretune.flows.tune import ExperimentSource, TuneOptions, tune
 from paretune.storage import DuckDBStorage
 from paretune.trial import TrialContext
 from sweeps import ROOT, flow_env, wait_for
+from tests.objectives import _append
 
 pytestmark = pytest.mark.slow
 OBJECTIVE = "tests.test_early_stopping_flow:learning_curve"
@@ -43,14 +44,6 @@ def learning_curve(assignments: dict[str, Any], context: TrialContext) -> dict[s
             break
     _append(log, f"return {context.suggestion_id}")
     return values
-
-
-def _append(path: str, line: str) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(descriptor, (line + "\n").encode())
-    finally:
-        os.close(descriptor)
 
 
 def write_spec(folder: Path, name: str, budget: int, trial: dict[str, Any]) -> str:
