@@ -135,6 +135,8 @@ def _ranking(spec: ExperimentSpec, group: list[RungEntry], compared: list[Metric
     minus the hypervolume contribution within its front (two metrics) or the value (one), then
     the trial's order."""
     losses = np.array([[-_score(m, p.values) for m in compared] for p in group], dtype=float)
+    finite = np.where(np.isfinite(losses), losses, -np.inf).max(axis=0, initial=0.0)
+    losses = np.where(np.isfinite(losses), losses, finite + 1.0)  # a value not reported: just past the worst
     ranks = nondominated_ranks(losses)
     contribution = -losses[:, 0]
     if losses.shape[1] == 2:

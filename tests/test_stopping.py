@@ -161,3 +161,9 @@ def test_fixed_metrics_are_those_that_never_move_within_a_trial():
     curves = [[{"f1": 10, "size": 40}, {"f1": 20, "size": 40}], [{"f1": 5, "size": 70}]]
     assert fixed_metrics(spec, curves) == {"size"}
     assert fixed_metrics(spec, [[{"f1": 10, "size": 40}]]) == set()  # no evidence yet
+
+
+def test_a_checkpoint_without_a_metric_counts_as_the_worst_on_it():
+    spec = spec_with()
+    peers = [RungEntry(1, {"f1": 50.0}), RungEntry(2, {"f1": 40.0, "size": 20.0}), RungEntry(3, {"f1": 45.0, "size": 30.0})]
+    assert [p.order for p in peers if continues_at_rung(spec, p, peers, 3, fixed=set())] == [2]
