@@ -118,7 +118,9 @@ def make_distillation_loss(
 
 
 def run_trial(assignments: dict[str, Any], context: TrialContext) -> dict[str, float]:
-    """Train one student, report each epoch, return the final metrics (see module docstring)."""
+    """Train one student, report each evaluation (`evaluations_per_epoch` per epoch) as a
+    checkpoint, and return the final metrics, or the latest ones when told to stop (see module
+    docstring)."""
     settings = TrialSettings.from_mapping(context.settings)
     knobs = StudentAssignments.from_mapping(assignments)
     device = resolve_device(settings.device or context.device)
@@ -161,31 +163,37 @@ def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.devic
     gold = dataset_to_squad_json(data.eval_examples)["data"]
     calibration = _calibration_set(data)
 
+    num_parameters = float(count_parameters(student))
     evaluation: Evaluation | None = None
-    for epoch in range(1, settings.epochs + 1):
+    for checkpoint in range(1, settings.epochs * settings.evaluations_per_epoch + 1):
+        epoch, part = divmod(checkpoint - 1, settings.evaluations_per_epoch)
         result = train_epoch(
             accelerator, model, optimizer, scheduler, data.train_features, knobs.train_batch_size,
-            settings.seed + epoch, loss_function, epoch,
+            settings.seed + epoch + 1, loss_function, epoch + 1, part, settings.evaluations_per_epoch,
         )
         threshold = _null_threshold(accelerator.unwrap_model(model), calibration, knobs, settings, device)
         evaluation = _evaluate(accelerator.unwrap_model(model), data, gold, knobs, settings, device, threshold)
-        context.report_checkpoint(
-            epoch,
+        logger.info(
+            "checkpoint %d (epoch %d): loss %.4f exact %.2f f1 %.2f HasAns_f1 %.2f", checkpoint, epoch + 1,
+            result.mean_loss, evaluation.metrics["exact"], evaluation.metrics["f1"], evaluation.answerable["HasAns_f1"],
+        )
+        stop = context.report_checkpoint(
+            checkpoint,
             {
                 "exact": evaluation.metrics["exact"],
                 "f1": evaluation.metrics["f1"],
                 "HasAns_exact": evaluation.answerable["HasAns_exact"],
                 "HasAns_f1": evaluation.answerable["HasAns_f1"],
+                "num_parameters": num_parameters,  # known from the first checkpoint: early stopping reads it so
                 "loss": result.mean_loss,
                 "learning_rate": result.learning_rate,
                 "inference_time": evaluation.seconds,
                 "null_score_diff_threshold": threshold,
             },
         )
-        logger.info(
-            "epoch %d: loss %.4f exact %.2f f1 %.2f HasAns_f1 %.2f", epoch, result.mean_loss,
-            evaluation.metrics["exact"], evaluation.metrics["f1"], evaluation.answerable["HasAns_f1"],
-        )
+        if stop:  # told to stop early: the student as it is now is the result
+            logger.info("told to stop at checkpoint %d", checkpoint)
+            break
 
     student = accelerator.unwrap_model(model)
     columns = accepted_inputs(student, data.eval_features.column_names)
@@ -196,7 +204,7 @@ def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.devic
         "HasAns_exact": evaluation.answerable["HasAns_exact"],
         "HasAns_f1": evaluation.answerable["HasAns_f1"],
         "NoAns_exact": evaluation.metrics.get("NoAns_exact", 0.0),
-        "num_parameters": float(count_parameters(student)),
+        "num_parameters": num_parameters,
         "inference_time": evaluation.seconds,
         "latency_ms": measure_latency_ms(student, latency_inputs, repeats=settings.latency_repeats),
         "peak_memory_mb": _peak_memory_mb(device),

@@ -71,6 +71,10 @@ class TrialSettings(BaseModel):
     )
 
     epochs: int = Field(3, ge=1)
+    evaluations_per_epoch: int = Field(
+        1, ge=1, description="evaluate (and report a checkpoint) this many times per epoch, at equal steps: the "
+        "checkpoint curve early stopping reads; a trial has epochs x evaluations_per_epoch checkpoints",
+    )
     max_seq_length: int = Field(384, ge=16)
     doc_stride: int = Field(128, ge=1)
     max_query_length: int = Field(64, ge=1)

@@ -106,19 +106,19 @@ def train_epoch(
     seed: int,
     loss_function: LossFunction,
     epoch: int,
+    part: int = 0,
+    parts: int = 1,
 ) -> EpochResult:
-    """One shuffled pass; a NaN or infinite loss raises Diverged at once."""
+    """One shuffled pass, or its `part`-th of `parts` equal slices (the same shuffle for every
+    part of an epoch: evaluation points inside an epoch); a NaN or infinite loss raises Diverged
+    at once."""
     columns = accepted_inputs(accelerator.unwrap_model(model), features.column_names)
     torch_features = features.with_format("torch", columns=[*columns, "start_positions", "end_positions"])
     # A prepared loader tells accelerate where the epoch ends, so a last partial accumulation still steps.
-    loader = accelerator.prepare(
-        DataLoader(
-            range(len(features)),
-            batch_size=batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(seed),
-        )
-    )
+    order = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed)).tolist()
+    batches = math.ceil(len(features) / batch_size)
+    first, last = (part * batches) // parts * batch_size, ((part + 1) * batches) // parts * batch_size
+    loader = accelerator.prepare(DataLoader(order[first:last], batch_size=batch_size, shuffle=False))
     model.train()
     total_loss = 0.0
     for step, index_tensor in enumerate(loader):

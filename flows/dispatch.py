@@ -7,6 +7,9 @@ the run is cancelled. The scheduler blocks on that one queue: no polling, no bat
 
 Every trial gets a claim token before it is submitted (paretune.trial explains the exactly-once
 rules); taking the token back is how a trial that has not started is cancelled for sure.
+
+A trial's checkpoints are answered on a queue of its own (`answers_name`), which its worker waits
+on: the scheduler decides, `answer` delivers.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Union
 import distributed
 from distributed import KilledWorker
 
-from paretune.trial import TrialMessage, TrialRequest
+from paretune.trial import CheckpointAnswer, TrialMessage, TrialRequest
 from paretune.worker import MessageChannel, run_objective
 
 logger = logging.getLogger(__name__)
@@ -64,10 +67,27 @@ class Dispatcher:
         self._futures: dict[int, distributed.Future] = {}
         self._attempts: dict[int, int] = {}
         self._claims: dict[int, distributed.Queue] = {}
+        self._answers: dict[int, MessageChannel] = {}
         self._restarts: list[threading.Thread] = []
+
+    @property
+    def flow_client(self) -> str:
+        """This flow's Dask client id: a worker waiting for an answer checks that it is still there."""
+        return str(self.client.id)
 
     def claim_name(self, suggestion_id: int) -> str:
         return f"{self.channel_name}-claim-{suggestion_id}"
+
+    def answers_name(self, suggestion_id: int) -> str:
+        return f"{self.channel_name}-answers-{suggestion_id}"
+
+    def answer(self, answer: CheckpointAnswer) -> None:
+        """Tell the trial's worker whether to stop after its checkpoint."""
+        channel = self._answers.get(answer.suggestion_id)
+        if channel is None:
+            channel = self._answers[answer.suggestion_id] = MessageChannel(self.answers_name(answer.suggestion_id),
+                                                                           self.client)
+        channel.put(answer)
 
     def submit(self, request: TrialRequest) -> None:
         """Put the trial's claim token, then submit it; its end is announced on the channel."""
@@ -109,6 +129,9 @@ class Dispatcher:
         claim = self._claims.pop(suggestion_id, None)
         if claim is not None:
             claim.close()
+        answers = self._answers.pop(suggestion_id, None)
+        if answers is not None:
+            answers.close()
 
     def settle(self, ended: TrialEnded) -> Settled | None:
         """Why an attempt's future ended without its trial's result; None when there is nothing to

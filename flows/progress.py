@@ -130,8 +130,9 @@ class ProgressView:
 
     def _line(self, closed: ClosedTrial) -> str:
         took = "" if closed.duration_s is None else f" ({closed.duration_s:.2f} s)"
-        if closed.status == "completed":
-            result = "[green]ok[/green] " + short_assignments(closed.values or {})
+        if closed.status in ("completed", "stopped"):
+            mark = "[green]ok[/green]" if closed.status == "completed" else "[yellow]stopped[/yellow]"
+            result = f"{mark} " + short_assignments(closed.values or {})
         else:
             reason = closed.failure.reason if closed.failure else closed.status
             result = f"[red]{closed.status}[/red] {reason}"

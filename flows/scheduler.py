@@ -5,6 +5,12 @@ collaborator, in typed messages: the trial lifecycle (`TrialSession`) asks and c
 the store, the `Dispatcher` runs them on Dask and reports what happens to them, the Prefect task
 run of each trial waits on its `TrialTicket`, and the `ProgressView` shows each `ClosedTrial`.
 
+Early stopping: each `TrialCheckpoint` is stored and answered through the lifecycle (which
+decides from the store's curves and keeps the answer), and the answer goes back to the trial's
+worker at once. A trial that ignores "stop" is ended at `max_checkpoints`, its worker restarted
+like a timed-out one's; one that obeys returns its latest values and closes `stopped`, and its
+slot is filled at once.
+
 Stopping: a `StopRequested` message (the flow run was cancelled in Prefect, Ctrl-C or SIGTERM:
 see `StopWatcher`) ends the sweep at once. Results already reported are recorded first; trials that have not
 started are withdrawn (their claim token taken back, so no worker ever starts them); running
@@ -19,7 +25,7 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from prefect.futures import PrefectFuture
@@ -29,8 +35,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from paretune.flows.dispatch import Dispatcher, Message, StopRequested, TrialEnded
 from paretune.flows.progress import ProgressView
 from paretune.failures import Failure, FailureKind
-from paretune.lifecycle import OpenTrial, TrialSession
-from paretune.trial import TrialCheckpoint, TrialFinished, TrialOutcome, TrialRequest, TrialStarted
+from paretune.lifecycle import MetricsRefused, OpenTrial, TrialSession, clean_metrics
+from paretune.trial import CheckpointAnswer, TrialCheckpoint, TrialFinished, TrialOutcome, TrialRequest, TrialStarted
 from paretune.storage import RunEnvironment
 from paretune.tasks.trial import ClosedTrial, TrialTicket, run_trial
 
@@ -44,6 +50,7 @@ class InFlight:
     ticket: TrialTicket  # carries the trial's number within the experiment
     started_at: float | None = None
     worker: str | None = None
+    last_values: dict[str, float] = field(default_factory=dict)  # its last answered checkpoint's
 
 
 @dataclass(frozen=True)
@@ -106,8 +113,8 @@ class TrialScheduler:
             return
         left = self.session.progress().remaining
         assert left is not None  # the flow stores the budget in force before it sweeps
-        cheapest = min((task.cost for task in self.session.spec.tasks or ()), default=1.0)
-        while free > 0 and left >= cheapest - 1e-9:  # in cost units: a cheap task may fit where a full one would not
+        cheapest = self.session.cheapest_trial
+        while free > 0 and left >= cheapest - 1e-9:  # in cost units: a cheap trial may fit where a full one would not
             trial = self.submit_next()
             left -= self.session.spec.task_cost(trial.task)
             free -= 1
@@ -119,10 +126,13 @@ class TrialScheduler:
                                             f"suggestion:{trial.suggestion_id}"})
         self.task_runs.append(self.task_runner.submit(task, parameters={"ticket": ticket}))
         self.in_flight[trial.suggestion_id] = InFlight(trial, ticket)
+        monitored = self.session.spec.training_monitor is not None
         self.dispatcher.submit(TrialRequest(
             suggestion_id=trial.suggestion_id, assignments=trial.assignments, objective=self.objective,
             spec=self.session.spec, channel=self.dispatcher.channel_name,
             claim=self.dispatcher.claim_name(trial.suggestion_id), settings=self.settings, task=trial.task,
+            answers=self.dispatcher.answers_name(trial.suggestion_id) if monitored else None,
+            flow_client=self.dispatcher.flow_client if monitored else None,
         ))
         return trial
 
@@ -151,7 +161,7 @@ class TrialScheduler:
             self.session.started(flight.trial, message.worker, message.environment)
             self.progress.trial_started(flight.ticket.trial, message.worker)
         elif isinstance(message, TrialCheckpoint):
-            self.session.checkpoint(flight.trial, message.epoch, message.values)
+            self.answer_checkpoint(flight, message)
             self.progress.trial_checkpoint(flight.ticket.trial, message.epoch)
         elif isinstance(message, TrialFinished):
             self.close(flight, message.outcome)
@@ -159,6 +169,41 @@ class TrialScheduler:
             settled = self.dispatcher.settle(message)
             if settled is not None and settled.lost:
                 self.close(flight, TrialOutcome(None, Failure(FailureKind.WORKER_LOST, settled.detail), None))
+
+    def answer_checkpoint(self, flight: InFlight, checkpoint: TrialCheckpoint) -> None:
+        """Store the checkpoint and answer it; end the trial here once it ignored "stop" to
+        `max_checkpoints` (with the values it reported there)."""
+        monitor = self.session.spec.training_monitor
+        if monitor is not None and checkpoint.sequence > monitor.max_checkpoints:
+            self.end_ignored(flight, flight.last_values)  # never stored: max_checkpoints bounds a trial
+            return
+        decision = self.session.checkpoint(flight.trial, checkpoint.epoch, checkpoint.values)
+        if monitor is None:
+            return
+        flight.last_values = checkpoint.values
+        self.dispatcher.answer(CheckpointAnswer(flight.trial.suggestion_id, checkpoint.sequence, decision.should_stop,
+                                                decision.reasons))
+        if self.session.must_end(flight.trial, checkpoint.sequence):
+            self.end_ignored(flight, checkpoint.values)
+
+    def end_ignored(self, flight: InFlight, values: dict[str, float]) -> None:
+        self.end_on_flow_side(flight, "it went on after it was told to stop")
+        try:
+            outcome = TrialOutcome(clean_metrics(self.session.spec, values), None, self.elapsed(flight))
+        except MetricsRefused as refused:
+            outcome = TrialOutcome(None, refused.failure, self.elapsed(flight))
+        self.close(flight, outcome)
+
+    def end_on_flow_side(self, flight: InFlight, why: str) -> None:
+        """Stop a running trial whose result the flow records itself: its worker is restarted (a
+        thread cannot be stopped otherwise), and nothing finished is lost with it."""
+        self.dispatcher.cancel(flight.trial.suggestion_id)
+        if flight.worker is not None:
+            logger.warning("restarting Dask worker %s to end trial %s: %s", flight.worker, flight.ticket.trial, why)
+            self.dispatcher.restart_worker(flight.worker)
+
+    def elapsed(self, flight: InFlight) -> float | None:
+        return None if flight.started_at is None else time.monotonic() - flight.started_at
 
     def close(self, flight: InFlight, outcome: TrialOutcome) -> None:
         """Record the trial's end (one transaction) and let everyone who waits on it know."""
@@ -171,10 +216,11 @@ class TrialScheduler:
             assert outcome.failure is not None
             observation = self.session.fail(trial, outcome.failure, duration_s=outcome.duration_s)
         failure = Failure.from_reason(observation.failure_reason) if observation.failed else None
-        self.announce(flight, ClosedTrial(trial.suggestion_id, flight.ticket.trial, trial.assignments,
-                                          "failed" if observation.failed else "completed", observation.values,
+        status = "failed" if observation.failed else "stopped" if observation.stopped else "completed"
+        self.announce(flight, ClosedTrial(trial.suggestion_id, flight.ticket.trial, trial.assignments, status,
+                                          observation.values,
                                           failure, outcome.duration_s, flight.worker, outcome.traceback),
-                      spent=self.session.spec.task_cost(trial.task))
+                      spent=self.session.spec.task_cost(trial.task) * (observation.fidelity or 1.0))
 
     def announce(self, flight: InFlight, closed: ClosedTrial, *, spent: float) -> None:
         flight.ticket.closed.set_result(closed)
@@ -190,11 +236,7 @@ class TrialScheduler:
         overdue = [f for f in self.in_flight.values() if f.started_at is not None
                    and now - f.started_at >= self.timeout_s]
         for flight in overdue:
-            self.dispatcher.cancel(flight.trial.suggestion_id)
-            if flight.worker is not None:
-                logger.warning("restarting Dask worker %s to stop timed-out trial %s", flight.worker,
-                               flight.ticket.trial)
-                self.dispatcher.restart_worker(flight.worker)
+            self.end_on_flow_side(flight, f"timed out after {self.timeout_s:g} s")
             self.close(flight, TrialOutcome(None, Failure(FailureKind.TIMEOUT, f"no result after {self.timeout_s:g} s"),
                                             now - flight.started_at))
 

@@ -35,6 +35,7 @@ MAX_METRICS = 50
 MAX_OBSERVATION_BUDGET = 100_000  # beyond this, a store of trials is no longer an experiment but a mistake
 MAX_PARALLEL_BANDWIDTH = 1024
 MAX_NAME_LENGTH = 200
+MAX_CHECKPOINTS = 200  # SigOpt's limit on training_monitor.max_checkpoints
 CONSTRAINT_TOLERANCE = 1e-9  # relative slack when checking a linear constraint (float rounding)
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
@@ -166,6 +167,42 @@ class Task(BaseModel):
     model_config = _STRICT
     name: Name
     cost: Number = Field(gt=0, le=1)
+
+
+class StoppingCriterion(BaseModel):
+    """SigOpt's convergence criterion: stop once `metric` has not improved over the last
+    `lookback_checkpoints` checkpoints, never before `min_checkpoints` (paretune.stopping)."""
+
+    model_config = _STRICT
+    type: Literal["convergence"]
+    name: Name
+    metric: Name
+    lookback_checkpoints: Integer = Field(ge=1, le=MAX_CHECKPOINTS)
+    min_checkpoints: Integer = Field(default=1, ge=1, le=MAX_CHECKPOINTS)
+
+
+class TrainingMonitor(BaseModel):
+    """SigOpt's training monitor: at most `max_checkpoints` per trial, and when to stop earlier."""
+
+    model_config = _STRICT
+    max_checkpoints: Integer = Field(ge=1, le=MAX_CHECKPOINTS)
+    early_stopping_criteria: tuple[StoppingCriterion, ...] = ()
+
+
+class ParetoEarlyStopping(BaseModel):
+    """`metadata.early_stopping`: paretune's Pareto rung rule (paretune.stopping), opted into
+    inside SigOpt's free-form metadata so the definition stays a valid SigOpt one."""
+
+    model_config = _STRICT
+    type: Literal["pareto"]
+    reduction_factor: Integer = Field(default=3, ge=2, le=100)
+    min_checkpoints: Integer = Field(default=1, ge=1, le=MAX_CHECKPOINTS)
+
+
+class _EarlyStoppingMetadata(BaseModel):
+    """Validates `metadata.early_stopping` with its path, beside SigOpt's free-form metadata."""
+
+    early_stopping: ParetoEarlyStopping
 
 
 class Parameter(BaseModel):
@@ -362,6 +399,7 @@ class ExperimentSpec(BaseModel):
     linear_constraints: tuple[LinearConstraint, ...] | None = None
     tasks: tuple[Task, ...] | None = None
     num_solutions: Integer | None = Field(default=None, ge=1)
+    training_monitor: TrainingMonitor | None = None
 
     @model_validator(mode="wrap")
     @classmethod
@@ -457,6 +495,12 @@ class ExperimentSpec(BaseModel):
                 return candidate.cost
         raise KeyError(f"the experiment has no task {task!r} (known: {', '.join(t.name for t in self.tasks)})")
 
+    @property
+    def early_stopping(self) -> ParetoEarlyStopping | None:
+        """`metadata.early_stopping`, validated when the definition was."""
+        setting = (self.metadata or {}).get("early_stopping")
+        return None if setting is None else ParetoEarlyStopping.model_validate(setting)
+
     def is_full_cost(self, task: str | None) -> bool:
         return self.task_cost(task) == 1.0
 
@@ -500,7 +544,7 @@ _Yaml12NumbersLoader.add_implicit_resolver(
 
 def _definition_problems(spec: ExperimentSpec) -> list[str]:
     """Rules that relate fields to each other (SigOpt's, as sigoptlite checks them)."""
-    problems = _conditional_problems(spec) + _constraint_problems(spec)
+    problems = _conditional_problems(spec) + _constraint_problems(spec) + _training_monitor_problems(spec)
     tasks = spec.tasks or ()
     if spec.tasks is not None:
         if len(tasks) < 2:
@@ -590,6 +634,35 @@ def _constraint_problems(spec: ExperimentSpec) -> list[str]:
     return problems
 
 
+def _training_monitor_problems(spec: ExperimentSpec) -> list[str]:
+    """The criteria name the experiment's metrics; Pareto early stopping needs a trial's length."""
+    monitor = spec.training_monitor
+    criteria = monitor.early_stopping_criteria if monitor else ()
+    problems = _duplicate_names("training_monitor.early_stopping_criteria", [{"name": c.name} for c in criteria])
+    metrics = [m.name for m in spec.metrics]
+    for index, criterion in enumerate(criteria):
+        path = f"training_monitor.early_stopping_criteria[{index}]"
+        if criterion.metric not in metrics:
+            problems.append(f"{path}.metric: no metric named {criterion.metric!r} (metrics: {', '.join(metrics)})")
+        if criterion.min_checkpoints > monitor.max_checkpoints:  # type: ignore[union-attr]
+            problems.append(f"{path}.min_checkpoints: {criterion.min_checkpoints} is more than "
+                            f"training_monitor.max_checkpoints {monitor.max_checkpoints}")  # type: ignore[union-attr]
+    setting = (spec.metadata or {}).get("early_stopping")
+    if setting is None:
+        return problems
+    try:
+        stopping = _EarlyStoppingMetadata.model_validate({"early_stopping": setting}).early_stopping
+    except ValidationError as error:
+        return problems + [f"metadata.{line}" for line in _describe(error)]
+    if monitor is None:
+        problems.append("metadata.early_stopping: needs `training_monitor: {max_checkpoints: N}` (the checkpoints "
+                        "a trial reports when it trains to the end)")
+    elif stopping.min_checkpoints >= monitor.max_checkpoints:
+        problems.append(f"metadata.early_stopping.min_checkpoints: {stopping.min_checkpoints} leaves no rung before "
+                        f"training_monitor.max_checkpoints {monitor.max_checkpoints}; make it smaller")
+    return problems
+
+
 def _feasible_point(spec: ExperimentSpec) -> dict[str, float] | None:
     """A point of the constrained parameters satisfying every constraint (integral where the
     parameters are ints), by linear programming; None when there is none."""
@@ -667,6 +740,9 @@ _KNOWN_KEYS = {
     ("terms",): set(ConstraintTerm.model_fields),
     ("tasks",): set(Task.model_fields),
     ("prior",): set(NormalPrior.model_fields) | set(BetaPrior.model_fields),
+    ("training_monitor",): set(TrainingMonitor.model_fields),
+    ("early_stopping_criteria",): set(StoppingCriterion.model_fields),
+    ("early_stopping",): set(ParetoEarlyStopping.model_fields),
 }
 
 

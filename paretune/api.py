@@ -206,6 +206,11 @@ class TrialRun(Run):
         """Kept until the block ends, when they become the observation in one transaction."""
         self.metrics.update(metrics)
 
+    def log_checkpoint(self, epoch: int, values: dict[str, float]) -> bool:
+        """Record one evaluation's values and answer whether to stop (the experiment's training
+        monitor and early stopping); a trial told to stop closes `stopped` when the block ends."""
+        return self._session.checkpoint(self._trial, epoch, values).should_stop
+
     def _cancel(self, reason: str) -> None:
         self._session.cancel([self._trial], reason)
 

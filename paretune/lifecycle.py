@@ -1,7 +1,9 @@
 """The trial lifecycle, in one place for every front end.
 
-    ask -> suggestion `open` (with its run) -> the trial runs once -> close: the run, its metrics
-    and the observation in one transaction -> `completed` | `failed` | `expired` | `cancelled`
+    ask -> suggestion `open` (with its run) -> the trial runs once, each checkpoint answered
+    (stop or go on) -> close: the run, its metrics and the observation in one transaction ->
+    `completed` | `stopped` (told to stop before its last checkpoint) | `failed` | `expired` |
+    `cancelled`
 
 The tuning flow, the Python ask/tell API, SigOpt's run loop and the CLI all go through a
 `TrialSession`, so they share:
@@ -10,7 +12,9 @@ The tuning flow, the Python ask/tell API, SigOpt's run loop and the CLI all go t
 - metric cleaning (`clean_metrics`): numpy and torch scalars are numbers, a NaN or infinity is
   a divergence, metrics the experiment does not declare stay on the run;
 - failure reasons, written by `paretune.failures.Failure` alone;
-- the atomic close of a trial, by the storage contract's `record_observation`.
+- the atomic close of a trial, by the storage contract's `record_observation`;
+- early stopping (`paretune.stopping`): each checkpoint's answer is decided once from the
+  store's curves and kept there, so every front end, and a resumed flow, answers the same.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from paretune import optimizer
+from paretune import optimizer, stopping
 from paretune.optimizer import ExperimentSpec, MetricValueError, metric_number
 from paretune.environment import capture_environment
 from paretune.failures import Failure, FailureKind
@@ -196,18 +200,27 @@ class TrialSession:
         return OpenTrial(suggestion.id, suggestion.assignments, run_id, suggestion.task)
 
     def _check_budget(self, n: int) -> None:
-        """Refuse `n` more suggestions when even the cheapest task would overrun the budget."""
+        """Refuse `n` more suggestions when even the cheapest trial would overrun the budget."""
         progress = self.progress()
         if progress.remaining is None:
             return
-        cheapest = min((task.cost for task in self.spec.tasks or ()), default=1.0)
-        if n * cheapest > progress.remaining + 1e-9:
+        if n * self.cheapest_trial > progress.remaining + 1e-9:
             left = f"{progress.remaining:g} cost units" if self.spec.tasks else f"{progress.remaining:g} suggestion(s)"
             raise StorageError(
                 f"experiment {self.experiment.name!r} has {left} left in its budget of {progress.budget} "
                 f"({progress.observations} observed, {progress.open_suggestions} open); asked for {n}. Observe the "
                 "open ones, or raise the budget"
             )
+
+    @property
+    def cheapest_trial(self) -> float:
+        """The least a trial can cost in budget units: its cheapest task's cost (SigOpt's
+        multitask), times the share of it trained when early stopping stops it at its first rung."""
+        cheapest = min((task.cost for task in self.spec.tasks or ()), default=1.0)
+        stopping_setting = self.spec.early_stopping
+        if stopping_setting is not None:
+            cheapest *= stopping.fidelity(self.spec, stopping_setting.min_checkpoints)
+        return cheapest
 
     def open_run(self, suggestion_id: int, environment: RunEnvironment | None = None,
                  metadata: dict[str, Any] | None = None) -> OpenTrial:
@@ -231,10 +244,44 @@ class TrialSession:
         """The trial began on `worker`; its run takes the worker's host, device and commit."""
         self.storage.start_trial(trial.suggestion_id, worker=worker, run_id=trial.run_id, environment=environment)
 
-    def checkpoint(self, trial: OpenTrial, epoch: int, values: Mapping[str, Any]) -> None:
+    def checkpoint(self, trial: OpenTrial, epoch: int, values: Mapping[str, Any]) -> stopping.StopDecision:
+        """Store a checkpoint and answer it: should the trial stop, and which rules say so."""
         if trial.run_id is None:
             raise StorageError(f"suggestion {trial.suggestion_id} has no run to hold checkpoints")
         self.storage.add_checkpoint(trial.run_id, epoch, dict(values))
+        if self.spec.training_monitor is None:
+            return stopping.StopDecision(False)
+        curves = self.storage.checkpoint_curves(self.experiment_id)
+        curve = curves.get(trial.suggestion_id, [])
+        count = len(curve)
+        kept = self.storage.stop_decisions(trial.suggestion_id).get(count)
+        if kept is None:
+            peers = None
+            if stopping.is_rung(self.spec, count):
+                peers = [stopping.RungEntry(other, points[count - 1]) for other, points in curves.items()
+                         if other != trial.suggestion_id and len(points) >= count]
+            fixed = stopping.fixed_metrics(self.spec, list(curves.values()))
+            decision = stopping.decide(self.spec, curve, peers, trial.suggestion_id, fixed)
+            kept = self.storage.record_stop_decision(trial.suggestion_id, count, decision.should_stop, decision.reasons)
+        return stopping.StopDecision(*kept)
+
+    def must_end(self, trial: OpenTrial, checkpoints: int) -> bool:
+        """A trial that reaches `max_checkpoints` after it was told to stop ignored the answer:
+        whoever runs it ends it there (and one that reports past it, at it)."""
+        monitor = self.spec.training_monitor
+        return (monitor is not None and checkpoints == monitor.max_checkpoints
+                and self._told_to_stop_before(trial, monitor.max_checkpoints))
+
+    def _told_to_stop_before(self, trial: OpenTrial, checkpoint: int) -> bool:
+        return any(stop and count < checkpoint for count, (stop, _) in self.storage.stop_decisions(
+            trial.suggestion_id).items())
+
+    def _stopped_at(self, trial: OpenTrial) -> float | None:
+        """The fidelity a trial told to stop before its last checkpoint reached; None otherwise."""
+        monitor = self.spec.training_monitor
+        if monitor is None or trial.run_id is None or not self._told_to_stop_before(trial, monitor.max_checkpoints):
+            return None
+        return stopping.fidelity(self.spec, max(1, len(self.storage.checkpoints(trial.run_id))))
 
     # -- tell -------------------------------------------------------------------------------------
     def complete(self, trial: OpenTrial | int, reported: Any, *, duration_s: float | None = None,
@@ -244,7 +291,7 @@ class TrialSession:
 
         An objective's output (`strict=False`) that cannot be an observation closes the trial as
         failed, with the reason; a caller's (`strict=True`, ask/tell) is refused, writing nothing,
-        so the caller can correct it.
+        so the caller can correct it. A trial told to stop early closes `stopped`.
         """
         trial = self._trial(trial)
         try:
@@ -257,7 +304,8 @@ class TrialSession:
             return self.fail(trial, refused.failure, duration_s=duration_s)
         return self.storage.record_observation(trial.suggestion_id, values=metrics.observed, duration_s=duration_s,
                                                run_id=trial.run_id, run_metrics=metrics.extra,
-                                               value_stddevs=metrics.stddevs or None, metadata=metadata)
+                                               value_stddevs=metrics.stddevs or None, metadata=metadata,
+                                               stopped_at=self._stopped_at(trial))
 
     def fail(self, trial: OpenTrial | int, failure: Failure, *, duration_s: float | None = None,
              metadata: dict[str, Any] | None = None) -> ObservationRecord:

@@ -48,8 +48,11 @@ class Run:
     def log_metrics(self, metrics: dict[str, float]) -> None:
         self._storage.log_run_metrics(self.id, metrics)
 
-    def log_checkpoint(self, epoch: int, values: dict[str, float]) -> None:
+    def log_checkpoint(self, epoch: int, values: dict[str, float]) -> bool:
+        """Record one evaluation's values; returns whether to stop (SigOpt's `should_stop`): a run
+        outside an experiment is never told to."""
         self._storage.add_checkpoint(self.id, epoch, values)
+        return False
 
     def log_metadata(self, key: str, value: Any) -> None:
         self._storage.log_run_metadata(self.id, {key: value})

@@ -3,7 +3,8 @@
 An objective is any importable `module:function(assignments: dict, context: TrialContext) ->
 dict[str, float]`. It runs on a Dask worker and never touches the database: the worker side
 (`paretune.worker`) posts typed messages (`TrialStarted`, `TrialCheckpoint`, `TrialFinished`)
-to the flow, which stores what they carry. This module loads neither Dask nor Prefect, so
+to the flow, which stores what they carry and answers each checkpoint (`CheckpointAnswer`:
+stop or go on). This module loads neither Dask nor Prefect, so
 `import paretune` stays light.
 """
 
@@ -23,15 +24,16 @@ from paretune.failures import Failure, TrialFailure
 from paretune.lifecycle import CleanMetrics, MetricsRefused, clean_metrics
 from paretune.storage.records import RunEnvironment
 
-CheckpointSink = Callable[[int, dict[str, float]], None]
+CheckpointSink = Callable[[int, dict[str, float]], bool]  # returns: should the trial stop
 Objective = Callable[[dict[str, Any], "TrialContext"], Any]
 OBJECTIVE_ALLOW_LIST = "PARETUNE_OBJECTIVE_MODULES"
 
 worker_logger = logging.getLogger(__name__)
 
 
-def _discard(epoch: int, values: dict[str, float]) -> None:
-    """Default sink for objectives run outside a flow (tests, notebooks)."""
+def _discard(epoch: int, values: dict[str, float]) -> bool:
+    """Default sink for objectives run outside a flow (tests, notebooks): never stop."""
+    return False
 
 
 @dataclass
@@ -54,12 +56,14 @@ class TrialContext:
     checkpoint_sink: CheckpointSink = _discard
     checkpoints: list[tuple[int, dict[str, float]]] = field(default_factory=list)
 
-    def report_checkpoint(self, epoch: int, values: dict[str, float]) -> None:
-        """Record one epoch's values; values that are not finite numbers are refused here, at the source."""
+    def report_checkpoint(self, epoch: int, values: dict[str, float]) -> bool:
+        """Record one evaluation's values and return True when the trial should stop (SigOpt's
+        `should_stop`): the objective then returns its latest values. Values that are not finite
+        numbers are refused here, at the source."""
         clean = {str(name): metric_number(f"checkpoint value {name} at epoch {epoch}", value)
                  for name, value in values.items()}
         self.checkpoints.append((int(epoch), clean))
-        self.checkpoint_sink(int(epoch), clean)
+        return bool(self.checkpoint_sink(int(epoch), clean))
 
 
 # -- what the flow sends, and what comes back -------------------------------------------------------
@@ -75,6 +79,8 @@ class TrialRequest:
     claim: str
     settings: dict[str, Any] = field(default_factory=dict)
     task: str | None = None
+    answers: str | None = None  # the queue this trial's checkpoint answers come on
+    flow_client: str | None = None  # the flow's Dask client: gone, no answer will come
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,17 @@ class TrialCheckpoint:
     suggestion_id: int
     epoch: int
     values: dict[str, float]
+    sequence: int = 0  # the objective's count of checkpoints so far (1 for its first)
+
+
+@dataclass(frozen=True)
+class CheckpointAnswer:
+    """The flow's answer to checkpoint `sequence` of a trial (SigOpt's should_stop, stopping_reasons)."""
+
+    suggestion_id: int
+    sequence: int
+    should_stop: bool
+    reasons: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

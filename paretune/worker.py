@@ -17,6 +17,11 @@ worker's finished keys, so a trial could run twice: hours of GPU time each. Two 
   the flow releases the Dask future as soon as it has it, so nothing finished is left on a
   worker for Dask to recompute.
 
+Checkpoints are answered. After posting a `TrialCheckpoint` the objective waits for the flow's
+`CheckpointAnswer` on the trial's own answer queue (stop or go on; the flow decides from the
+store). While it waits it checks, once a second, that the flow's Dask client is still connected:
+a flow that died answers nothing, and the trial is abandoned rather than holding its worker.
+
 Workers load neither Prefect nor the database.
 """
 
@@ -28,9 +33,11 @@ import pickle
 import distributed
 
 from paretune.environment import capture_environment
-from paretune.trial import TrialContext, TrialFinished, TrialRequest, TrialStarted, TrialCheckpoint, call_objective, task_settings
+from paretune.trial import (CheckpointAnswer, TrialCheckpoint, TrialContext, TrialFinished, TrialRequest, TrialStarted,
+                            call_objective, task_settings)
 
 worker_logger = logging.getLogger(__name__)
+ANSWER_POLL_S = 1.0  # how often a trial waiting for its checkpoint's answer checks that the flow is alive
 
 
 class FlowUnreachable(BaseException):
@@ -60,6 +67,9 @@ class MessageChannel:
         """The next message; TimeoutError when none came within `timeout_s` (None: wait for one)."""
         return pickle.loads(self._queue.get(timeout=timeout_s))
 
+    def close(self) -> None:
+        self._queue.close()
+
     def get_waiting(self) -> list[object]:
         """Every message waiting now, without blocking."""
         return [pickle.loads(data) for data in self._queue.get(batch=True)]
@@ -76,8 +86,13 @@ def run_objective(request: TrialRequest) -> bool:
     channel = MessageChannel(request.channel, client)
     worker = distributed.get_worker().address
 
-    def stream_checkpoint(epoch: int, values: dict[str, float]) -> None:
-        channel.put(TrialCheckpoint(request.suggestion_id, epoch, values))
+    sequence = 0
+
+    def stream_checkpoint(epoch: int, values: dict[str, float]) -> bool:
+        nonlocal sequence
+        sequence += 1
+        channel.put(TrialCheckpoint(request.suggestion_id, epoch, values, sequence))
+        return request.answers is not None and wait_for_answer(client, request, sequence).should_stop
 
     context = TrialContext(suggestion_id=request.suggestion_id, settings=task_settings(request.settings, request.task),
                            task=request.task, task_cost=request.spec.task_cost(request.task),
@@ -88,3 +103,24 @@ def run_objective(request: TrialRequest) -> bool:
     except FlowUnreachable as gone:
         worker_logger.warning("trial %s abandoned: %s", request.suggestion_id, gone)
     return True
+
+
+def wait_for_answer(client: distributed.Client, request: TrialRequest, sequence: int) -> CheckpointAnswer:
+    """The flow's answer to checkpoint `sequence`; FlowUnreachable once the flow is gone."""
+    answers = MessageChannel(str(request.answers), client)
+    while True:
+        try:
+            answer = answers.get(ANSWER_POLL_S)
+        except TimeoutError:
+            if not client.run_on_scheduler(_client_connected, request.flow_client):
+                raise FlowUnreachable(f"the flow ({request.flow_client}) left while checkpoint {sequence} "
+                                      "waited for its answer") from None
+            continue
+        except Exception as error:
+            raise FlowUnreachable(f"cannot hear from the flow: {type(error).__name__}: {error}") from None
+        if isinstance(answer, CheckpointAnswer) and answer.sequence == sequence:
+            return answer
+
+
+def _client_connected(client_id: str | None, dask_scheduler: distributed.Scheduler | None = None) -> bool:
+    return dask_scheduler is not None and client_id in dask_scheduler.clients

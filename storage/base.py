@@ -33,10 +33,12 @@ from paretune.storage.records import (
 
 
 def observation_of(record: ObservationRecord) -> Observation:
-    """A stored observation as the optimizer takes it."""
+    """A stored observation as the optimizer takes it: a trial stopped early as a lower-fidelity
+    one (the share of its checkpoints it trained), never as a failure."""
     return Observation(assignments=record.assignments, values=None if record.failed else record.values,
                        failed=record.failed, failure_reason=record.failure_reason, value_stddevs=record.value_stddevs,
-                       task=record.task)
+                       task=record.task,
+                       fidelity=record.fidelity if record.stopped and record.fidelity is not None else 1.0)
 
 
 class StorageError(ValueError):
@@ -143,12 +145,27 @@ class Storage(abc.ABC):
     def progress(self, experiment_id: int) -> Progress: ...
 
     def history(self, experiment_id: int) -> list[Observation]:
-        """Observations as the optimizer takes them."""
+        """Observations as the optimizer takes them (`observation_of`)."""
         return [observation_of(o) for o in self.observations(experiment_id)]
 
     def pending(self, experiment_id: int) -> list[dict[str, Any]]:
         """Assignments of suggestions still open (in flight somewhere)."""
         return [s.assignments for s in self.list_suggestions(experiment_id, state="open")]
+
+    # -- early stopping -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def checkpoint_curves(self, experiment_id: int) -> dict[int, list[dict[str, float]]]:
+        """Each trial's checkpoint values in the order reported, by suggestion id."""
+
+    @abc.abstractmethod
+    def record_stop_decision(self, suggestion_id: int, checkpoint: int, should_stop: bool,
+                             reasons: dict[str, bool]) -> tuple[bool, dict[str, bool]]:
+        """Keep the answer to a trial's checkpoint number `checkpoint`, unless one is kept
+        already; return the kept one (an answer is given once, and the same ever after)."""
+
+    @abc.abstractmethod
+    def stop_decisions(self, suggestion_id: int) -> dict[int, tuple[bool, dict[str, bool]]]:
+        """The answers kept for a trial, by checkpoint number."""
 
     # -- reports ------------------------------------------------------------------------------
     @abc.abstractmethod

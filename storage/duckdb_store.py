@@ -42,7 +42,7 @@ from paretune.storage.session import FileSession
 
 DEFAULT_DB_PATH = "paretune.duckdb"
 EXPERIMENT_STATES = ("active", "completed", "archived")
-RUN_END_STATUSES = ("completed", "failed", "cancelled")
+RUN_END_STATUSES = ("completed", "failed", "cancelled", "stopped")
 # How long a call waits for another process's write session (or a foreign program's hold on the
 # file) before it is refused. Write sessions last milliseconds; this covers a busy machine.
 LOCK_TIMEOUT_S = 60.0
@@ -300,7 +300,13 @@ class DuckDBStorage(Storage):
         run_metrics: dict[str, float] | None = None,
         value_stddevs: dict[str, float] | None = None,
         metadata: dict[str, Any] | None = None,
+        stopped_at: float | None = None,
     ) -> ObservationRecord:
+        """`stopped_at`: the trial was stopped early, having trained this share (its fidelity,
+        in (0, 1]) of a full trial; it closes `stopped` with the values given."""
+        if stopped_at is not None and (failed or isinstance(stopped_at, bool) or not isinstance(stopped_at, (int, float))
+                                       or not 0 < stopped_at <= 1):
+            raise StorageError(f"stopped_at must be a fidelity in (0, 1] of a trial with values, got {stopped_at!r}")
         if duration_s is not None and (isinstance(duration_s, bool) or not isinstance(duration_s, (int, float))
                                        or not math.isfinite(duration_s) or duration_s < 0):
             raise StorageError(f"duration_s must be a finite number >= 0, got {duration_s!r}")
@@ -323,23 +329,22 @@ class DuckDBStorage(Storage):
                     stddevs = validate_value_stddevs(spec, value_stddevs, clean) or {}
                 except ObservationError as error:
                     raise StorageError(f"observation refused: {error}") from None
+            state = "failed" if failed else "stopped" if stopped_at is not None else "completed"
             if run_id is not None:
                 run = self.get_run(run_id)
                 if run.suggestion_id != suggestion_id or run.status != "running":
                     raise StorageError(f"run {run_id} is not the running run of suggestion {suggestion_id}")
                 self._finish_run(db, run_id, clean | _finite_values(run_metrics or {}, "metric", allow_empty=True),
-                                 "failed" if failed else "completed", reason if failed else None)
-            db.execute(
-                "UPDATE suggestions SET state = ?, updated_at = current_timestamp WHERE id = ?",
-                ["failed" if failed else "completed", suggestion_id],
-            )
+                                 state, reason if failed else None)
+            db.execute("UPDATE suggestions SET state = ?, updated_at = current_timestamp WHERE id = ?",
+                       [state, suggestion_id])
             failure_reason = (reason or "unspecified") if failed else None
             stored_metadata = _json(metadata or {}, "metadata")
             observation_id, created_at = db.execute(
                 "INSERT INTO observations (experiment_id, suggestion_id, run_id, failed, failure_reason, duration_s, "
-                "task, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id, created_at",
+                "task, metadata, stopped, fidelity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id, created_at",
                 [suggestion.experiment_id, suggestion_id, run_id, failed, failure_reason, duration_s, suggestion.task,
-                 stored_metadata],
+                 stored_metadata, stopped_at is not None, stopped_at],
             ).fetchall()[0]
             if clean:
                 db.execute(
@@ -353,7 +358,8 @@ class DuckDBStorage(Storage):
                 assignments=suggestion.assignments, values=None if failed else dict(clean), failed=failed,
                 failure_reason=failure_reason, duration_s=None if duration_s is None else float(duration_s),
                 run_id=run_id, created_at=created_at, value_stddevs=dict(stddevs) or None, task=suggestion.task,
-                metadata=json.loads(stored_metadata),
+                metadata=json.loads(stored_metadata), stopped=stopped_at is not None,
+                fidelity=None if stopped_at is None else float(stopped_at),
             )
 
     def observations(self, experiment_id: int, *, after_id: int | None = None) -> list[ObservationRecord]:
@@ -392,7 +398,7 @@ class DuckDBStorage(Storage):
                 failed=row["failed"], failure_reason=row["failure_reason"], duration_s=row["duration_s"],
                 run_id=row["run_id"], created_at=row["created_at"],
                 value_stddevs=dict(row["stddevs"]) if row["stddevs"] else None, task=row["task"],
-                metadata=json.loads(row["metadata"] or "{}"),
+                metadata=json.loads(row["metadata"] or "{}"), stopped=row["stopped"], fidelity=row["fidelity"],
             )
             for row in rows
         ]
@@ -400,14 +406,15 @@ class DuckDBStorage(Storage):
     def progress(self, experiment_id: int) -> Progress:
         # One statement: the tuning loop reads this for every trial it starts.
         rows = self._rows(
-            "WITH observed AS (SELECT o.failed, o.failure_reason, c.cost FROM observations o "
+            "WITH observed AS (SELECT o.failed, o.stopped, o.failure_reason, c.cost FROM observations o "
             "                  JOIN observation_costs c ON c.observation_id = o.id WHERE o.experiment_id = $1), "
             "opened AS (SELECT coalesce(t.cost, 1.0) AS cost FROM suggestions s "
             "           LEFT JOIN experiment_tasks t ON t.experiment_id = s.experiment_id AND t.name = s.task "
             "           WHERE s.experiment_id = $1 AND s.state = 'open'), "
             "reasons AS (SELECT failure_reason, count(*) AS n FROM observed WHERE failed GROUP BY failure_reason) "
             "SELECT e.budget, "
-            "  (SELECT count(*) FILTER (WHERE NOT failed) FROM observed) AS completed, "
+            "  (SELECT count(*) FILTER (WHERE NOT failed AND NOT stopped) FROM observed) AS completed, "
+            "  (SELECT count(*) FILTER (WHERE stopped) FROM observed) AS stopped, "
             "  (SELECT count(*) FILTER (WHERE failed) FROM observed) AS failed, "
             "  (SELECT coalesce(sum(cost), 0) FROM observed) AS spent, "
             "  (SELECT count(*) FROM opened) AS open, (SELECT coalesce(sum(cost), 0) FROM opened) AS open_cost, "
@@ -421,13 +428,14 @@ class DuckDBStorage(Storage):
         row = rows[0]
         return Progress(
             budget=row["budget"],
-            observations=row["completed"] + row["failed"],
+            observations=row["completed"] + row["failed"] + row["stopped"],
             completed=row["completed"],
             failed=row["failed"],
             open_suggestions=row["open"],
             failures_by_reason=dict(row["reasons"]),
             spent=float(row["spent"]),
             open_cost=float(row["open_cost"]),
+            stopped=row["stopped"],
         )
 
     # -- reports ------------------------------------------------------------------------------
@@ -576,6 +584,31 @@ class DuckDBStorage(Storage):
             for row in rows
         ]
 
+    def checkpoint_curves(self, experiment_id: int) -> dict[int, list[dict[str, float]]]:
+        rows = self._rows(
+            "SELECT r.suggestion_id, c.epoch, map(list(c.metric), list(c.value)) AS vals FROM checkpoints c "
+            "JOIN runs r ON r.id = c.run_id WHERE r.experiment_id = ? AND r.suggestion_id IS NOT NULL "
+            "GROUP BY r.suggestion_id, c.epoch ORDER BY r.suggestion_id, c.epoch",
+            [experiment_id],
+        )
+        curves: dict[int, list[dict[str, float]]] = {}
+        for row in rows:
+            curves.setdefault(row["suggestion_id"], []).append(dict(row["vals"]))
+        return curves
+
+    def record_stop_decision(self, suggestion_id: int, checkpoint: int, should_stop: bool,
+                             reasons: dict[str, bool]) -> tuple[bool, dict[str, bool]]:
+        with self._transaction() as db:
+            db.execute("INSERT INTO stop_decisions (suggestion_id, checkpoint, should_stop, reasons) "
+                       "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                       [suggestion_id, checkpoint, should_stop, _json(reasons, "reasons")])
+            return self.stop_decisions(suggestion_id)[checkpoint]
+
+    def stop_decisions(self, suggestion_id: int) -> dict[int, tuple[bool, dict[str, bool]]]:
+        rows = self._rows("SELECT checkpoint, should_stop, reasons FROM stop_decisions WHERE suggestion_id = ?",
+                          [suggestion_id])
+        return {row["checkpoint"]: (row["should_stop"], json.loads(row["reasons"])) for row in rows}
+
     def checkpoints(self, run_id: int) -> list[dict[str, Any]]:
         rows = self._rows(
             "SELECT epoch, map(list(metric ORDER BY metric), list(value ORDER BY metric)) AS vals "
@@ -650,7 +683,8 @@ _DELETE_LEVELS = (
      "DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM runs WHERE experiment_id = $1)",
      "DELETE FROM observation_values WHERE observation_id IN "
      "(SELECT id FROM observations WHERE experiment_id = $1)",
-     "DELETE FROM queued_suggestions WHERE experiment_id = $1"),
+     "DELETE FROM queued_suggestions WHERE experiment_id = $1",
+     "DELETE FROM stop_decisions WHERE suggestion_id IN (SELECT id FROM suggestions WHERE experiment_id = $1)"),
     ("DELETE FROM observations WHERE experiment_id = $1",),
     ("DELETE FROM runs WHERE experiment_id = $1",),
     ("DELETE FROM suggestions WHERE experiment_id = $1",),

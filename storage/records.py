@@ -48,6 +48,8 @@ class ObservationRecord:
     value_stddevs: dict[str, float] | None = None
     task: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    stopped: bool = False  # stopped early: its values are its last checkpoint's, at `fidelity`
+    fidelity: float | None = None  # checkpoints reached / max_checkpoints, for a stopped trial
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Progress:
     failures_by_reason: dict[str, int] = field(default_factory=dict)
     spent: float = 0.0
     open_cost: float = 0.0  # what the open suggestions will cost once observed
+    stopped: int = 0  # stopped early (neither completed nor failed); counted in `observations`
 
     @property
     def remaining(self) -> float | None:
@@ -92,7 +95,7 @@ class Progress:
 
     @property
     def done(self) -> bool:
-        return self.budget is not None and self.spent >= self.budget
+        return self.budget is not None and self.spent >= self.budget - 1e-9  # fractional costs add up inexactly
 
 
 @dataclass(frozen=True)

@@ -117,17 +117,17 @@ SELECT o.experiment_id, o.id AS observation_id, o.suggestion_id,
 FROM observations o
 JOIN experiment_metrics m ON m.experiment_id = o.experiment_id AND m.threshold IS NOT NULL
 LEFT JOIN observation_values v ON v.observation_id = o.id AND v.metric = m.name
-WHERE NOT o.failed;
+WHERE NOT o.failed AND NOT o.stopped;
 
 -- Per observation: does it meet every threshold, and which it meets or violates.
 CREATE VIEW threshold_report AS
 SELECT o.experiment_id, o.id AS observation_id, o.suggestion_id, o.failed, o.failure_reason,
-       NOT o.failed AND coalesce(bool_and(t.meets), true) AS meets_all,
+       NOT o.failed AND NOT o.stopped AND coalesce(bool_and(t.meets), true) AS meets_all,
        coalesce(list(t.metric ORDER BY t.metric) FILTER (WHERE t.meets), []) AS met,
        coalesce(list(t.metric ORDER BY t.metric) FILTER (WHERE NOT t.meets), []) AS violated
 FROM observations o
 LEFT JOIN threshold_checks t ON t.observation_id = o.id
-GROUP BY o.experiment_id, o.id, o.suggestion_id, o.failed, o.failure_reason;
+GROUP BY o.experiment_id, o.id, o.suggestion_id, o.failed, o.failure_reason, o.stopped;
 
 -- Per completed observation, in one grouped pass: its optimized values and how many of its
 -- experiment's thresholds it meets.
@@ -144,7 +144,7 @@ SELECT o.experiment_id, o.id AS observation_id, o.suggestion_id,
 FROM observations o
 JOIN observation_values v ON v.observation_id = o.id
 JOIN experiment_metrics m ON m.experiment_id = o.experiment_id AND m.name = v.metric
-WHERE NOT o.failed
+WHERE NOT o.failed AND NOT o.stopped
 GROUP BY o.experiment_id, o.id, o.suggestion_id;
 
 -- Each suggestion's trial number within its experiment (1, 2, 3... in the order they were
@@ -172,9 +172,11 @@ WHERE s.thresholds_met = e.thresholds
 CREATE VIEW feasible_observations AS
 SELECT o.* FROM observations o JOIN feasible_scores f ON f.observation_id = o.id;
 
--- What each observation cost in budget units: its task's cost (SigOpt's multitask), else 1.
+-- What each observation cost in budget units: its task's cost (SigOpt's multitask), else 1; a
+-- stopped trial's times the share of its checkpoints it trained (its fidelity).
 CREATE VIEW observation_costs AS
-SELECT o.experiment_id, o.id AS observation_id, o.suggestion_id, o.task, coalesce(t.cost, 1.0) AS cost
+SELECT o.experiment_id, o.id AS observation_id, o.suggestion_id, o.task,
+       coalesce(t.cost, 1.0) * coalesce(o.fidelity, 1.0) AS cost
 FROM observations o
 LEFT JOIN experiment_tasks t ON t.experiment_id = o.experiment_id AND t.name = o.task;
 
@@ -191,6 +193,29 @@ JOIN experiment_parameters p ON p.experiment_id = o.experiment_id;
 -- sort-and-scan: scores are oriented so larger is better; within each distinct first score only
 -- the best second score survives, and it must beat every point with a larger first score. Only
 -- full-cost observations compete (a cheaper task's values inform the search, not the result).
+-- Every trial's checkpoint curve (`checkpoint`: 1 for its first) with where it was told to stop:
+-- the dashboard's curves and stop points.
+CREATE VIEW trial_checkpoints AS
+SELECT r.experiment_id, r.suggestion_id, r.id AS run_id, s.state,
+       dense_rank() OVER (PARTITION BY c.run_id ORDER BY c.epoch) AS checkpoint, c.epoch, c.metric, c.value,
+       (SELECT min(d.checkpoint) FROM stop_decisions d WHERE d.suggestion_id = r.suggestion_id AND d.should_stop)
+           AS stop_checkpoint
+FROM checkpoints c
+JOIN runs r ON r.id = c.run_id
+JOIN suggestions s ON s.id = r.suggestion_id;
+
+-- Per experiment: trials stopped early and the compute they saved, in trial checkpoints (a stopped
+-- trial saves max_checkpoints minus the checkpoints it reached).
+CREATE VIEW early_stopping_summary AS
+SELECT o.experiment_id, count(*) FILTER (WHERE o.stopped) AS stopped,
+       CAST(json_extract(any_value(e.spec), '$.training_monitor.max_checkpoints') AS INTEGER) AS max_checkpoints,
+       coalesce(sum(1.0 - o.fidelity) FILTER (WHERE o.stopped), 0)
+           * CAST(json_extract(any_value(e.spec), '$.training_monitor.max_checkpoints') AS INTEGER)
+           AS checkpoints_saved,
+       coalesce(sum(1.0 - o.fidelity) FILTER (WHERE o.stopped), 0) AS full_trials_saved
+FROM observations o JOIN experiments e ON e.id = o.experiment_id
+GROUP BY o.experiment_id;
+
 CREATE VIEW pareto_frontier AS
 WITH scored AS (
     SELECT f.*,
@@ -389,7 +414,66 @@ def _v4(db: duckdb.DuckDBPyConnection) -> None:
     db.execute(_V4_TABLES)
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_v1, _v2, _v3, _v4]
+# Version 5: early stopping. A trial told to stop at a checkpoint ends `stopped` (its suggestion,
+# its run, and its observation, which keeps the values it last reported and the fidelity it
+# reached: checkpoints reached / max_checkpoints); every stop-or-continue answer is kept, so a
+# resumed flow answers the same. DuckDB cannot alter a CHECK constraint: the tables whose states
+# grow are rebuilt with their children, every row kept (`_rebuild_with`).
+_V5_STATES = {
+    "suggestions": ("'expired', 'cancelled')", "'expired', 'cancelled', 'stopped')"),
+    "runs": ("'failed', 'cancelled')", "'failed', 'cancelled', 'stopped')"),
+    "observations": ("metadata JSON DEFAULT('{}'),", "metadata JSON DEFAULT('{}'), stopped BOOLEAN DEFAULT(false) NOT NULL, "
+                     "fidelity DOUBLE CHECK (fidelity IS NULL OR (fidelity > 0 AND fidelity <= 1)),"),
+}
+_V5_TABLES = """
+-- One row per answer to a trial's checkpoint (SigOpt's should_stop and stopping_reasons).
+CREATE TABLE stop_decisions (
+    suggestion_id BIGINT NOT NULL,
+    checkpoint INTEGER NOT NULL CHECK (checkpoint >= 1),
+    should_stop BOOLEAN NOT NULL,
+    reasons JSON NOT NULL DEFAULT '{}',
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (suggestion_id, checkpoint)
+);
+"""
+
+
+def _rebuild_with(db: duckdb.DuckDBPyConnection, edits: dict[str, tuple[str, str]]) -> None:
+    """Recreate the `edits` tables (a text replacement in each one's CREATE statement, which may add
+    columns) and every table that references them, children dropped first and refilled last,
+    every row kept."""
+    references = db.execute(
+        "SELECT table_name, list(DISTINCT referenced_table) FROM duckdb_constraints() "
+        "WHERE constraint_type = 'FOREIGN KEY' GROUP BY table_name").fetchall()
+    parents = {table: set(refs) for table, refs in references}
+    rebuilt = set(edits)
+    while more := {child for child, refs in parents.items() if refs & rebuilt} - rebuilt:
+        rebuilt |= more
+    order = sorted(rebuilt, key=lambda table: (_depth(table, parents), table))  # parents first
+    statements = dict(db.execute("SELECT table_name, sql FROM duckdb_tables() WHERE list_contains(?, table_name)",
+                                 [order]).fetchall())
+    for table in reversed(order):
+        db.execute(f"CREATE TEMP TABLE {table}_kept AS SELECT * FROM {table}")
+        db.execute(f"DROP TABLE {table}")
+    for table in order:
+        old, new = edits.get(table, ("", ""))
+        if old and old not in statements[table]:
+            raise RuntimeError(f"migration: {table}'s definition has no {old!r}")
+        db.execute(statements[table].replace(old, new) if old else statements[table])
+        db.execute(f"INSERT INTO {table} BY NAME SELECT * FROM temp.{table}_kept")
+        db.execute(f"DROP TABLE temp.{table}_kept")
+
+
+def _depth(table: str, parents: dict[str, set[str]]) -> int:
+    return 1 + max((_depth(p, parents) for p in parents.get(table, ()) if p != table), default=-1)
+
+
+def _v5(db: duckdb.DuckDBPyConnection) -> None:
+    _rebuild_with(db, _V5_STATES)
+    db.execute(_V5_TABLES)
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 VIEW_NAMES = re.findall(r"CREATE VIEW (\w+)", VIEWS)
 

@@ -39,7 +39,7 @@ class ClosedTrial:
     suggestion_id: int
     trial: int  # its number within the experiment
     assignments: dict[str, Any]
-    status: str  # completed | failed | cancelled
+    status: str  # completed | stopped | failed | cancelled
     values: dict[str, float] | None = None
     failure: Failure | None = None
     duration_s: float | None = None
@@ -117,8 +117,9 @@ def run_trial(ticket: TrialTicket) -> ClosedTrial | State:
     closed = ticket.closed.result()
     create_table_artifact(result_rows(closed), description=f"Trial {closed.trial}: {closed.status}")
     logger = get_run_logger()
-    if closed.status == "completed":
-        logger.info("trial %s on %s: %s in %s s", closed.trial, closed.worker, short_assignments(closed.values or {}),
+    if closed.status in ("completed", "stopped"):  # stopped early: its latest values, a result like any
+        logger.info("trial %s on %s: %s %s in %s s", closed.trial, closed.worker, closed.status,
+                    short_assignments(closed.values or {}),
                     None if closed.duration_s is None else f"{closed.duration_s:.2f}")
         return closed
     if closed.traceback:

@@ -24,6 +24,7 @@ TABLES = {  # every table holding an experiment's rows, with how to pick them
     "run_metrics": "run_id IN (SELECT id FROM runs WHERE experiment_id = {e})",
     "checkpoints": "run_id IN (SELECT id FROM runs WHERE experiment_id = {e})",
     "queued_suggestions": "experiment_id = {e}",
+    "stop_decisions": "suggestion_id IN (SELECT id FROM suggestions WHERE experiment_id = {e})",
 }
 
 
@@ -45,7 +46,8 @@ def filled(db: Path, name: str, observed: int = 3) -> paretune.Experiment:
             run.log_checkpoint(0, {"exact": 1.0})
             run.log_metrics({"exact": 70.0, "size": 2.0, "extra": 1.0})
         break
-    experiment.suggest()  # left open
+    open_trial = experiment.suggest()  # left open, with an early-stopping answer kept for it
+    experiment.storage.record_stop_decision(open_trial.id, 1, False, {})
     return experiment
 
 

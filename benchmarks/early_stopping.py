@@ -1,0 +1,329 @@
+"""Pareto early stopping against full training, Optuna's successive halving and SigOpt's convergence.
+
+Problems with learning curves (paretune.stopping explains the trap they hold): a student's size
+is fixed from its first epoch, its accuracy climbs along a curve, and large students start slowly
+and end best (curves cross). Cost is counted in trial-epochs (what a GPU spends). Workers are
+simulated in-process, asynchronously: each trial trains epoch by epoch, the next suggestion is
+asked for the moment a worker frees, and a stopped trial's worker takes one at once.
+
+Arms, each at the same budget of trial-epochs:
+- full: paretune's suggest, every trial trained to the end;
+- pareto: paretune's suggest and the Pareto rung rule (`metadata.early_stopping`, eta 3);
+- naive: the same rung rule on every metric (the band of comparable size removed): the trap;
+- convergence: SigOpt's convergence criterion (lookback 2, min 3 checkpoints);
+- optuna_sha: Optuna's TPE with its SuccessiveHalvingPruner (eta 3) on a scalarised objective.
+
+Run: `nice -n 10 python benchmarks/early_stopping.py --seeds 10 [--problems students,crossing,oom]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from paretune.optimizer import ExperimentSpec, Observation, suggest
+from paretune.optimizer.pareto import hypervolume_2d
+from paretune.stopping import Curve, RungEntry, decide, fixed_metrics, is_rung
+
+MAX_CHECKPOINTS = 9
+REFERENCE = np.array([-0.40, 1.2])  # (-accuracy, size): hypervolume's reference point
+SCALARISATION = 0.3  # optuna_sha maximises accuracy - 0.3 * size
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A learning-curve problem: `curve(x, y, epoch, noise)` -> accuracy, or None (out of memory)."""
+
+    name: str
+    curve: Callable[[float, float, int], float | None]
+    threshold: float | None = None
+
+
+def _final(x: float, y: float) -> float:
+    """Accuracy after full training: larger students end better, at a learning rate that suits them."""
+    return 0.45 + 0.4 * math.sqrt(x) - 0.5 * (y - 0.35 - 0.3 * x) ** 2
+
+
+def students(x: float, y: float, epoch: int) -> float | None:
+    """Saturating curves, slower the larger the student (they cross)."""
+    return _final(x, y) * (1 - math.exp(-epoch / (0.6 + 4.0 * x))) / (1 - math.exp(-MAX_CHECKPOINTS / (0.6 + 4.0 * x)))
+
+
+def crossing(x: float, y: float, epoch: int) -> float | None:
+    """Power-law curves: the large students are the worst for most of their training."""
+    return _final(x, y) * (epoch / MAX_CHECKPOINTS) ** (0.15 + 1.6 * x)
+
+
+def oom(x: float, y: float, epoch: int) -> float | None:
+    """`students` with an out-of-memory region (large and at a large batch), failing at once."""
+    return None if x > 0.75 and y > 0.55 else students(x, y, epoch)
+
+
+PROBLEMS = {p.name: p for p in (Problem("students", students, threshold=0.5), Problem("crossing", crossing),
+                                Problem("oom", oom))}
+
+
+def make_spec(problem: Problem, arm: str) -> ExperimentSpec:
+    accuracy: dict[str, Any] = {"name": "accuracy", "objective": "maximize"}
+    if problem.threshold is not None:
+        accuracy["threshold"] = problem.threshold
+    definition: dict[str, Any] = {
+        "name": f"{problem.name}-{arm}",
+        "parameters": [{"name": "x", "type": "double", "bounds": {"min": 0.0, "max": 1.0}},
+                       {"name": "y", "type": "double", "bounds": {"min": 0.0, "max": 1.0}}],
+        "metrics": [accuracy, {"name": "size", "objective": "minimize"}],
+        "training_monitor": {"max_checkpoints": MAX_CHECKPOINTS},
+    }
+    if arm in ("pareto", "naive"):
+        definition["metadata"] = {"early_stopping": {"type": "pareto", "reduction_factor": 3, "min_checkpoints": 1}}
+    if arm == "convergence":
+        definition["training_monitor"]["early_stopping_criteria"] = [
+            {"type": "convergence", "name": "flat", "metric": "accuracy", "lookback_checkpoints": 2, "min_checkpoints": 3}]
+    return ExperimentSpec.model_validate(definition)
+
+
+@dataclass
+class Trial:
+    id: int
+    assignments: dict[str, float]
+    curve: list[dict[str, float]] = field(default_factory=list)
+    state: str = "running"
+
+
+@dataclass
+class Sweep:
+    """One arm's sweep: what was observed, and hypervolume against the cost spent."""
+
+    problem: Problem
+    spec: ExperimentSpec
+    arm: str
+    rng: np.random.Generator
+    trials: list[Trial] = field(default_factory=list)
+    spent: int = 0
+    trajectory: list[tuple[int, float]] = field(default_factory=list)
+    stopped_history: str = "fidelity"  # how suggest sees stopped trials (see --stopped-history)
+
+    def values_at(self, trial: Trial, epoch: int) -> dict[str, float] | None:
+        accuracy = self.problem.curve(trial.assignments["x"], trial.assignments["y"], epoch)
+        if accuracy is None:
+            return None
+        return {"accuracy": accuracy + float(self.rng.normal(0, 0.004)), "size": 0.1 + trial.assignments["x"]}
+
+    def hypervolume(self) -> float:
+        points = [(-t.curve[-1]["accuracy"], t.curve[-1]["size"]) for t in self.trials if t.state == "completed"
+                  and (self.problem.threshold is None or t.curve[-1]["accuracy"] >= self.problem.threshold)]
+        return hypervolume_2d(np.array(points).reshape(-1, 2), REFERENCE)
+
+    def history(self) -> list[Observation]:
+        """Completed and failed trials, and stopped ones as `stopped_history` says (never as failures)."""
+        full = [t.curve for t in self.trials if t.state == "completed"]
+        fixed = fixed_metrics(self.spec, [t.curve for t in self.trials])
+        history = []
+        for t in self.trials:
+            if t.state == "completed":
+                history.append(Observation(assignments=t.assignments, values=t.curve[-1]))
+            elif t.state == "failed":
+                history.append(Observation(assignments=t.assignments, failed=True))
+            elif t.state == "stopped" and self.stopped_history == "fidelity":
+                history.append(Observation(assignments=t.assignments, values=t.curve[-1],
+                                           fidelity=len(t.curve) / MAX_CHECKPOINTS))
+            elif t.state == "stopped" and self.stopped_history == "projected":
+                history.append(Observation(assignments=t.assignments, values=projected_values(
+                    self.spec, t.curve[-1], len(t.curve), full, fixed)))
+        return history
+
+    def should_stop(self, trial: Trial) -> bool:
+        count = len(trial.curve)
+        if self.arm == "full":
+            return count >= MAX_CHECKPOINTS
+        peers = None
+        if is_rung(self.spec, count):
+            peers = [RungEntry(t.id, t.curve[count - 1]) for t in self.trials
+                     if t is not trial and len(t.curve) >= count and t.state != "failed"]
+        fixed = set() if self.arm == "naive" else fixed_metrics(self.spec, [t.curve for t in self.trials])
+        return decide(self.spec, trial.curve, peers, trial.id, fixed).should_stop
+
+
+def projected_values(spec: ExperimentSpec, values: dict[str, float], count: int, full_curves: list[Curve],
+                     fixed: set[str], neighbours: int = 3) -> dict[str, float]:
+    """A stopped trial's likely final values: its `values` after `count` checkpoints, each
+    uncertain metric scaled by how it grew from that checkpoint to the end in the `neighbours`
+    fully trained trials nearest on the fixed metrics (students of comparable size; the
+    difference where a value is not positive); unchanged without such trials."""
+    projected = dict(values)
+    known = [m.name for m in spec.required_metrics if m.name in fixed and m.name in values]
+    references = [c for c in full_curves if len(c) > count and all(name in c[-1] for name in known)]
+    if not references:
+        return projected
+    scale = {name: max(1e-12, float(np.ptp([c[-1][name] for c in references]))) for name in known}
+    distance = [sum(((c[-1][name] - values[name]) / scale[name]) ** 2 for name in known) for c in references]
+    nearest = [references[i] for i in np.argsort(distance, kind="stable")[:neighbours]]
+    for metric in spec.required_metrics:
+        name = metric.name
+        if name in fixed or name not in projected:
+            continue
+        pairs = [(c[count - 1][name], c[-1][name]) for c in nearest if name in c[-1] and name in c[count - 1]]
+        if not pairs:
+            continue
+        if projected[name] > 0 and all(then > 0 and final > 0 for then, final in pairs):
+            projected[name] *= float(np.median([final / then for then, final in pairs]))  # curves of one shape
+        else:
+            projected[name] += float(np.median([final - then for then, final in pairs]))
+    return projected
+
+
+def simulate(sweep: Sweep, budget: int, workers: int, new_trial: Callable[[], Trial],
+             end_epoch: Callable[[Trial, dict[str, float] | None], None]) -> Sweep:
+    """Asynchronous workers, in-process: each worker's clock advances one unit per epoch, and a
+    worker whose trial ends takes a new one at once. `end_epoch` sets a trial's state from the
+    values of its epoch (None: out of memory)."""
+    clock: list[tuple[int, int, int]] = []  # (time, worker, trial index)
+
+    def start(worker: int, now: int) -> None:
+        sweep.trials.append(new_trial())
+        heapq.heappush(clock, (now + 1, worker, len(sweep.trials) - 1))
+
+    for worker in range(workers):
+        start(worker, 0)
+    while clock and sweep.spent < budget:
+        now, worker, index = heapq.heappop(clock)
+        trial = sweep.trials[index]
+        sweep.spent += 1
+        end_epoch(trial, sweep.values_at(trial, len(trial.curve) + 1))
+        if trial.state == "running":
+            heapq.heappush(clock, (now + 1, worker, index))
+            continue
+        sweep.trajectory.append((sweep.spent, sweep.hypervolume()))
+        if sweep.spent < budget:
+            start(worker, now)
+    return sweep
+
+
+def run_paretune(problem: Problem, arm: str, seed: int, budget: int, workers: int,
+                 stopped_history: str = "fidelity") -> Sweep:
+    """paretune's suggest, and the arm's stopping rule answering each epoch's checkpoint."""
+    sweep = Sweep(problem, make_spec(problem, arm), arm, np.random.default_rng(seed), stopped_history=stopped_history)
+
+    def new_trial() -> Trial:
+        pending = [t.assignments for t in sweep.trials if t.state == "running"
+                   or (sweep.stopped_history == "pending" and t.state == "stopped")]
+        (assignments,) = suggest(sweep.spec, sweep.history(), pending, 1, seed=seed * 1000 + len(sweep.trials))
+        return Trial(len(sweep.trials) + 1, {k: float(v) for k, v in assignments.items()})
+
+    def end_epoch(trial: Trial, values: dict[str, float] | None) -> None:
+        if values is None:
+            trial.state = "failed"
+            return
+        trial.curve.append(values)
+        if sweep.should_stop(trial):
+            trial.state = "completed" if len(trial.curve) >= MAX_CHECKPOINTS else "stopped"
+
+    return simulate(sweep, budget, workers, new_trial, end_epoch)
+
+
+def run_optuna(problem: Problem, seed: int, budget: int, workers: int) -> Sweep:
+    """Optuna's TPE and SuccessiveHalvingPruner on accuracy - 0.3 * size, asked as workers free."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sweep = Sweep(problem, make_spec(problem, "optuna_sha"), "optuna_sha", np.random.default_rng(seed))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
+    handles: dict[int, Any] = {}
+
+    def new_trial() -> Trial:
+        handle = study.ask()
+        trial = Trial(len(sweep.trials) + 1, {"x": handle.suggest_float("x", 0.0, 1.0),
+                                              "y": handle.suggest_float("y", 0.0, 1.0)})
+        handles[trial.id] = handle
+        return trial
+
+    def end_epoch(trial: Trial, values: dict[str, float] | None) -> None:
+        handle = handles[trial.id]
+        if values is None:
+            trial.state = "failed"
+            study.tell(handle, state=optuna.trial.TrialState.FAIL)
+            return
+        trial.curve.append(values)
+        score = values["accuracy"] - SCALARISATION * values["size"]
+        handle.report(score, len(trial.curve))
+        if len(trial.curve) >= MAX_CHECKPOINTS:
+            trial.state = "completed"
+            study.tell(handle, score)
+        elif handle.should_prune():
+            trial.state = "stopped"
+            study.tell(handle, state=optuna.trial.TrialState.PRUNED)
+
+    return simulate(sweep, budget, workers, new_trial, end_epoch)
+
+
+def hypervolume_at(trajectory: list[tuple[int, float]], cost: float) -> float:
+    return max([hv for spent, hv in trajectory if spent <= cost], default=0.0)
+
+
+def cost_to_reach(trajectory: list[tuple[int, float]], target: float) -> float:
+    return next((spent for spent, hv in trajectory if hv >= target - 1e-12), math.inf)
+
+
+ARMS = ("full", "pareto", "naive", "convergence", "optuna_sha")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--problems", default=",".join(PROBLEMS))
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--budget", type=int, default=20 * MAX_CHECKPOINTS, help="trial-epochs per sweep")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", help="write every seed's figures here")
+    parser.add_argument("--stopped-history", choices=("fidelity", "projected", "pending"), default="fidelity",
+                        help="stopped trials reach suggest as lower-fidelity observations (paretune's way), at "
+                             "their projected final values, or only kept from being suggested again (as if pending)")
+    args = parser.parse_args(argv)
+    arms = args.arms.split(",")
+    table: dict[str, Any] = {}
+    for name in args.problems.split(","):
+        problem = PROBLEMS[name]
+        rows: dict[str, list[dict[str, float]]] = {arm: [] for arm in arms}
+        for seed in range(args.seeds):
+            began = time.perf_counter()
+            sweeps = {arm: run_optuna(problem, seed, args.budget, args.workers) if arm == "optuna_sha"
+                      else run_paretune(problem, arm, seed, args.budget, args.workers, args.stopped_history)
+                      for arm in arms}
+            full_final = hypervolume_at(sweeps["full"].trajectory, args.budget)
+            for arm, sweep in sweeps.items():
+                final = hypervolume_at(sweep.trajectory, args.budget)
+                rows[arm].append({"hv": final, "ratio": final / full_final if full_final else math.nan,
+                                  "cost_to_full": cost_to_reach(sweep.trajectory, full_final) / args.budget,
+                                  "trials": len(sweep.trials),
+                                  "stopped": sum(t.state == "stopped" for t in sweep.trials)})
+            print(f"{name} seed {seed}: " + "  ".join(f"{arm} {rows[arm][-1]['hv']:.4f}" for arm in arms)
+                  + f"  ({time.perf_counter() - began:.0f} s)", flush=True)
+        table[name] = rows
+        print(f"\n{name}: budget {args.budget} trial-epochs, {args.workers} workers, {args.seeds} seeds")
+        print(f"{'arm':<12} {'median HV':>10} {'worst/full':>11} {'median/full':>12} {'cost to full HV':>16} "
+              f"{'trials':>7} {'stopped':>8}")
+        for arm in arms:
+            seeds = rows[arm]
+            print(f"{arm:<12} {statistics.median(s['hv'] for s in seeds):>10.4f} "
+                  f"{min(s['ratio'] for s in seeds):>11.3f} {statistics.median(s['ratio'] for s in seeds):>12.3f} "
+                  f"{statistics.median(s['cost_to_full'] for s in seeds):>16.2f} "
+                  f"{statistics.median(s['trials'] for s in seeds):>7.0f} "
+                  f"{statistics.median(s['stopped'] for s in seeds):>8.0f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as output:
+            json.dump(table, output, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

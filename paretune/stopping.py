@@ -1,0 +1,206 @@
+"""When a trial should stop early: pure functions of its curve and its peers' curves.
+
+Two rules answer every checkpoint (SigOpt's `should_stop` and `stopping_reasons`):
+
+- **SigOpt's convergence criterion** (`training_monitor.early_stopping_criteria`): a metric that
+  has not improved over its last `lookback_checkpoints` checkpoints, once `min_checkpoints` are in.
+- **The Pareto rung rule** (`metadata.early_stopping: {type: pareto, ...}`), asynchronous like
+  ASHA: rungs sit at checkpoint counts `min_checkpoints * eta**k` below `max_checkpoints`; a
+  trial reaching a rung is compared at once with every trial that reached it before (no rung
+  waits for stragglers) and continues if it is among the best `1/eta` of them.
+
+The workload's trap, and how the rule avoids it: a student's size is known at its first
+checkpoint, its accuracy is not, and small students learn fastest. Plain non-dominated sorting at
+an early rung therefore promotes the small students and stops the large ones the frontier's far
+end needs. So trials are compared on what is still uncertain: metrics whose value never moves
+within a trial (`fixed_metrics`, read from the curves) only choose *whom* a trial competes with —
+the peers of comparable size: within `1/(4 eta)` of the range the rung's peers span, on each
+fixed metric — and a fixed metric that misses its threshold stops the trial at once, since it can
+never meet it. Among those peers the order is: thresholds met at the rung, non-dominated rank on
+the uncertain metrics, then hypervolume contribution (larger first). Without a fixed metric,
+every peer is compared on every optimized metric.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from paretune.optimizer import ExperimentSpec, Metric
+from paretune.optimizer.pareto import hypervolume_contributions, nondominated_ranks
+
+PARETO_REASON = "pareto"  # the key of the rung rule in `stopping_reasons`
+# Comparable size: within 1/(BAND_SHARE * eta) of the range the rung's peers span on each fixed
+# metric, either side (benchmarks/RESULTS.md: 2 stops too many slow starters, 8 too few trials).
+BAND_SHARE = 4
+MAX_CHECKPOINTS_REASON = "max_checkpoints"
+Curve = Sequence[Mapping[str, float]]  # one trial's checkpoint values, in the order reported
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    """SigOpt's answer to a checkpoint: stop or not, and which rules say so (name -> met)."""
+
+    should_stop: bool
+    reasons: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RungEntry:
+    """One trial's values at a rung (its checkpoint number `rung`); `order` breaks exact ties
+    (the suggestion id: earlier first, so a decision never depends on arrival timing)."""
+
+    order: int
+    values: Mapping[str, float]
+
+
+# -- SigOpt's convergence criterion --------------------------------------------------------------
+def converged(curve: Sequence[float], objective: str, lookback_checkpoints: int, min_checkpoints: int) -> bool:
+    """True once `min_checkpoints` are in and the latest value is no better than the best of the
+    `lookback_checkpoints` before it: a flat (or falling) curve stops, a rising one never does."""
+    if len(curve) < max(min_checkpoints, lookback_checkpoints + 1):
+        return False
+    latest, before = curve[-1], curve[-1 - lookback_checkpoints:-1]
+    return latest <= max(before) if objective == "maximize" else latest >= min(before)
+
+
+def convergence_reasons(spec: ExperimentSpec, curve: Curve) -> dict[str, bool]:
+    """Each criterion of the training monitor by name: is it met by this curve?"""
+    reasons = {}
+    for criterion in spec.training_monitor.early_stopping_criteria if spec.training_monitor else ():
+        values = [point[criterion.metric] for point in curve if criterion.metric in point]
+        reasons[criterion.name] = len(values) == len(curve) and converged(
+            values, spec.metric(criterion.metric).objective, criterion.lookback_checkpoints, criterion.min_checkpoints)
+    return reasons
+
+
+# -- the Pareto rung rule -------------------------------------------------------------------------
+def rungs(min_checkpoints: int, reduction_factor: int, max_checkpoints: int) -> list[int]:
+    """Checkpoint counts where trials are compared: geometric in eta, below a full trial's length."""
+    points, count = [], min_checkpoints
+    while count < max_checkpoints:
+        points.append(count)
+        count *= reduction_factor
+    return points
+
+
+def fixed_metrics(spec: ExperimentSpec, curves: Sequence[Curve]) -> set[str]:
+    """Optimized and constraint metrics that never moved within any trial that reported two
+    checkpoints or more (a student's size): known at the first checkpoint, nothing to wait for."""
+    fixed = set()
+    for metric in spec.required_metrics:
+        series = [[point[metric.name] for point in curve if metric.name in point] for curve in curves]
+        series = [values for values in series if len(values) >= 2]
+        if series and all(max(values) - min(values) <= 1e-12 * max(1.0, abs(values[0])) for values in series):
+            fixed.add(metric.name)
+    return fixed
+
+
+def continues_at_rung(spec: ExperimentSpec, trial: RungEntry, peers: Sequence[RungEntry], reduction_factor: int,
+                      fixed: set[str]) -> bool:
+    """Whether `trial` is among the best 1/eta of the trials that reached this rung (`peers`,
+    itself included), compared on what is still uncertain (see the module docstring)."""
+    if any(not _meets(metric, trial.values) for metric in _thresholded(spec) if metric.name in fixed):
+        return False
+    peers = [p for p in peers if p.order != trial.order and _meets_fixed(spec, p, fixed)] + [trial]
+    known = [m for m in spec.optimized_metrics if m.name in fixed]
+    uncertain = [m for m in spec.optimized_metrics if m.name not in fixed]
+    group, compared = peers, list(spec.optimized_metrics)
+    if known and uncertain:
+        group, compared = _comparable(trial, peers, known, reduction_factor), uncertain
+    keep = max(1, len(group) // reduction_factor)
+    ranking = _ranking(spec, group, compared)
+    best = sorted(range(len(group)), key=ranking.__getitem__)[:keep]
+    return trial.order in [group[i].order for i in best]
+
+
+def _comparable(trial: RungEntry, peers: list[RungEntry], known: list[Metric], reduction_factor: int
+                ) -> list[RungEntry]:
+    """The peers of comparable size: on every fixed metric, within `1 / (BAND_SHARE eta)` of the
+    range the rung's peers span of the trial's value (a lone large student meets no small one)."""
+    def value(entry: RungEntry, metric: Metric) -> float:
+        return entry.values.get(metric.name, math.nan)
+
+    spans = {m.name: float(np.nanmax([value(p, m) for p in peers]) - np.nanmin([value(p, m) for p in peers]))
+             for m in known}
+    return [p for p in peers if p.order == trial.order or all(
+        abs(value(p, m) - value(trial, m)) <= spans[m.name] / (BAND_SHARE * reduction_factor) for m in known)]
+
+
+def _ranking(spec: ExperimentSpec, group: list[RungEntry], compared: list[Metric]) -> list[tuple[float, ...]]:
+    """Sort keys, smaller first: thresholds missed, non-dominated rank on the `compared` metrics,
+    minus the hypervolume contribution within its front (two metrics) or the value (one), then
+    the trial's order."""
+    losses = np.array([[-_score(m, p.values) for m in compared] for p in group], dtype=float)
+    finite = np.where(np.isfinite(losses), losses, -np.inf).max(axis=0, initial=0.0)
+    losses = np.where(np.isfinite(losses), losses, finite + 1.0)  # a value not reported: just past the worst
+    ranks = nondominated_ranks(losses)
+    contribution = -losses[:, 0]
+    if losses.shape[1] == 2:
+        reference = losses.max(axis=0) + 1e-9 + 0.1 * (losses.max(axis=0) - losses.min(axis=0))
+        for rank in set(ranks.tolist()):
+            members = np.flatnonzero(ranks == rank)
+            members = members[np.lexsort((losses[members, 1], losses[members, 0]))]
+            contribution[members] = hypervolume_contributions(losses[members], reference)
+    missed = [sum(not _meets(m, p.values) for m in _thresholded(spec)) for p in group]
+    return [(missed[i], float(ranks[i]), -float(contribution[i]), group[i].order) for i in range(len(group))]
+
+
+def _thresholded(spec: ExperimentSpec) -> list[Metric]:
+    return [m for m in spec.required_metrics if m.threshold is not None]
+
+
+def _meets(metric: Metric, values: Mapping[str, float]) -> bool:
+    return metric.name not in values or metric.meets(values[metric.name])
+
+
+def _meets_fixed(spec: ExperimentSpec, entry: RungEntry, fixed: set[str]) -> bool:
+    return all(_meets(m, entry.values) for m in _thresholded(spec) if m.name in fixed)
+
+
+def _score(metric: Metric, values: Mapping[str, float]) -> float:
+    """Larger is better; a metric a checkpoint did not report ranks last."""
+    value = values.get(metric.name)
+    if value is None or not math.isfinite(value):
+        return -math.inf
+    return value if metric.objective == "maximize" else -value
+
+
+# -- one answer per checkpoint --------------------------------------------------------------------
+def decide(spec: ExperimentSpec, curve: Curve, rung_peers: Sequence[RungEntry] | None, order: int,
+           fixed: set[str]) -> StopDecision:
+    """The answer to a trial's checkpoint number `len(curve)`.
+
+    `rung_peers`: the values at this checkpoint number of every trial that reached it before,
+    when it is a rung of Pareto early stopping (None otherwise). `fixed`: `fixed_metrics` of
+    the experiment's curves so far.
+    """
+    reasons = convergence_reasons(spec, curve)
+    count = len(curve)
+    monitor = spec.training_monitor
+    if monitor is not None:
+        reasons[MAX_CHECKPOINTS_REASON] = count >= monitor.max_checkpoints
+    stopping = spec.early_stopping
+    if stopping is not None and rung_peers is not None:
+        reasons[PARETO_REASON] = not continues_at_rung(spec, RungEntry(order, curve[-1]), rung_peers,
+                                                       stopping.reduction_factor, fixed)
+    return StopDecision(any(reasons.values()), reasons)
+
+
+def is_rung(spec: ExperimentSpec, count: int) -> bool:
+    """Whether checkpoint number `count` is a rung of the experiment's Pareto early stopping."""
+    stopping, monitor = spec.early_stopping, spec.training_monitor
+    if stopping is None or monitor is None:
+        return False
+    return count in rungs(stopping.min_checkpoints, stopping.reduction_factor, monitor.max_checkpoints)
+
+
+def fidelity(spec: ExperimentSpec, checkpoints_reached: int) -> float:
+    """How much of a full trial a stopped one trained: checkpoints reached / max_checkpoints."""
+    if spec.training_monitor is None:
+        return 1.0
+    return min(1.0, checkpoints_reached / spec.training_monitor.max_checkpoints)
+

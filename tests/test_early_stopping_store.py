@@ -1,0 +1,135 @@
+"""Early stopping through the lifecycle and a real DuckDB file: runs answer their checkpoints,
+stopped trials close `stopped` and stay out of the frontier, answers are kept and never re-made,
+and a file of the previous schema migrates with its rows."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+import paretune
+from paretune.optimizer import ExperimentSpec
+from paretune.storage import DuckDBStorage
+from paretune.storage.schema import MIGRATIONS
+
+DEFINITION = {
+    "name": "students",
+    "parameters": [{"name": "width", "type": "double", "bounds": {"min": 0.0, "max": 1.0}}],
+    "metrics": [{"name": "f1", "objective": "maximize"}, {"name": "size", "objective": "minimize"}],
+    "observation_budget": 4,
+    "training_monitor": {"max_checkpoints": 3},
+    "metadata": {"early_stopping": {"type": "pareto", "reduction_factor": 2, "min_checkpoints": 1}},
+}
+
+
+def train(run: paretune.runs.Run, f1_per_epoch: float, size: float) -> int:
+    """A cooperative objective: evaluate per epoch, return when told to stop; the epochs it ran."""
+    epoch = 0
+    for epoch in range(1, 4):
+        values = {"f1": f1_per_epoch * epoch, "size": size}
+        run.log_metrics(values)
+        if run.log_checkpoint(epoch, values):
+            break
+    return epoch
+
+
+def test_runs_answer_checkpoints_and_a_stopped_trial_closes_stopped_outside_the_frontier(tmp_path):
+    db = str(tmp_path / "stop.duckdb")
+    experiment = paretune.create_experiment(DEFINITION, db=db)
+    plan = [(30.0, 10.0), (10.0, 10.0), (31.0, 10.0), (5.0, 10.0)]  # same size: f1 decides at each rung
+    epochs = []
+    for (f1, size), run in zip(plan, experiment.loop()):  # the plan first: no 5th suggestion is opened
+        with run:
+            epochs.append(train(run, f1, size))
+    assert epochs == [3, 1, 3, 1]  # the 2nd and 4th are the worse half at rung 1; the others train to the end
+
+    store = experiment.storage
+    observations = {o.suggestion_id: o for o in store.observations(experiment.id)}
+    stopped = [o for o in observations.values() if o.stopped]
+    assert [o.values for o in stopped] == [{"f1": 10.0, "size": 10.0}, {"f1": 5.0, "size": 10.0}]
+    assert all(o.fidelity == pytest.approx(1 / 3) and not o.failed for o in stopped)
+    states = {s.id: s.state for s in store.list_suggestions(experiment.id)}
+    assert sorted(states.values()) == ["completed", "completed", "stopped", "stopped"]
+    assert {r.status for r in store.list_runs(experiment.id) if states[r.suggestion_id] == "stopped"} == {"stopped"}
+
+    progress = store.progress(experiment.id)
+    assert (progress.completed, progress.stopped, progress.failed, progress.observations) == (2, 2, 0, 4)
+    assert progress.spent == pytest.approx(2 + 2 / 3)  # a stopped trial costs the share it trained
+    frontier = store.frontier(experiment.id)
+    assert {row["suggestion_id"] for row in frontier} <= {s for s, state in states.items() if state == "completed"}
+    (summary,) = store.query("SELECT * FROM early_stopping_summary WHERE experiment_id = ?", [experiment.id])
+    assert summary["stopped"] == 2 and summary["checkpoints_saved"] == pytest.approx(4.0)
+    curve = store.query("SELECT checkpoint, stop_checkpoint FROM trial_checkpoints WHERE suggestion_id = ? "
+                        "AND metric = 'f1' ORDER BY checkpoint", [stopped[0].suggestion_id])
+    assert curve == [{"checkpoint": 1, "stop_checkpoint": 1}]
+    assert store.query("SELECT count(*) AS n FROM threshold_report WHERE meets_all AND observation_id = ?",
+                       [stopped[0].id]) == [{"n": 0}]
+
+
+def test_an_answer_is_kept_and_given_again_never_re_decided(tmp_path):
+    experiment = paretune.create_experiment(DEFINITION | {"observation_budget": 3}, db=str(tmp_path / "k.duckdb"))
+    session = experiment.session
+    first, second = session.ask(1, with_runs=True)[0], session.ask(1, with_runs=True)[0]
+    assert not session.checkpoint(first, 1, {"f1": 50.0, "size": 1.0}).should_stop
+    stop = session.checkpoint(second, 1, {"f1": 10.0, "size": 1.0})
+    assert stop.should_stop and stop.reasons["pareto"]
+    third = session.ask(1, with_runs=True)[0]
+    session.checkpoint(third, 1, {"f1": 1.0, "size": 1.0})
+    # the same checkpoint again (a retried message): the kept answer, though its peers changed since
+    again = session.checkpoint(second, 1, {"f1": 10.0, "size": 1.0})
+    assert again == stop
+    kept = experiment.storage.query("SELECT suggestion_id, checkpoint, should_stop FROM stop_decisions "
+                                    "ORDER BY suggestion_id")
+    assert [(row["checkpoint"], row["should_stop"]) for row in kept] == [(1, False), (1, True), (1, True)]
+
+
+def test_a_file_of_the_previous_schema_migrates_with_its_rows(tmp_path):
+    """Version 3 rows (views aside: they are dropped and made again by every migration) survive."""
+    path = str(tmp_path / "v3.duckdb")
+    with DuckDBStorage(str(tmp_path / "source.duckdb")) as source:  # rows as the store writes them
+        record = source.create_experiment(ExperimentSpec.model_validate(DEFINITION))
+        (suggestion,) = source.create_suggestions(record.id, [{"width": 0.5}])
+        run = source.create_run("r", experiment_id=record.id, suggestion_id=suggestion.id)
+        source.add_checkpoint(run.id, 1, {"f1": 1.0})
+        source.record_observation(suggestion.id, values={"f1": 1.0, "size": 2.0}, run_id=run.id)
+    tables = ["experiments", "experiment_metrics", "experiment_tasks", "experiment_parameters", "suggestions", "runs",
+              "run_metrics", "observations", "observation_values", "checkpoints"]
+    connection = duckdb.connect(path)
+    connection.execute("BEGIN TRANSACTION")
+    for number, step in enumerate(MIGRATIONS[:3], start=1):
+        step(connection)
+        connection.execute("INSERT INTO paretune_schema (version) VALUES (?)", [number])
+    connection.execute(f"ATTACH '{tmp_path / 'source.duckdb'}' AS source (READ_ONLY)")
+    for table in tables:
+        columns = [row[0] for row in connection.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND table_name = ?",
+            [table]).fetchall()]
+        connection.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM source.{table}")
+    connection.execute("COMMIT")
+    connection.close()
+
+    with DuckDBStorage(path) as store:  # opening migrates
+        (observation,) = store.observations(record.id)
+        assert observation.values == {"f1": 1.0, "size": 2.0} and not observation.stopped
+        assert store.get_run(run.id).status == "completed" and store.checkpoints(run.id)[0]["values"] == {"f1": 1.0}
+        assert store.progress(record.id).completed == 1
+        assert [row["observation_id"] for row in store.frontier(record.id)] == [observation.id]
+        version = store.query("SELECT max(version) AS v FROM paretune_schema")[0]["v"]
+        assert version == len(MIGRATIONS)
+
+
+def test_the_optimizer_sees_stopped_trials_as_lower_fidelity_observations_never_as_failures(tmp_path):
+    experiment = paretune.create_experiment(DEFINITION | {"observation_budget": 10}, db=str(tmp_path / "p.duckdb"))
+    session = experiment.session
+    full, stopped = session.ask(1, with_runs=True)[0], session.ask(1, with_runs=True)[0]
+    for epoch, f1 in enumerate([10.0, 20.0, 40.0], start=1):
+        session.checkpoint(full, epoch, {"f1": f1, "size": 5.0})
+    session.complete(full, {"f1": 40.0, "size": 5.0})
+    assert session.checkpoint(stopped, 1, {"f1": 2.0, "size": 5.0}).should_stop
+    session.complete(stopped, {"f1": 2.0, "size": 5.0})
+
+    history = experiment.storage.history(experiment.id)
+    assert [(o.values, o.failed, o.fidelity) for o in history] == [
+        ({"f1": 40.0, "size": 5.0}, False, 1.0), ({"f1": 2.0, "size": 5.0}, False, pytest.approx(1 / 3))]
+    (next_trial,) = session.ask(1)  # the optimizer takes them as they are
+    assert next_trial.suggestion_id not in (full.suggestion_id, stopped.suggestion_id)

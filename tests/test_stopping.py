@@ -1,0 +1,169 @@
+"""Early stopping's rules (paretune.stopping) on hand-made curves, and the definition that opts in."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from paretune.optimizer import ExperimentSpec, SpecError
+from paretune.stopping import (
+    MAX_CHECKPOINTS_REASON,
+    PARETO_REASON,
+    RungEntry,
+    continues_at_rung,
+    converged,
+    decide,
+    fixed_metrics,
+    is_rung,
+    rungs,
+)
+
+DEFINITION = {
+    "name": "students",
+    "parameters": [{"name": "width", "type": "double", "bounds": {"min": 0.0, "max": 1.0}}],
+    "metrics": [{"name": "f1", "objective": "maximize", "threshold": 40.0},
+                {"name": "size", "objective": "minimize", "threshold": 100.0}],
+    "training_monitor": {
+        "max_checkpoints": 9,
+        "early_stopping_criteria": [{"type": "convergence", "name": "flat f1", "metric": "f1",
+                                     "lookback_checkpoints": 2, "min_checkpoints": 3}],
+    },
+    "metadata": {"early_stopping": {"type": "pareto", "reduction_factor": 3, "min_checkpoints": 1}},
+}
+
+
+def spec_with(**changes: object) -> ExperimentSpec:
+    definition = copy.deepcopy(DEFINITION) | changes
+    return ExperimentSpec.model_validate(definition)
+
+
+# -- the definition -------------------------------------------------------------------------------
+def test_a_training_monitor_loads_and_round_trips():
+    spec = spec_with()
+    assert spec.training_monitor.max_checkpoints == 9
+    assert spec.training_monitor.early_stopping_criteria[0].lookback_checkpoints == 2
+    assert spec.early_stopping.reduction_factor == 3
+    again = ExperimentSpec.model_validate(spec.to_dict())
+    assert again == spec
+    assert again.to_dict()["training_monitor"] == DEFINITION["training_monitor"]
+    assert again.to_dict()["metadata"]["early_stopping"] == DEFINITION["metadata"]["early_stopping"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["training_monitor"].update(max_checkpoints=0), "training_monitor.max_checkpoints"),
+    (lambda d: d["training_monitor"].update(max_checkpoints=201), "training_monitor.max_checkpoints"),
+    (lambda d: d["training_monitor"].update(max_checkpoint=3), "did you mean `max_checkpoints`"),
+    (lambda d: d["training_monitor"]["early_stopping_criteria"][0].update(metric="exact"),
+     "early_stopping_criteria[0].metric: no metric named 'exact'"),
+    (lambda d: d["training_monitor"]["early_stopping_criteria"][0].update(type="median"),
+     "early_stopping_criteria[0].type"),
+    (lambda d: d["training_monitor"]["early_stopping_criteria"][0].update(min_checkpoints=10),
+     "is more than training_monitor.max_checkpoints 9"),
+    (lambda d: d["training_monitor"]["early_stopping_criteria"].append(
+        dict(d["training_monitor"]["early_stopping_criteria"][0])), "'flat f1' is already used"),
+    (lambda d: d["metadata"]["early_stopping"].update(reduction_factor=1), "metadata.early_stopping.reduction_factor"),
+    (lambda d: d["metadata"]["early_stopping"].update(type="asha"), "metadata.early_stopping.type"),
+    (lambda d: d["metadata"]["early_stopping"].update(eta=3), "metadata.early_stopping.eta: unknown key; known keys: "
+                                                              "min_checkpoints, reduction_factor, type"),
+    (lambda d: d["metadata"]["early_stopping"].update(min_checkpoints=9), "leaves no rung"),
+    (lambda d: d.pop("training_monitor"), "metadata.early_stopping: needs `training_monitor"),
+])
+def test_a_bad_training_monitor_or_early_stopping_is_refused_naming_the_field(change, message):
+    definition = copy.deepcopy(DEFINITION)
+    change(definition)
+    with pytest.raises(SpecError) as refused:
+        ExperimentSpec.model_validate(definition)
+    assert message in str(refused.value)
+
+
+# -- SigOpt's convergence criterion ----------------------------------------------------------------
+def test_convergence_stops_a_flat_curve_after_min_checkpoints_and_never_a_rising_one():
+    flat = [50.0, 50.0, 50.0, 50.0, 50.0]
+    assert [converged(flat[:n], "maximize", 2, 4) for n in range(1, 6)] == [False, False, False, True, True]
+    rising = [10.0 * n for n in range(1, 30)]
+    assert not any(converged(rising[:n], "maximize", 2, 1) for n in range(1, 30))
+    falling_loss = [5.0, 4.0, 3.0, 2.5, 2.4]
+    assert not any(converged(falling_loss[:n], "minimize", 2, 1) for n in range(1, 6))
+    assert converged([5.0, 4.0, 4.0, 4.1], "minimize", 2, 1)
+
+
+def test_each_criterion_answers_by_name_and_max_checkpoints_bounds_a_trial():
+    spec = spec_with()
+    flat = [{"f1": 50.0, "size": 10.0}] * 3
+    decision = decide(spec, flat, None, order=1, fixed=set())
+    assert decision.should_stop and decision.reasons == {"flat f1": True, MAX_CHECKPOINTS_REASON: False}
+    rising = [{"f1": 10.0 * n, "size": 10.0} for n in range(1, 10)]
+    decision = decide(spec, rising, None, order=1, fixed=set())
+    assert decision.should_stop and decision.reasons == {"flat f1": False, MAX_CHECKPOINTS_REASON: True}
+    assert not decide(spec, rising[:5], None, order=1, fixed=set()).should_stop
+
+
+# -- the Pareto rung rule --------------------------------------------------------------------------
+def test_rungs_are_geometric_in_eta_below_max_checkpoints():
+    assert rungs(1, 3, 9) == [1, 3]
+    assert rungs(1, 3, 10) == [1, 3, 9]
+    assert rungs(2, 2, 20) == [2, 4, 8, 16]
+    spec = spec_with()
+    assert [n for n in range(1, 10) if is_rung(spec, n)] == [1, 3]
+
+
+def entries(*points: tuple[float, float]) -> list[RungEntry]:
+    return [RungEntry(index + 1, {"f1": f1, "size": size}) for index, (f1, size) in enumerate(points)]
+
+
+def test_the_non_dominated_go_on_and_the_dominated_stop():
+    spec = spec_with()
+    peers = entries((60, 50), (55, 50), (50, 50), (62, 50), (45, 50), (58, 50))  # one size: f1 decides
+    keep = [p.order for p in peers if continues_at_rung(spec, p, peers, 3, fixed={"size"})]
+    assert keep == [1, 4]  # the best third: f1 62 and 60
+    both = entries((60, 40), (50, 20), (40.5, 10), (45, 30), (41, 35), (42, 38))  # nothing fixed: Pareto ranks
+    keep = [p.order for p in both if continues_at_rung(spec, p, both, 3, fixed=set())]
+    assert len(keep) == 2 and set(keep) <= {1, 2, 3}  # non-dominated ones only, ties by hypervolume
+
+
+def test_large_students_compete_with_students_of_their_size_not_with_fast_small_ones():
+    """The trap: early on, small students are both smaller and more accurate than large ones.
+    With size fixed, each size band keeps its best; plain non-dominated sorting would not."""
+    spec = spec_with()
+    small = [(50 + i, 10 + i) for i in range(9)]  # fast learners
+    large = [(30 + i, 80 + i) for i in range(9)]  # slow starters, every one dominated by a small one
+    peers = entries(*small, *large)
+    banded = {p.order for p in peers if continues_at_rung(spec, p, peers, 3, fixed={"size"})}
+    naive = {p.order for p in peers if continues_at_rung(spec, p, peers, 3, fixed=set())}
+    large_orders = set(range(10, 19))
+    assert banded & large_orders, "a band of large students keeps its best"
+    assert not naive & large_orders, "plain non-dominated sorting stops every large student"
+
+
+def test_a_fixed_metric_that_misses_its_threshold_stops_the_trial_and_uncertain_ones_rank_it_last():
+    spec = spec_with()
+    too_big = RungEntry(1, {"f1": 90.0, "size": 150.0})  # size threshold 100: it can never meet it
+    assert not continues_at_rung(spec, too_big, [too_big], 3, fixed={"size"})
+    assert continues_at_rung(spec, too_big, [too_big], 3, fixed=set())  # size may still move: ranked, not stopped
+    peers = entries((39, 50), (39.5, 50), (41, 50))  # f1 threshold 40: only the third meets it
+    assert [p.order for p in peers if continues_at_rung(spec, p, peers, 3, fixed={"size"})] == [3]
+
+
+def test_no_rung_waits_for_a_straggler():
+    """The first trial at a rung is answered at once, alone; later ones against those before them."""
+    spec = spec_with()
+    first = [{"f1": 20.0, "size": 50.0}]
+    assert decide(spec, first, [], order=1, fixed=set()).reasons[PARETO_REASON] is False
+    peers = entries((60, 50), (61, 50), (62, 50))
+    late = [{"f1": 10.0, "size": 50.0}]
+    assert decide(spec, late, peers, order=4, fixed={"size"}).reasons[PARETO_REASON] is True
+    assert decide(spec, late, None, order=4, fixed={"size"}).reasons.get(PARETO_REASON) is None  # not a rung
+
+
+def test_fixed_metrics_are_those_that_never_move_within_a_trial():
+    spec = spec_with()
+    curves = [[{"f1": 10, "size": 40}, {"f1": 20, "size": 40}], [{"f1": 5, "size": 70}]]
+    assert fixed_metrics(spec, curves) == {"size"}
+    assert fixed_metrics(spec, [[{"f1": 10, "size": 40}]]) == set()  # no evidence yet
+
+
+def test_a_checkpoint_without_a_metric_counts_as_the_worst_on_it():
+    spec = spec_with()
+    peers = [RungEntry(1, {"f1": 50.0}), RungEntry(2, {"f1": 40.0, "size": 20.0}), RungEntry(3, {"f1": 45.0, "size": 30.0})]
+    assert [p.order for p in peers if continues_at_rung(spec, p, peers, 3, fixed=set())] == [2]
