@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from playwright.sync_api import sync_playwright
 
 import paretune
 from paretune.cli import main as cli
 from paretune.storage.report import format_number
-from tests.dashboard_fixtures import launch_browser, screenshot_dir, serve_dashboard
+from tests.dashboard_fixtures import browser, checked_page, screenshot_dir, serve_dashboard  # noqa: F401
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,22 +73,9 @@ def server(seeded):
     yield from serve_dashboard(seeded[0])
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = launch_browser(playwright)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser):
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    page.close()
-    assert not errors, f"JavaScript errors: {errors}"
+    yield from checked_page(browser, 1300)  # the 1,300 px
 
 
 def first_load(page, url: str) -> None:
