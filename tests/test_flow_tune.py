@@ -12,6 +12,7 @@ import pytest
 
 from paretune.flows.tune import ExperimentSource, TuneOptions, tune
 from paretune.storage import DuckDBStorage
+from paretune.storage.report import format_number
 from sweeps import write_spec
 
 pytestmark = pytest.mark.slow
@@ -99,7 +100,7 @@ def test_trials_are_prefect_task_runs_named_for_their_assignments(run_tune, tmp_
     with DuckDBStorage(db, read_only=True) as store:
         numbers = store.trial_numbers(result.experiment_id)
     for suggestion in suggestions:
-        expected = f"trial-{numbers[suggestion.id]} duration={suggestion.assignments['duration']:.4g}"
+        expected = f"trial-{numbers[suggestion.id]} duration={format_number(suggestion.assignments['duration'])}"
         assert expected in names
     assert all(run.state.is_completed() for run in task_runs)
     assert parents == {"tune"}
