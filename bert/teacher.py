@@ -98,7 +98,7 @@ def finetune_teacher(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(TEACHER_WARMUP_FRACTION * total_steps), total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     batches = math.ceil(len(train_features) / batch_size)
-    with step_progress(f"fine-tuning the teacher ({epochs} epoch(s), {len(train_features)} windows), batches",
+    with step_progress(f"fine-tuning the teacher on {len(train_features):,} windows ({epochs} epoch), batches",
                        batches * epochs) as advance:
         for epoch in range(1, epochs + 1):
             result = train_epoch(

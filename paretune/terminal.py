@@ -50,7 +50,10 @@ def progress_columns() -> tuple[ProgressColumn, ...]:
 def step_progress(description: str, total: int, console: Console | None = None) -> Iterator[Callable[[int], None]]:
     """A bar for `total` steps while the block runs; yields `advance(n=1)`. Where the output is
     not a terminal (a pipe, a log file), which cannot redraw a bar, a line every `LINE_EVERY_S`."""
-    console = console or Console(stderr=True)
+    if console is None:
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            console.width = 160  # rich assumes 80 columns in a file and would cut the last line short
     with Progress(*progress_columns(), console=console, transient=False) as bar:
         task = bar.add_task(description, total=total)
         if console.is_terminal:

@@ -187,6 +187,8 @@ class Storage(abc.ABC):
     def trial_numbers(self, experiment_id: int, suggestion_ids: list[int] | None = None) -> dict[int, int]:
         """Suggestion id -> its trial number within the experiment (the `trial_numbers` view): the
         number people read; the global suggestion id is the key in the data."""
+        if suggestion_ids is not None and not suggestion_ids:
+            return {}
         where = "" if suggestion_ids is None else f" AND suggestion_id IN ({', '.join(str(int(i)) for i in suggestion_ids)})"
         columns = self.query_columns(f"SELECT suggestion_id, trial FROM trial_numbers WHERE experiment_id = ?{where}",
                                      [experiment_id])

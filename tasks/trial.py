@@ -28,6 +28,7 @@ from prefect.runtime import task_run
 from prefect.states import Cancelled, Crashed, Failed, State
 
 from paretune.failures import Failure, FailureKind
+from paretune.storage.report import format_number
 
 TASK_NAME = "run-trial"
 
@@ -62,8 +63,8 @@ class TrialTicket:
 
 
 def short_assignments(assignments: dict[str, Any]) -> str:
-    return " ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
-                    for name, value in assignments.items())
+    """`n_layers=2 learning_rate=2.844e-4 num_parameters=14,380,290`: numbers as every report writes them."""
+    return " ".join(f"{name}={format_number(value)}" for name, value in assignments.items())
 
 
 def trial_run_name() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -126,3 +127,40 @@ def serve_dashboard(db: Path, refresh_s: float = 0.5) -> Iterator[str]:
 
 def launch_browser(playwright):  # type: ignore[no-untyped-def]
     return playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for a test module (import this fixture into the module)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        yield browser
+        browser.close()
+
+
+def checked_page(browser, width: int) -> Iterator:  # type: ignore[no-untyped-def]
+    """A page `width` pixels wide that fails the test on any JavaScript error."""
+    page = browser.new_page(viewport={"width": width, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    page.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def stop_group(group: int, grace_s: float = 15) -> None:
+    """SIGTERM to a process group, SIGKILL to whatever of it is left after `grace_s`."""
+    deadline = time.monotonic() + grace_s
+    for number in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, number)
+        except ProcessLookupError:
+            return
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from playwright.sync_api import sync_playwright
 
 from paretune.cli import main as cli
 from paretune.storage import DuckDBStorage
 from paretune.storage.report import experiment_report, format_number
-from tests.dashboard_fixtures import add_observation, launch_browser, screenshot_dir, seed_experiment, serve_dashboard
+from tests.dashboard_fixtures import (add_observation, browser, checked_page, screenshot_dir, seed_experiment,  # noqa: F401
+                                      serve_dashboard)
 
 pytestmark = pytest.mark.slow
 TRIALS = 15
@@ -27,22 +27,9 @@ def server(seeded):
     yield from serve_dashboard(seeded[0])
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = launch_browser(playwright)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    page.close()
-    assert not errors, f"JavaScript errors: {errors}"
+    yield from checked_page(browser, 1400)
 
 
 PLOTTED = """() => {

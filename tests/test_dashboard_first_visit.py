@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from playwright.sync_api import sync_playwright
 
 import paretune
 from paretune.cli import main as cli
 from paretune.storage.report import format_number
-from tests.dashboard_fixtures import launch_browser, screenshot_dir, serve_dashboard
+from tests.dashboard_fixtures import browser, checked_page, screenshot_dir, serve_dashboard  # noqa: F401
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,9 +49,9 @@ def seed(db: Path) -> dict[str, int]:
             else:
                 run.log_metrics(flagship_values(run.params, rng))
     second = paretune.create_experiment(FLAGSHIP | {"name": "second"}, db=str(db))
-    for _ in range(3):
-        suggestion = second.suggest()
-        second.observe(suggestion, values=flagship_values(suggestion.assignments, rng))
+    for _, run in zip(range(3), second.loop()):
+        with run:
+            run.log_metrics(flagship_values(run.params, rng))
     done = paretune.create_experiment(FLAGSHIP | {"name": "finished", "observation_budget": 2}, db=str(db))
     for _ in range(2):
         suggestion = done.suggest()
@@ -74,22 +73,9 @@ def server(seeded):
     yield from serve_dashboard(seeded[0])
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = launch_browser(playwright)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser):
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    page.close()
-    assert not errors, f"JavaScript errors: {errors}"
+    yield from checked_page(browser, 1300)  # the 1,300 px
 
 
 def first_load(page, url: str) -> None:
@@ -152,6 +138,8 @@ def test_trials_are_numbered_within_their_experiment(server, seeded, page):
     assert headers.count("trial") == 1 and "no." not in headers
     numbers = page.eval_on_selector_all("#trials-table tbody td:first-child", "cells => cells.map(c => c.textContent)")
     assert numbers == ["1", "2", "3"]  # its suggestions are 9, 10 and 11 of the file
+    page.goto(server + page.get_attribute("#trials-table tbody tr:first-child a[href^='/runs/']", "href"))
+    assert "(trial 1)" in page.inner_text("#run-metadata")  # not its suggestion id, 9
     page.goto(server + "/")
     assert re.search(r"\(max, trial [123]\)", page.inner_text(f"#experiments tr[data-experiment='{seeded[1]['second']}']"))
 
@@ -180,4 +168,7 @@ def test_checkpoint_curves_are_lines(server, seeded, page):
     assert traces == [["HasAns_f1", "lines+markers", 3], ["loss", "lines+markers", 3]]
     line = page.get_attribute("#checkpoints [data-metric='loss'] path.js-line", "d")
     assert line and line.count("L") >= 2  # a drawn polyline through the three epochs, not dots
+    ticks = page.eval_on_selector_all("#checkpoints [data-metric='loss'] .xtick text", "n => n.map(t => t.textContent)")
+    assert ticks == ["1", "2", "3"]  # whole epochs, each once
+    assert "(trial 1)" in page.inner_text("#run-metadata")
     page.screenshot(path=screenshot_dir() / "first-visit-run.png", full_page=True)

@@ -19,6 +19,7 @@ import yaml
 
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC
 from paretune.storage import DuckDBStorage
+from tests.dashboard_fixtures import stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -69,11 +70,7 @@ def prefect_server(tmp_path_factory):
             time.sleep(0.5)
         yield env
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_group(server.pid)
         log.close()
 
 
@@ -241,18 +238,3 @@ def test_the_readme_prefect_section_runs_as_written_in_a_fresh_shell(tmp_path):
         (experiment,) = store.list_experiments()
         assert store.progress(experiment.id).observations == 12
 
-
-def stop_group(group: int, grace_s: float = 15) -> None:
-    """SIGTERM to a process group, SIGKILL to whatever of it is left after `grace_s`."""
-    deadline = time.monotonic() + grace_s
-    for number in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(group, number)
-        except ProcessLookupError:
-            return
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(group, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)

@@ -12,6 +12,7 @@ import pytest
 
 from paretune.flows.tune import ExperimentSource, TuneOptions, tune
 from paretune.storage import DuckDBStorage
+from paretune.storage.report import format_number
 from sweeps import write_spec
 
 pytestmark = pytest.mark.slow
@@ -99,7 +100,7 @@ def test_trials_are_prefect_task_runs_named_for_their_assignments(run_tune, tmp_
     with DuckDBStorage(db, read_only=True) as store:
         numbers = store.trial_numbers(result.experiment_id)
     for suggestion in suggestions:
-        expected = f"trial-{numbers[suggestion.id]} duration={suggestion.assignments['duration']:.4g}"
+        expected = f"trial-{numbers[suggestion.id]} duration={format_number(suggestion.assignments['duration'])}"
         assert expected in names
     assert all(run.state.is_completed() for run in task_runs)
     assert parents == {"tune"}
@@ -225,7 +226,8 @@ def test_trials_are_numbered_within_their_experiment_and_expected_failures_log_o
     """A second experiment in the file: its trials are trial-1.. (suggestions 3..), the global id
     in a tag; an out-of-memory trial is one WARNING with its reason, no ERROR, no traceback."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterTags
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType,
+                                                TaskRunFilter, TaskRunFilterTags)
 
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
@@ -242,8 +244,12 @@ def test_trials_are_numbered_within_their_experiment_and_expected_failures_log_o
     with get_client(sync_client=True) as client:
         task_runs = client.read_task_runs(
             task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=["experiment:numbered"])))
+        progress = [a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[task_runs[0].flow_run_id]), type=ArtifactFilterType(any_=["progress"])))]
     with DuckDBStorage(db, read_only=True) as store:
         suggestions = {s.id for s in store.list_suggestions(result.experiment_id)}
+    (bar,) = progress  # the flow run's progress, in words too
+    assert bar.data == 100.0 and bar.description == "numbered: 4 of 4 trials done, 0 running"
     assert min(suggestions) == 3 and result.failed == 2
     assert sorted(run.name.split()[0] for run in task_runs) == ["trial-1", "trial-2", "trial-3", "trial-4"]
     for run in task_runs:

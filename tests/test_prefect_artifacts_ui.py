@@ -12,7 +12,6 @@ import sys
 
 import httpx
 import pytest
-from playwright.sync_api import sync_playwright
 from prefect import flow
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
@@ -23,8 +22,8 @@ from paretune.flows.report import report
 from paretune.storage import DuckDBStorage
 from paretune.storage.report import format_number
 from paretune.tasks.report import LiveReport
-from tests.dashboard_fixtures import (ROOT, add_observation, free_port, launch_browser, screenshot_dir, seed_experiment,
-                                      wait_for_http)
+from tests.dashboard_fixtures import (ROOT, add_observation, browser, free_port, screenshot_dir,  # noqa: F401
+                                      seed_experiment, wait_for_http)
 
 pytestmark = pytest.mark.slow
 TRIALS = 12
@@ -56,14 +55,6 @@ def prefect_ui(tmp_path_factory):
 def seeded(tmp_path_factory):
     db = tmp_path_factory.mktemp("artifacts") / "sweep.duckdb"
     return db, seed_experiment(db, TRIALS)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = launch_browser(playwright)
-        yield browser
-        browser.close()
 
 
 def artifacts(api: str, **filters) -> list[dict]:

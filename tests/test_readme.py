@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -168,14 +167,13 @@ def test_the_demos_end_with_the_frontier_and_three_commands_that_run_as_printed(
     """`make demo` does not activate .venv, so the closing hints name its commands' path; each
     runs as printed from the demo's folder in a bare shell (the two servers on free ports)."""
     import io
-    import socket
-    import time
-    import urllib.request
 
+    import httpx
     from rich.console import Console
 
     from paretune.flows.demo import frontier_console_table, print_where
     from paretune.flows.tune import TuneResult
+    from tests.dashboard_fixtures import free_port, stop_group, wait_for_http
 
     folder = workspace(tmp_path, "demo")
     monkeypatch.chdir(folder)
@@ -203,11 +201,6 @@ def test_the_demos_end_with_the_frontier_and_three_commands_that_run_as_printed(
     assert query.returncode == 0 and "trial" in query.stdout and "accuracy" in query.stdout, query.stderr
     assert len([line for line in query.stdout.splitlines() if re.match(r"│\s+\d+\s+│", line)]) == 3  # the frontier
 
-    def free_port() -> int:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return sock.getsockname()[1]
-
     for command, port_env, url in ((commands[0], None, "http://127.0.0.1:{port}/experiments/1"),
                                    (commands[1], "PREFECT_SERVER_API_PORT", "http://127.0.0.1:{port}/api/health")):
         port = free_port()
@@ -215,22 +208,10 @@ def test_the_demos_end_with_the_frontier_and_three_commands_that_run_as_printed(
         server = subprocess.Popen(["bash", "-c", typed], cwd=folder, env=bare | ({port_env: str(port)} if port_env else {}),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    with urllib.request.urlopen(url.format(port=port), timeout=2) as response:
-                        assert response.status == 200
-                        break
-                except OSError:
-                    assert server.poll() is None and time.monotonic() < deadline, typed
-                    time.sleep(0.5)
+            wait_for_http(url.format(port=port), server, timeout_s=180)
+            assert httpx.get(url.format(port=port), timeout=10).status_code == 200, typed
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+            stop_group(server.pid)
 
 
 def test_make_demo_quick_runs_the_demo_flow(tmp_path, prefect_api):

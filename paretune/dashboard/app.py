@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from paretune.dashboard.payload import experiment_payload, importance_payload, run_payload, summary_payload
 from paretune.importance import MIN_OBSERVATIONS, metric_importances
-from paretune.storage import DuckDBStorage, Storage, StorageError
+from paretune.storage import DuckDBStorage, RunRecord, Storage, StorageError
 from paretune.storage.report import (ExperimentReport, Version, experiment_report, experiment_summary, format_number,
                             report_version)
 
@@ -162,6 +162,12 @@ def experiment_summaries(storage: Storage) -> list[dict[str, Any]]:
     return summaries
 
 
+def run_trial_number(storage: Storage, run: RunRecord) -> int | None:
+    if run.experiment_id is None or run.suggestion_id is None:
+        return None
+    return storage.trial_numbers(run.experiment_id, [run.suggestion_id]).get(run.suggestion_id)
+
+
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     return HTMLResponse(templates.get_template(name).render(**context), status_code=status)
 
@@ -201,7 +207,7 @@ def create_app(db_path: str | Path, refresh_s: float = REFRESH_S) -> Starlette:
             except StorageError:
                 raise PageError(404, "Unknown run", f"there is no run {run_id} in {dashboard.db_path}") from None
             experiment = storage.get_experiment(run.experiment_id) if run.experiment_id else None
-            data = run_payload(run, storage.checkpoints(run_id))
+            data = run_payload(run, storage.checkpoints(run_id), run_trial_number(storage, run))
         return render("run.html", run=data, experiment=experiment, db_path=dashboard.db_path,
                       run_json=_script_json(data))
 
@@ -226,7 +232,8 @@ def create_app(db_path: str | Path, refresh_s: float = REFRESH_S) -> Starlette:
         run_id = parse_id(request.path_params["ref"], "run")
         with dashboard.store() as storage:
             try:
-                return json_response(run_payload(storage.get_run(run_id), storage.checkpoints(run_id)))
+                run = storage.get_run(run_id)
+                return json_response(run_payload(run, storage.checkpoints(run_id), run_trial_number(storage, run)))
             except StorageError:
                 raise PageError(404, "Unknown run", f"there is no run {run_id} in {dashboard.db_path}") from None
 

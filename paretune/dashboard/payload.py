@@ -105,7 +105,8 @@ def importance_payload(importances: list[MetricImportance]) -> list[dict[str, An
             for i in importances]
 
 
-def run_payload(run: RunRecord, checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
+def run_payload(run: RunRecord, checkpoints: list[dict[str, Any]], trial: int | None) -> dict[str, Any]:
+    """`trial`: the run's trial number within its experiment (None for a run outside one)."""
     duration = (run.ended_at - run.started_at).total_seconds() if run.ended_at else None
     return {
         "id": run.id,
@@ -113,6 +114,7 @@ def run_payload(run: RunRecord, checkpoints: list[dict[str, Any]]) -> dict[str, 
         "status": run.status,
         "experiment_id": run.experiment_id,
         "suggestion_id": run.suggestion_id,
+        "trial": trial,
         "failure_reason": run.failure_reason,
         "parameters": run.parameters,
         "metrics": run.metrics,

@@ -247,8 +247,9 @@
     const failed = byStatus.failed;
     const layout = baseLayout();
     layout.legend = { orientation: "h", y: 1.08, x: 0 };
-    layout.xaxis = { automargin: true, title: { text: twoMetrics ? metricLabel(xMetric) : "trial" }, gridcolor: COLORS.grid, zeroline: false,
-                     tickformat: twoMetrics ? axisFormat(p.values[xMetric.name]) : ",d" };
+    const trials = wholeTicks(0, Math.max(0, ...p.trial) + 1);
+    layout.xaxis = Object.assign({ automargin: true, title: { text: twoMetrics ? metricLabel(xMetric) : "trial" }, gridcolor: COLORS.grid,
+                                   zeroline: false }, twoMetrics ? { tickformat: axisFormat(p.values[xMetric.name]) } : trials);
     layout.yaxis = { automargin: true, title: { text: metricLabel(yMetric) }, gridcolor: COLORS.grid, zeroline: false, domain: failed.length ? [0.2, 1] : [0, 1],
                      tickformat: axisFormat(p.values[yMetric.name]) };
     if (failed.length) {
@@ -258,8 +259,8 @@
                     customdata: customdata(data, failed, xOf, yOf).map((row, k) => row.concat([p.reason[failed[k]] || ""])),
                     hovertemplate: "<b>trial %{customdata[1]}</b> · %{customdata[2]}<br>failed: %{customdata[" + (data.parameters.length + FIRST_PARAMETER) +
                                    "]}<br>" + params + "<extra>failed</extra>" });
-      layout.xaxis2 = { anchor: "y2", title: { text: "failed trials (no metric values), by trial number", font: { size: 11 } },
-                        gridcolor: COLORS.grid, zeroline: false, tickformat: ",d" };
+      layout.xaxis2 = Object.assign({ anchor: "y2", title: { text: "failed trials (no metric values), by trial number", font: { size: 11 } },
+                                      gridcolor: COLORS.grid, zeroline: false }, trials);
       if (twoMetrics) layout.xaxis2.range = [0, Math.max(...p.trial) + 1];
       else layout.xaxis2.matches = "x";
       layout.yaxis2 = { domain: [0, 0.07], showticklabels: false, showgrid: false, zeroline: false, fixedrange: true, range: [-1, 1] };
@@ -289,6 +290,11 @@
       node.dataset.clicks = "1";
       node.on("plotly_click", (event) => { const point = event.points[0]; if (point && point.customdata) select(point.customdata[0]); });
     }
+  }
+
+  /* Ticks on whole numbers only (trials, epochs), about ten at most. */
+  function wholeTicks(low, high) {
+    return { tickformat: ",d", tick0: low, dtick: Math.max(1, Math.ceil((high - low) / 10)) };
   }
 
   /* Every axis takes `automargin: true`: room for whole tick labels (22,000,000). */
@@ -532,7 +538,9 @@
       layout.title = { text: name, font: { size: 13 }, x: 0.02 };
       layout.margin = { l: 56, r: 12, t: 32, b: 40 };
       const values = run.checkpoints.values[name];
-      layout.xaxis = { automargin: true, title: { text: "epoch" }, tickformat: ",d", gridcolor: COLORS.grid, zeroline: false };
+      const epochs = run.checkpoints.epoch;
+      layout.xaxis = Object.assign({ automargin: true, title: { text: "epoch" }, gridcolor: COLORS.grid, zeroline: false },
+                                   wholeTicks(epochs[0], epochs[epochs.length - 1]));
       layout.yaxis = { automargin: true, gridcolor: COLORS.grid, zeroline: false, tickformat: axisFormat(values) };
       Plotly.newPlot(chart, [{ type: "scatter", mode: "lines+markers", x: run.checkpoints.epoch, y: values, connectgaps: true,
                                text: values.map((v) => fmt(v)), line: { color: COLORS.feasible, width: 2 },
