@@ -106,6 +106,7 @@ class TuneResult(BaseModel):
     completed: int
     failed: int
     expired_on_start: int
+    stopped: int = 0  # stopped early (training monitor, Pareto early stopping)
     cancelled: bool = False
     stop_reason: str | None = None
 
@@ -131,7 +132,8 @@ def tune(
         progress = storage.progress(record.id)
     result = TuneResult(
         experiment_id=record.id, experiment=record.name, budget=prepared.budget, observations=progress.observations,
-        completed=progress.completed, failed=progress.failed, expired_on_start=len(prepared.expired_suggestions),
+        completed=progress.completed, failed=progress.failed, stopped=progress.stopped,
+        expired_on_start=len(prepared.expired_suggestions),
         cancelled=end.cancelled, stop_reason=end.reason,
     )
     if end.cancelled:

@@ -37,8 +37,8 @@ from paretune.storage.base import Storage
 from paretune.storage.history import History, experiment_history
 from paretune.storage.records import ExperimentRecord
 
-Status = Literal["feasible", "infeasible", "failed"]
-STATUSES: tuple[Status, ...] = ("feasible", "infeasible", "failed")
+Status = Literal["feasible", "infeasible", "failed", "stopped"]  # stopped: early, at its last checkpoint's values
+STATUSES: tuple[Status, ...] = ("feasible", "infeasible", "failed", "stopped")
 SIGNIFICANT_DIGITS = 4
 
 
@@ -181,6 +181,8 @@ class Summary:
     last_activity: datetime | None
     spent: float = 0.0  # of the budget, in cost units (SigOpt's multitask); `observations` without tasks
     in_cost_units: bool = False
+    stopped: int = 0  # stopped early (neither completed nor failed)
+    full_trials_saved: float = 0.0  # what stopping them early saved, in full trials' worth of training
 
     @property
     def infeasible(self) -> int:
@@ -407,6 +409,7 @@ def experiment_summary(storage: Storage, ref: int | str | ExperimentRecord) -> S
     progress = storage.progress(record.id)
     (row,) = storage.query(
         "SELECT (SELECT count(*) FROM feasible_scores WHERE experiment_id = $1) AS feasible, "
+        "(SELECT full_trials_saved FROM early_stopping_summary WHERE experiment_id = $1) AS full_trials_saved, "
         "greatest((SELECT max(updated_at) FROM suggestions WHERE experiment_id = $1), "
         "         (SELECT max(created_at) FROM observations WHERE experiment_id = $1), "
         "         (SELECT max(c.created_at) FROM checkpoints c JOIN runs r ON r.id = c.run_id "
@@ -422,7 +425,8 @@ def experiment_summary(storage: Storage, ref: int | str | ExperimentRecord) -> S
         failed=progress.failed, feasible=int(row["feasible"]), open_suggestions=progress.open_suggestions,
         failures_by_reason=dict(progress.failures_by_reason), failures_by_kind=dict(kinds.most_common()),
         best=_best_values(storage, record), last_activity=row["last_activity"], spent=progress.spent,
-        in_cost_units=bool(record.spec.tasks),
+        in_cost_units=bool(record.spec.tasks), stopped=progress.stopped,
+        full_trials_saved=float(row["full_trials_saved"] or 0.0),
     )
 
 
@@ -472,11 +476,11 @@ def _columns(storage: Storage, record: ExperimentRecord, frontier_only: bool = F
     arguments: list[Any] = [record.id, structure, *(m.name for m in metrics)]
     assignment_columns = [f"a.{_identifier(name)} AS p{i}" for i, (name, _) in enumerate(parameters)]
     value_columns = [f"max(v.value) FILTER (WHERE v.metric = ${3 + i}) AS m{i}" for i in range(len(metrics))]
-    names = (["id", "suggestion_id", "trial", "run_id", "failed", "failure_reason", "duration_s", "feasible", "on_frontier",
+    names = (["id", "suggestion_id", "trial", "run_id", "failed", "stopped", "failure_reason", "duration_s", "feasible", "on_frontier",
               "full_cost"]
              + [f"p{i}" for i in range(len(parameters))] + [f"m{i}" for i in range(len(metrics))])
     row = storage.query_columns(
-        "WITH obs AS (SELECT id, suggestion_id, run_id, failed, failure_reason, duration_s FROM observations "
+        "WITH obs AS (SELECT id, suggestion_id, run_id, failed, stopped, failure_reason, duration_s FROM observations "
         "             WHERE experiment_id = $1), "
         "vals AS (SELECT v.observation_id" + "".join(f", {c}" for c in value_columns) +
         "         FROM observation_values v JOIN obs ON obs.id = v.observation_id GROUP BY v.observation_id), "
@@ -508,8 +512,8 @@ def _columns(storage: Storage, record: ExperimentRecord, frontier_only: bool = F
         margins[metric.name] = [None if math.isnan(g) else g for g in gap.tolist()]
     return PointColumns(
         observation_id=row["id"], suggestion_id=row["suggestion_id"], trial=row["trial"], run_id=row["run_id"],
-        status=["failed" if failed else "feasible" if feasible else "infeasible"
-                for failed, feasible in zip(row["failed"], row["feasible"])],
+        status=["failed" if failed else "stopped" if stopped else "feasible" if feasible else "infeasible"
+                for failed, stopped, feasible in zip(row["failed"], row["stopped"], row["feasible"])],
         on_frontier=row["on_frontier"], full_cost=row["full_cost"], failure_reason=row["failure_reason"],
         duration_s=row["duration_s"], assignments={name: row[f"p{i}"] for i, (name, _) in enumerate(parameters)},
         values=values, margins=margins,

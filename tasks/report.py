@@ -78,6 +78,8 @@ def summary_markdown(report: ExperimentReport, static_report_url: str | None = N
         f"**Budget used:** {s.budget_used} ({format_number(s.completed)} completed: {format_number(s.feasible)} "
         f"feasible, {format_number(s.infeasible)} infeasible; {format_number(s.failed)} failed; "
         f"{format_number(s.open_suggestions)} in flight).",
+        *([f"**Stopped early:** {format_number(s.stopped)} trial(s), saving "
+           f"{format_number(round(s.full_trials_saved, 2))} full trials' worth of training."] if s.stopped else []),
         "",
         _state_line(report),
         "",

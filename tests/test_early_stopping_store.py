@@ -10,7 +10,9 @@ import pytest
 import paretune
 from paretune.optimizer import ExperimentSpec
 from paretune.storage import DuckDBStorage
+from paretune.storage.report import experiment_report, frontier_points
 from paretune.storage.schema import MIGRATIONS
+from paretune.tasks.report import summary_markdown
 
 DEFINITION = {
     "name": "students",
@@ -55,8 +57,12 @@ def test_runs_answer_checkpoints_and_a_stopped_trial_closes_stopped_outside_the_
     progress = store.progress(experiment.id)
     assert (progress.completed, progress.stopped, progress.failed, progress.observations) == (2, 2, 0, 4)
     assert progress.spent == pytest.approx(2 + 2 / 3)  # a stopped trial costs the share it trained
-    frontier = store.frontier(experiment.id)
-    assert {row["suggestion_id"] for row in frontier} <= {s for s, state in states.items() if state == "completed"}
+    report = experiment_report(store, experiment.id)
+    assert {p.suggestion_id for p in report.frontier} <= {s for s, state in states.items() if state == "completed"}
+    assert sorted(p.status for p in report.points if p.suggestion_id in {o.suggestion_id for o in stopped}) == [
+        "stopped", "stopped"]  # the report names them, neither feasible nor failed
+    assert report.summary.stopped == 2 and report.summary.full_trials_saved == pytest.approx(4 / 3)
+    assert "**Stopped early:** 2 trial(s), saving 1.33 full trials' worth of training." in summary_markdown(report)
     (summary,) = store.query("SELECT * FROM early_stopping_summary WHERE experiment_id = ?", [experiment.id])
     assert summary["stopped"] == 2 and summary["checkpoints_saved"] == pytest.approx(4.0)
     curve = store.query("SELECT checkpoint, stop_checkpoint FROM trial_checkpoints WHERE suggestion_id = ? "
@@ -113,7 +119,7 @@ def test_a_file_of_the_previous_schema_migrates_with_its_rows(tmp_path):
         assert observation.values == {"f1": 1.0, "size": 2.0} and not observation.stopped
         assert store.get_run(run.id).status == "completed" and store.checkpoints(run.id)[0]["values"] == {"f1": 1.0}
         assert store.progress(record.id).completed == 1
-        assert [row["observation_id"] for row in store.frontier(record.id)] == [observation.id]
+        assert [p.observation_id for p in frontier_points(store, record.id)[1]] == [observation.id]
         version = store.query("SELECT max(version) AS v FROM paretune_schema")[0]["v"]
         assert version == len(MIGRATIONS)
 

@@ -22,7 +22,7 @@ from paretune.flows.report import report
 from paretune.storage import DuckDBStorage
 from paretune.storage.report import format_number
 from paretune.tasks.report import LiveReport
-from tests.dashboard_fixtures import (ROOT, add_observation, browser, free_port, screenshot_dir,  # noqa: F401
+from tests.dashboard_fixtures import (ROOT, add_observation, browser, free_port, screenshot_dir,  # noqa: F401 (a fixture)
                                       seed_experiment, wait_for_http)
 
 pytestmark = pytest.mark.slow

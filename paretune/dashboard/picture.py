@@ -12,7 +12,8 @@ import numpy as np
 
 from paretune.storage.report import ExperimentReport, format_number, threshold_rule
 
-COLORS = {"feasible": "#2563eb", "infeasible": "#f59e0b", "failed": "#dc2626", "frontier": "#111827"}
+COLORS = {"feasible": "#2563eb", "infeasible": "#f59e0b", "failed": "#dc2626", "frontier": "#111827",
+          "stopped": "#6b7280"}
 
 
 def frontier_png(report: ExperimentReport) -> bytes:
@@ -64,6 +65,10 @@ def _draw_points(axes: Any, report: ExperimentReport, status: np.ndarray) -> Non
                  linewidths=0, label=f"feasible ({format_number(feasible)})", rasterized=big)
     axes.scatter(*xy(status == "infeasible"), s=size, facecolors="none", edgecolors=COLORS["infeasible"],
                  linewidths=1.2, label=f"infeasible ({format_number(infeasible)})", rasterized=big)
+    stopped = int(np.sum(status == "stopped"))
+    if stopped:
+        axes.scatter(*xy(status == "stopped"), s=size, marker="v", color=COLORS["stopped"], alpha=0.7, linewidths=0,
+                     label=f"stopped early ({format_number(stopped)})", rasterized=big)
     axes.scatter(*xy(on_frontier), s=55, color=COLORS["feasible"], edgecolors=COLORS["frontier"],
                  linewidths=1.8, zorder=3, label=f"frontier ({len(report.frontier)})")
     if x_metric is not None and report.staircase:

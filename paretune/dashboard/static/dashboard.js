@@ -4,7 +4,7 @@
 (function () {
   "use strict";
 
-  const COLORS = { feasible: "#2563eb", infeasible: "#f59e0b", failed: "#dc2626", frontier: "#111827", grid: "#e5e7eb" };
+  const COLORS = { feasible: "#2563eb", infeasible: "#f59e0b", failed: "#dc2626", frontier: "#111827", stopped: "#6b7280", grid: "#e5e7eb" };
   const WEBGL_ABOVE = 5000;       // points per chart beyond which scattergl draws them
   const PARCOORDS_LINES = 5000;   // lines drawn at most (evenly sampled)
   const PAGE_ROWS = 50;
@@ -189,7 +189,7 @@
 
   /* Indices of the points by how the scatter styles them. */
   function groups(data) {
-    const out = { frontier: [], feasible: [], infeasible: [], failed: [] };
+    const out = { frontier: [], feasible: [], infeasible: [], failed: [], stopped: [] };
     const p = data.points;
     for (let i = 0; i < p.status.length; i++) {
       if (p.status[i] === "failed") out.failed.push(i);
@@ -231,9 +231,10 @@
       frontier: { name: "frontier", marker: { color: COLORS.feasible, size: 10, symbol: "circle", line: { color: COLORS.frontier, width: 2 } } },
       feasible: { name: "feasible", marker: { color: COLORS.feasible, size: 7, opacity: 0.75 } },
       infeasible: { name: "infeasible", marker: { color: COLORS.infeasible, size: 7, symbol: "circle-open", line: { width: 1.5 } } },
+      stopped: { name: "stopped early", marker: { color: COLORS.stopped, size: 7, symbol: "triangle-down", opacity: 0.7 } },
     };
     const traces = [];
-    for (const status of ["feasible", "infeasible", "frontier"]) {
+    for (const status of ["feasible", "infeasible", "stopped", "frontier"]) {
       const indices = byStatus[status];
       traces.push(Object.assign({
         type: big ? "scattergl" : "scatter", mode: "markers", x: indices.map(xOf), y: indices.map(yOf),
@@ -487,7 +488,7 @@
 
     const filter = el("input", { type: "search", id: "trial-filter", placeholder: "filter: any value, e.g. adamw or out_of_memory", value: state.filter });
     filter.addEventListener("input", debounce(() => { state.filter = filter.value; state.page = 0; redraw(); document.getElementById("trial-filter").focus(); }, 200));
-    const status = el("select", { id: "trial-status" }, ["all", "feasible", "infeasible", "failed", "frontier"].map((s) => el("option", { value: s, text: s, selected: s === state.status ? "selected" : null })));
+    const status = el("select", { id: "trial-status" }, ["all", "feasible", "infeasible", "stopped", "failed", "frontier"].map((s) => el("option", { value: s, text: s, selected: s === state.status ? "selected" : null })));
     status.addEventListener("change", () => { state.status = status.value; state.page = 0; redraw(); });
     const tools = el("div", { class: "tools" }, [filter, status,
       el("span", { class: "muted", id: "trial-count", text: rows.length ? "rows " + fmt(state.page * PAGE_ROWS + 1) + "–" + fmt(state.page * PAGE_ROWS + shown.length) + " of " + fmt(rows.length) + (rows.length !== total ? " (" + fmt(total) + " in all)" : "") : "no trial matches" }),
