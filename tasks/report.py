@@ -59,13 +59,12 @@ def threshold_table(report: ExperimentReport, limit: int = THRESHOLD_ROWS) -> li
     """The latest `limit` observations against each threshold: value, then margin (+ clears, - misses)."""
     rows = []
     for row in reversed(report.threshold_rows(limit)):
-        cells = {"trial": str(row.point.trial), "status": row.point.status}
+        cells = {"trial": str(row.point.trial), "status": row.point.status, "failure": row.point.failure_reason or ""}
         for check in row.checks:
             cells[check.metric] = format_number(check.value)
             cells[f"margin to {check.metric} {'>=' if check.objective == 'maximize' else '<='} "
                   f"{format_number(check.threshold)}"] = format_number(check.margin)
         cells["misses"] = ", ".join(row.violated) if row.point.status != "failed" else ""
-        cells["failure"] = row.point.failure_reason or ""
         rows.append(cells)
     return rows
 

@@ -22,7 +22,7 @@ def frontier_png(report: ExperimentReport) -> bytes:
     from matplotlib.figure import Figure
 
     status = np.array(report.columns.status, dtype=object)
-    failed = np.flatnonzero(status == "failed") + 1
+    failed = np.array(report.columns.trial)[status == "failed"]
     figure = Figure(figsize=(9, 6.2 if len(failed) else 5.6), dpi=100, layout="constrained")
     if len(failed):
         axes, strip = figure.subplots(2, 1, height_ratios=[9, 1])
@@ -33,7 +33,7 @@ def frontier_png(report: ExperimentReport) -> bytes:
     _style(axes, report)
     handles, labels = axes.get_legend_handles_labels()
     if strip is not None:
-        failures = _draw_failures(strip, failed, len(status))
+        failures = _draw_failures(strip, failed, max(report.columns.trial, default=0))
         handles, labels = handles + [failures], labels + [failures.get_label()]
     axes.legend(handles, labels, loc="best", fontsize=9, framealpha=0.9)
     buffer = io.BytesIO()
@@ -52,7 +52,7 @@ def _draw_points(axes: Any, report: ExperimentReport, status: np.ndarray) -> Non
     columns = report.columns
     x_metric, y_metric = _axes_metrics(report)
     on_frontier = np.array(columns.on_frontier, dtype=bool)
-    numbers = np.arange(1, len(columns) + 1)
+    numbers = np.array(columns.trial)
 
     def xy(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         xs = numbers[mask] if x_metric is None else columns.array(x_metric.name)[mask]
