@@ -41,7 +41,7 @@ from paretune.bert.data import prepare_squad_data
 from paretune.bert.distill import run_trial
 from paretune.bert.settings import TrialSettings
 from paretune.bert.squad import dataset_to_squad_json
-from paretune.bert.training import calibrate_null_threshold, evaluate_model
+from paretune.bert.training import Inference, QuestionSet, calibrate_null_threshold, evaluate_model
 from paretune.flows.demo import wide_console
 from paretune.flows.demo import frontier_console_table
 from paretune.flows.local_prefect import prefect_api
@@ -86,17 +86,14 @@ def teacher_scores(settings: TrialSettings, teacher: str) -> dict[str, float]:
     data = prepare_squad_data(settings)
     device = torch.device("cpu")
     model = AutoModelForQuestionAnswering.from_pretrained(teacher)
+    inference = Inference(64, device, False, settings.n_best_size, settings.max_answer_length)
     threshold = settings.null_score_diff_threshold
     if data.calibration_examples is not None:
-        threshold = calibrate_null_threshold(
-            model, data.calibration_examples, data.calibration_features,
-            dataset_to_squad_json(data.calibration_examples)["data"], 64, device, False,
-            settings.n_best_size, settings.max_answer_length,
-        )
-    evaluation = evaluate_model(
-        model, data.eval_examples, data.eval_features, dataset_to_squad_json(data.eval_examples)["data"], 64, device,
-        False, settings.n_best_size, settings.max_answer_length, threshold,
-    )
+        calibration = QuestionSet(data.calibration_examples, data.calibration_features,
+                                  dataset_to_squad_json(data.calibration_examples)["data"])
+        threshold = calibrate_null_threshold(model, calibration, inference)
+    questions = QuestionSet(data.eval_examples, data.eval_features, dataset_to_squad_json(data.eval_examples)["data"])
+    evaluation = evaluate_model(model, questions, inference, threshold)
     return {**evaluation.metrics, **evaluation.answerable}
 
 

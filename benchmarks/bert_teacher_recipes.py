@@ -37,7 +37,7 @@ from paretune.bert.data import feature_lengths, load_settings_splits, tokenizer_
 from paretune.bert.settings import TrialSettings
 from paretune.bert.squad import FeatureLengths, dataset_to_squad_json, load_tokenizer, tokenize_squad
 from paretune.bert.teacher import teacher_training_windows
-from paretune.bert.training import accepted_inputs, build_optimizer, evaluate_model
+from paretune.bert.training import Inference, QuestionSet, accepted_inputs, build_optimizer, evaluate_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SPEC = ROOT / "experiments" / "bert_squad2_demo.yaml"
@@ -83,8 +83,9 @@ def curve(args: argparse.Namespace) -> list[dict]:
         seen += len(indices)
         train_cpu += time.process_time() - started
         if seen % args.every < args.batch_size:
-            evaluation = evaluate_model(model, splits.evaluation, eval_features, gold, 64, torch.device("cpu"), False,
-                                        settings.n_best_size, settings.max_answer_length, 0.0)
+            evaluation = evaluate_model(model, QuestionSet(splits.evaluation, eval_features, gold),
+                                        Inference(64, torch.device("cpu"), False, settings.n_best_size,
+                                                  settings.max_answer_length), 0.0)
             point = {
                 "questions": args.questions, "no_answer_share": args.no_answer_share, "seq": args.seq_length,
                 "stride": args.stride, "learning_rate": args.learning_rate, "batch_size": args.batch_size,

@@ -24,10 +24,8 @@ import logging
 import resource
 import sys
 import tempfile
-from dataclasses import dataclass
 from typing import Any
 
-import datasets
 import fsspec
 import numpy as np
 import torch
@@ -51,6 +49,8 @@ from paretune.bert.students import (
 from paretune.bert.teacher import prepare_teacher, teacher_logits
 from paretune.bert.training import (
     Evaluation,
+    Inference,
+    QuestionSet,
     accepted_inputs,
     build_optimizer,
     calibrate_null_threshold,
@@ -160,8 +160,9 @@ def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.devic
     scheduler = get_linear_schedule_with_warmup(optimizer, min(knobs.warm_up_steps, total_steps), total_steps)
     model, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
     loss_function = make_distillation_loss(soft_start, soft_end, knobs.alpha_ce, knobs.temperature)
-    gold = dataset_to_squad_json(data.eval_examples)["data"]
+    questions = QuestionSet(data.eval_examples, data.eval_features, dataset_to_squad_json(data.eval_examples)["data"])
     calibration = _calibration_set(data)
+    inference = Inference(knobs.eval_batch_size, device, settings.amp, settings.n_best_size, settings.max_answer_length)
 
     num_parameters = float(count_parameters(student))
     evaluation: Evaluation | None = None
@@ -171,8 +172,10 @@ def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.devic
             accelerator, model, optimizer, scheduler, data.train_features, knobs.train_batch_size,
             settings.seed + epoch + 1, loss_function, epoch + 1, part, settings.evaluations_per_epoch,
         )
-        threshold = _null_threshold(accelerator.unwrap_model(model), calibration, knobs, settings, device)
-        evaluation = _evaluate(accelerator.unwrap_model(model), data, gold, knobs, settings, device, threshold)
+        unwrapped = accelerator.unwrap_model(model)
+        threshold = (settings.null_score_diff_threshold if calibration is None
+                     else calibrate_null_threshold(unwrapped, calibration, inference))
+        evaluation = evaluate_model(unwrapped, questions, inference, threshold)
         logger.info(
             "checkpoint %d (epoch %d): loss %.4f exact %.2f f1 %.2f HasAns_f1 %.2f", checkpoint, epoch + 1,
             result.mean_loss, evaluation.metrics["exact"], evaluation.metrics["f1"], evaluation.answerable["HasAns_f1"],
@@ -217,56 +220,12 @@ def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.devic
     return metrics
 
 
-def _evaluate(
-    model, data: SquadData, gold, knobs: StudentAssignments, settings: TrialSettings, device, threshold: float
-) -> Evaluation:
-    return evaluate_model(
-        model,
-        data.eval_examples,
-        data.eval_features,
-        gold,
-        knobs.eval_batch_size,
-        device,
-        settings.amp,
-        settings.n_best_size,
-        settings.max_answer_length,
-        threshold,
-    )
-
-
-@dataclass
-class CalibrationSet:
+def _calibration_set(data: SquadData) -> QuestionSet | None:
     """Questions of train articles held out of training, on which the null-score threshold is chosen."""
-
-    examples: datasets.Dataset
-    features: datasets.Dataset
-    gold: list[dict]
-
-
-def _calibration_set(data: SquadData) -> CalibrationSet | None:
     if data.calibration_examples is None:
         return None
-    return CalibrationSet(
+    return QuestionSet(
         data.calibration_examples, data.calibration_features, dataset_to_squad_json(data.calibration_examples)["data"]
-    )
-
-
-def _null_threshold(
-    model, calibration: CalibrationSet | None, knobs: StudentAssignments, settings: TrialSettings, device
-) -> float:
-    """The configured threshold, or the one that scores best on the calibration questions."""
-    if calibration is None:
-        return settings.null_score_diff_threshold
-    return calibrate_null_threshold(
-        model,
-        calibration.examples,
-        calibration.features,
-        calibration.gold,
-        knobs.eval_batch_size,
-        device,
-        settings.amp,
-        settings.n_best_size,
-        settings.max_answer_length,
     )
 
 

@@ -170,43 +170,46 @@ class Evaluation:
     seconds: float
 
 
-def evaluate_model(
-    model: PreTrainedModel,
-    examples: datasets.Dataset,
-    features: datasets.Dataset,
-    gold: list[dict],
-    batch_size: int,
-    device: torch.device,
-    amp: bool,
-    n_best_size: int,
-    max_answer_length: int,
-    null_score_diff_threshold: float,
-) -> Evaluation:
-    """Scores of `model` on `examples` (gold: their nested SQuAD `data`), from one pass over the logits.
+@dataclass(frozen=True)
+class QuestionSet:
+    """Questions, their tokenized windows and their gold answers (nested SQuAD `data`): what an
+    evaluation or a threshold calibration reads."""
+
+    examples: datasets.Dataset
+    features: datasets.Dataset
+    gold: list[dict]
+
+
+@dataclass(frozen=True)
+class Inference:
+    """How answers are predicted: batches on a device (fp16 autocast on CUDA with `amp`), then the
+    n-best spans of at most `max_answer_length` tokens."""
+
+    batch_size: int
+    device: torch.device
+    amp: bool
+    n_best_size: int
+    max_answer_length: int
+
+
+def evaluate_model(model: PreTrainedModel, questions: QuestionSet, inference: Inference,
+                   null_score_diff_threshold: float) -> Evaluation:
+    """Scores of `model` on `questions`, from one pass over the logits.
 
     `seconds` is the wall time of the whole pass: logits, post-processing and scoring.
     """
     started = time.perf_counter()
-    predictions = predict_answers(model, examples, features, batch_size, device, amp, n_best_size,
-                                  max_answer_length, null_score_diff_threshold)
-    metrics = squad_v2_evaluate(gold, predictions.answers)
-    answerable = answerable_evaluate(gold, predictions.best_spans)
+    predictions = predict_answers(model, questions, inference, null_score_diff_threshold)
+    metrics = squad_v2_evaluate(questions.gold, predictions.answers)
+    answerable = answerable_evaluate(questions.gold, predictions.best_spans)
     return Evaluation(metrics, answerable, predictions, seconds=time.perf_counter() - started)
 
 
-def predict_answers(
-    model: PreTrainedModel,
-    examples: datasets.Dataset,
-    features: datasets.Dataset,
-    batch_size: int,
-    device: torch.device,
-    amp: bool,
-    n_best_size: int,
-    max_answer_length: int,
-    null_score_diff_threshold: float,
-) -> QAPredictions:
+def predict_answers(model: PreTrainedModel, questions: QuestionSet, inference: Inference,
+                    null_score_diff_threshold: float) -> QAPredictions:
     """The model's answer text per question: logits over every window, then post-processing."""
-    start_logits, end_logits = predict_logits(model, features, batch_size, device, amp)
+    examples, features = questions.examples, questions.features
+    start_logits, end_logits = predict_logits(model, features, inference.batch_size, inference.device, inference.amp)
     return postprocess_qa_predictions(
         examples["id"],
         examples["context"],
@@ -214,23 +217,13 @@ def predict_answers(
         features["offset_mapping"],
         start_logits,
         end_logits,
-        n_best_size=n_best_size,
-        max_answer_length=max_answer_length,
+        n_best_size=inference.n_best_size,
+        max_answer_length=inference.max_answer_length,
         null_score_diff_threshold=null_score_diff_threshold,
     )
 
 
-def calibrate_null_threshold(
-    model: PreTrainedModel,
-    examples: datasets.Dataset,
-    features: datasets.Dataset,
-    gold: list[dict],
-    batch_size: int,
-    device: torch.device,
-    amp: bool,
-    n_best_size: int,
-    max_answer_length: int,
-) -> float:
+def calibrate_null_threshold(model: PreTrainedModel, questions: QuestionSet, inference: Inference) -> float:
     """The null-score difference above which answering "" gives the best F1 on these questions
     (meant for train questions, never the eval articles).
 
@@ -238,10 +231,9 @@ def calibrate_null_threshold(
     nothing at all is best, which as a threshold would answer every question with a negative
     difference; here that case is a threshold below every difference seen.
     """
-    predictions = predict_answers(model, examples, features, batch_size, device, amp, n_best_size,
-                                  max_answer_length, math.inf)
-    answered_f1 = get_raw_scores(gold, predictions.best_spans)[1]
-    has_answer = make_qid_to_has_ans(gold)
+    predictions = predict_answers(model, questions, inference, math.inf)
+    answered_f1 = get_raw_scores(questions.gold, predictions.best_spans)[1]
+    has_answer = make_qid_to_has_ans(questions.gold)
     by_difference = sorted(predictions.null_score_diffs.items(), key=lambda item: item[1])
     threshold = by_difference[0][1] - 1.0
     score = best_score = sum(not has_answer[qid] for qid, _ in by_difference)

@@ -222,14 +222,6 @@ class TrialSession:
             cheapest *= stopping.fidelity(self.spec, stopping_setting.min_checkpoints)
         return cheapest
 
-    def open_run(self, suggestion_id: int, environment: RunEnvironment | None = None,
-                 metadata: dict[str, Any] | None = None) -> OpenTrial:
-        """Record the run trying an open suggestion (SigOpt's run loop)."""
-        suggestion = self.storage.get_suggestion(suggestion_id)
-        run_id = self._open_run(suggestion.id, suggestion.assignments, environment or capture_environment(),
-                                metadata)
-        return OpenTrial(suggestion.id, suggestion.assignments, run_id, suggestion.task)
-
     def _open_run(self, suggestion_id: int, assignments: dict[str, Any], environment: RunEnvironment,
                   metadata: dict[str, Any] | None) -> int:
         run = self.storage.create_run(

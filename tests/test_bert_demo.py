@@ -15,7 +15,7 @@ from paretune.bert.metrics import squad_v2_evaluate
 from paretune.bert.settings import StudentAssignments, TrialSettings
 from paretune.bert.squad import FeatureLengths, dataset_to_squad_json, load_squad, load_tokenizer, tokenize_squad
 from paretune.bert.teacher import teacher_training_windows
-from paretune.bert.training import calibrate_null_threshold, evaluate_model
+from paretune.bert.training import Inference, QuestionSet, calibrate_null_threshold, evaluate_model
 from paretune.flows import bert_demo
 from paretune.flows.preprocess import PreprocessParameters
 from paretune.optimizer import ExperimentSpec
@@ -97,12 +97,13 @@ def test_the_calibrated_threshold_reaches_the_best_f1_on_the_calibration_questio
     )
     gold = dataset_to_squad_json(examples)["data"]
     cpu = torch.device("cpu")
-    threshold = calibrate_null_threshold(model, examples, features, gold, 8, cpu, False, 20, 30)
-    answered = evaluate_model(model, examples, features, gold, 8, cpu, False, 20, 30, float("inf"))
+    questions, inference = QuestionSet(examples, features, gold), Inference(8, cpu, False, 20, 30)
+    threshold = calibrate_null_threshold(model, questions, inference)
+    answered = evaluate_model(model, questions, inference, float("inf"))
     best = squad_v2_evaluate(gold, answered.predictions.answers, na_probs=answered.predictions.null_score_diffs)
-    calibrated = evaluate_model(model, examples, features, gold, 8, cpu, False, 20, 30, threshold)
+    calibrated = evaluate_model(model, questions, inference, threshold)
     assert calibrated.metrics["f1"] == pytest.approx(best["best_f1"])
-    assert calibrated.metrics["f1"] >= evaluate_model(model, examples, features, gold, 8, cpu, False, 20, 30, 0.0).metrics["f1"]
+    assert calibrated.metrics["f1"] >= evaluate_model(model, questions, inference, 0.0).metrics["f1"]
 
 
 def test_the_demo_ends_with_its_tables_the_frontier_picture_and_the_frontier(tmp_path, monkeypatch):
