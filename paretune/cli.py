@@ -189,16 +189,25 @@ def _observe(args: argparse.Namespace) -> None:
           f"({progress.observations}{budget} observations)")
 
 
+def key_value_pairs(option: str, texts: list[str], form: str, example: str) -> list[tuple[str, str, str]]:
+    """Each `--option KEY=VALUE` as (text, key, value); a malformed or repeated key is refused."""
+    pairs, seen = [], set()
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{option} {text!r}: write it as {form}, e.g. {option} {example}")
+        if key in seen:
+            raise UsageError(f"{option} {key} is given twice; give each once")
+        seen.add(key)
+        pairs.append((text, key, value))
+    return pairs
+
+
 def _parse_values(texts: list[str]) -> tuple[dict[str, float], dict[str, float]]:
     """`METRIC=NUMBER` or `METRIC=NUMBER±STDDEV` (also `+-`): values and standard deviations."""
     values: dict[str, float] = {}
     stddevs: dict[str, float] = {}
-    for text in texts:
-        name, sep, numbers = text.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--value {text!r}: write it as METRIC=NUMBER, e.g. --value f1=0.83 (or f1=0.83±0.01)")
-        if name in values:
-            raise UsageError(f"--value {name} is given twice; give each metric once")
+    for text, name, numbers in key_value_pairs("--value", texts, "METRIC=NUMBER", "f1=0.83 (or f1=0.83±0.01)"):
         number, _, spread = numbers.replace("+-", "±").partition("±")
         values[name] = _finite(text, number, "values must be finite; use --failed for a diverged trial")
         if spread:
@@ -220,12 +229,7 @@ def _finite(text: str, number: str, advice: str) -> float:
 
 def _parse_metadata(texts: list[str]) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
-    for text in texts:
-        key, sep, value = text.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--metadata {text!r}: write it as KEY=VALUE, e.g. --metadata gpu=A100")
-        if key in metadata:
-            raise UsageError(f"--metadata {key} is given twice; give each key once")
+    for _, key, value in key_value_pairs("--metadata", texts, "KEY=VALUE", "gpu=A100"):
         try:
             parsed = json.loads(value)
         except ValueError:

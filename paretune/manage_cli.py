@@ -63,15 +63,10 @@ def _update(args: argparse.Namespace) -> None:
 
 
 def _parse_thresholds(texts: list[str]) -> dict[str, float | None]:
-    from paretune.cli import UsageError
+    from paretune.cli import UsageError, key_value_pairs
 
     thresholds: dict[str, float | None] = {}
-    for text in texts:
-        name, sep, number = text.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--threshold {text!r}: write it as METRIC=NUMBER, e.g. --threshold exact=60")
-        if name in thresholds:
-            raise UsageError(f"--threshold {name} is given twice; give each metric once")
+    for text, name, number in key_value_pairs("--threshold", texts, "METRIC=NUMBER", "exact=60"):
         if number.lower() == "none":
             thresholds[name] = None
             continue
