@@ -13,15 +13,17 @@ import pytest
 
 from paretune.flows.tune import ExperimentSource, TuneOptions, tune
 from paretune.storage import DuckDBStorage
-from sweeps import write_spec
+from sweeps import SideLog, write_spec
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_until_observed(command: list[str], env: dict[str, str], observed: int, timeout_s: float = 180) -> list[str]:
-    """Start the flow, SIGKILL it once `observed` trial lines were printed; return those lines."""
+def run_until_observed(command: list[str], env: dict[str, str], observed: int, side_log: Path,
+                       timeout_s: float = 180) -> list[str]:
+    """Start the flow; once `observed` trial lines were printed and the side log shows a trial
+    running, SIGKILL it (so the kill always lands mid-trial); return the trial lines printed."""
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     finished: list[str] = []
@@ -32,6 +34,8 @@ def run_until_observed(command: list[str], env: dict[str, str], observed: int, t
                 finished.append(line)
             if len(finished) >= observed or time.monotonic() > deadline:
                 break
+        while not SideLog.read(side_log).running() and time.monotonic() < deadline:
+            time.sleep(0.02)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -40,13 +44,14 @@ def run_until_observed(command: list[str], env: dict[str, str], observed: int, t
 
 
 def test_a_killed_flow_resumes_without_losing_or_repeating_observations(prefect_api, dask_cluster, tmp_path):
-    spec = write_spec(tmp_path, "resumable", budget=10, bandwidth=2, objective="tests.objectives:sleep_for",
-                      duration=(0.3, 0.6))
+    side_log = tmp_path / "trials.log"
+    spec = write_spec(tmp_path, "resumable", budget=10, bandwidth=2, objective="tests.objectives:logged_sleep",
+                      trial={"log": str(side_log)}, duration=(0.5, 1.0))
     db = str(tmp_path / "resume.duckdb")
     env = os.environ | {"PREFECT_API_URL": prefect_api, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     command = [sys.executable, "-m", "paretune.flows.tune", spec, "--db", db, "--address", dask_cluster.scheduler_address,
                "--no-report"]
-    printed = run_until_observed(command, env, observed=4)
+    printed = run_until_observed(command, env, observed=4, side_log=side_log)
 
     with DuckDBStorage(db, read_only=True) as store:
         (experiment,) = store.list_experiments()

@@ -217,7 +217,7 @@ def test_the_demos_end_with_the_frontier_and_three_commands_that_run_as_printed(
 def test_make_demo_quick_runs_the_demo_flow(tmp_path, prefect_api):
     """`make demo-quick` is `python -m paretune.flows.demo`: a whole tune of the built-in function
     on a local Dask cluster, ending with the frontier and the next commands."""
-    make = subprocess.run(["make", "-n", "demo-quick"], cwd=ROOT, capture_output=True, text=True, check=True)
+    make = subprocess.run(["make", "-n", "--no-print-directory", "demo-quick"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert make.stdout.strip().splitlines()[-1].endswith("python -m paretune.flows.demo")
     folder = workspace(tmp_path, "quick")
     env = os.environ | {"PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
