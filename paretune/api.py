@@ -25,6 +25,7 @@ from paretune.runs import Run
 from paretune.storage import DuckDBStorage, ObservationRecord, Progress, Storage, StorageError
 from paretune.storage.files import experiment_lease, holder_description
 from paretune.storage.report import frontier_points, point_record
+from paretune.storage.row_rules import check_outcome_shape
 
 
 @dataclass(frozen=True)
@@ -93,13 +94,10 @@ class Experiment:
         torch scalars are numbers), a negative standard deviation.
         """
         suggestion_id = suggestion.id if isinstance(suggestion, Suggestion) else suggestion
+        check_outcome_shape(failed=failed, has_values=bool(values or value_stddevs), reason=reason)
         if failed:
-            if values or value_stddevs:
-                raise StorageError("a failed observation carries no values; pass either values or failed=True")
             return self.session.fail(suggestion_id, Failure.from_reason(reason), duration_s=duration_s,
                                      metadata=metadata)
-        if reason is not None:
-            raise StorageError("`reason` is for failed observations; pass failed=True with it")
         if values is None:
             raise StorageError("give the metric values (values={...}), or failed=True")
         if value_stddevs:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 from typing import Any
 
@@ -21,11 +20,8 @@ from paretune.optimizer import (
     ExperimentSpec,
     ObservationError,
     SpecError,
-    metric_number,
     validate_assignments,
     validate_task,
-    validate_value_stddevs,
-    validate_values,
 )
 from paretune.storage.artifacts import ArtifactStore
 from paretune.storage.base import Storage, StorageError
@@ -35,14 +31,26 @@ from paretune.storage.records import (
     ObservationRecord,
     Progress,
     RunEnvironment,
-    RunRecord,
     SuggestionRecord,
 )
+from paretune.storage.row_rules import (
+    DELETE_LEVELS,
+    apply_changes,
+    check_budget_change,
+    check_trial_figures,
+    checked_outcome,
+    experiment_record,
+    finite_values,
+    json_text,
+    require_open,
+    settle_state,
+    suggestion_record,
+)
+from paretune.storage.run_rows import RunRows
 from paretune.storage.session import FileSession
 
 DEFAULT_DB_PATH = "paretune.duckdb"
 EXPERIMENT_STATES = ("active", "completed", "archived")
-RUN_END_STATUSES = ("completed", "failed", "cancelled", "stopped")
 # How long a call waits for another process's write session (or a foreign program's hold on the
 # file) before it is refused. Write sessions last milliseconds; this covers a busy machine.
 LOCK_TIMEOUT_S = 60.0
@@ -53,7 +61,7 @@ def default_db_path() -> str:
     return os.environ.get("PARETUNE_DB", DEFAULT_DB_PATH)
 
 
-class DuckDBStorage(Storage):
+class DuckDBStorage(RunRows, Storage):
     """The Storage contract on one DuckDB file.
 
     `read_only=True` opens the published copy: it never creates, migrates or writes the file,
@@ -132,12 +140,12 @@ class DuckDBStorage(Storage):
             rows = self._rows("SELECT * FROM experiments WHERE name = ? ORDER BY id DESC LIMIT 1", [ref])
         if not rows:
             raise StorageError(f"no experiment {ref!r} in {self.path}; `paretune list` shows the experiments there")
-        return _experiment(rows[0])
+        return experiment_record(rows[0])
 
     def list_experiments(self) -> list[ExperimentRecord]:
         if not self.read_only and not self.files.path.exists():
             return []
-        return [_experiment(row) for row in self._rows("SELECT * FROM experiments ORDER BY id")]
+        return [experiment_record(row) for row in self._rows("SELECT * FROM experiments ORDER BY id")]
 
     def set_experiment_state(self, experiment_id: int, state: str) -> None:
         if state not in EXPERIMENT_STATES:
@@ -152,7 +160,7 @@ class DuckDBStorage(Storage):
             if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
                 raise StorageError(f"an observation budget is a whole number >= 1, got {budget!r}")
             db.execute("UPDATE experiments SET budget = ? WHERE id = ?", [budget, experiment_id])
-            _settle_state(db, experiment_id)
+            settle_state(db, experiment_id)
 
     def update_experiment(self, experiment_id: int, *, name: str | None = None, budget: int | None = None,
                           parallel_bandwidth: int | None = None, thresholds: dict[str, float | None] | None = None,
@@ -167,7 +175,7 @@ class DuckDBStorage(Storage):
         with self._transaction() as db:
             record = self.get_experiment(experiment_id)
             definition = json.loads(record.spec.to_json())
-            _apply_changes(definition, name=name, parallel_bandwidth=parallel_bandwidth, thresholds=thresholds,
+            apply_changes(definition, name=name, parallel_bandwidth=parallel_bandwidth, thresholds=thresholds,
                            metadata=metadata)
             try:
                 spec = ExperimentSpec.model_validate(definition)
@@ -177,12 +185,12 @@ class DuckDBStorage(Storage):
                     "SELECT 1 FROM experiments WHERE name = ? AND id <> ?", [name, experiment_id]).fetchall():
                 raise StorageError(f"update refused: another experiment is named {name!r}; choose another name")
             if budget is not None:
-                _check_budget_change(db, record, budget)
+                check_budget_change(db, record, budget)
             db.execute("UPDATE experiments SET name = ?, spec = ?, budget = ? WHERE id = ?",
                        [spec.name, spec.to_json(), record.budget if budget is None else budget, experiment_id])
             db.executemany("UPDATE experiment_metrics SET threshold = ? WHERE experiment_id = ? AND name = ?",
                            [[m.threshold, experiment_id, m.name] for m in spec.metrics])
-            _settle_state(db, experiment_id)
+            settle_state(db, experiment_id)
             return self.get_experiment(experiment_id)
 
     def delete_experiment(self, experiment_id: int) -> None:
@@ -195,7 +203,7 @@ class DuckDBStorage(Storage):
         """
         with self.batch():
             self.set_experiment_state(experiment_id, "archived")
-            for statements in _DELETE_LEVELS:
+            for statements in DELETE_LEVELS:
                 with self._transaction() as db:
                     for statement in statements:
                         db.execute(statement, [experiment_id])
@@ -235,16 +243,16 @@ class DuckDBStorage(Storage):
         rows = self._rows("SELECT * FROM suggestions WHERE id = ?", [int(suggestion_id)])
         if not rows:
             raise StorageError(f"no suggestion {suggestion_id} in {self.path}")
-        return _suggestion(rows[0])
+        return suggestion_record(rows[0])
 
     def list_suggestions(self, experiment_id: int, state: str | None = None) -> list[SuggestionRecord]:
         sql = "SELECT * FROM suggestions WHERE experiment_id = ?" + (" AND state = ?" if state else "") + " ORDER BY id"
-        return [_suggestion(row) for row in self._rows(sql, [experiment_id] + ([state] if state else []))]
+        return [suggestion_record(row) for row in self._rows(sql, [experiment_id] + ([state] if state else []))]
 
     def start_trial(self, suggestion_id: int, *, worker: str | None, run_id: int | None = None,
                     environment: RunEnvironment | None = None) -> None:
         with self._transaction() as db:
-            _require_open(db, suggestion_id)
+            require_open(db, suggestion_id)
             db.execute(
                 "UPDATE suggestions SET started_at = current_timestamp, updated_at = current_timestamp, worker = ? "
                 "WHERE id = ?",
@@ -255,7 +263,7 @@ class DuckDBStorage(Storage):
                 db.execute(
                     "UPDATE runs SET host = ?, device = ?, git_commit = ?, metadata = ? WHERE id = ?",
                     [environment.host, environment.device, environment.git_commit,
-                     _json(run.metadata | environment.metadata() | ({"worker": worker} if worker else {}), "metadata"),
+                     json_text(run.metadata | environment.metadata() | ({"worker": worker} if worker else {}), "metadata"),
                      run_id],
                 )
 
@@ -304,42 +312,25 @@ class DuckDBStorage(Storage):
     ) -> ObservationRecord:
         """`stopped_at`: the trial was stopped early, having trained this share (its fidelity,
         in (0, 1]) of a full trial; it closes `stopped` with the values given."""
-        if stopped_at is not None and (failed or isinstance(stopped_at, bool) or not isinstance(stopped_at, (int, float))
-                                       or not 0 < stopped_at <= 1):
-            raise StorageError(f"stopped_at must be a fidelity in (0, 1] of a trial with values, got {stopped_at!r}")
-        if duration_s is not None and (isinstance(duration_s, bool) or not isinstance(duration_s, (int, float))
-                                       or not math.isfinite(duration_s) or duration_s < 0):
-            raise StorageError(f"duration_s must be a finite number >= 0, got {duration_s!r}")
+        check_trial_figures(failed=failed, duration_s=duration_s, stopped_at=stopped_at)
         with self._transaction() as db:
             suggestion = self.get_suggestion(suggestion_id)
             if suggestion.state != "open":
                 raise StorageError(f"suggestion {suggestion_id} is {suggestion.state}, not open: "
                                    "it was already observed, expired or cancelled")
-            spec = self._spec(suggestion.experiment_id)
-            if failed:
-                if values or value_stddevs:
-                    raise StorageError("a failed observation carries no values; pass either values or failed=True")
-                clean: dict[str, float] = {}
-                stddevs: dict[str, float] = {}
-            else:
-                if reason is not None:
-                    raise StorageError("`reason` is for failed observations; pass failed=True with it")
-                try:
-                    clean = validate_values(spec, values or {})
-                    stddevs = validate_value_stddevs(spec, value_stddevs, clean) or {}
-                except ObservationError as error:
-                    raise StorageError(f"observation refused: {error}") from None
+            clean, stddevs = checked_outcome(self._spec(suggestion.experiment_id), values=values, failed=failed,
+                                             reason=reason, value_stddevs=value_stddevs)
             state = "failed" if failed else "stopped" if stopped_at is not None else "completed"
             if run_id is not None:
                 run = self.get_run(run_id)
                 if run.suggestion_id != suggestion_id or run.status != "running":
                     raise StorageError(f"run {run_id} is not the running run of suggestion {suggestion_id}")
-                self._finish_run(db, run_id, clean | _finite_values(run_metrics or {}, "metric", allow_empty=True),
+                self._finish_run(db, run_id, clean | finite_values(run_metrics or {}, "metric", allow_empty=True),
                                  state, reason if failed else None)
             db.execute("UPDATE suggestions SET state = ?, updated_at = current_timestamp WHERE id = ?",
                        [state, suggestion_id])
             failure_reason = (reason or "unspecified") if failed else None
-            stored_metadata = _json(metadata or {}, "metadata")
+            stored_metadata = json_text(metadata or {}, "metadata")
             observation_id, created_at = db.execute(
                 "INSERT INTO observations (experiment_id, suggestion_id, run_id, failed, failure_reason, duration_s, "
                 "task, metadata, stopped, fidelity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id, created_at",
@@ -352,7 +343,7 @@ class DuckDBStorage(Storage):
                     "SELECT ?, unnest(?::VARCHAR[]), unnest(?::DOUBLE[]), unnest(?::DOUBLE[])",
                     [observation_id, list(clean), list(clean.values()), [stddevs.get(name) for name in clean]],
                 )
-            _settle_state(db, suggestion.experiment_id)
+            settle_state(db, suggestion.experiment_id)
             return ObservationRecord(
                 id=observation_id, experiment_id=suggestion.experiment_id, suggestion_id=suggestion_id,
                 assignments=suggestion.assignments, values=None if failed else dict(clean), failed=failed,
@@ -471,152 +462,6 @@ class DuckDBStorage(Storage):
             return [artifacts.export_query(db, sql, f"experiment-{experiment_id}/{name}.{fmt}", fmt)
                     for name, sql in tables.items()]
 
-    # -- runs ---------------------------------------------------------------------------------
-    def create_run(
-        self,
-        name: str,
-        *,
-        parameters: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-        experiment_id: int | None = None,
-        suggestion_id: int | None = None,
-        git_commit: str | None = None,
-        host: str | None = None,
-        device: str | None = None,
-    ) -> RunRecord:
-        if not isinstance(name, str) or not name.strip() or not name.isprintable():
-            raise StorageError(f"a run needs a non-empty, printable name, got {name!r}")
-        with self._transaction(create=experiment_id is None) as db:
-            if suggestion_id is not None:
-                suggestion = self.get_suggestion(suggestion_id)
-                if suggestion.experiment_id != experiment_id:
-                    raise StorageError(f"suggestion {suggestion_id} belongs to experiment {suggestion.experiment_id}")
-                _require_open(db, suggestion_id)
-            elif experiment_id is not None:
-                self.get_experiment(experiment_id)
-            (run_id,) = db.execute(
-                "INSERT INTO runs (name, experiment_id, suggestion_id, parameters, metadata, git_commit, host, device) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                [name, experiment_id, suggestion_id, _json(parameters or {}, "parameters"),
-                 _json(metadata or {}, "metadata"), git_commit, host, device],
-            ).fetchall()[0]
-            return self.get_run(int(run_id))
-
-    def _running(self, run_id: int) -> RunRecord:
-        run = self.get_run(run_id)
-        if run.status != "running":
-            raise StorageError(f"run {run_id} is {run.status}; a finished run cannot be changed")
-        return run
-
-    def log_run_parameters(self, run_id: int, parameters: dict[str, Any]) -> None:
-        with self._transaction() as db:
-            run = self._running(run_id)
-            db.execute("UPDATE runs SET parameters = ? WHERE id = ?",
-                       [_json(run.parameters | parameters, "parameters"), run_id])
-
-    def log_run_metadata(self, run_id: int, metadata: dict[str, Any]) -> None:
-        with self._transaction() as db:
-            run = self._running(run_id)
-            db.execute("UPDATE runs SET metadata = ? WHERE id = ?", [_json(run.metadata | metadata, "metadata"), run_id])
-
-    def log_run_metrics(self, run_id: int, metrics: dict[str, float]) -> None:
-        clean = _finite_values(metrics, "metric")
-        with self._transaction() as db:
-            self._running(run_id)
-            _upsert_run_metrics(db, run_id, clean)
-
-    def add_checkpoint(self, run_id: int, epoch: int, values: dict[str, float]) -> None:
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise StorageError(f"epoch must be an integer >= 0, got {epoch!r}")
-        clean = _finite_values(values, "checkpoint value")
-        with self._transaction() as db:
-            self.get_run(run_id)
-            db.executemany(
-                "INSERT INTO checkpoints (run_id, epoch, metric, value) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT DO UPDATE SET value = excluded.value",
-                [[run_id, epoch, name, value] for name, value in clean.items()],
-            )
-
-    def finish_run(self, run_id: int, status: str, failure_reason: str | None = None,
-                   metrics: dict[str, float] | None = None) -> None:
-        clean = _finite_values(metrics or {}, "metric", allow_empty=True)
-        with self._transaction() as db:
-            self._finish_run(db, run_id, clean, status, failure_reason)
-
-    def _finish_run(self, db: duckdb.DuckDBPyConnection, run_id: int, metrics: dict[str, float], status: str,
-                    failure_reason: str | None) -> None:
-        if status not in RUN_END_STATUSES:
-            raise StorageError(f"a run finishes as one of {RUN_END_STATUSES}, not {status!r}")
-        self._running(run_id)
-        _upsert_run_metrics(db, run_id, metrics)
-        db.execute(
-            "UPDATE runs SET status = ?, failure_reason = ?, ended_at = current_timestamp WHERE id = ?",
-            [status, None if status == "completed" else failure_reason, run_id],
-        )
-
-    def get_run(self, run_id: int) -> RunRecord:
-        rows = self._runs("r.id = ?", [int(run_id)])
-        if not rows:
-            raise StorageError(f"no run {run_id} in {self.path}")
-        return rows[0]
-
-    def list_runs(self, experiment_id: int | None = None) -> list[RunRecord]:
-        if not self.read_only and not self.files.path.exists():
-            return []
-        if experiment_id is None:
-            return self._runs("true", [])
-        return self._runs("r.experiment_id = ?", [experiment_id])
-
-    def _runs(self, where: str, parameters: list[Any]) -> list[RunRecord]:
-        rows = self._rows(
-            "SELECT r.*, (SELECT map(list(m.name), list(m.value)) FROM run_metrics m WHERE m.run_id = r.id) AS metric_map "
-            f"FROM runs r WHERE {where} ORDER BY r.id",
-            parameters,
-        )
-        return [
-            RunRecord(
-                id=row["id"], name=row["name"], status=row["status"], experiment_id=row["experiment_id"],
-                suggestion_id=row["suggestion_id"], parameters=json.loads(row["parameters"]),
-                metadata=json.loads(row["metadata"]), metrics=dict(row["metric_map"] or {}),
-                git_commit=row["git_commit"], host=row["host"], device=row["device"],
-                failure_reason=row["failure_reason"], started_at=row["started_at"], ended_at=row["ended_at"],
-            )
-            for row in rows
-        ]
-
-    def checkpoint_curves(self, experiment_id: int) -> dict[int, list[dict[str, float]]]:
-        rows = self._rows(
-            "SELECT r.suggestion_id, c.epoch, map(list(c.metric), list(c.value)) AS vals FROM checkpoints c "
-            "JOIN runs r ON r.id = c.run_id WHERE r.experiment_id = ? AND r.suggestion_id IS NOT NULL "
-            "GROUP BY r.suggestion_id, c.epoch ORDER BY r.suggestion_id, c.epoch",
-            [experiment_id],
-        )
-        curves: dict[int, list[dict[str, float]]] = {}
-        for row in rows:
-            curves.setdefault(row["suggestion_id"], []).append(dict(row["vals"]))
-        return curves
-
-    def record_stop_decision(self, suggestion_id: int, checkpoint: int, should_stop: bool,
-                             reasons: dict[str, bool]) -> tuple[bool, dict[str, bool]]:
-        with self._transaction() as db:
-            db.execute("INSERT INTO stop_decisions (suggestion_id, checkpoint, should_stop, reasons) "
-                       "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                       [suggestion_id, checkpoint, should_stop, _json(reasons, "reasons")])
-            return self.stop_decisions(suggestion_id)[checkpoint]
-
-    def stop_decisions(self, suggestion_id: int) -> dict[int, tuple[bool, dict[str, bool]]]:
-        rows = self._rows("SELECT checkpoint, should_stop, reasons FROM stop_decisions WHERE suggestion_id = ?",
-                          [suggestion_id])
-        return {row["checkpoint"]: (row["should_stop"], json.loads(row["reasons"])) for row in rows}
-
-    def checkpoints(self, run_id: int) -> list[dict[str, Any]]:
-        rows = self._rows(
-            "SELECT epoch, map(list(metric ORDER BY metric), list(value ORDER BY metric)) AS vals "
-            "FROM checkpoints WHERE run_id = ? GROUP BY epoch ORDER BY epoch",
-            [run_id],
-        )
-        return [{"epoch": row["epoch"], "values": dict(row["vals"])} for row in rows]
-
 
 def connect(path: str | os.PathLike[str] | None = None) -> duckdb.DuckDBPyConnection:
     """A read-only DuckDB connection to the store, safe while sweeps write (users' own SQL).
@@ -625,114 +470,6 @@ def connect(path: str | os.PathLike[str] | None = None) -> duckdb.DuckDBPyConnec
     lock a writer waits on, and refuses writes; every documented table and view is there.
     """
     return DuckDBStorage(path, read_only=True).sql_connection()
-
-
-def _require_open(db: duckdb.DuckDBPyConnection, suggestion_id: int) -> None:
-    """Inside a transaction: refuse unless the suggestion is still open.
-
-    (A plain UPDATE ... RETURNING would be simpler, but DuckDB rejects RETURNING on rows that a
-    foreign key references.)
-    """
-    rows = db.execute("SELECT state FROM suggestions WHERE id = ?", [suggestion_id]).fetchall()
-    row = rows[0] if rows else None
-    if row is None or row[0] != "open":
-        raise StorageError(f"suggestion {suggestion_id} is {row[0] if row else 'unknown'}, not open")
-
-
-def _settle_state(db: duckdb.DuckDBPyConnection, experiment_id: int) -> None:
-    """An experiment is `completed` once its observations reach its budget, `active` again if the
-    budget grows; an archived one stays archived."""
-    db.execute(
-        "UPDATE experiments SET state = CASE WHEN budget IS NOT NULL AND "
-        "  (SELECT coalesce(sum(cost), 0) FROM observation_costs WHERE experiment_id = ?) >= budget "
-        "  THEN 'completed' ELSE 'active' END "
-        "WHERE id = ? AND state <> 'archived'",
-        [experiment_id, experiment_id],
-    )
-
-
-def _apply_changes(definition: dict[str, Any], *, name: str | None, parallel_bandwidth: int | None,
-                   thresholds: dict[str, float | None] | None, metadata: dict[str, Any] | None) -> None:
-    """Write an update's changes into a definition (as JSON), to be validated as a whole."""
-    for key, value in (("name", name), ("parallel_bandwidth", parallel_bandwidth), ("metadata", metadata)):
-        if value is not None:
-            definition[key] = value
-    metrics = {metric["name"]: metric for metric in definition["metrics"]}
-    for metric_name, threshold in (thresholds or {}).items():
-        if metric_name not in metrics:
-            raise StorageError(f"threshold {metric_name}: the experiment has no such metric (it has "
-                               f"{', '.join(metrics)})")
-        metrics[metric_name]["threshold"] = threshold
-
-
-def _check_budget_change(db: duckdb.DuckDBPyConnection, record: ExperimentRecord, budget: Any) -> None:
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise StorageError(f"an observation budget is a whole number >= 1, got {budget!r}")
-    (spent, observed), = db.execute(
-        "SELECT coalesce(sum(cost), 0), count(*) FROM observation_costs WHERE experiment_id = ?", [record.id]
-    ).fetchall()
-    if budget < spent:
-        raise StorageError(f"budget {budget} is below what experiment {record.name!r} already observed: {observed} "
-                           f"observation(s), {float(spent):g} of its budget of {record.budget} spent; give a budget "
-                           f">= {math.ceil(spent)}")
-
-
-# delete_experiment: one transaction per level, each deleting what nothing left references.
-_DELETE_LEVELS = (
-    ("DELETE FROM checkpoints WHERE run_id IN (SELECT id FROM runs WHERE experiment_id = $1)",
-     "DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM runs WHERE experiment_id = $1)",
-     "DELETE FROM observation_values WHERE observation_id IN "
-     "(SELECT id FROM observations WHERE experiment_id = $1)",
-     "DELETE FROM queued_suggestions WHERE experiment_id = $1",
-     "DELETE FROM stop_decisions WHERE suggestion_id IN (SELECT id FROM suggestions WHERE experiment_id = $1)"),
-    ("DELETE FROM observations WHERE experiment_id = $1",),
-    ("DELETE FROM runs WHERE experiment_id = $1",),
-    ("DELETE FROM suggestions WHERE experiment_id = $1",),
-    ("DELETE FROM experiment_metrics WHERE experiment_id = $1",
-     "DELETE FROM experiment_parameters WHERE experiment_id = $1",
-     "DELETE FROM experiment_tasks WHERE experiment_id = $1"),
-    ("DELETE FROM experiments WHERE id = $1",),
-)
-
-
-def _upsert_run_metrics(db: duckdb.DuckDBPyConnection, run_id: int, metrics: dict[str, float]) -> None:
-    if metrics:  # one statement: DuckDB's executemany runs one per row
-        db.execute(
-            "INSERT INTO run_metrics SELECT ?, unnest(?::VARCHAR[]), unnest(?::DOUBLE[]) "
-            "ON CONFLICT DO UPDATE SET value = excluded.value",
-            [run_id, list(metrics), list(metrics.values())],
-        )
-
-
-def _experiment(row: dict[str, Any]) -> ExperimentRecord:
-    return ExperimentRecord(
-        id=row["id"], name=row["name"], spec=ExperimentSpec.model_validate(json.loads(row["spec"])),
-        state=row["state"], created_at=row["created_at"], budget=row["budget"], project=row["project"],
-    )
-
-
-def _suggestion(row: dict[str, Any]) -> SuggestionRecord:
-    return SuggestionRecord(
-        id=row["id"], experiment_id=row["experiment_id"], assignments=json.loads(row["assignments"]),
-        state=row["state"], worker=row["worker"], created_at=row["created_at"], started_at=row["started_at"],
-        updated_at=row["updated_at"], task=row["task"],
-    )
-
-
-def _finite_values(values: dict[str, Any], what: str, *, allow_empty: bool = False) -> dict[str, float]:
-    if not isinstance(values, dict) or (not values and not allow_empty):
-        raise StorageError(f"give at least one {what} as a mapping of name to number")
-    try:
-        return {str(name): metric_number(f"{what} {name}", value) for name, value in values.items()}
-    except ObservationError as error:
-        raise StorageError(f"{error}: refused") from None
-
-
-def _json(value: dict[str, Any], what: str) -> str:
-    try:
-        return json.dumps(value, allow_nan=False, default=str)
-    except ValueError:
-        raise StorageError(f"{what} contain a NaN or infinite number; JSON cannot hold it") from None
 
 
 __all__ = ["DEFAULT_DB_PATH", "DatabaseLocked", "DuckDBStorage", "LOCK_TIMEOUT_S", "connect", "default_db_path"]
