@@ -89,6 +89,9 @@ def plan_tune(spec_path: str | None, experiment: str | None, db_path: str, budge
         raise TuneRequestError(str(error)) from None
     except OSError as error:
         raise TuneRequestError(f"{error.filename}: {error.strerror}") from None
+    if record is not None and record.state == "archived":
+        raise TuneRequestError(f"experiment {record.name!r} (id {record.id}) is archived: it suggests nothing more; "
+                               f"`paretune unarchive {record.id}` to tune it again (its data stay readable either way)")
     total = budget or (record.budget if record is not None else None) or spec.observation_budget
     if total is None:
         raise TuneRequestError(f"experiment {spec.name!r} has no observation_budget; set it in the spec or pass "

@@ -101,6 +101,8 @@ def test_cli_update_archive_and_list(tmp_path: Path) -> None:
     assert refused.returncode == 1 and "archived" in refused.stderr
     with pytest.raises(StorageError, match="archived"):
         TrialSession(DuckDBStorage(str(db)), experiment.id).ask(1)  # the flow asks through this
+    tune = cli("tune", "--experiment", "renamed", db=db)  # refused before any cluster or Prefect starts
+    assert tune.returncode != 0 and f"paretune unarchive {experiment.id}" in tune.stderr
     assert len(DuckDBStorage(db, read_only=True).observations(experiment.id)) == 5  # data kept and readable
     assert cli("frontier", "renamed", db=db).returncode == 0
     assert cli("unarchive", "renamed", db=db).returncode == 0
@@ -137,3 +139,25 @@ def test_a_held_experiment_is_not_changed(tmp_path: Path) -> None:
         deleted = cli("delete", "held", "--yes", db=db)
         assert deleted.returncode == 1 and "tune flow run x1" in deleted.stderr
     assert rows(db, experiment.id) == before
+
+
+def test_the_dashboard_hides_archived_experiments_unless_asked(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from paretune.dashboard.app import create_app
+
+    db = tmp_path / "manage.duckdb"
+    filled(db, "kept")
+    shelved = filled(db, "shelved")
+    shelved.archive()
+    client = TestClient(create_app(db))
+
+    def names(url: str) -> list[str]:
+        return sorted(summary["name"] for summary in client.get(url).json())
+
+    assert names("/api/experiments") == ["kept"]
+    assert names("/api/experiments?archived=1") == ["kept", "shelved"]
+    page = client.get("/").text
+    assert "1 archived experiment hidden" in page and ">shelved<" not in page
+    assert ">shelved<" in client.get("/?archived=1").text
+    assert client.get(f"/experiments/{shelved.id}").status_code == 200  # its data stay readable

@@ -154,12 +154,11 @@ def report_importances(report: ExperimentReport):  # type: ignore[no-untyped-def
     return metric_importances(report.spec, report.columns.assignments, report.columns.values)
 
 
-def experiment_summaries(storage: Storage) -> list[dict[str, Any]]:
-    """Every experiment's summary, newest first, its best trials named by trial number."""
-    summaries = []
-    for record in reversed(storage.list_experiments()):
-        summaries.append(summary_payload(experiment_summary(storage, record)))
-    return summaries
+def experiment_summaries(storage: Storage, *, archived: bool = False) -> list[dict[str, Any]]:
+    """Every experiment's summary, newest first, its best trials named by trial number; archived
+    experiments only when asked for (as `paretune list --all`)."""
+    return [summary_payload(experiment_summary(storage, record)) for record in reversed(storage.list_experiments())
+            if archived or record.state != "archived"]
 
 
 def run_trial_number(storage: Storage, run: RunRecord) -> int | None:
@@ -178,125 +177,139 @@ def json_response(data: Any, status: int = 200) -> Response:
                     headers={"Cache-Control": "no-store"})
 
 
-def create_app(db_path: str | Path, refresh_s: float = REFRESH_S) -> Starlette:
-    """The dashboard over `db_path` (read-only); the experiment page polls every `refresh_s` seconds."""
-    dashboard = Dashboard(db_path, refresh_s)
+class Pages:
+    """The dashboard's routes over one `Dashboard`: HTML pages, their JSON, and every error answer."""
 
-    def experiments_page(request: Request) -> Response:
-        with dashboard.store() as storage:
-            summaries = experiment_summaries(storage)
-        return render("experiments.html", summaries=summaries, db_path=dashboard.db_path,
-                      refresh_ms=int(dashboard.refresh_s * 1000))
+    def __init__(self, dashboard: Dashboard):
+        self.dashboard = dashboard
 
-    def experiment_page(request: Request) -> Response:
+    def routes(self) -> list[Route | Mount]:
+        return [
+            Route("/", self.experiments_page),
+            Route("/experiments/{ref}", self.experiment_page),
+            Route("/runs/{ref}", self.run_page),
+            Route("/api/experiments", self.experiments_api),
+            Route("/api/experiments/{ref}", self.report_api),
+            Route("/api/experiments/{ref}/version", self.version_api),
+            Route("/api/experiments/{ref}/importance", self.importance_api),
+            Route("/api/runs/{ref}", self.run_api),
+            Route("/static/plotly.min.js", self.plotly_js),
+            Mount("/static", StaticFiles(packages=[("paretune.dashboard", "static")]), name="static"),
+        ]
+
+    def experiments_page(self, request: Request) -> Response:
+        archived = _wants_archived(request)
+        with self.dashboard.store() as storage:
+            summaries = experiment_summaries(storage, archived=True)
+        hidden = 0 if archived else sum(1 for s in summaries if s["state"] == "archived")
+        return render("experiments.html", summaries=[s for s in summaries if archived or s["state"] != "archived"],
+                      hidden_archived=hidden, showing_archived=archived, db_path=self.dashboard.db_path,
+                      refresh_ms=int(self.dashboard.refresh_s * 1000),
+                      list_url="/api/experiments" + ("?archived=1" if archived else ""))
+
+    def experiment_page(self, request: Request) -> Response:
         experiment_id = parse_id(request.path_params["ref"], "experiment")
-        with dashboard.store() as storage:
-            version = dashboard.experiment_version(storage, experiment_id)
+        with self.dashboard.store() as storage:
+            version = self.dashboard.experiment_version(storage, experiment_id)
             record = storage.get_experiment(experiment_id)
         config = {"dataUrl": f"/api/experiments/{experiment_id}", "versionUrl": f"/api/experiments/{experiment_id}/version",
                   "importanceUrl": f"/api/experiments/{experiment_id}/importance", "runUrl": "/runs/",
-                  "refreshMs": int(dashboard.refresh_s * 1000), "version": version.token(), "live": True}
-        return render("experiment.html", title=record.name, experiment_id=experiment_id, db_path=dashboard.db_path,
-                      static=False, config_json=_script_json(config), data_json=None)
+                  "refreshMs": int(self.dashboard.refresh_s * 1000), "version": version.token(), "live": True}
+        return render("experiment.html", title=record.name, experiment_id=experiment_id,
+                      db_path=self.dashboard.db_path, static=False, config_json=_script_json(config), data_json=None)
 
-    def run_page(request: Request) -> Response:
-        run_id = parse_id(request.path_params["ref"], "run")
-        with dashboard.store() as storage:
-            try:
-                run = storage.get_run(run_id)
-            except StorageError:
-                raise PageError(404, "Unknown run", f"there is no run {run_id} in {dashboard.db_path}") from None
+    def run_page(self, request: Request) -> Response:
+        with self.dashboard.store() as storage:
+            run, data = self._run(storage, parse_id(request.path_params["ref"], "run"))
             experiment = storage.get_experiment(run.experiment_id) if run.experiment_id else None
-            data = run_payload(run, storage.checkpoints(run_id), run_trial_number(storage, run))
-        return render("run.html", run=data, experiment=experiment, db_path=dashboard.db_path,
+        return render("run.html", run=data, experiment=experiment, db_path=self.dashboard.db_path,
                       run_json=_script_json(data))
 
-    def experiments_api(request: Request) -> Response:
-        with dashboard.store() as storage:
-            return json_response(experiment_summaries(storage))
+    def _run(self, storage: Storage, run_id: int) -> tuple[RunRecord, dict[str, Any]]:
+        try:
+            run = storage.get_run(run_id)
+        except StorageError:
+            raise PageError(404, "Unknown run", f"there is no run {run_id} in {self.dashboard.db_path}") from None
+        return run, run_payload(run, storage.checkpoints(run_id), run_trial_number(storage, run))
 
-    def report_api(request: Request) -> Response:
-        return json_response(dashboard.report_json(parse_id(request.path_params["ref"], "experiment")))
+    def experiments_api(self, request: Request) -> Response:
+        with self.dashboard.store() as storage:
+            return json_response(experiment_summaries(storage, archived=_wants_archived(request)))
 
-    def version_api(request: Request) -> Response:
+    def report_api(self, request: Request) -> Response:
+        return json_response(self.dashboard.report_json(parse_id(request.path_params["ref"], "experiment")))
+
+    def version_api(self, request: Request) -> Response:
         experiment_id = parse_id(request.path_params["ref"], "experiment")
-        with dashboard.store() as storage:
-            version = dashboard.experiment_version(storage, experiment_id)
+        with self.dashboard.store() as storage:
+            version = self.dashboard.experiment_version(storage, experiment_id)
         return json_response({"version": version.token(), "observations": version.observations,
                               "open": version.open_suggestions, "state": version.state})
 
-    def importance_api(request: Request) -> Response:
-        return json_response(dashboard.importances(parse_id(request.path_params["ref"], "experiment")))
+    def importance_api(self, request: Request) -> Response:
+        return json_response(self.dashboard.importances(parse_id(request.path_params["ref"], "experiment")))
 
-    def run_api(request: Request) -> Response:
-        run_id = parse_id(request.path_params["ref"], "run")
-        with dashboard.store() as storage:
-            try:
-                run = storage.get_run(run_id)
-                return json_response(run_payload(run, storage.checkpoints(run_id), run_trial_number(storage, run)))
-            except StorageError:
-                raise PageError(404, "Unknown run", f"there is no run {run_id} in {dashboard.db_path}") from None
+    def run_api(self, request: Request) -> Response:
+        with self.dashboard.store() as storage:
+            return json_response(self._run(storage, parse_id(request.path_params["ref"], "run"))[1])
 
-    def plotly_js(request: Request) -> Response:
+    def plotly_js(self, request: Request) -> Response:
         return FileResponse(plotly_js_path(), media_type="text/javascript",
                             headers={"Cache-Control": "public, max-age=86400"})
 
-    def answer_error(request: Request, status: int, title: str, message: str) -> Response:
+    # -- errors: JSON under /api/, an HTML page elsewhere; never a traceback -------------------------
+    def answer_error(self, request: Request, status: int, title: str, message: str) -> Response:
         if request.url.path.startswith("/api/"):
             return json_response({"error": title, "detail": message}, status)
         return render("error.html", status=status, code=status, title=title, message=message,
-                      db_path=dashboard.db_path)
+                      db_path=self.dashboard.db_path)
 
-    async def page_error(request: Request, error: Exception) -> Response:
+    async def page_error(self, request: Request, error: Exception) -> Response:
         assert isinstance(error, PageError)
-        return answer_error(request, error.status, error.title, error.message)
+        return self.answer_error(request, error.status, error.title, error.message)
 
-    async def http_error(request: Request, error: Exception) -> Response:
+    async def http_error(self, request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
         if error.status_code == 404:
-            return answer_error(request, 404, "Not found", f"nothing at {request.url.path}; start from the "
-                                                          "experiments page")
-        return answer_error(request, error.status_code, "Refused", str(error.detail))
+            return self.answer_error(request, 404, "Not found", f"nothing at {request.url.path}; start from the "
+                                                               "experiments page")
+        return self.answer_error(request, error.status_code, "Refused", str(error.detail))
 
-    async def server_error(request: Request, error: Exception) -> Response:
+    async def server_error(self, request: Request, error: Exception) -> Response:
         logger.exception("dashboard error on %s", request.url.path)
-        return answer_error(request, 500, "Something went wrong",
-                            f"{type(error).__name__} while reading {dashboard.db_path}; the server log has the details")
+        return self.answer_error(request, 500, "Something went wrong", f"{type(error).__name__} while reading "
+                                 f"{self.dashboard.db_path}; the server log has the details")
 
-    class ReadOnly:
-        """The dashboard never writes: every method but GET and HEAD is refused."""
 
-        def __init__(self, app: ASGIApp):
-            self.app = app
+class ReadOnly:
+    """The dashboard never writes: every method but GET and HEAD is refused."""
 
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http" and scope["method"] not in READ_METHODS:
-                request = Request(scope, receive)
-                response = answer_error(request, 405, "Read-only",
-                                        f"{request.method} refused: the dashboard only reads the database")
-                response.headers["Allow"] = "GET, HEAD"
-                await response(scope, receive, send)
-                return
-            await self.app(scope, receive, send)
+    def __init__(self, app: ASGIApp, pages: Pages):
+        self.app, self.pages = app, pages
 
-    static = StaticFiles(packages=[("paretune.dashboard", "static")])
-    routes = [
-        Route("/", experiments_page),
-        Route("/experiments/{ref}", experiment_page),
-        Route("/runs/{ref}", run_page),
-        Route("/api/experiments", experiments_api),
-        Route("/api/experiments/{ref}", report_api),
-        Route("/api/experiments/{ref}/version", version_api),
-        Route("/api/experiments/{ref}/importance", importance_api),
-        Route("/api/runs/{ref}", run_api),
-        Route("/static/plotly.min.js", plotly_js),
-        Mount("/static", static, name="static"),
-    ]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in READ_METHODS:
+            request = Request(scope, receive)
+            response = self.pages.answer_error(request, 405, "Read-only",
+                                               f"{request.method} refused: the dashboard only reads the database")
+            response.headers["Allow"] = "GET, HEAD"
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def create_app(db_path: str | Path, refresh_s: float = REFRESH_S) -> Starlette:
+    """The dashboard over `db_path` (read-only); the experiment page polls every `refresh_s` seconds."""
+    pages = Pages(Dashboard(db_path, refresh_s))
     return Starlette(
-        routes=routes,
-        middleware=[Middleware(ReadOnly)],
-        exception_handlers={PageError: page_error, HTTPException: http_error, Exception: server_error},
+        routes=pages.routes(),
+        middleware=[Middleware(ReadOnly, pages=pages)],
+        exception_handlers={PageError: pages.page_error, HTTPException: pages.http_error, Exception: pages.server_error},
     )
+
+
+def _wants_archived(request: Request) -> bool:
+    return request.query_params.get("archived", "") not in ("", "0", "false", "no")
 
 
 def _script_json(data: Any) -> str:
