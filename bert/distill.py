@@ -24,6 +24,7 @@ import logging
 import resource
 import sys
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -60,7 +61,7 @@ from paretune.bert.training import (
     train_epoch,
     training_steps,
 )
-from paretune.failures import Diverged, OutOfMemory
+from paretune.failures import OutOfMemory
 from paretune.trial import TrialContext
 
 logger = logging.getLogger(__name__)
@@ -141,83 +142,92 @@ def _run(settings: TrialSettings, knobs: StudentAssignments, device: torch.devic
     base = teacher if settings.student == STUDENT_FROM_TEACHER else resolve_model_path(settings.student)
     plan = plan_student(AutoConfig.from_pretrained(base), knobs)
     _check_vocabulary(plan, data, base)
-    num_parameters = plan_parameter_count(plan)
-    _check_fits(plan, knobs, settings, device, num_parameters)
+    _check_fits(plan, knobs, settings, device, plan_parameter_count(plan))
     soft_start, soft_end = teacher_logits(teacher, data.train_features, settings.cache_dir, device, settings.amp)
-
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    _, base_state = load_base(base)
-    student = build_student(plan, base_state)
-    del base_state
-    accelerator = make_accelerator(device, settings.amp, settings.gradient_accumulation_steps)
-    optimizer = build_optimizer(
-        student, knobs.optimizer, knobs.learning_rate, (knobs.beta_1, knobs.beta_2), knobs.adam_epsilon, knobs.weight_decay
-    )
-    total_steps = training_steps(
-        len(data.train_features), knobs.train_batch_size, settings.gradient_accumulation_steps, settings.epochs
-    )
-    scheduler = get_linear_schedule_with_warmup(optimizer, min(knobs.warm_up_steps, total_steps), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
-    loss_function = make_distillation_loss(soft_start, soft_end, knobs.alpha_ce, knobs.temperature)
-    questions = QuestionSet(data.eval_examples, data.eval_features, dataset_to_squad_json(data.eval_examples)["data"])
-    calibration = _calibration_set(data)
+    training = _Training.start(plan, base, knobs, settings, device,
+                               make_distillation_loss(soft_start, soft_end, knobs.alpha_ce, knobs.temperature))
     inference = Inference(knobs.eval_batch_size, device, settings.amp, settings.n_best_size, settings.max_answer_length)
+    evaluation = _train_with_checkpoints(training, data, knobs, settings, inference, context)
 
-    num_parameters = float(count_parameters(student))
-    evaluation: Evaluation | None = None
-    for checkpoint in range(1, settings.epochs * settings.evaluations_per_epoch + 1):
-        epoch, part = divmod(checkpoint - 1, settings.evaluations_per_epoch)
-        result = train_epoch(
-            accelerator, model, optimizer, scheduler, data.train_features, knobs.train_batch_size,
-            settings.seed + epoch + 1, loss_function, epoch + 1, part, settings.evaluations_per_epoch,
-        )
-        unwrapped = accelerator.unwrap_model(model)
-        threshold = (settings.null_score_diff_threshold if calibration is None
-                     else calibrate_null_threshold(unwrapped, calibration, inference))
-        evaluation = evaluate_model(unwrapped, questions, inference, threshold)
-        logger.info(
-            "checkpoint %d (epoch %d): loss %.4f exact %.2f f1 %.2f HasAns_f1 %.2f", checkpoint, epoch + 1,
-            result.mean_loss, evaluation.metrics["exact"], evaluation.metrics["f1"], evaluation.answerable["HasAns_f1"],
-        )
-        stop = context.report_checkpoint(
-            checkpoint,
-            {
-                "exact": evaluation.metrics["exact"],
-                "f1": evaluation.metrics["f1"],
-                "HasAns_exact": evaluation.answerable["HasAns_exact"],
-                "HasAns_f1": evaluation.answerable["HasAns_f1"],
-                "num_parameters": num_parameters,  # known from the first checkpoint: early stopping reads it so
-                "loss": result.mean_loss,
-                "learning_rate": result.learning_rate,
-                "inference_time": evaluation.seconds,
-                "null_score_diff_threshold": threshold,
-            },
-        )
-        if stop:  # told to stop early: the student as it is now is the result
-            logger.info("told to stop at checkpoint %d", checkpoint)
-            break
-
-    student = accelerator.unwrap_model(model)
+    student = training.accelerator.unwrap_model(training.model)
     columns = accepted_inputs(student, data.eval_features.column_names)
     latency_inputs = data.eval_features.select(range(1)).with_format("torch", columns=columns)[:]
-    metrics = {
-        "exact": evaluation.metrics["exact"],
-        "f1": evaluation.metrics["f1"],
-        "HasAns_exact": evaluation.answerable["HasAns_exact"],
-        "HasAns_f1": evaluation.answerable["HasAns_f1"],
+    # NaN or infinite values need no check here: the lifecycle's one cleaner records them as `diverged`.
+    metrics = _accuracy(evaluation) | {
         "NoAns_exact": evaluation.metrics.get("NoAns_exact", 0.0),
-        "num_parameters": num_parameters,
+        "num_parameters": float(count_parameters(student)),
         "inference_time": evaluation.seconds,
         "latency_ms": measure_latency_ms(student, latency_inputs, repeats=settings.latency_repeats),
         "peak_memory_mb": _peak_memory_mb(device),
     }
-    for name, value in metrics.items():
-        if not np.isfinite(value):
-            raise Diverged(f"final metric {name} is {value}")
     if context.artifact_dir:
         _write_artifacts(context.artifact_dir, student, evaluation, metrics, settings.save_model)
     return metrics
+
+
+@dataclass
+class _Training:
+    """One student's training state: what `train_epoch` advances between checkpoints."""
+
+    accelerator: Any
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_function: Any
+
+    @classmethod
+    def start(cls, plan: StudentPlan, base: str, knobs: StudentAssignments, settings: TrialSettings,
+              device: torch.device, loss_function: Any) -> _Training:
+        _, base_state = load_base(base)
+        student = build_student(plan, base_state)
+        del base_state
+        accelerator = make_accelerator(device, settings.amp, settings.gradient_accumulation_steps)
+        optimizer = build_optimizer(student, knobs.optimizer, knobs.learning_rate, (knobs.beta_1, knobs.beta_2),
+                                    knobs.adam_epsilon, knobs.weight_decay)
+        return cls(accelerator, student, optimizer, loss_function)
+
+
+def _train_with_checkpoints(training: _Training, data: SquadData, knobs: StudentAssignments, settings: TrialSettings,
+                            inference: Inference, context: TrialContext) -> Evaluation:
+    """Train for the settings' epochs, evaluating `evaluations_per_epoch` times an epoch; each
+    evaluation is a checkpoint the context may answer with "stop" (early stopping). Returns the
+    last evaluation: the student as it is when training ends or is stopped."""
+    total_steps = training_steps(len(data.train_features), knobs.train_batch_size,
+                                 settings.gradient_accumulation_steps, settings.epochs)
+    scheduler = get_linear_schedule_with_warmup(training.optimizer, min(knobs.warm_up_steps, total_steps), total_steps)
+    model, optimizer, scheduler = training.accelerator.prepare(training.model, training.optimizer, scheduler)
+    questions = QuestionSet(data.eval_examples, data.eval_features, dataset_to_squad_json(data.eval_examples)["data"])
+    calibration = _calibration_set(data)
+    num_parameters = float(count_parameters(training.model))
+    for checkpoint in range(1, settings.epochs * settings.evaluations_per_epoch + 1):
+        epoch, part = divmod(checkpoint - 1, settings.evaluations_per_epoch)
+        result = train_epoch(training.accelerator, model, optimizer, scheduler, data.train_features,
+                             knobs.train_batch_size, settings.seed + epoch + 1, training.loss_function, epoch + 1, part,
+                             settings.evaluations_per_epoch)
+        unwrapped = training.accelerator.unwrap_model(model)
+        threshold = (settings.null_score_diff_threshold if calibration is None
+                     else calibrate_null_threshold(unwrapped, calibration, inference))
+        evaluation = evaluate_model(unwrapped, questions, inference, threshold)
+        logger.info("checkpoint %d (epoch %d): loss %.4f exact %.2f f1 %.2f HasAns_f1 %.2f", checkpoint, epoch + 1,
+                    result.mean_loss, evaluation.metrics["exact"], evaluation.metrics["f1"],
+                    evaluation.answerable["HasAns_f1"])
+        stop = context.report_checkpoint(checkpoint, _accuracy(evaluation) | {
+            "num_parameters": num_parameters,  # known from the first checkpoint: early stopping reads it so
+            "loss": result.mean_loss, "learning_rate": result.learning_rate, "inference_time": evaluation.seconds,
+            "null_score_diff_threshold": threshold,
+        })
+        if stop:  # told to stop early: the student as it is now is the result
+            logger.info("told to stop at checkpoint %d", checkpoint)
+            break
+    training.model = model
+    return evaluation
+
+
+def _accuracy(evaluation: Evaluation) -> dict[str, float]:
+    """The official SQuAD 2.0 figures every checkpoint and the final result report."""
+    return {"exact": evaluation.metrics["exact"], "f1": evaluation.metrics["f1"],
+            "HasAns_exact": evaluation.answerable["HasAns_exact"], "HasAns_f1": evaluation.answerable["HasAns_f1"]}
 
 
 def _calibration_set(data: SquadData) -> QuestionSet | None:
