@@ -32,9 +32,11 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 from transformers import AutoModelForQuestionAnswering
 
 from paretune.bert.data import prepare_squad_data
@@ -155,8 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     console = wide_console()
     spec = ExperimentSpec.from_file(SPEC_PATH)
     budget = args.budget or spec.observation_budget
-    trial_settings = spec.metadata["trial"]
-    data_file = Path(trial_settings["train_data"])
+    data_file = Path(spec.metadata["trial"]["train_data"])
     if not data_file.is_file():
         print(f"skipped: SQuAD 2.0 dev set not found at {data_file.resolve()} (run from the repository root, "
               "with the shared data folder beside it)")
@@ -164,36 +165,54 @@ def main(argv: list[str] | None = None) -> None:
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     console.print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
-    sweeps: dict[tuple[str, int], int] = {}
     with prefect_api():
-        started = time.perf_counter()
-        prepared = preprocess_squad(PreprocessParameters.from_experiment(SPEC_PATH))
-        teacher = teacher_scores(TrialSettings.from_mapping(trial_settings), prepared.teacher)
-        reference = reference_student(trial_settings, Path(args.db).with_suffix(".reference.json"))
-        console.print(f"{prepared.train_examples} train / {prepared.eval_examples} eval questions, split by article; "
-                      f"teacher and reference ready in {time.perf_counter() - started:.0f} s")
-        for seed in range(args.seeds):
-            for method in methods:
-                experiment_id = sweep_experiment(args.db, spec, method, seed)
-                sweeps[method, seed] = experiment_id
-                started = time.perf_counter()
-                tune(ExperimentSource(experiment=str(experiment_id)), args.db,
-                     TuneOptions(budget=budget, parallelism=WORKERS, n_workers=WORKERS, seed=seed))
-                console.print(f"{method} seed {seed}: {time.perf_counter() - started:.0f} s "
-                              f"(load average {os.getloadavg()[0]:.1f})")
-
+        sweeps, teacher, reference = run_sweeps(console, args.db, spec, methods, args.seeds, budget)
     console.print(score_line("teacher (MiniLM-L6, fine-tuned)", teacher))
     console.print(score_line("6-layer full-width reference", reference) + f"  num_parameters {reference['num_parameters']:.0f}")
+    everything = print_sweeps(console, args.db, sweeps, reference)
+    if "paretune" in methods:
+        console.print(frontier_console_table(args.db, sweeps["paretune", 0]))
+    print_findings(console, everything, reference)
+
+
+def run_sweeps(console: Console, db: str, spec: ExperimentSpec, methods: list[str], seeds: int,
+               budget: int) -> tuple[dict[tuple[str, int], int], dict[str, float], dict[str, float]]:
+    """Preprocess, the teacher and the reference student, then one tune per (method, seed):
+    the experiment id of each sweep, the teacher's scores and the reference's."""
+    trial_settings = spec.metadata["trial"]
+    started = time.perf_counter()
+    prepared = preprocess_squad(PreprocessParameters.from_experiment(SPEC_PATH))
+    teacher = teacher_scores(TrialSettings.from_mapping(trial_settings), prepared.teacher)
+    reference = reference_student(trial_settings, Path(db).with_suffix(".reference.json"))
+    console.print(f"{prepared.train_examples} train / {prepared.eval_examples} eval questions, split by article; "
+                  f"teacher and reference ready in {time.perf_counter() - started:.0f} s")
+    sweeps: dict[tuple[str, int], int] = {}
+    for seed in range(seeds):
+        for method in methods:
+            experiment_id = sweep_experiment(db, spec, method, seed)
+            sweeps[method, seed] = experiment_id
+            started = time.perf_counter()
+            tune(ExperimentSource(experiment=str(experiment_id)), db,
+                 TuneOptions(budget=budget, parallelism=WORKERS, n_workers=WORKERS, seed=seed))
+            console.print(f"{method} seed {seed}: {time.perf_counter() - started:.0f} s "
+                          f"(load average {os.getloadavg()[0]:.1f})")
+    return sweeps, teacher, reference
+
+
+def print_sweeps(console: Console, db: str, sweeps: dict[tuple[str, int], int],
+                 reference: dict[str, float]) -> list[tuple[str, int, Any]]:
+    """One table row per sweep and each method's median hypervolume; returns every completed
+    student as (method, seed, observation)."""
     everything = []
     console.print("| method | seed | completed | hypervolume | frontier points | best HasAns_f1 | smallest within 1 point |")
     console.print("|---|---:|---:|---:|---:|---:|---|")
-    by_method: dict[str, list[float]] = {method: [] for method in methods}
+    by_method: dict[str, list[float]] = {}
     for (method, seed), experiment_id in sweeps.items():
-        observations = completed(args.db, experiment_id)
+        observations = completed(db, experiment_id)
         everything += [(method, seed, o) for o in observations]
         volume = hypervolume(observations, reference["num_parameters"])
-        by_method[method].append(volume)
-        with DuckDBStorage(args.db, read_only=True) as storage:
+        by_method.setdefault(method, []).append(volume)
+        with DuckDBStorage(db, read_only=True) as storage:
             frontier_points = len(frontier_points_of(storage, experiment_id)[1])
         best = max((o.values["HasAns_f1"] for o in observations), default=float("nan"))
         small = smallest_within(observations, reference)
@@ -202,9 +221,12 @@ def main(argv: list[str] | None = None) -> None:
     for method, volumes in by_method.items():
         console.print(f"{method}: median hypervolume {np.median(volumes):.4f} over {len(volumes)} seed(s): "
                       + ", ".join(f"{volume:.4f}" for volume in volumes))
-    if "paretune" in methods:
-        console.print(frontier_console_table(args.db, sweeps["paretune", 0]))
+    return everything
 
+
+def print_findings(console: Console, everything: list[tuple[str, int, Any]],
+                   reference: dict[str, float]) -> None:
+    """The smallest student within a point of the reference, and the best at or below its size."""
     students = [o for _, _, o in everything]
     small = smallest_within(students, reference)
     if small is None:
