@@ -209,21 +209,23 @@ def _parse_values(texts: list[str]) -> tuple[dict[str, float], dict[str, float]]
     stddevs: dict[str, float] = {}
     for text, name, numbers in key_value_pairs("--value", texts, "METRIC=NUMBER", "f1=0.83 (or f1=0.83±0.01)"):
         number, _, spread = numbers.replace("+-", "±").partition("±")
-        values[name] = _finite(text, number, "values must be finite; use --failed for a diverged trial")
+        values[name] = finite_number("--value", text, number, "values must be finite; use --failed for a diverged trial")
         if spread:
-            stddevs[name] = _finite(text, spread, "a standard deviation must be finite")
+            stddevs[name] = finite_number("--value", text, spread, "a standard deviation must be finite")
             if stddevs[name] < 0:
                 raise UsageError(f"--value {text!r}: the standard deviation {spread} is negative; it is >= 0")
     return values, stddevs
 
 
-def _finite(text: str, number: str, advice: str) -> float:
+def finite_number(option: str, text: str, number: str, advice: str, *, alternative: str = "") -> float:
+    """`number` (the part of the option's `text` after `=`) as a finite float, or a UsageError
+    naming the option and its text; `advice` says what to give instead of an infinity."""
     try:
         value = float(number)
     except ValueError:
-        raise UsageError(f"--value {text!r}: {number!r} is not a number") from None
+        raise UsageError(f"{option} {text!r}: {number!r} is not a number{alternative}") from None
     if not math.isfinite(value):
-        raise UsageError(f"--value {text!r}: {advice}")
+        raise UsageError(f"{option} {text!r}: {advice}")
     return value
 
 

@@ -7,7 +7,6 @@ which holds the checks; a refusal is the API's message, exit code 1, nothing wri
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Callable
 
@@ -63,21 +62,11 @@ def _update(args: argparse.Namespace) -> None:
 
 
 def _parse_thresholds(texts: list[str]) -> dict[str, float | None]:
-    from paretune.cli import UsageError, key_value_pairs
+    from paretune.cli import finite_number, key_value_pairs
 
-    thresholds: dict[str, float | None] = {}
-    for text, name, number in key_value_pairs("--threshold", texts, "METRIC=NUMBER", "exact=60"):
-        if number.lower() == "none":
-            thresholds[name] = None
-            continue
-        try:
-            value = float(number)
-        except ValueError:
-            raise UsageError(f"--threshold {text!r}: {number!r} is not a number (or `none`)") from None
-        if not math.isfinite(value):
-            raise UsageError(f"--threshold {text!r}: a threshold is a finite number")
-        thresholds[name] = value
-    return thresholds
+    return {name: None if number.lower() == "none" else
+            finite_number("--threshold", text, number, "a threshold is a finite number", alternative=" (or `none`)")
+            for text, name, number in key_value_pairs("--threshold", texts, "METRIC=NUMBER", "exact=60")}
 
 
 def _archive(args: argparse.Namespace) -> None:
