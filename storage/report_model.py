@@ -28,8 +28,9 @@ def format_number(value: Any, digits: int = SIGNIFICANT_DIGITS) -> str:
     """A number as a person reads it: `digits` significant digits, no float noise.
 
     Whole numbers print whole with thousands separators (``22,713,216``), others with
-    `digits` significant digits in fixed point (``0.3935``, ``71.23``), or in scientific
-    notation below 1e-3 and from 1e6 on (``1.235e-5``). None prints as an empty string.
+    `digits` significant digits in fixed point, grouped the same way (``0.3935``, ``71.23``,
+    ``1,991``), or in scientific notation below 1e-3 and from 1e6 on (``1.235e-5``). None
+    prints as an empty string.
     """
     if value is None:
         return ""
@@ -45,7 +46,7 @@ def format_number(value: Any, digits: int = SIGNIFICANT_DIGITS) -> str:
         mantissa, exponent = f"{number:.{digits - 1}e}".split("e")
         return f"{_trim(mantissa)}e{int(exponent)}"
     decimals = max(0, digits - 1 - math.floor(math.log10(magnitude)))
-    return _trim(f"{number:.{decimals}f}")
+    return _trim(f"{number:,.{decimals}f}")
 
 
 def _trim(text: str) -> str:

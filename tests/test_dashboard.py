@@ -107,7 +107,7 @@ def test_trials_table_sorts_and_filters(server, seeded, page):
     page.fill("#trial-filter", "out_of_memory")
     page.wait_for_function(f"() => document.querySelectorAll('#trials-table tbody tr').length === {report.summary.failed}")
     # numbers in the table follow the one rule: the browser's port of format_number agrees with Python's
-    for value in (0.3935102667101142, 22713216.0, 1.2346e-5, 123456.7, 71.23456):
+    for value in (0.3935102667101142, 22713216.0, 1.2346e-5, 123456.7, 71.23456, 999.99997, -4321.5, 1234.5678):
         assert page.evaluate(f"paretune.fmt({value!r})") == format_number(value)
 
 

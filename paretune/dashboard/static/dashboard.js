@@ -18,16 +18,20 @@
     if (value === null || value === undefined) return "";
     if (typeof value !== "number") return String(value);
     if (!isFinite(value)) return String(value);
-    if (Number.isInteger(value) && Math.abs(value) < 1e15) return String(value).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    if (Number.isInteger(value) && Math.abs(value) < 1e15) return grouped(String(value));
     const magnitude = Math.abs(value);
     if (magnitude < 1e-3 || magnitude >= 1e6) {
       const parts = value.toExponential(digits - 1).split("e");
       return trim(parts[0]) + "e" + parseInt(parts[1], 10);
     }
     const decimals = Math.max(0, digits - 1 - Math.floor(Math.log10(magnitude)));
-    return trim(value.toFixed(decimals));
+    return grouped(trim(value.toFixed(decimals)));
   }
   function trim(text) { return text.indexOf(".") >= 0 ? text.replace(/0+$/, "").replace(/\.$/, "") : text; }
+  function grouped(text) {  /* thousands separators in the whole part only, as Python's "{:,}" */
+    const [whole, fraction] = text.split(".");
+    return whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",") + (fraction === undefined ? "" : "." + fraction);
+  }
 
   /* An axis's d3 tick format that writes ticks as fmt writes values: grouped digits (22,000,000),
      trimmed decimals (0.35), scientific notation for tiny values. Hovers carry fmt's own text. */
