@@ -25,7 +25,10 @@ LOCAL_SCHEDULER_CONFIG = {"distributed.scheduler.allowed-failures": 0}
 # Its nannies restart a worker that died, however often; without this, a worker still restarting
 # 15 s after its first death had its nanny closed for good (Dask's default lost-worker timeout),
 # and a sweep whose workers died repeatedly (out-of-memory kills) was left with none.
-LOCAL_CLUSTER_CONFIG = {"distributed.deploy.lost-worker-timeout": "365 days"}
+# Its worker processes start with Dask's own logging at WARNING (set before they import Dask, so
+# even the preload's start-up INFO lines stay out of the terminal and the Prefect logs).
+LOCAL_CLUSTER_CONFIG = {"distributed.deploy.lost-worker-timeout": "365 days",
+                        "distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED": "warning"}
 logger = logging.getLogger(__name__)
 
 
@@ -120,11 +123,22 @@ def dask_cluster(address: str | None, n_workers: int, threads_per_worker: int = 
 @contextmanager
 def _dask_warnings_only() -> Iterator[None]:
     """Dask's INFO records (every worker and connection coming and going) would drown the
-    sweep's own lines in the terminal and the Prefect logs; its warnings and errors still show."""
-    logger = logging.getLogger("distributed")
-    previous = logger.level
+    sweep's own lines in the terminal and the Prefect logs; its warnings and errors still show,
+    except the nanny's "still alive, killing" when the flow closes its own workers (`KilledOnClose`)."""
+    logger, nanny = logging.getLogger("distributed"), logging.getLogger("distributed.nanny")
+    previous, expected = logger.level, KilledOnClose()
     logger.setLevel(logging.WARNING)
+    nanny.addFilter(expected)
     try:
         yield
     finally:
+        nanny.removeFilter(expected)
         logger.setLevel(previous)
+
+
+class KilledOnClose(logging.Filter):
+    """A worker whose trial thread is still running cannot stop by itself (a thread cannot be
+    interrupted), so the nanny kills it when the flow closes the cluster: planned, not a fault."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Worker process still alive after")

@@ -225,6 +225,8 @@ def test_make_demo_quick_runs_the_demo_flow(tmp_path, prefect_api):
                           env=env, capture_output=True, text=True, timeout=600)
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert "Pareto frontier of demo-size-vs-accuracy" in demo.stdout and "paretune dashboard" in demo.stdout
+    printed = demo.stdout + demo.stderr  # Dask's start-up and planned-shutdown chatter stays out of it
+    assert "distributed.preloading" not in printed and "still alive after" not in printed
     with paretune.connect(folder / "paretune.duckdb") as connection:
         (budget, observed), = connection.execute(
             "SELECT budget, (SELECT count(*) FROM observations) FROM experiments").fetchall()
