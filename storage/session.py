@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator
 
@@ -194,25 +195,22 @@ class FileSession:
 
     def _refuse_foreign_file(self) -> None:
         """Refuse another application's DuckDB file, or a newer paretune's, leaving it untouched."""
-        connection = host_connection()
-        try:
-            attach(connection, self.files.path, read_only=True, timeout_s=self._timeout)
-            try:
-                check_version(current_version(connection))
-            except (ForeignDatabaseError, SchemaTooNewError) as error:
-                raise StorageError(f"{self.files.path}: {error}") from None
-            finally:
-                detach(connection)
-        finally:
-            connection.close()
+        with self._schema_check(self.files.path, read_only=True) as connection:
+            check_version(current_version(connection))
 
     def _upgrade_published_copy(self) -> None:
         """Migrate the copy (never the file) when the file predates this paretune."""
+        with self._schema_check(self.files.replica, read_only=False) as connection:
+            migrate(connection)
+
+    @contextmanager
+    def _schema_check(self, path: Path, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """`path` attached on a connection of its own, a schema refusal raised as StorageError."""
         connection = host_connection()
         try:
-            attach(connection, self.files.replica, read_only=False, timeout_s=self._timeout)
+            attach(connection, path, read_only=read_only, timeout_s=self._timeout)
             try:
-                migrate(connection)
+                yield connection
             except (ForeignDatabaseError, SchemaTooNewError) as error:
                 raise StorageError(f"{self.files.path}: {error}") from None
             finally:
