@@ -92,6 +92,7 @@ def test_withdraw_deletes_and_gives_the_budget_back(tmp_path: Path) -> None:
     storage.close()
 
 
+@pytest.mark.slow
 def test_the_servers_history_follows_corrections_and_deletes(tmp_path: Path) -> None:
     db = tmp_path / "edits.duckdb"
     storage, session, ids = closed_trials(db, 3)
