@@ -56,6 +56,21 @@ def test_revise_replaces_the_outcome_and_the_suggestion_follows(tmp_path: Path) 
     storage.close()
 
 
+def test_a_trials_run_follows_its_observation(tmp_path: Path) -> None:
+    storage = DuckDBStorage(tmp_path / "edits.duckdb")
+    session = TrialSession(storage, storage.create_experiment(ExperimentSpec.model_validate(DEFINITION)).id)
+    (trial,) = session.ask(1, with_runs=True)
+    observation = session.complete(trial, {"y": 1, "z": 2, "loss": 0.3})
+    failed = session.revise(observation.id, failure=Failure.from_reason("diverged: NaN loss at step 40"))
+    run = storage.get_run(trial.run_id)
+    assert run.status == "failed" and run.failure_reason.startswith("diverged")
+    session.revise(observation.id, {"y": 5, "z": 6})
+    run = storage.get_run(trial.run_id)
+    assert (run.status, run.failure_reason) == ("completed", None) and failed.run_id == run.id
+    assert run.metrics == {"y": 5.0, "z": 6.0, "loss": 0.3}  # what the run logged besides stays
+    storage.close()
+
+
 def test_refused_revisions_write_nothing(tmp_path: Path) -> None:
     db = tmp_path / "edits.duckdb"
     storage, session, (first,) = closed_trials(db, 1)
