@@ -3,6 +3,9 @@ file, and the server's in-memory history kept equal to the store's through them.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ from paretune.optimizer import ExperimentSpec
 from paretune.server.app import create_app
 from paretune.storage import DuckDBStorage, StorageError
 from paretune.storage.api_records import create_token
+from paretune.storage.observation_edits import WITHDRAWN
 
 DEFINITION = {"name": "edits", "parameters": [{"name": "x", "type": "double", "bounds": {"min": 0, "max": 1}}],
               "metrics": [{"name": "y", "objective": "maximize"}, {"name": "z", "objective": "minimize"},
@@ -132,3 +136,36 @@ def test_the_servers_history_follows_corrections_and_deletes(tmp_path: Path) -> 
         assert cache.history == fresh and cache.ids == [ids[0], ids[2]]
         assert client.post(f"{base}/suggestions").status_code == 200  # the next search reads the cache as is
         assert cache.history == fresh
+
+
+KILLED_BETWEEN = """
+import os, signal, sys
+from paretune.lifecycle import TrialSession
+from paretune.storage import DuckDBStorage
+storage = DuckDBStorage(sys.argv[1])
+session = TrialSession(storage, int(sys.argv[2]))
+transaction, begun = storage._transaction, []
+def dies_at_the_second(**options):
+    begun.append(1)
+    if len(begun) == 2:  # the first transaction of the delete committed, the second not begun
+        os.kill(os.getpid(), signal.SIGKILL)
+    return transaction(**options)
+storage._transaction = dies_at_the_second
+session.withdraw([int(sys.argv[3])])
+"""
+
+
+def test_a_delete_killed_halfway_leaves_a_withdrawn_failure_that_deleting_again_removes(tmp_path: Path) -> None:
+    db = tmp_path / "edits.duckdb"
+    storage, session, (kept, doomed) = closed_trials(db, 2)
+    storage.close()
+    killed = subprocess.run([sys.executable, "-c", KILLED_BETWEEN, str(db), str(session.experiment_id), str(doomed)],
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    with DuckDBStorage(db) as storage:
+        halfway = {o.id: o for o in storage.observations(session.experiment_id)}
+        assert halfway[doomed].failed and halfway[doomed].failure_reason == WITHDRAWN and halfway[doomed].values is None
+        assert halfway[kept].values == {"y": 0.0, "z": 10.0, "note": 0.5}
+        assert [s.state for s in storage.list_suggestions(session.experiment_id)] == ["completed", "cancelled"]
+        assert TrialSession(storage, session.experiment_id).withdraw([doomed]) == [doomed]
+        assert [o.id for o in storage.observations(session.experiment_id)] == [kept]

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 DEFINITION = {"name": "inputs", "parameters": [{"name": "x", "type": "double", "bounds": {"min": 0, "max": 1}}],
               "metrics": [{"name": "y", "objective": "maximize"}, {"name": "z", "objective": "minimize"}],
               "observation_budget": 50}
-finite = st.floats(allow_nan=False, allow_infinity=False)  # JSON has neither; the server's refusal of 1e999 is tested above
+finite = st.floats(allow_nan=False, allow_infinity=False)  # JSON has neither (1e999 is refused in the observation-update test)
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | finite | st.text(max_size=8),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
                                                                                        max_size=3), max_leaves=8)
