@@ -322,13 +322,14 @@ class TrialSession:
         else:
             metrics = clean_metrics(self.spec, reported, keep_undeclared=False)
             outcome = {"values": metrics.observed, "value_stddevs": metrics.stddevs, "failed": False, "reason": None}
-        return observation_edits.revise_observation(self.storage, self.experiment_id, observation_id,  # type: ignore[arg-type]
-                                                    metadata=metadata, **outcome)
+        return observation_edits.revise_observation(
+            self.storage, self.experiment_id, observation_id, metadata=metadata, **outcome)  # type: ignore[arg-type]
 
     def withdraw(self, observation_ids: list[int] | None = None) -> list[int]:
         """Delete observations (every one of the experiment's when None): the search no longer sees
         them, the budget gets them back, their suggestions end `cancelled`."""
-        return observation_edits.delete_observations(self.storage, self.experiment_id, observation_ids)  # type: ignore[arg-type]
+        return observation_edits.delete_observations(
+            self.storage, self.experiment_id, observation_ids)  # type: ignore[arg-type]
 
     def expire_leftovers(self) -> list[int]:
         """Close what a dead process left open: `expired`, their runs failed."""

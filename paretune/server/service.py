@@ -58,7 +58,8 @@ class HistoryCache:
 
     Appends by anyone are seen by comparing the count and the newest id with the store's; the
     server's own corrections and deletes update it in place (`replace`, `remove`); rows that
-    vanished or arrived out of order otherwise make it reload.
+    vanished or arrived out of order otherwise make it reload. Only the server corrects
+    observations: a correction made by another process would not be seen until a restart.
     """
 
     def __init__(self) -> None:
