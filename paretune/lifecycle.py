@@ -3,7 +3,8 @@
     ask -> suggestion `open` (with its run) -> the trial runs once, each checkpoint answered
     (stop or go on) -> close: the run, its metrics and the observation in one transaction ->
     `completed` | `stopped` (told to stop before its last checkpoint) | `failed` | `expired` |
-    `cancelled`
+    `cancelled`; a closed trial's observation may later be corrected (`revise`) or deleted
+    (`withdraw`: its suggestion ends `cancelled`)
 
 The tuning flow, the Python ask/tell API, SigOpt's run loop and the CLI all go through a
 `TrialSession`, so they share:
@@ -29,6 +30,7 @@ from paretune.optimizer import ExperimentSpec, MetricValueError, metric_number
 from paretune.environment import capture_environment
 from paretune.failures import Failure, FailureKind
 from paretune.storage import ExperimentRecord, ObservationRecord, Progress, RunEnvironment, Storage, StorageError
+from paretune.storage import observation_edits
 
 # Upper bound of one batch of suggestions, whatever the budget: a batch is computed in one call.
 MAX_BATCH = 1000
@@ -308,6 +310,26 @@ class TrialSession:
     def cancel(self, trials: list[OpenTrial], reason: str) -> list[int]:
         """Close trials that will never report (their run was cancelled): `cancelled`, no observation."""
         return self.storage.cancel_suggestions(self.experiment_id, [t.suggestion_id for t in trials], reason)
+
+    # -- after the close: SigOpt's observation update and delete (storage/observation_edits.py) ----------
+    def revise(self, observation_id: int, reported: Any = None, *, failure: Failure | None = None,
+               metadata: dict[str, Any] | None = None) -> ObservationRecord:
+        """Correct a closed trial's outcome: what it `reported` (cleaned as any report is, and
+        refused, writing nothing, when unusable) or its `failure`; `metadata`, when given,
+        replaces the old. Its suggestion and run follow; its assignments stay."""
+        if failure is not None:
+            outcome: dict[str, Any] = {"values": None, "value_stddevs": None, "failed": True, "reason": failure.reason}
+        else:
+            metrics = clean_metrics(self.spec, reported, keep_undeclared=False)
+            outcome = {"values": metrics.observed, "value_stddevs": metrics.stddevs, "failed": False, "reason": None}
+        return observation_edits.revise_observation(
+            self.storage, self.experiment_id, observation_id, metadata=metadata, **outcome)  # type: ignore[arg-type]
+
+    def withdraw(self, observation_ids: list[int] | None = None) -> list[int]:
+        """Delete observations (every one of the experiment's when None): the search no longer sees
+        them, the budget gets them back, their suggestions end `cancelled`."""
+        return observation_edits.delete_observations(
+            self.storage, self.experiment_id, observation_ids)  # type: ignore[arg-type]
 
     def expire_leftovers(self) -> list[int]:
         """Close what a dead process left open: `expired`, their runs failed."""

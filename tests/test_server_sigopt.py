@@ -151,3 +151,56 @@ def test_runs_api_script(served, tmp_path: Path) -> None:
         assert all(set(o.values) == {"y", "z"} for o in completed)
         best = max(completed, key=lambda o: o.values["y"])
         assert [str(best.run_id)] == result["best"]
+
+
+@pytest.fixture()
+def observed(served):
+    """`served`, with a 4-observation experiment (its whole budget) made through SigOpt's client."""
+    server, token, db = served
+    calls = Connection(client_token=token, api_url=server.url).experiments(Connection(
+        client_token=token, api_url=server.url).experiments().create(
+        name="edits", parameters=PARAMETERS, metrics=METRICS, observation_budget=4).id)
+    observations = [calls.observations().create(suggestion=calls.suggestions().create().id,
+                                                values=[{"name": "acc", "value": 0.2 + i / 10},
+                                                        {"name": "size", "value": 4 - i}]) for i in range(4)]
+    yield server, db, calls, observations
+
+
+def test_observations_are_updated_and_deleted(observed) -> None:
+    server, db, calls, (first, second, third, fourth) = observed
+    updated = calls.observations(first.id).update(
+        values=[{"name": "acc", "value": 0.99}, {"name": "size", "value": 0.5, "value_stddev": 0.1}],
+        metadata={"rerun": "yes"})
+    assert (updated.id, updated.suggestion, updated.assignments) == (first.id, first.suggestion, first.assignments)
+    assert {v.name: (v.value, v.value_stddev) for v in updated.values} == {"acc": (0.99, None), "size": (0.5, 0.1)}
+    assert calls.observations(first.id).fetch().metadata["rerun"] == "yes"
+    assert {b.id for b in calls.best_assignments().fetch().iterate_pages()} == {first.id}  # the search's view too
+
+    turned = calls.observations(second.id).update(failed=True, values=None)
+    assert turned.failed and turned.values == [] and turned.metadata is None
+    with pytest.raises(ApiException) as kept_values:  # SigOpt's rule: the values stay unless replaced
+        calls.observations(third.id).update(failed=True)
+    assert kept_values.value.status_code == 400 and "values: null" in str(kept_values.value)
+    with pytest.raises(ApiException) as moved:
+        calls.observations(third.id).update(assignments={"x": 0.5, "n": 1, "c": "a"})
+    assert moved.value.status_code == 400 and "delete it" in str(moved.value)
+
+    with pytest.raises(ApiException) as spent:
+        calls.suggestions().create()
+    assert spent.value.status_code == 400 and "budget" in str(spent.value)
+    calls.observations(fourth.id).delete()  # its suggestion stays closed; the budget gets one back
+    with pytest.raises(ApiException) as gone:
+        calls.observations(fourth.id).fetch()
+    assert gone.value.status_code == 404
+    assert calls.fetch().progress.observation_count == 3
+    assert calls.suggestions(fourth.suggestion).fetch().state == "closed"
+    assert calls.suggestions().create().state == "open"
+
+    frontier = json.loads(paretune("frontier", calls.fetch().id, "--format", "json", db=db).stdout)
+    assert [point["assignments"] for point in frontier] == [first.assignments.to_json()]  # the CLI reads the change
+    calls.observations().delete()
+    assert list(calls.observations().fetch().iterate_pages()) == []
+    with DuckDBStorage(db, read_only=True) as storage:  # the published copy: nothing left, one trial open
+        experiment_id = int(calls.fetch().id)
+        assert storage.observations(experiment_id) == []
+        assert [s.state for s in storage.list_suggestions(experiment_id)] == ["cancelled"] * 4 + ["open"]

@@ -36,59 +36,47 @@ READ_METHODS = ("GET", "HEAD")
 
 
 def v1_routes(api: Api) -> list[Route]:
+    """SigOpt's paths, each with its handler per method (an AI experiment's the same as an
+    experiment's, with `ai=True` where the answer's shape differs)."""
     experiment, ai = "/experiments/{experiment}", "/aiexperiments/{experiment}"
     project = "/clients/{client}/projects/{project}"
-
-    def route(path: str, endpoint: Any, method: str, **options: Any) -> Route:
-        return Route(path, partial(endpoint, **options) if options else endpoint, methods=[method])
-    return [
-        route("/tokens/self", api.token_self, "GET"),
-        route("/clients/{client}", api.fetch_client, "GET"),
-        route("/clients/{client}/projects", api.create_project, "POST"),
-        route("/clients/{client}/projects", api.list_projects, "GET"),
-        route(project, api.fetch_project, "GET"),
-        route(f"{project}/training_runs", api.create_baseline_run, "POST"),
-        route(f"{project}/training_runs", api.list_project_runs, "GET"),
-        route(f"{project}/aiexperiments", api.create_experiment, "POST", ai=True),
-        route(f"{project}/aiexperiments", api.list_experiments, "GET", ai=True),
-        route(f"{project}/experiments", api.list_experiments, "GET"),
-        route("/clients/{client}/experiments", api.create_experiment, "POST"),
-        route("/clients/{client}/experiments", api.list_experiments, "GET"),
-        route("/experiments", api.create_experiment, "POST"),
-        route("/experiments", api.list_experiments, "GET"),
-        *[r for base, flag in ((experiment, False), (ai, True)) for r in (
-            route(base, api.fetch_experiment, "GET", ai=flag),
-            route(base, api.update_experiment, "PUT", ai=flag),
-            route(base, api.archive_experiment, "DELETE"),
-            route(f"{base}/training_runs", api.create_experiment_run, "POST"),
-            route(f"{base}/best_training_runs", api.best_runs, "GET"),
-        )],
-        route(f"{experiment}/suggestions", api.create_suggestion, "POST"),
-        route(f"{experiment}/suggestions", api.list_suggestions, "GET"),
-        route(f"{experiment}/suggestions", api.delete_suggestions, "DELETE"),
-        route(f"{experiment}/suggestions/{{suggestion}}", api.fetch_suggestion, "GET"),
-        route(f"{experiment}/suggestions/{{suggestion}}", api.update_suggestion, "PUT"),
-        route(f"{experiment}/suggestions/{{suggestion}}", api.delete_suggestions, "DELETE"),
-        route(f"{experiment}/queued_suggestions", api.queue_suggestion, "POST"),
-        route(f"{experiment}/queued_suggestions", api.list_queued, "GET"),
-        route(f"{experiment}/queued_suggestions/{{queued}}", api.fetch_queued, "GET"),
-        route(f"{experiment}/queued_suggestions/{{queued}}", api.delete_queued, "DELETE"),
-        route(f"{experiment}/observations", api.create_observation, "POST"),
-        route(f"{experiment}/observations", api.list_observations, "GET"),
-        route(f"{experiment}/observations/batch", api.create_observations, "POST"),
-        route(f"{experiment}/observations/{{observation}}", api.fetch_observation, "GET"),
-        route(f"{experiment}/observations/{{observation}}", api.change_observation, "PUT"),
-        route(f"{experiment}/observations/{{observation}}", api.change_observation, "DELETE"),
-        route(f"{experiment}/best_assignments", api.best_assignments, "GET"),
-        route(f"{experiment}/importances", api.importances, "GET", per_metric=False),
-        route(f"{experiment}/metric_importances", api.importances, "GET", per_metric=True),
-        route(f"{experiment}/stopping_criteria", api.stopping_criteria, "GET"),
-        route("/training_runs/{run}", api.fetch_run, "GET"),
-        route("/training_runs/{run}", api.update_run, "PUT"),
-        route("/training_runs/{run}", api.update_run, "MERGE"),
-        route("/training_runs/{run}/checkpoints", api.create_checkpoint, "POST"),
-        route("/training_runs/{run}/checkpoints", api.list_checkpoints, "GET"),
-    ]
+    as_ai = {name: partial(getattr(api, name), ai=True) for name in ("create_experiment", "list_experiments",
+                                                                       "fetch_experiment", "update_experiment")}
+    experiment_runs = {"training_runs": {"POST": api.create_experiment_run},
+                       "best_training_runs": {"GET": api.best_runs}}
+    table: dict[str, dict[str, Any]] = {
+        "/tokens/self": {"GET": api.token_self},
+        "/clients/{client}": {"GET": api.fetch_client},
+        "/clients/{client}/projects": {"POST": api.create_project, "GET": api.list_projects},
+        project: {"GET": api.fetch_project},
+        f"{project}/training_runs": {"POST": api.create_baseline_run, "GET": api.list_project_runs},
+        f"{project}/aiexperiments": {"POST": as_ai["create_experiment"], "GET": as_ai["list_experiments"]},
+        f"{project}/experiments": {"GET": api.list_experiments},
+        "/clients/{client}/experiments": {"POST": api.create_experiment, "GET": api.list_experiments},
+        "/experiments": {"POST": api.create_experiment, "GET": api.list_experiments},
+        experiment: {"GET": api.fetch_experiment, "PUT": api.update_experiment, "DELETE": api.archive_experiment},
+        ai: {"GET": as_ai["fetch_experiment"], "PUT": as_ai["update_experiment"], "DELETE": api.archive_experiment},
+        **{f"{base}/{name}": methods for base in (experiment, ai) for name, methods in experiment_runs.items()},
+        f"{experiment}/suggestions": {"POST": api.create_suggestion, "GET": api.list_suggestions,
+                                      "DELETE": api.delete_suggestions},
+        f"{experiment}/suggestions/{{suggestion}}": {"GET": api.fetch_suggestion, "PUT": api.update_suggestion,
+                                                     "DELETE": api.delete_suggestions},
+        f"{experiment}/queued_suggestions": {"POST": api.queue_suggestion, "GET": api.list_queued},
+        f"{experiment}/queued_suggestions/{{queued}}": {"GET": api.fetch_queued, "DELETE": api.delete_queued},
+        f"{experiment}/observations": {"POST": api.create_observation, "GET": api.list_observations,
+                                       "DELETE": api.delete_observations},
+        f"{experiment}/observations/batch": {"POST": api.create_observations},
+        f"{experiment}/observations/{{observation}}": {"GET": api.fetch_observation, "PUT": api.update_observation,
+                                                       "DELETE": api.delete_observations},
+        f"{experiment}/best_assignments": {"GET": api.best_assignments},
+        f"{experiment}/importances": {"GET": partial(api.importances, per_metric=False)},
+        f"{experiment}/metric_importances": {"GET": partial(api.importances, per_metric=True)},
+        f"{experiment}/stopping_criteria": {"GET": api.stopping_criteria},
+        "/training_runs/{run}": {"GET": api.fetch_run, "PUT": api.update_run, "MERGE": api.update_run},
+        "/training_runs/{run}/checkpoints": {"POST": api.create_checkpoint, "GET": api.list_checkpoints},
+    }
+    return [Route(path, endpoint, methods=[method]) for path, methods in table.items()
+            for method, endpoint in methods.items()]
 
 
 async def api_error(request: Request, error: Exception) -> Response:

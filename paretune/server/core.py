@@ -22,7 +22,7 @@ from paretune.lifecycle import CleanMetrics, OpenTrial, clean_metrics
 from paretune.server import shapes
 from paretune.server.protocol import ApiError, field, id_value, json_body, path_id, query_field
 from paretune.server.service import StoreService
-from paretune.storage import DuckDBStorage, ExperimentRecord, StorageError
+from paretune.storage import DuckDBStorage, ExperimentRecord, ObservationRecord, StorageError
 from paretune.storage import api_records
 
 T = TypeVar("T")
@@ -63,6 +63,15 @@ class Handlers:
             with holding(store, experiment_id, HOLDER):
                 return work(store, record)
         return await self.write(held, searches=searches)
+
+    async def fetch_part(self, request: Request, part: str, find: Callable[[DuckDBStorage, int, int], Any],
+                         shape: Callable[[ExperimentRecord, Any], dict[str, Any]]) -> Response:
+        """One of an experiment's suggestions, queued suggestions or observations: `find(store,
+        experiment id, id)` (404 when it is not the experiment's), answered as `shape` has it."""
+        experiment_id = path_id(request, "experiment", "experiment")
+        part_id = path_id(request, part, {"queued": "queued suggestion"}.get(part, part))
+        return answer(await self.read(lambda store: shape(experiment_of(store, experiment_id),
+                                                          find(store, experiment_id, part_id))))
 
     @staticmethod
     def experiment_json(store: DuckDBStorage, record: ExperimentRecord, *, ai: bool = False) -> dict[str, Any]:
@@ -163,10 +172,7 @@ class Handlers:
         return answer(await self.read(listing))
 
     async def fetch_suggestion(self, request: Request) -> Response:
-        experiment_id = path_id(request, "experiment", "experiment")
-        suggestion_id = path_id(request, "suggestion", "suggestion")
-        return answer(await self.read(lambda store: shapes.suggestion_json(
-            experiment_of(store, experiment_id), suggestion_in(store, experiment_id, suggestion_id))))
+        return await self.fetch_part(request, "suggestion", suggestion_in, shapes.suggestion_json)
 
     async def update_suggestion(self, request: Request) -> Response:
         experiment_id = path_id(request, "experiment", "experiment")
@@ -212,10 +218,7 @@ class Handlers:
         return answer(await self.read(listing))
 
     async def fetch_queued(self, request: Request) -> Response:
-        experiment_id = path_id(request, "experiment", "experiment")
-        queued_id = path_id(request, "queued", "queued suggestion")
-        return answer(await self.read(lambda store: shapes.queued_json(
-            experiment_of(store, experiment_id), queued_in(store, experiment_id, queued_id))))
+        return await self.fetch_part(request, "queued", queued_in, shapes.queued_json)
 
     async def delete_queued(self, request: Request) -> Response:
         experiment_id = path_id(request, "experiment", "experiment")
@@ -289,24 +292,39 @@ class Handlers:
         return answer(await self.read(listing))
 
     async def fetch_observation(self, request: Request) -> Response:
+        return await self.fetch_part(request, "observation", observation_in, shapes.observation_json)
+
+    async def update_observation(self, request: Request) -> Response:
+        """SigOpt's update: the fields given replace the recorded ones (`values: null` with
+        `failed: true` turns a completed observation into a failure); the search sees the change
+        at once."""
         experiment_id = path_id(request, "experiment", "experiment")
         observation_id = path_id(request, "observation", "observation")
+        body = await json_body(request)
 
-        def fetch(store: DuckDBStorage) -> dict[str, Any]:
-            record = experiment_of(store, experiment_id)
-            found = store.observation_page(experiment_id, before_id=observation_id + 1, limit=1)
-            if not found or found[0].id != observation_id:
-                raise ApiError(404, f"no observation {observation_id} in experiment {experiment_id}")
-            return shapes.observation_json(record, found[0])
-        return answer(await self.read(fetch))
+        def revise(store: DuckDBStorage, record: ExperimentRecord) -> dict[str, Any]:
+            reported, failure, metadata = observation_change(record, observation_in(store, experiment_id,
+                                                                                    observation_id), body)
+            session = self.service.session(experiment_id)
+            revised = session.revise(observation_id, reported, failure=failure, metadata=metadata)
+            session.cache.replace(revised)
+            return shapes.observation_json(record, revised)
+        return answer(await self.write_experiment(experiment_id, revise))
 
-    async def change_observation(self, request: Request) -> Response:
-        """Observations are permanent in paretune: the frontier and every report are built on them."""
+    async def delete_observations(self, request: Request) -> Response:
+        """Delete one observation, or (no id) all of the experiment's. As on SigOpt, the suggestion
+        it reported on stays closed (here `cancelled`); the search no longer sees it and the budget
+        gets it back."""
         experiment_id = path_id(request, "experiment", "experiment")
-        path_id(request, "observation", "observation")
-        await self.read(lambda store: experiment_of(store, experiment_id))
-        raise ApiError(400, "paretune keeps every observation as recorded (reports and the frontier are built on "
-                            "them); to leave one out, archive the experiment and start a new one")
+        one = path_id(request, "observation", "observation") if "observation" in request.path_params else None
+
+        def delete(store: DuckDBStorage, record: ExperimentRecord) -> None:
+            if one is not None:
+                observation_in(store, experiment_id, one)
+            session = self.service.session(experiment_id)
+            session.cache.remove(session.withdraw(None if one is None else [one]))
+        await self.write_experiment(experiment_id, delete)
+        return Response(status_code=204)
 
 
 def experiment_changes(body: dict[str, Any], *, ai: bool) -> dict[str, Any]:
@@ -371,6 +389,54 @@ def reported_values(record: ExperimentRecord, body: dict[str, Any]) -> list[dict
         field(item, "value", "number", required=True)
         field(item, "value_stddev", "number")
     return values
+
+
+FIXED_OBSERVATION_FIELDS = ("suggestion", "assignments", "task")
+OBSERVATION_UPDATE_FIELDS = {"values", "value", "value_stddev", "failed", "metadata", "no_optimize", "id", "object",
+                             "experiment", "created", *FIXED_OBSERVATION_FIELDS}
+
+
+def observation_change(record: ExperimentRecord, current: ObservationRecord, body: dict[str, Any]) -> tuple[
+        list[dict[str, Any]] | None, Failure | None, dict[str, Any] | None]:
+    """An update merged with the observation as recorded (SigOpt's rule: the fields given replace
+    the recorded ones): (the values to record, or None and the failure; the new metadata, or None
+    to keep it). Raises ApiError; writes nothing."""
+    unknown = sorted(set(body) - OBSERVATION_UPDATE_FIELDS)
+    if unknown:
+        raise ApiError(400, f"field `{unknown[0]}` cannot be changed on an observation (values, value, value_stddev, "
+                            "failed and metadata can)")
+    recorded = {"suggestion": current.suggestion_id, "assignments": current.assignments, "task": current.task}
+    given = {"suggestion": lambda: id_value(body["suggestion"], "suggestion"),
+             "assignments": lambda: field(body, "assignments", "object"), "task": lambda: task_name(body)}
+    for name in FIXED_OBSERVATION_FIELDS:
+        if body.get(name) is not None and given[name]() != recorded[name]:
+            raise ApiError(400, f"field `{name}`: an observation keeps the suggestion, assignments and task it was "
+                                "recorded with; delete it and create a new observation instead")
+    field(body, "no_optimize", "boolean")  # SigOpt's: paretune's search always sees the change at once
+    failed = field(body, "failed", "boolean", default=current.failed)
+    if "values" in body or "value" in body:
+        reported = reported_values(record, body)
+    else:
+        reported = None if current.failed else shapes.values_json(current.values, current.value_stddevs)
+    if failed and reported:
+        fix = "send `failed: false` with them" if "failed" not in body else "send `values: null` with `failed: true`"
+        raise ApiError(400, f"a failed observation carries no values: {fix}")
+    if not failed and not reported:
+        raise ApiError(400, "missing `values` (a list of {name, value, value_stddev}): a completed observation "
+                            "carries its values; or `failed: true`")
+    failure = None
+    if failed:
+        failure = Failure.from_reason(current.failure_reason if current.failed else REPORTED_FAILURE)
+    metadata = (field(body, "metadata", "object") or {}) if "metadata" in body else None
+    return reported, failure, metadata
+
+
+def observation_in(store: DuckDBStorage, experiment_id: int, observation_id: int) -> ObservationRecord:
+    experiment_of(store, experiment_id)
+    found = store.observation_page(experiment_id, before_id=observation_id + 1, limit=1)
+    if not found or found[0].id != observation_id:
+        raise ApiError(404, f"no observation {observation_id} in experiment {experiment_id}")
+    return found[0]
 
 
 def task_name(body: dict[str, Any]) -> str | None:

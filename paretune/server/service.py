@@ -12,11 +12,13 @@
   other processes (a tuning flow on another experiment, the CLI).
 - **Reads** go to a read-only store (the published copy), in the request's thread.
 - **Histories in memory.** A suggestion's search reads the experiment's history from `HistoryCache`,
-  which loads it once and then only the observations newer than it holds.
+  which loads it once and then only the observations newer than it holds; the server's own
+  corrections and deletes of observations change it in place.
 """
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
 import itertools
 import json
@@ -52,11 +54,21 @@ class _Write:
 
 
 class HistoryCache:
-    """One experiment's history as the optimizer takes it, kept up to date incrementally."""
+    """One experiment's history as the optimizer takes it, kept up to date incrementally.
+
+    Appends by anyone are seen by comparing the count and the newest id with the store's; the
+    server's own corrections and deletes update it in place (`replace`, `remove`); rows that
+    vanished or arrived out of order otherwise make it reload. Only the server corrects
+    observations: a correction made by another process would not be seen until a restart.
+    """
 
     def __init__(self) -> None:
         self.history: list[optimizer.Observation] = []
-        self.last_id = 0
+        self.ids: list[int] = []  # each entry's observation id, ascending
+
+    @property
+    def last_id(self) -> int:
+        return self.ids[-1] if self.ids else 0
 
     def current(self, storage: Storage, experiment_id: int) -> list[optimizer.Observation]:
         """The whole history: what is cached plus what was stored since (by anyone)."""
@@ -66,7 +78,7 @@ class HistoryCache:
             if row["n"] == len(self.history) and row["last"] == self.last_id:
                 return self.history
             if reload:  # rows vanished or arrived out of order: start again
-                self.history, self.last_id = [], 0
+                self.history, self.ids = [], []
             self.add(storage.observations(experiment_id, after_id=self.last_id))  # type: ignore[call-arg]
         return self.history
 
@@ -74,7 +86,18 @@ class HistoryCache:
         for record in records:
             if record.id > self.last_id:
                 self.history.append(observation_of(record))
-                self.last_id = record.id
+                self.ids.append(record.id)
+
+    def replace(self, record: ObservationRecord) -> None:
+        """A corrected observation: its entry, if cached, takes the new outcome."""
+        index = bisect.bisect_left(self.ids, record.id)
+        if index < len(self.ids) and self.ids[index] == record.id:
+            self.history[index] = observation_of(record)
+
+    def remove(self, observation_ids: list[int]) -> None:
+        gone = set(observation_ids)
+        kept = [(i, entry) for i, entry in zip(self.ids, self.history) if i not in gone]
+        self.ids, self.history = [i for i, _ in kept], [entry for _, entry in kept]
 
 
 class CachedSession(TrialSession):
