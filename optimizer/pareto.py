@@ -102,15 +102,29 @@ def hypervolume_contributions(front: np.ndarray, reference: np.ndarray) -> np.nd
 def hypervolume_improvements(candidates: np.ndarray, front: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Hypervolume each candidate would add to `front` (2-D, non-dominated, sorted by f1).
 
-    Vectorized over candidates: clipping the front to a candidate's box keeps it a staircase,
-    so the dominated part of the box is a sum over the same ordering for every candidate.
+    O(log n) per candidate, so the cost stays flat as a long sweep's front grows to hundreds of
+    points: the front is a staircase g(x) (the best f2 reached at f1 <= x), and a candidate (a, b)
+    adds the area between g and b from a to where the staircase first drops to b or below,
+    read off the staircase's running integral.
     """
-    a, b = candidates[:, :1], candidates[:, 1:2]
+    a, b = candidates[:, 0], candidates[:, 1]
     box = np.clip(reference[0] - a, 0.0, None) * np.clip(reference[1] - b, 0.0, None)
+    x = np.minimum(front[:, 0], reference[0])
+    y = np.minimum(front[:, 1], reference[1])
     if len(front) == 0:
-        return box[:, 0]
-    x = np.minimum(np.maximum(front[None, :, 0], a), reference[0])
-    y = np.minimum(np.maximum(front[None, :, 1], b), reference[1])
-    widths = np.diff(np.concatenate([x, np.full_like(a, reference[0])], axis=1), axis=1)
-    covered = np.sum(widths * (reference[1] - y), axis=1)
-    return np.maximum(box[:, 0] - covered, 0.0)
+        return box
+    running = np.concatenate([[0.0], np.cumsum(y[:-1] * np.diff(x))])  # integral of g from x[0] to x[k]
+
+    def integral(t: np.ndarray) -> np.ndarray:
+        """The integral of min(g, reference f2) from x[0] to t (negative below x[0], where g is the reference)."""
+        k = np.searchsorted(x, t, side="right") - 1
+        inside = k >= 0
+        at = np.maximum(k, 0)
+        return np.where(inside, running[at] + y[at] * (t - x[at]), (t - x[0]) * reference[1])
+
+    first_below = np.searchsorted(-y, -b, side="left")  # first front point with f2 <= b
+    end = np.minimum(np.where(first_below < len(x), x[np.minimum(first_below, len(x) - 1)], reference[0]),
+                     reference[0])
+    start = np.minimum(a, reference[0])
+    gain = integral(end) - integral(start) - b * (end - start)
+    return np.where((end > start) & (b < reference[1]), np.clip(gain, 0.0, box), 0.0)

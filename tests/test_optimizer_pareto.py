@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from paretune.optimizer import ExperimentSpec
-from paretune.optimizer.pareto import hypervolume_2d, hypervolume_contributions, nondominated_ranks, pareto_front
+from paretune.optimizer.pareto import (hypervolume_2d, hypervolume_contributions, hypervolume_improvements,
+                                       nondominated_ranks, pareto_front)
 from paretune.optimizer.space import SearchSpace
 
 
@@ -20,6 +21,19 @@ def test_hypervolume_and_contributions_2d():
     reference = np.array([4.0, 4.0])
     assert hypervolume_2d(np.vstack([front, [[3.5, 3.5]]]), reference) == 6.0
     assert hypervolume_contributions(pareto_front(front), reference).tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_each_candidates_improvement_is_the_hypervolume_it_adds(seed):
+    """Against the definition, HV(front + candidate) - HV(front), on fronts of 0 to 300 points,
+    candidates inside, outside and on the front, and a reference the front may cross."""
+    rng = np.random.default_rng(seed)
+    front = pareto_front(rng.normal(size=(int(rng.integers(0, 3000)), 2))) if seed else np.zeros((0, 2))
+    reference = rng.normal(size=2) + 2.0
+    candidates = np.vstack([rng.normal(size=(150, 2)) * 2, front[:20], front[:20] + 1e-3])
+    expected = [hypervolume_2d(np.vstack([front, [c]]), reference) - hypervolume_2d(front, reference)
+                for c in candidates]
+    assert np.allclose(hypervolume_improvements(candidates, front, reference), expected, atol=1e-12)
 
 
 def test_space_round_trips_and_respects_integrality():
