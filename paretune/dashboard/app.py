@@ -207,7 +207,8 @@ def create_app(db_path: str | Path, refresh_s: float = REFRESH_S) -> Starlette:
             except StorageError:
                 raise PageError(404, "Unknown run", f"there is no run {run_id} in {dashboard.db_path}") from None
             experiment = storage.get_experiment(run.experiment_id) if run.experiment_id else None
-            data = run_payload(run, storage.checkpoints(run_id), run_trial_number(storage, run))
+            data = run_payload(run, storage.checkpoints(run_id), run_trial_number(storage, run),
+                               storage.stop_decisions(run.suggestion_id) if run.suggestion_id else {})
         return render("run.html", run=data, experiment=experiment, db_path=dashboard.db_path,
                       run_json=_script_json(data))
 
@@ -233,7 +234,8 @@ def create_app(db_path: str | Path, refresh_s: float = REFRESH_S) -> Starlette:
         with dashboard.store() as storage:
             try:
                 run = storage.get_run(run_id)
-                return json_response(run_payload(run, storage.checkpoints(run_id), run_trial_number(storage, run)))
+                return json_response(run_payload(run, storage.checkpoints(run_id), run_trial_number(storage, run),
+                                                 storage.stop_decisions(run.suggestion_id) if run.suggestion_id else {}))
             except StorageError:
                 raise PageError(404, "Unknown run", f"there is no run {run_id} in {dashboard.db_path}") from None
 

@@ -543,10 +543,19 @@
       layout.xaxis = Object.assign({ automargin: true, title: { text: "epoch" }, gridcolor: COLORS.grid, zeroline: false },
                                    wholeTicks(epochs[0], epochs[epochs.length - 1]));
       layout.yaxis = { automargin: true, gridcolor: COLORS.grid, zeroline: false, tickformat: axisFormat(values) };
+      if (run.stop && run.stop.epoch !== null) stopLine(layout, run.stop);
       Plotly.newPlot(chart, [{ type: "scatter", mode: "lines+markers", x: run.checkpoints.epoch, y: values, connectgaps: true,
                                text: values.map((v) => fmt(v)), line: { color: COLORS.feasible, width: 2 },
                                hovertemplate: "epoch %{x}: %{text}<extra></extra>" }], layout, PLOT_CONFIG);
     }
+  }
+
+  /* Where the trial was told to stop: a dotted vertical line at that epoch, labelled (the reason is the text above). */
+  function stopLine(layout, stop) {
+    layout.shapes = [{ type: "line", xref: "x", yref: "paper", x0: stop.epoch, x1: stop.epoch, y0: 0, y1: 1,
+                       line: { color: COLORS.stopped, width: 2, dash: "dot" } }];
+    layout.annotations = [{ xref: "x", yref: "paper", x: stop.epoch, y: 1, yanchor: "bottom", showarrow: false,
+                            text: stop.rung ? "stopped (rung " + stop.rung + ")" : "stopped", font: { size: 11, color: COLORS.stopped } }];
   }
 
   function watchExperiments(url, ms) {
