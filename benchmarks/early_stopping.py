@@ -82,7 +82,10 @@ PROBLEMS = {p.name: p for p in (Problem("students", students, threshold=0.5), Pr
                                 Problem("oom", oom), Problem("plateau", plateau))}
 
 
-def make_spec(problem: Problem, arm: str) -> ExperimentSpec:
+EARLY_STOPPING = {"type": "pareto", "reduction_factor": 3, "min_checkpoints": 1}  # the documented default
+
+
+def make_spec(problem: Problem, arm: str, early_stopping: dict[str, Any] = EARLY_STOPPING) -> ExperimentSpec:
     accuracy: dict[str, Any] = {"name": "accuracy", "objective": "maximize"}
     if problem.threshold is not None:
         accuracy["threshold"] = problem.threshold
@@ -94,7 +97,7 @@ def make_spec(problem: Problem, arm: str) -> ExperimentSpec:
         "training_monitor": {"max_checkpoints": MAX_CHECKPOINTS},
     }
     if arm in ("pareto", "naive"):
-        definition["metadata"] = {"early_stopping": {"type": "pareto", "reduction_factor": 3, "min_checkpoints": 1}}
+        definition["metadata"] = {"early_stopping": dict(early_stopping)}
     if arm == "convergence":
         definition["training_monitor"]["early_stopping_criteria"] = [
             {"type": "convergence", "name": "flat", "metric": "accuracy", "lookback_checkpoints": 2, "min_checkpoints": 3}]
@@ -219,9 +222,10 @@ def simulate(sweep: Sweep, budget: int, workers: int, new_trial: Callable[[], Tr
 
 
 def run_paretune(problem: Problem, arm: str, seed: int, budget: int, workers: int,
-                 stopped_history: str = "fidelity") -> Sweep:
+                 stopped_history: str = "fidelity", early_stopping: dict[str, Any] = EARLY_STOPPING) -> Sweep:
     """paretune's suggest, and the arm's stopping rule answering each epoch's checkpoint."""
-    sweep = Sweep(problem, make_spec(problem, arm), arm, np.random.default_rng(seed), stopped_history=stopped_history)
+    sweep = Sweep(problem, make_spec(problem, arm, early_stopping), arm, np.random.default_rng(seed),
+                  stopped_history=stopped_history)
     uniform = np.random.default_rng(seed + 10**6)  # the random arm's own draws
 
     def new_trial() -> Trial:
@@ -305,15 +309,21 @@ def stopped_frontier_candidates(sweep: Sweep) -> int:
 
 def seed_rows(sweeps: dict[str, Sweep], budget: int) -> dict[str, dict[str, float]]:
     """One seed's figures per arm: hypervolume at the budget and its ratio to full training's at
-    equal cost (also at half and three quarters of the budget), the cost at which full training's
+    equal cost (also at half and three quarters of the budget, and averaged over every cost in the
+    budget's second half: full training's workers finish together at the budget, which favours
+    it there and only there), the cost at which full training's
     and random search's final hypervolumes are reached, and where the budget went."""
     def at(arm: str, share: float) -> float:
         return hypervolume_at(sweeps[arm].trajectory, budget * share)
 
+    def ratio(arm: str, share: float) -> float:
+        return at(arm, share) / at("full", share) if at("full", share) else math.nan
+
     rows = {}
     for arm, sweep in sweeps.items():
-        rows[arm] = {"hv": at(arm, 1.0), **{f"ratio_{share}": at(arm, share) / at("full", share) if at("full", share)
-                                            else math.nan for share in (0.5, 0.75, 1.0)},
+        rows[arm] = {"hv": at(arm, 1.0), **{f"ratio_{share}": ratio(arm, share) for share in (0.5, 0.75, 1.0)},
+                     "ratio_second_half": float(np.nanmean([ratio(arm, cost / budget)
+                                                         for cost in range(budget // 2, budget + 1)])),
                      "cost_to_full": cost_to_reach(sweep.trajectory, at("full", 1.0)) / budget,
                      "cost_to_random": cost_to_reach(sweep.trajectory, at("random", 1.0)) / budget
                      if "random" in sweeps else math.nan,
@@ -325,6 +335,7 @@ def seed_rows(sweeps: dict[str, Sweep], budget: int) -> dict[str, dict[str, floa
 
 COLUMNS = [("median HV", "hv", ".4f"), ("med/full", "ratio_1.0", ".3f"), ("worst/full", "ratio_1.0", "worst"),
            ("med/full at 1/2", "ratio_0.5", ".3f"), ("at 3/4", "ratio_0.75", ".3f"),
+           ("mean over 2nd half", "ratio_second_half", ".3f"), ("worst", "ratio_second_half", "worst"),
            ("cost to full HV", "cost_to_full", ".2f"), ("cost to random HV", "cost_to_random", ".2f"),
            ("trials", "trials", ".0f"), ("stopped", "stopped", ".0f"), ("of them frontier", "lost", ".0f"),
            ("unfinished epochs", "unfinished", ".0f")]
@@ -354,7 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stopped-history", choices=("fidelity", "projected", "pending"), default="fidelity",
                         help="stopped trials reach suggest as lower-fidelity observations (paretune's way), at "
                              "their projected final values, or only kept from being suggested again (as if pending)")
+    parser.add_argument("--reduction-factor", type=int, default=EARLY_STOPPING["reduction_factor"])
+    parser.add_argument("--min-checkpoints", type=int, default=EARLY_STOPPING["min_checkpoints"])
     args = parser.parse_args(argv)
+    early_stopping = {**EARLY_STOPPING, "reduction_factor": args.reduction_factor,
+                      "min_checkpoints": args.min_checkpoints}
     arms = args.arms.split(",")
     table: dict[str, Any] = {}
     for name in args.problems.split(","):
@@ -363,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             began = time.perf_counter()
             sweeps = {arm: run_optuna(problem, seed, args.budget, args.workers) if arm == "optuna_sha"
-                      else run_paretune(problem, arm, seed, args.budget, args.workers, args.stopped_history)
+                      else run_paretune(problem, arm, seed, args.budget, args.workers, args.stopped_history, early_stopping)
                       for arm in arms}
             rows_of = seed_rows(sweeps, args.budget)
             for arm in arms:

@@ -16,10 +16,11 @@ end needs. So trials are compared on what is still uncertain: metrics whose valu
 within a trial (`fixed_metrics`, read from the curves) only choose *whom* a trial competes with —
 the peers of comparable size: within `1/(4 eta)` of the range the rung's peers span, on each
 fixed metric, and no better than the trial on it (at least as large) — and a fixed metric that
-misses its threshold stops the trial at once, since it can never meet it. Only a peer at least as
-large can stop a trial: a smaller one learned faster, so its lead at an early rung is the trap
-again, in small (and a slightly smaller, slightly less accurate student is a frontier point, not a
-dominated one); a peer as large or larger that leads is ahead although it learns no faster. Among those peers the order is: thresholds met at the rung, non-dominated rank on
+misses its threshold stops the trial at once, since it can never meet it. Only a peer at least
+as large can stop a trial: a smaller one learned faster, so its lead at an early rung is the
+trap again, in small (and a slightly smaller, slightly less accurate student is a frontier
+point, not a dominated one); a peer as large or larger that leads is ahead although it learns
+no faster. Among those peers the order is: thresholds met at the rung, non-dominated rank on
 the uncertain metrics, then hypervolume contribution (larger first). Without a fixed metric,
 every peer is compared on every optimized metric.
 """
