@@ -38,7 +38,8 @@ from paretune.optimizer.pareto import hypervolume_contributions, nondominated_ra
 
 PARETO_REASON = "pareto"  # the key of the rung rule in `stopping_reasons`
 # Comparable size: within 1/(BAND_SHARE * eta) of the range the rung's peers span on each fixed
-# metric, either side (benchmarks/RESULTS.md: 2 stops too many slow starters, 8 too few trials).
+# metric (benchmarks/RESULTS.md, issue 21: before peers had to be at least as large, 2 stopped too
+# many slow starters and 8 too few trials; since, 2 and 4 measure alike).
 BAND_SHARE = 4
 MAX_CHECKPOINTS_REASON = "max_checkpoints"
 Curve = Sequence[Mapping[str, float]]  # one trial's checkpoint values, in the order reported
