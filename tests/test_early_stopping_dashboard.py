@@ -10,7 +10,7 @@ import pytest
 import paretune
 from paretune.dashboard.payload import stop_marker
 from paretune.storage import DuckDBStorage
-from tests.dashboard_fixtures import browser, checked_page, serve_dashboard  # noqa: F401
+from tests.dashboard_fixtures import browser, checked_page, screenshot_dir, serve_dashboard  # noqa: F401
 from tests.test_early_stopping_store import DEFINITION, train
 
 CHECKPOINTS = [{"epoch": epoch, "values": {"f1": 10.0 * epoch}} for epoch in (2, 4, 6)]
@@ -61,7 +61,14 @@ def test_the_run_page_marks_where_a_stopped_trial_stopped_and_says_why(stopped_s
             assert "Told to stop at epoch 1, checkpoint 1 (rung 1): Pareto early stopping" in page.inner_text(
                 "#stop-reason")
             page.wait_for_selector("#checkpoints [data-metric='f1'] .main-svg")
+            assert "One checkpoint (epoch 1): a curve needs two." in page.inner_text("#checkpoints")  # not "so far"
             marks = page.evaluate("() => [...document.querySelectorAll('#checkpoints [data-metric]')].map(d => "
                                   "[d.dataset.metric, d.layout.shapes[0].x0, d.layout.annotations[0].text])")
             assert marks == [["f1", 1, "stopped (rung 1)"], ["size", 1, "stopped (rung 1)"]]
             assert page.locator("#checkpoints .shapelayer path").count() == 2  # drawn, not only configured
+            page.screenshot(path=screenshot_dir() / "dashboard-run-stopped.png", full_page=True)
+            page.goto(f"{server}/runs/{runs['completed']}")  # trained to the end: told to stop at max_checkpoints
+            assert "checkpoint 3: it reached the training monitor's max_checkpoints" in page.inner_text("#stop-reason")
+            page.wait_for_selector("#checkpoints [data-metric='f1'] .main-svg")
+            assert page.evaluate("() => document.querySelector('#checkpoints [data-metric=f1]').layout"
+                                 ".annotations[0].text") == "told to stop"
