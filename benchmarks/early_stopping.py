@@ -8,12 +8,13 @@ asked for the moment a worker frees, and a stopped trial's worker takes one at o
 
 Arms, each at the same budget of trial-epochs:
 - full: paretune's suggest, every trial trained to the end;
+- random: random search (SigOpt's `type: random`), every trial trained to the end (the issue's peer);
 - pareto: paretune's suggest and the Pareto rung rule (`metadata.early_stopping`, eta 3);
 - naive: the same rung rule on every metric (the band of comparable size removed): the trap;
 - convergence: SigOpt's convergence criterion (lookback 2, min 3 checkpoints);
 - optuna_sha: Optuna's TPE with its SuccessiveHalvingPruner (eta 3) on a scalarised objective.
 
-Run: `nice -n 10 python benchmarks/early_stopping.py --seeds 10 [--problems students,crossing,oom]`.
+Run: `nice -n 10 python benchmarks/early_stopping.py --seeds 10 [--problems students,crossing,oom,plateau]`.
 """
 
 from __future__ import annotations
@@ -68,11 +69,23 @@ def oom(x: float, y: float, epoch: int) -> float | None:
     return None if x > 0.75 and y > 0.55 else students(x, y, epoch)
 
 
+def plateau(x: float, y: float, epoch: int) -> float | None:
+    """Added after the rule was set (never tuned on): S-shaped curves that sit near zero for a
+    delay that grows with the student (up to 5 of 9 epochs), a final accuracy that saturates
+    differently, and a best learning rate that falls as students grow."""
+    final = 0.5 + 0.35 * x ** 0.7 - 0.8 * (y - 0.6 + 0.4 * x) ** 2
+    delay, width = 1.0 + 4.0 * x, 0.5 + 0.5 * x
+    return final / (1 + math.exp(-(epoch - delay) / width)) * (1 + math.exp(-(MAX_CHECKPOINTS - delay) / width))
+
+
 PROBLEMS = {p.name: p for p in (Problem("students", students, threshold=0.5), Problem("crossing", crossing),
-                                Problem("oom", oom))}
+                                Problem("oom", oom), Problem("plateau", plateau))}
 
 
-def make_spec(problem: Problem, arm: str) -> ExperimentSpec:
+EARLY_STOPPING = {"type": "pareto", "reduction_factor": 3, "min_checkpoints": 1}  # the documented default
+
+
+def make_spec(problem: Problem, arm: str, early_stopping: dict[str, Any] = EARLY_STOPPING) -> ExperimentSpec:
     accuracy: dict[str, Any] = {"name": "accuracy", "objective": "maximize"}
     if problem.threshold is not None:
         accuracy["threshold"] = problem.threshold
@@ -84,7 +97,7 @@ def make_spec(problem: Problem, arm: str) -> ExperimentSpec:
         "training_monitor": {"max_checkpoints": MAX_CHECKPOINTS},
     }
     if arm in ("pareto", "naive"):
-        definition["metadata"] = {"early_stopping": {"type": "pareto", "reduction_factor": 3, "min_checkpoints": 1}}
+        definition["metadata"] = {"early_stopping": dict(early_stopping)}
     if arm == "convergence":
         definition["training_monitor"]["early_stopping_criteria"] = [
             {"type": "convergence", "name": "flat", "metric": "accuracy", "lookback_checkpoints": 2, "min_checkpoints": 3}]
@@ -143,7 +156,7 @@ class Sweep:
 
     def should_stop(self, trial: Trial) -> bool:
         count = len(trial.curve)
-        if self.arm == "full":
+        if self.arm in ("full", "random"):
             return count >= MAX_CHECKPOINTS
         peers = None
         if is_rung(self.spec, count):
@@ -209,11 +222,15 @@ def simulate(sweep: Sweep, budget: int, workers: int, new_trial: Callable[[], Tr
 
 
 def run_paretune(problem: Problem, arm: str, seed: int, budget: int, workers: int,
-                 stopped_history: str = "fidelity") -> Sweep:
+                 stopped_history: str = "fidelity", early_stopping: dict[str, Any] = EARLY_STOPPING) -> Sweep:
     """paretune's suggest, and the arm's stopping rule answering each epoch's checkpoint."""
-    sweep = Sweep(problem, make_spec(problem, arm), arm, np.random.default_rng(seed), stopped_history=stopped_history)
+    sweep = Sweep(problem, make_spec(problem, arm, early_stopping), arm, np.random.default_rng(seed),
+                  stopped_history=stopped_history)
+    uniform = np.random.default_rng(seed + 10**6)  # the random arm's own draws
 
     def new_trial() -> Trial:
+        if arm == "random":
+            return Trial(len(sweep.trials) + 1, {"x": float(uniform.random()), "y": float(uniform.random())})
         pending = [t.assignments for t in sweep.trials if t.state == "running"
                    or (sweep.stopped_history == "pending" and t.state == "stopped")]
         (assignments,) = suggest(sweep.spec, sweep.history(), pending, 1, seed=seed * 1000 + len(sweep.trials))
@@ -274,7 +291,67 @@ def cost_to_reach(trajectory: list[tuple[int, float]], target: float) -> float:
     return next((spent for spent, hv in trajectory if hv >= target - 1e-12), math.inf)
 
 
-ARMS = ("full", "pareto", "naive", "convergence", "optuna_sha")
+ARMS = ("full", "random", "pareto", "naive", "convergence", "optuna_sha")
+
+
+def stopped_frontier_candidates(sweep: Sweep) -> int:
+    """Stopped trials that, trained to the end (noise aside), no completed trial would dominate:
+    the frontier points stopping cost."""
+    finals = [(t.curve[-1]["accuracy"], t.curve[-1]["size"]) for t in sweep.trials if t.state == "completed"]
+    count = 0
+    for t in sweep.trials:
+        if t.state == "stopped":
+            accuracy = sweep.problem.curve(t.assignments["x"], t.assignments["y"], MAX_CHECKPOINTS)
+            size = t.curve[-1]["size"]
+            count += not any(a >= accuracy and z <= size for a, z in finals)
+    return count
+
+
+def seed_rows(sweeps: dict[str, Sweep], budget: int) -> dict[str, dict[str, float]]:
+    """One seed's figures per arm: hypervolume at the budget and its ratio to full training's at
+    equal cost (also at half and three quarters of the budget, and averaged over every cost in the
+    budget's second half: full training's workers finish together at the budget, which favours
+    it there and only there), the cost at which full training's
+    and random search's final hypervolumes are reached, and where the budget went."""
+    def at(arm: str, share: float) -> float:
+        return hypervolume_at(sweeps[arm].trajectory, budget * share)
+
+    def ratio(arm: str, share: float) -> float:
+        return at(arm, share) / at("full", share) if at("full", share) else math.nan
+
+    rows = {}
+    for arm, sweep in sweeps.items():
+        rows[arm] = {"hv": at(arm, 1.0), **{f"ratio_{share}": ratio(arm, share) for share in (0.5, 0.75, 1.0)},
+                     "ratio_second_half": float(np.nanmean([ratio(arm, cost / budget)
+                                                         for cost in range(budget // 2, budget + 1)])),
+                     "cost_to_full": cost_to_reach(sweep.trajectory, at("full", 1.0)) / budget,
+                     "cost_to_random": cost_to_reach(sweep.trajectory, at("random", 1.0)) / budget
+                     if "random" in sweeps else math.nan,
+                     "trials": len(sweep.trials), "stopped": sum(t.state == "stopped" for t in sweep.trials),
+                     "lost": stopped_frontier_candidates(sweep),
+                     "unfinished": sum(len(t.curve) for t in sweep.trials if t.state == "running")}
+    return rows
+
+
+COLUMNS = [("median HV", "hv", ".4f"), ("med/full", "ratio_1.0", ".3f"), ("worst/full", "ratio_1.0", "worst"),
+           ("med/full at 1/2", "ratio_0.5", ".3f"), ("at 3/4", "ratio_0.75", ".3f"),
+           ("mean over 2nd half", "ratio_second_half", ".3f"), ("worst", "ratio_second_half", "worst"),
+           ("cost to full HV", "cost_to_full", ".2f"), ("cost to random HV", "cost_to_random", ".2f"),
+           ("trials", "trials", ".0f"), ("stopped", "stopped", ".0f"), ("of them frontier", "lost", ".0f"),
+           ("unfinished epochs", "unfinished", ".0f")]
+
+
+def print_table(name: str, rows: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
+    """Medians over seeds (the worst seed where the column says so)."""
+    print(f"\n{name}: budget {args.budget} trial-epochs, {args.workers} workers, {args.seeds} seeds")
+    print(f"{'arm':<12}" + "".join(f" {title:>{max(8, len(title))}}" for title, _, _ in COLUMNS))
+    for arm, seeds in rows.items():
+        cells = []
+        for title, key, form in COLUMNS:
+            values = [s[key] for s in seeds]
+            value = min(values) if form == "worst" else statistics.median(values)
+            cells.append(f" {value:>{max(8, len(title))}{'.3f' if form == 'worst' else form}}")
+        print(f"{arm:<12}" + "".join(cells), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,7 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stopped-history", choices=("fidelity", "projected", "pending"), default="fidelity",
                         help="stopped trials reach suggest as lower-fidelity observations (paretune's way), at "
                              "their projected final values, or only kept from being suggested again (as if pending)")
+    parser.add_argument("--reduction-factor", type=int, default=EARLY_STOPPING["reduction_factor"])
+    parser.add_argument("--min-checkpoints", type=int, default=EARLY_STOPPING["min_checkpoints"])
     args = parser.parse_args(argv)
+    early_stopping = {**EARLY_STOPPING, "reduction_factor": args.reduction_factor,
+                      "min_checkpoints": args.min_checkpoints}
     arms = args.arms.split(",")
     table: dict[str, Any] = {}
     for name in args.problems.split(","):
@@ -297,28 +378,15 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             began = time.perf_counter()
             sweeps = {arm: run_optuna(problem, seed, args.budget, args.workers) if arm == "optuna_sha"
-                      else run_paretune(problem, arm, seed, args.budget, args.workers, args.stopped_history)
+                      else run_paretune(problem, arm, seed, args.budget, args.workers, args.stopped_history, early_stopping)
                       for arm in arms}
-            full_final = hypervolume_at(sweeps["full"].trajectory, args.budget)
-            for arm, sweep in sweeps.items():
-                final = hypervolume_at(sweep.trajectory, args.budget)
-                rows[arm].append({"hv": final, "ratio": final / full_final if full_final else math.nan,
-                                  "cost_to_full": cost_to_reach(sweep.trajectory, full_final) / args.budget,
-                                  "trials": len(sweep.trials),
-                                  "stopped": sum(t.state == "stopped" for t in sweep.trials)})
+            rows_of = seed_rows(sweeps, args.budget)
+            for arm in arms:
+                rows[arm].append(rows_of[arm])
             print(f"{name} seed {seed}: " + "  ".join(f"{arm} {rows[arm][-1]['hv']:.4f}" for arm in arms)
                   + f"  ({time.perf_counter() - began:.0f} s)", flush=True)
         table[name] = rows
-        print(f"\n{name}: budget {args.budget} trial-epochs, {args.workers} workers, {args.seeds} seeds")
-        print(f"{'arm':<12} {'median HV':>10} {'worst/full':>11} {'median/full':>12} {'cost to full HV':>16} "
-              f"{'trials':>7} {'stopped':>8}")
-        for arm in arms:
-            seeds = rows[arm]
-            print(f"{arm:<12} {statistics.median(s['hv'] for s in seeds):>10.4f} "
-                  f"{min(s['ratio'] for s in seeds):>11.3f} {statistics.median(s['ratio'] for s in seeds):>12.3f} "
-                  f"{statistics.median(s['cost_to_full'] for s in seeds):>16.2f} "
-                  f"{statistics.median(s['trials'] for s in seeds):>7.0f} "
-                  f"{statistics.median(s['stopped'] for s in seeds):>8.0f}", flush=True)
+        print_table(name, rows, args)
     if args.json:
         with open(args.json, "w") as output:
             json.dump(table, output, indent=1, default=str)

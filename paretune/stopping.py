@@ -15,8 +15,12 @@ an early rung therefore promotes the small students and stops the large ones the
 end needs. So trials are compared on what is still uncertain: metrics whose value never moves
 within a trial (`fixed_metrics`, read from the curves) only choose *whom* a trial competes with —
 the peers of comparable size: within `1/(4 eta)` of the range the rung's peers span, on each
-fixed metric — and a fixed metric that misses its threshold stops the trial at once, since it can
-never meet it. Among those peers the order is: thresholds met at the rung, non-dominated rank on
+fixed metric, and no better than the trial on it (at least as large) — and a fixed metric that
+misses its threshold stops the trial at once, since it can never meet it. Only a peer at least
+as large can stop a trial: a smaller one learned faster, so its lead at an early rung is the
+trap again, in small (and a slightly smaller, slightly less accurate student is a frontier
+point, not a dominated one); a peer as large or larger that leads is ahead although it learns
+no faster. Among those peers the order is: thresholds met at the rung, non-dominated rank on
 the uncertain metrics, then hypervolume contribution (larger first). Without a fixed metric,
 every peer is compared on every optimized metric.
 """
@@ -34,7 +38,8 @@ from paretune.optimizer.pareto import hypervolume_contributions, nondominated_ra
 
 PARETO_REASON = "pareto"  # the key of the rung rule in `stopping_reasons`
 # Comparable size: within 1/(BAND_SHARE * eta) of the range the rung's peers span on each fixed
-# metric, either side (benchmarks/RESULTS.md: 2 stops too many slow starters, 8 too few trials).
+# metric (benchmarks/RESULTS.md, issue 21: before peers had to be at least as large, 2 stopped too
+# many slow starters and 8 too few trials; since, 2 and 4 measure alike).
 BAND_SHARE = 4
 MAX_CHECKPOINTS_REASON = "max_checkpoints"
 Curve = Sequence[Mapping[str, float]]  # one trial's checkpoint values, in the order reported
@@ -120,14 +125,16 @@ def continues_at_rung(spec: ExperimentSpec, trial: RungEntry, peers: Sequence[Ru
 def _comparable(trial: RungEntry, peers: list[RungEntry], known: list[Metric], reduction_factor: int
                 ) -> list[RungEntry]:
     """The peers of comparable size: on every fixed metric, within `1 / (BAND_SHARE eta)` of the
-    range the rung's peers span of the trial's value (a lone large student meets no small one)."""
+    range the rung's peers span of the trial's value (a lone large student meets no small one),
+    and no better than the trial (the module docstring says why)."""
     def value(entry: RungEntry, metric: Metric) -> float:
         return entry.values.get(metric.name, math.nan)
 
     spans = {m.name: float(np.nanmax([value(p, m) for p in peers]) - np.nanmin([value(p, m) for p in peers]))
              for m in known}
     return [p for p in peers if p.order == trial.order or all(
-        abs(value(p, m) - value(trial, m)) <= spans[m.name] / (BAND_SHARE * reduction_factor) for m in known)]
+        abs(value(p, m) - value(trial, m)) <= spans[m.name] / (BAND_SHARE * reduction_factor)
+        and _score(m, p.values) <= _score(m, trial.values) for m in known)]
 
 
 def _ranking(spec: ExperimentSpec, group: list[RungEntry], compared: list[Metric]) -> list[tuple[float, ...]]:

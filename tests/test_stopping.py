@@ -167,3 +167,16 @@ def test_a_checkpoint_without_a_metric_counts_as_the_worst_on_it():
     spec = spec_with()
     peers = [RungEntry(1, {"f1": 50.0}), RungEntry(2, {"f1": 40.0, "size": 20.0}), RungEntry(3, {"f1": 45.0, "size": 30.0})]
     assert [p.order for p in peers if continues_at_rung(spec, p, peers, 3, fixed=set())] == [2]
+
+
+def test_only_a_comparable_peer_at_least_as_large_can_stop_a_trial():
+    """A slightly smaller peer that leads at an early rung learned faster (the trap, in small) and
+    stops nothing; a slightly larger one that leads is ahead although it learns no slower."""
+    spec = spec_with()
+    span = entries((70, 10), (20, 90))  # the rung's sizes span 10..90: comparable means within 80 / 12
+    trial = RungEntry(5, {"f1": 40.0, "size": 50.0})
+    smaller = RungEntry(3, {"f1": 45.0, "size": 48.0})
+    larger = RungEntry(4, {"f1": 45.0, "size": 52.0})
+    assert continues_at_rung(spec, trial, [*span, smaller, trial], 3, fixed={"size"})
+    assert not continues_at_rung(spec, trial, [*span, larger, trial], 3, fixed={"size"})
+    assert continues_at_rung(spec, smaller, [*span, trial, smaller], 3, fixed={"size"})

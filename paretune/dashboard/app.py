@@ -230,7 +230,8 @@ class Pages:
             run = storage.get_run(run_id)
         except StorageError:
             raise PageError(404, "Unknown run", f"there is no run {run_id} in {self.dashboard.db_path}") from None
-        return run, run_payload(run, storage.checkpoints(run_id), run_trial_number(storage, run))
+        return run, run_payload(run, storage.checkpoints(run_id), run_trial_number(storage, run),
+                                storage.stop_decisions(run.suggestion_id) if run.suggestion_id else {})
 
     def experiments_api(self, request: Request) -> Response:
         with self.dashboard.store() as storage:

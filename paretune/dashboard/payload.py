@@ -12,6 +12,7 @@ from typing import Any
 
 from paretune.importance import MetricImportance
 from paretune.storage.records import RunRecord
+from paretune.stopping import MAX_CHECKPOINTS_REASON, PARETO_REASON
 from paretune.storage.report import STATUSES, ExperimentReport, Summary, format_number, threshold_rule
 
 STATUS_CODES = {status: code for code, status in enumerate(STATUSES)}
@@ -105,8 +106,10 @@ def importance_payload(importances: list[MetricImportance]) -> list[dict[str, An
             for i in importances]
 
 
-def run_payload(run: RunRecord, checkpoints: list[dict[str, Any]], trial: int | None) -> dict[str, Any]:
-    """`trial`: the run's trial number within its experiment (None for a run outside one)."""
+def run_payload(run: RunRecord, checkpoints: list[dict[str, Any]], trial: int | None,
+                decisions: dict[int, tuple[bool, dict[str, bool]]]) -> dict[str, Any]:
+    """`trial`: the run's trial number within its experiment (None for a run outside one);
+    `decisions`: the store's answers to the trial's checkpoints (`stop_decisions`), by number."""
     duration = (run.ended_at - run.started_at).total_seconds() if run.ended_at else None
     return {
         "id": run.id,
@@ -126,4 +129,27 @@ def run_payload(run: RunRecord, checkpoints: list[dict[str, Any]], trial: int | 
         "checkpoints": {"epoch": [c["epoch"] for c in checkpoints],
                         "values": {name: [c["values"].get(name) for c in checkpoints]
                                    for name in sorted({n for c in checkpoints for n in c["values"]})}},
+        "stop": stop_marker(checkpoints, decisions),
     }
+
+
+STOP_REASONS = {PARETO_REASON: "Pareto early stopping: not among the best 1/η of the trials that reached this rung",
+                MAX_CHECKPOINTS_REASON: "it reached the training monitor's max_checkpoints"}
+
+
+def stop_marker(checkpoints: list[dict[str, Any]], decisions: dict[int, tuple[bool, dict[str, bool]]]
+                ) -> dict[str, Any] | None:
+    """Where the trial was first told to stop (None if never): its checkpoint number, that
+    checkpoint's epoch, the rung when the Pareto rule spoke (rungs are checkpoint numbers), the
+    reasons that held, and one sentence for the page."""
+    told = sorted(count for count, (should_stop, _) in decisions.items() if should_stop)
+    if not told:
+        return None
+    count = told[0]
+    reasons = sorted(name for name, met in decisions[count][1].items() if met)
+    epoch = checkpoints[count - 1]["epoch"] if count <= len(checkpoints) else None
+    rung = count if PARETO_REASON in reasons else None
+    why = "; ".join(STOP_REASONS.get(name, f"SigOpt's convergence criterion {name!r} was met") for name in reasons)
+    where = f"epoch {format_number(epoch)}, checkpoint {count}" if epoch is not None else f"checkpoint {count}"
+    return {"checkpoint": count, "epoch": epoch, "rung": rung, "reasons": reasons,
+            "text": f"Told to stop at {where}{f' (rung {rung})' if rung else ''}: {why}."}

@@ -534,7 +534,7 @@
     const names = Object.keys(run.checkpoints.values);
     if (!names.length) { node.replaceChildren(el("p", { class: "muted", text: "This run reported no checkpoints." })); return; }
     if (run.checkpoints.epoch.length === 1) {
-      node.append(el("p", { class: "muted reason-text", text: "One checkpoint so far (epoch " + run.checkpoints.epoch[0] + "): a curve needs two." }));
+      node.append(el("p", { class: "muted reason-text", text: "One checkpoint" + (run.status === "running" ? " so far" : "") + " (epoch " + run.checkpoints.epoch[0] + "): a curve needs two." }));
     }
     for (const name of names) {
       const chart = el("div", { "data-metric": name });
@@ -547,10 +547,21 @@
       layout.xaxis = Object.assign({ automargin: true, title: { text: "epoch" }, gridcolor: COLORS.grid, zeroline: false },
                                    wholeTicks(epochs[0], epochs[epochs.length - 1]));
       layout.yaxis = { automargin: true, gridcolor: COLORS.grid, zeroline: false, tickformat: axisFormat(values) };
+      if (run.stop && run.stop.epoch !== null) stopLine(layout, run.stop, run.status);
       Plotly.newPlot(chart, [{ type: "scatter", mode: "lines+markers", x: run.checkpoints.epoch, y: values, connectgaps: true,
                                text: values.map((v) => fmt(v)), line: { color: COLORS.feasible, width: 2 },
                                hovertemplate: "epoch %{x}: %{text}<extra></extra>" }], layout, PLOT_CONFIG);
     }
+  }
+
+  /* Where the trial was told to stop: a dotted vertical line at that epoch, labelled (the reason is the text above;
+     a trial that trained on to the end, e.g. told at max_checkpoints, is "told to stop", not "stopped"). */
+  function stopLine(layout, stop, status) {
+    const label = status === "stopped" ? "stopped" + (stop.rung ? " (rung " + stop.rung + ")" : "") : "told to stop";
+    layout.shapes = [{ type: "line", xref: "x", yref: "paper", x0: stop.epoch, x1: stop.epoch, y0: 0, y1: 1,
+                       line: { color: COLORS.stopped, width: 2, dash: "dot" } }];
+    layout.annotations = [{ xref: "x", yref: "paper", x: stop.epoch, y: 1, yanchor: "bottom", showarrow: false,
+                            text: label, font: { size: 11, color: COLORS.stopped } }];
   }
 
   function watchExperiments(url, ms) {
