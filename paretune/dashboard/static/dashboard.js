@@ -1,6 +1,7 @@
 /* paretune dashboard: draws the report model's JSON (storage/report.py via paretune/dashboard/payload.py)
    with plotly.js, and refreshes when the experiment changes. The same file serves the live pages and
-   is inlined into the static report. */
+   is inlined into the static report, which must open offline from one HTML file: that is why it is
+   one file (about 600 lines: the shared helpers, the experiment page's panels, the run page). */
 (function () {
   "use strict";
 
