@@ -7,7 +7,7 @@ an error at the first trial rather than a knob silently left at its default.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -120,10 +120,7 @@ class TrialSettings(BaseModel):
 
     @classmethod
     def from_mapping(cls, settings: dict[str, Any]) -> TrialSettings:
-        try:
-            return cls.model_validate(settings)
-        except ValidationError as error:
-            raise ValueError(f"invalid metadata.trial settings:\n{_describe(error)}") from None
+        return _validated(cls, settings, "metadata.trial settings")
 
 
 class StudentAssignments(BaseModel):
@@ -153,10 +150,7 @@ class StudentAssignments(BaseModel):
 
     @classmethod
     def from_mapping(cls, assignments: dict[str, Any]) -> StudentAssignments:
-        try:
-            return cls.model_validate(assignments)
-        except ValidationError as error:
-            raise ValueError(f"invalid trial assignments:\n{_describe(error)}") from None
+        return _validated(cls, assignments, "trial assignments")
 
     def clamped_dropouts(self) -> dict[str, float]:
         return {
@@ -176,6 +170,17 @@ def resolve_model_path(name: str) -> str:
     if not hasattr(module, "get_model_path"):
         raise ValueError(f"model {name!r}: module {module_name!r} has no get_model_path()")
     return str(module.get_model_path())
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _validated(model: type[Model], data: dict[str, Any], what: str) -> Model:
+    """`data` as `model`, or a ValueError listing each invalid field of `what`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ValueError(f"invalid {what}:\n{_describe(error)}") from None
 
 
 def _describe(error: ValidationError) -> str:
