@@ -3,10 +3,8 @@
 One call: validate, then either a start-up suggestion (the given `default_value`s first, then
 space-filling random points) or the model-based step:
 
-1. Rank the history per optimized metric, feasible first: completed observations that meet
-   every threshold, then those outside an optimized metric's threshold (not in the region of
-   interest), then constraint violators by how far they miss, then failures. Failed and
-   infeasible points thus sit in every model's bad group instead of being dropped.
+1. Rank the history per optimized metric, feasible first (`optimizer.history`): failed and
+   infeasible points sit in every model's bad group instead of being dropped.
 2. Fit one hyperopt TPE model per optimized metric (optimizer.tpe); with two metrics, one more
    whose good group is the current frontier (non-dominated rank among feasible points); and a
    joint feasibility model (completed-and-feasible against failed-or-violating).
@@ -16,10 +14,10 @@ space-filling random points) or the model-based step:
 4. The Pareto selection step (two metrics): a Gaussian process per optimized metric predicts
    each candidate's values; the candidate with the largest expected hypervolume improvement
    over the current feasible frontier wins, weighted by its probability of meeting every
-   constraint (a Gaussian process per constraint metric) and of giving a full result (Parzen
-   densities of failed or stopped points against the others); posterior draws do not pass an
-   end of the front that is a bound (`_draw_floor`). Thresholds on optimized metrics are the hypervolume's
-   reference point, so only the part of the frontier beyond them counts; a metric without a
+   constraint (a Gaussian process per constraint metric) and of giving a full result (a
+   Gaussian process on the indicator of failed or stopped trials, `_full_result_probability`);
+   posterior draws do not pass an end of the front that is a bound (`_draw_floor`).
+   Thresholds on optimized metrics are the hypervolume's reference point, so only the part of the frontier beyond them counts; a metric without a
    threshold is measured from past the worst completed value. With one metric, or when no
    candidate is expected to improve anything, candidates are ranked as in plain TPE: the
    (frontier) model's log l/g plus twice log P(feasible).
@@ -31,8 +29,9 @@ SigOpt's definition keys: every candidate is snapped to its grid and conditional
 parameters marked, see optimizer.space) and dropped if it breaks a linear constraint; priors
 shape start-up draws and each axis's Parzen prior; reported `value_stddevs` are per-point
 noise in the Gaussian processes. With tasks, the task cost is one more Gaussian-process input,
-the frontier is made of full-task observations only, and `choose_task` says where each
-proposal runs. A trial stopped early (`Observation.fidelity` < 1) is a cheaper observation
+the frontier is made of full-task observations only, and `optimizer.multitask` says where
+each proposal runs (with one metric, a full-task proposal may promote a configuration the
+cheap task screened). A trial stopped early (`Observation.fidelity` < 1) is a cheaper observation
 (its cost is its task's times its fidelity): it ranks in every TPE model by its checkpoint's
 values, and the Gaussian processes read them as a noisy view of its full result (noise
 (1 - fidelity) x the metric's spread, the per-point noise reported `value_stddevs` use); it
