@@ -63,11 +63,17 @@ def promote(space: SearchSpace, data: History, in_flight: np.ndarray, row: np.nd
     if not len(screened):
         return row
     pool = np.vstack([row[None, :], screened])
-    mean, std = _task_model(space, data).predict(data.inputs(pool))
+    return pool[int(np.argmax(full_task_improvement(space, data, pool)))]
+
+
+def full_task_improvement(space: SearchSpace, data: History, rows: np.ndarray) -> np.ndarray:
+    """Expected improvement of the first optimized metric at the full task, per row, over the
+    best full-task value (the multitask Gaussian process)."""
+    completed = data.tiers != FAILED
+    mean, std = _task_model(space, data).predict(data.inputs(rows))
     best = float(np.min(data.objectives[completed & data.full, 0]))
     z = (best - mean) / std
-    improvement = (best - mean) * ndtr(z) + std * np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)
-    return pool[int(np.argmax(improvement))]
+    return (best - mean) * ndtr(z) + std * np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)
 
 
 def _task_model(space: SearchSpace, data: History) -> GaussianProcess:

@@ -51,7 +51,7 @@ from scipy.special import ndtr
 from paretune.optimizer.gp import GaussianProcess, training_subset
 from paretune.optimizer.history import (FAILED, VIOLATES_CONSTRAINT, History, frontier_points,
                                         frontier_ranks, metric_ranks, no_full_result, row_keys)
-from paretune.optimizer.multitask import choose_task, promote
+from paretune.optimizer.multitask import choose_task, full_task_improvement, promote
 from paretune.optimizer.observation import Observation, validate_assignments, validate_history
 from paretune.optimizer.pareto import hypervolume_improvements, pareto_front
 from paretune.optimizer.space import INACTIVE, SearchSpace
@@ -200,6 +200,8 @@ def _model_based(space: SearchSpace, data: History, in_flight: np.ndarray, rng: 
         if np.max(gains) > 0:
             return candidates[int(np.argmax(gains))]
     feasibility = _log_feasibility(space, data, candidates, prior_weight, data.tiers >= VIOLATES_CONSTRAINT)
+    if n_metrics == 1 and data.multitask and np.any(data.full & (data.tiers != FAILED)) and len(np.unique(data.task_costs)) > 1:
+        return candidates[int(np.argmax(full_task_improvement(space, data, candidates) * np.exp(feasibility)))]
     scores = proposers[-1].acquisition(candidates) + FEASIBILITY_WEIGHT * feasibility
     return candidates[int(np.argmax(scores))]
 
