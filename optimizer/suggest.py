@@ -30,8 +30,8 @@ parameters marked, see optimizer.space) and dropped if it breaks a linear constr
 shape start-up draws and each axis's Parzen prior; reported `value_stddevs` are per-point
 noise in the Gaussian processes. With tasks, the task cost is one more Gaussian-process input,
 the frontier is made of full-task observations only, and `optimizer.multitask` says where
-each proposal runs (with one metric, a full-task proposal may promote a configuration the
-cheap task screened). A trial stopped early (`Observation.fidelity` < 1) is a cheaper observation
+each proposal runs; with one metric, the model-based pick is the candidate with the largest
+expected improvement at the full task (`full_task_improvement`). A trial stopped early (`Observation.fidelity` < 1) is a cheaper observation
 (its cost is its task's times its fidelity): it ranks in every TPE model by its checkpoint's
 values, and the Gaussian processes read them as a noisy view of its full result (noise
 (1 - fidelity) x the metric's spread, the per-point noise reported `value_stddevs` use); it
@@ -51,7 +51,7 @@ from scipy.special import ndtr
 from paretune.optimizer.gp import GaussianProcess, training_subset
 from paretune.optimizer.history import (FAILED, VIOLATES_CONSTRAINT, History, frontier_points,
                                         frontier_ranks, metric_ranks, no_full_result, row_keys)
-from paretune.optimizer.multitask import choose_task, full_task_improvement, promote
+from paretune.optimizer.multitask import choose_task, full_task_improvement
 from paretune.optimizer.observation import Observation, validate_assignments, validate_history
 from paretune.optimizer.pareto import hypervolume_improvements, pareto_front
 from paretune.optimizer.space import INACTIVE, SearchSpace
@@ -132,8 +132,6 @@ def propose(
         else:
             row = _model_based(space, data, in_flight, rng, n_proposals, n_candidates, gamma, prior_weight)
         task = choose_task(spec, space, data, row, spent, len(taken) < startup)
-        if task is not None and spec.is_full_cost(task) and len(taken) >= startup and data.objectives.shape[1] == 1:
-            row = promote(space, data, in_flight, row)
         spent.append(spec.task_cost(task))
         in_flight = np.vstack([in_flight, row[None, :]])
         batch.append(Proposal(space.decode(row), task))
