@@ -256,7 +256,7 @@ def _full_result_probability(data: History, continuous: np.ndarray, flight: np.n
     subset = training_subset(ranks)
     model = GaussianProcess.fit(data.inputs(data.rows[subset], data.task_costs[subset]),
                                 (~missing[subset]).astype(float), continuous).believing(flight)
-    return np.clip(model.predict(targets)[0], 0.0, 1.0)
+    return np.clip(model.predict_mean(targets), 0.0, 1.0)
 
 
 def _draw_floor(data: History, front: np.ndarray, means: np.ndarray) -> np.ndarray:
