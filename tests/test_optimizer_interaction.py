@@ -1,4 +1,4 @@
-"""The interaction problem (`deep_lr` in benchmarks/problems.py): the best learning rate falls
+"""The interaction problem (`deep_lr` in benchmarks/problems_interactions.py): the best learning rate falls
 steeply with depth, and the deep, wide students that make the frontier's accurate end run out
 of memory at large batches. A fixed seed must reach that end within the budget.
 
