@@ -145,7 +145,8 @@ class GaussianProcess:
 
     def predict_mean(self, rows: np.ndarray) -> np.ndarray:
         """The posterior mean alone (original units): `predict` without the variance's solve."""
-        return self.offset + self.scale * (kernel_between(rows, self.rows, self.lengthscales, self.continuous) @ self.alpha)
+        cross = kernel_between(rows, self.rows, self.lengthscales, self.continuous)
+        return self.offset + self.scale * (cross @ self.alpha)
 
     def variance_reduction(self, target: np.ndarray, probe: np.ndarray) -> float:
         """How much observing `probe` (one row) would shrink the posterior variance at `target`

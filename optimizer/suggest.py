@@ -17,10 +17,11 @@ space-filling random points) or the model-based step:
    constraint (a Gaussian process per constraint metric) and of giving a full result (a
    Gaussian process on the indicator of failed or stopped trials, `_full_result_probability`);
    posterior draws do not pass an end of the front that is a bound (`_draw_floor`).
-   Thresholds on optimized metrics are the hypervolume's reference point, so only the part of the frontier beyond them counts; a metric without a
-   threshold is measured from past the worst completed value. With one metric, or when no
-   candidate is expected to improve anything, candidates are ranked as in plain TPE: the
-   (frontier) model's log l/g plus twice log P(feasible).
+   Thresholds on optimized metrics are the hypervolume's reference point, so only the part
+   of the frontier beyond them counts; a metric without a threshold is measured from past the
+   worst completed value. With one metric (no tasks), or when no candidate is expected to
+   improve anything, candidates are ranked as in plain TPE: the (frontier) model's log l/g
+   plus twice log P(feasible).
 5. Pending points and the batch's earlier picks are liars in every bad group (constant liar)
    and believed at their predicted values by the Gaussian processes (kriging believer); exact
    repeats of tried or in-flight points are never proposed.
@@ -31,11 +32,12 @@ shape start-up draws and each axis's Parzen prior; reported `value_stddevs` are 
 noise in the Gaussian processes. With tasks, the task cost is one more Gaussian-process input,
 the frontier is made of full-task observations only, and `optimizer.multitask` says where
 each proposal runs; with one metric, the model-based pick is the candidate with the largest
-expected improvement at the full task (`full_task_improvement`). A trial stopped early (`Observation.fidelity` < 1) is a cheaper observation
-(its cost is its task's times its fidelity): it ranks in every TPE model by its checkpoint's
-values, and the Gaussian processes read them as a noisy view of its full result (noise
-(1 - fidelity) x the metric's spread, the per-point noise reported `value_stddevs` use); it
-never makes the frontier or the hypervolume's reference, and it is not a failure.
+expected improvement at the full task (`full_task_improvement`). A trial stopped early
+(`Observation.fidelity` < 1) is a cheaper observation (its cost is its task's times its
+fidelity): it ranks in every TPE model by its checkpoint's values, and the Gaussian processes
+read them as a noisy view of its full result (noise (1 - fidelity) x the metric's spread, the
+per-point noise reported `value_stddevs` use); it never makes the frontier or the
+hypervolume's reference, and it is not a failure.
 """
 
 from __future__ import annotations
@@ -198,10 +200,16 @@ def _model_based(space: SearchSpace, data: History, in_flight: np.ndarray, rng: 
         if np.max(gains) > 0:
             return candidates[int(np.argmax(gains))]
     feasibility = _log_feasibility(space, data, candidates, prior_weight, data.tiers >= VIOLATES_CONSTRAINT)
-    if n_metrics == 1 and data.multitask and np.any(data.full & (data.tiers != FAILED)) and len(np.unique(data.task_costs)) > 1:
+    if n_metrics == 1 and data.multitask and _two_tasks_seen(data):
         return candidates[int(np.argmax(full_task_improvement(space, data, candidates) * np.exp(feasibility)))]
     scores = proposers[-1].acquisition(candidates) + FEASIBILITY_WEIGHT * feasibility
     return candidates[int(np.argmax(scores))]
+
+
+def _two_tasks_seen(data: History) -> bool:
+    """A full result to improve on, and trials at more than one task: the multitask Gaussian
+    process then has something to carry from the cheap task to the full one."""
+    return bool(np.any(data.full & (data.tiers != FAILED))) and len(np.unique(data.task_costs)) > 1
 
 
 def _expected_hypervolume_gain(space: SearchSpace, data: History, by_front: np.ndarray, in_flight: np.ndarray,

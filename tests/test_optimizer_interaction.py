@@ -1,6 +1,6 @@
-"""The interaction problem (`deep_lr` in benchmarks/problems_interactions.py): the best learning rate falls
-steeply with depth, and the deep, wide students that make the frontier's accurate end run out
-of memory at large batches. A fixed seed must reach that end within the budget.
+"""The interaction problem (`deep_lr`, benchmarks/problems_interactions.py): the best learning
+rate falls steeply with depth, and the deep, wide students that make the frontier's accurate
+end run out of memory at large batches. A fixed seed must reach that end within the budget.
 
 Seed 4 is one the fourth round's search lost: its best student stayed at exact 73.2, and the
 last suggestions kept large students at batch 64, which run out of memory (its feasibility
