@@ -143,6 +143,11 @@ class GaussianProcess:
         variance = np.maximum(1.0 - np.sum(solved * solved, axis=0), 1e-12)
         return self.offset + self.scale * mean, self.scale * np.sqrt(variance)
 
+    def predict_mean(self, rows: np.ndarray) -> np.ndarray:
+        """The posterior mean alone (original units): `predict` without the variance's solve."""
+        cross = kernel_between(rows, self.rows, self.lengthscales, self.continuous)
+        return self.offset + self.scale * (cross @ self.alpha)
+
     def variance_reduction(self, target: np.ndarray, probe: np.ndarray) -> float:
         """How much observing `probe` (one row) would shrink the posterior variance at `target`
         (one row), in standardized units: cov(target, probe)^2 / (var(probe) + noise)."""

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from paretune.optimizer import ExperimentSpec, Observation, best_solutions, suggest
 from paretune.optimizer.space import SearchSpace
-from paretune.optimizer.suggest import (FAILED, _frontier_points, _frontier_ranks, _History, _metric_ranks,
-                                        _reference_point)
+from paretune.optimizer.history import FAILED, History, frontier_points, frontier_ranks, metric_ranks
+from paretune.optimizer.suggest import _reference_point
 
 SPEC = ExperimentSpec.model_validate({
     "name": "stopped",
@@ -61,12 +61,12 @@ def test_a_stopped_trial_is_never_a_frontier_point_the_reference_or_a_failure():
     history = full_history(1)
     # better than every full result in both metrics, and far worse: neither may count
     dominant, hopeless = stopped(0.05, 1.0, 0.99, 0.5), stopped(0.9, 0.0, -50.0, 0.1)
-    data = _History.build(SPEC, space, history + [dominant, hopeless])
-    alone = _History.build(SPEC, space, history)
-    np.testing.assert_array_equal(np.sort(_frontier_points(data), axis=0), np.sort(_frontier_points(alone), axis=0))
+    data = History.build(SPEC, space, history + [dominant, hopeless])
+    alone = History.build(SPEC, space, history)
+    np.testing.assert_array_equal(np.sort(frontier_points(data), axis=0), np.sort(frontier_points(alone), axis=0))
     np.testing.assert_array_equal(_reference_point(data), _reference_point(alone))
     assert data.tiers[-2] != FAILED and data.tiers[-1] != FAILED
-    ranks = _frontier_ranks(data)
+    ranks = frontier_ranks(data)
     assert ranks[-2] > max(ranks[i] for i in range(len(history)) if data.tiers[i] == data.tiers[-2])
     single = ExperimentSpec.model_validate({**SPEC.model_dump(exclude_none=True), "metrics": [{"name": "acc"}]})
     best = best_solutions(single, [Observation(assignments=o.assignments, values={"acc": o.values["acc"]},
@@ -101,8 +101,8 @@ def test_with_tasks_and_one_metric_a_stopped_trial_ranks_among_its_tasks_finishe
              for i in range(1, 4)]
     poor = Observation(assignments={"x": 0.9, "y": 0.9}, values={"acc": 0.5}, task="full", fidelity=0.3)
     good = Observation(assignments={"x": 0.8, "y": 0.9}, values={"acc": 5.5}, task="full", fidelity=0.3)
-    data = _History.build(spec, SearchSpace(spec), finished + quick + [poor, good])
-    ranks = _metric_ranks(data, 0)
+    data = History.build(spec, SearchSpace(spec), finished + quick + [poor, good])
+    ranks = metric_ranks(data, 0)
     assert ranks[len(finished) + len(quick)] == len(ranks) - 1  # below every finished trial of its task
     assert ranks[5] < ranks[-1] < ranks[4]  # between the finished 6 and 5
     [assignments] = suggest(spec, finished + quick + [poor, good], [], 1, seed=0)

@@ -13,6 +13,7 @@ import pytest
 
 from paretune.optimizer import ExperimentSpec, Observation, suggest
 from paretune.optimizer import tpe
+from paretune.optimizer.gp import MAX_TRAINING_POINTS, GaussianProcess
 from paretune.optimizer.pareto import leading_fronts, nondominated_ranks, pareto_front
 
 SPEC = ExperimentSpec.model_validate({
@@ -82,6 +83,21 @@ def test_every_parzen_density_at_100000_observations_has_a_bounded_number_of_com
     assert len(sizes) > 10  # the model-based step ran: densities per axis, group and model, and the mixtures
     assert max(sizes) <= tpe.MAX_COMPONENTS + 1  # the prior's component beside the observations'
     assert max(sizes) > 100  # and they are built from many observations, not from a handful
+
+
+def test_every_gaussian_process_at_100000_observations_is_fit_on_a_bounded_set(long_history, monkeypatch):
+    """The objectives', the constraints' and the feasibility (full result) processes alike."""
+    sizes: list[int] = []  # counted through a side channel: a wrapper around the fit
+    fit = GaussianProcess.fit.__func__
+
+    def counting_fit(cls, rows, *args, **kwargs):
+        sizes.append(len(rows))
+        return fit(cls, rows, *args, **kwargs)
+
+    monkeypatch.setattr(GaussianProcess, "fit", classmethod(counting_fit))
+    suggest(SPEC, long_history, [], 1, seed=3)
+    assert len(sizes) >= 3  # two objectives and P(a full result): the history has failures
+    assert max(sizes) == MAX_TRAINING_POINTS
 
 
 def test_bounded_keeps_the_recent_half_and_spreads_the_rest():

@@ -1,0 +1,180 @@
+"""The history as the search reads it: encoded rows, a feasibility tier per observation,
+objectives in minimization form, and the orders every model ranks it by.
+
+Tiers, best first: completed observations that meet every threshold (FEASIBLE), those outside
+an optimized metric's threshold (not in the region of interest), constraint violators by how
+far they miss, then failures. Failed and infeasible points thus sit in every model's bad group
+instead of being dropped. A trial stopped early (`Observation.fidelity` < 1) and a cheaper
+task's observation are no full result: they rank after every full one in the frontier order,
+never make the frontier, and are not failures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from paretune.optimizer.gp import MAX_TRAINING_POINTS
+from paretune.optimizer.observation import Observation
+from paretune.optimizer.pareto import leading_fronts
+from paretune.optimizer.space import SearchSpace
+from paretune.optimizer.spec import ExperimentSpec
+
+FAILED, VIOLATES_CONSTRAINT, OUTSIDE_THRESHOLD, FEASIBLE = 3, 2, 1, 0
+
+
+@dataclass(frozen=True)
+class History:
+    """The history as arrays: encoded rows, a feasibility tier, objectives in minimization form."""
+
+    rows: np.ndarray
+    tiers: np.ndarray
+    objectives: np.ndarray  # (n, optimized metrics); nan where failed
+    shortfall: np.ndarray  # how far each observation misses the thresholds (constraint or optimized)
+    thresholds: np.ndarray  # optimized metrics' thresholds in minimization form, nan if none
+    constraint_values: np.ndarray  # (n, constraint metrics) in minimization form; nan where failed
+    constraint_limits: np.ndarray  # constraint thresholds in minimization form
+    variances: np.ndarray  # (n, optimized + constraint metrics): reported value_stddev squared, 0 if none
+    task_costs: np.ndarray  # each observation's task cost (1: the full task)
+    fidelities: np.ndarray  # the fraction of its training each observation reached (< 1: stopped early)
+    multitask: bool  # the experiment has tasks: the Gaussian processes take the task cost as an input
+
+    @property
+    def n_completed(self) -> int:
+        return int(np.sum(self.tiers != FAILED))
+
+    @property
+    def full(self) -> np.ndarray:
+        """The full results: the full task, run to the end. Only these make the frontier."""
+        return (self.task_costs == 1.0) & (self.fidelities == 1.0)
+
+    def inputs(self, rows: np.ndarray, task_costs: np.ndarray | float = 1.0) -> np.ndarray:
+        """What the Gaussian processes see: the rows, plus the task cost as one more axis when
+        the experiment has tasks (so cheap observations inform predictions at the full task)."""
+        if not self.multitask:
+            return rows
+        return np.column_stack([rows, np.broadcast_to(np.asarray(task_costs, dtype=float), (len(rows),))])
+
+    def input_continuous(self, space: SearchSpace) -> np.ndarray:
+        return np.append(space.continuous, True) if self.multitask else space.continuous
+
+    @classmethod
+    def build(cls, spec: ExperimentSpec, space: SearchSpace, history: list[Observation],
+              columns: dict[str, list[Any]] | None = None) -> History:
+        optimized, constraints = spec.optimized_metrics, spec.constraint_metrics
+        required = (*optimized, *constraints)
+        completed = np.array([not o.failed for o in history], dtype=bool)
+        table = np.full((len(history), len(required)), np.nan)  # every required metric, as reported
+        if completed.any():
+            names = [m.name for m in required]
+            reported = itemgetter(*names) if len(names) > 1 else (lambda values: (values[names[0]],))
+            table[completed] = np.fromiter((value for o in history if not o.failed for value in reported(o.values)),
+                                           dtype=float).reshape(-1, len(names))
+        misses, spreads = [], []
+        for column, metric in enumerate(required):
+            values = table[completed, column]
+            spread = float(np.std(values)) if len(values) > 1 else 0.0
+            spreads.append(spread)
+            scale = spread if spread > 0 else max(abs(metric.threshold or 0.0), 1.0)
+            met = np.ones(len(history), dtype=bool) if metric.threshold is None else (
+                table[:, column] >= metric.threshold if metric.objective == "maximize" else table[:, column] <= metric.threshold)
+            misses.append(np.where(met | ~completed, 0.0, np.abs(table[:, column] - (metric.threshold or 0.0))) / scale)
+        constraint_miss, optimized_miss = np.zeros(len(history)), np.zeros(len(history))
+        for column in range(len(optimized), len(required)):  # summed in metric order, as a person would
+            constraint_miss = constraint_miss + misses[column]
+        for column in range(len(optimized)):
+            optimized_miss = optimized_miss + misses[column]
+        tiers = np.where(~completed, FAILED, np.where(constraint_miss > 0, VIOLATES_CONSTRAINT,
+                                                      np.where(optimized_miss > 0, OUTSIDE_THRESHOLD, FEASIBLE)))
+        shortfall = np.where(tiers == VIOLATES_CONSTRAINT, constraint_miss,
+                             np.where(tiers == OUTSIDE_THRESHOLD, optimized_miss, 0.0))
+        signs = np.array([1.0 if m.objective == "minimize" else -1.0 for m in required])
+        signed = table * signs
+        thresholds = np.array([signs[j] * m.threshold if m.threshold is not None else np.nan
+                               for j, m in enumerate(optimized)])
+        constraint_limits = signs[len(optimized):] * np.array([float(m.threshold) for m in constraints])
+        variances = np.zeros((len(history), len(required)))
+        for i in [i for i, observation in enumerate(history) if observation.value_stddevs]:
+            stddevs = history[i].value_stddevs or {}
+            variances[i] = [stddevs.get(m.name, 0.0) ** 2 for m in required]
+        fidelities = np.array([o.fidelity for o in history], dtype=float)
+        variances += ((1.0 - fidelities)[:, None] * np.array(spreads)[None, :]) ** 2
+        task_costs = np.array([spec.task_cost(o.task) for o in history]) if spec.tasks else np.ones(len(history))
+        rows = space.encode_many([o.assignments for o in history], columns)
+        return cls(rows, tiers, signed[:, :len(optimized)], shortfall, thresholds, signed[:, len(optimized):],
+                   constraint_limits, variances, task_costs, fidelities, bool(spec.tasks))
+
+
+def no_full_result(data: History) -> np.ndarray:
+    """The observations that gave no full result: failed, or stopped early. Only a full
+    result can extend the frontier, so a candidate's expected gain is weighted by the
+    probability of one (a stopped trial's values still inform every model; it is no failure)."""
+    return (data.tiers == FAILED) | (data.fidelities < 1.0)
+
+
+def frontier_points(data: History) -> np.ndarray:
+    """The objectives the frontier is made of: full results (the full task, run to the end)
+    that meet every threshold. A cheaper task's values and a stopped trial's checkpoint are
+    never frontier points."""
+    return data.objectives[(data.tiers == FEASIBLE) & data.full]
+
+
+def metric_ranks(data: History, metric: int) -> np.ndarray:
+    """Feasible first: (tier, objective or shortfall) ordered, returned as ranks.
+
+    With tasks and one metric, an objective counts by its quantile among its own task's
+    observations: a cheap task is a biased view, so its values compare with each other, not
+    with the full task's. (With two metrics the selection step's Gaussian processes, which
+    take the task as an input, correct the bias; quantiles there measured worse.) A trial
+    stopped early is placed between its task's trials that ran to the end (after those it
+    ties), not in a group of its own, where alone it would rank first."""
+    objective = data.objectives[:, metric]
+    if data.multitask and data.objectives.shape[1] == 1:
+        objective = np.full(len(objective), np.nan)
+        for cost in np.unique(data.task_costs):
+            same = (data.task_costs == cost) & (data.tiers != FAILED)
+            ended = same & (data.fidelities == 1.0) if np.any(same & (data.fidelities == 1.0)) else same
+            values = np.sort(data.objectives[ended, metric])
+            objective[ended] = np.argsort(np.argsort(data.objectives[ended, metric], kind="stable"),
+                                          kind="stable") / max(len(values) - 1, 1)
+            stopped = same & ~ended
+            slots = np.searchsorted(values, data.objectives[stopped, metric], side="right") - 0.5  # after its ties
+            objective[stopped] = slots / max(len(values) - 1, 1)
+    within = np.where(data.tiers <= OUTSIDE_THRESHOLD, objective, data.shortfall)
+    within = np.where(data.tiers == OUTSIDE_THRESHOLD, data.shortfall, within)
+    return _ranks(data.tiers, np.nan_to_num(within))
+
+
+def frontier_ranks(data: History) -> np.ndarray:
+    """Feasible first, then non-dominated rank of the objectives among the feasible ones: full
+    results first, cheaper ones (cheaper tasks, trials stopped early) after every full one,
+    so none of them is a frontier point or one the local candidates start from.
+
+    Only the head of this order is read (the good group, the Gaussian processes' best
+    training points, the local candidates' anchors: at most `MAX_TRAINING_POINTS`), so past
+    the fronts that hold that many, points share one rank (`leading_fronts`)."""
+    within = data.shortfall.copy()
+    feasible = data.tiers == FEASIBLE
+    full, cheap = np.flatnonzero(feasible & data.full), np.flatnonzero(feasible & ~data.full)
+    if len(full):
+        within[full] = leading_fronts(data.objectives[full], MAX_TRAINING_POINTS)
+    if len(cheap):
+        within[cheap] = (leading_fronts(data.objectives[cheap], MAX_TRAINING_POINTS)
+                         + (within[full].max() + 1 if len(full) else 0))
+    return _ranks(data.tiers, within)
+
+
+def _ranks(tiers: np.ndarray, within: np.ndarray) -> np.ndarray:
+    order = np.lexsort((within, tiers))
+    ranks = np.empty(len(order))
+    ranks[order] = np.arange(len(order))
+    return ranks
+
+
+def row_keys(rows: np.ndarray) -> np.ndarray:
+    """Each row as one opaque value, so rows can be matched with set operations."""
+    rows = np.ascontiguousarray(rows, dtype=float)
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
