@@ -50,15 +50,21 @@ def wide_console() -> Console:
 
 
 def frontier_console_table(db_path: str, experiment_id: int, note: str = "") -> Table:
-    """The report model's frontier table (`storage.report.frontier_table`) for the terminal."""
+    """The report model's frontier table (`storage.report.frontier_table`) for the terminal:
+    the optimized and constraint metrics and the assignments, numbers never cut (a cell folds
+    before it loses a digit); stored metrics are left to `paretune frontier`, named in the caption."""
     with DuckDBStorage(db_path, read_only=True) as storage:
         record, points = frontier_points(storage, experiment_id)
     header, rows = frontier_table(record.spec, points)
-    table = Table(title=f"Pareto frontier of {record.name} (experiment {experiment_id}){note}")
-    for column in header:
-        table.add_column(column, justify="right")
+    stored = [m.name for m in record.spec.metrics if m.strategy == "store"]
+    shown = [i for i, column in enumerate(header) if column not in stored]
+    caption = (f"stored metrics ({', '.join(stored)}): paretune frontier {experiment_id} --db {db_path}"
+               if stored else None)
+    table = Table(title=f"Pareto frontier of {record.name} (experiment {experiment_id}){note}", caption=caption)
+    for i in shown:
+        table.add_column(header[i], justify="right", overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(row[i] for i in shown))
     return table
 
 

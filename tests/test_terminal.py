@@ -53,3 +53,30 @@ def test_a_long_step_prints_progress_lines_with_time_left_where_no_bar_can_be_dr
     lines = [line for line in output.getvalue().splitlines() if line.startswith("fine-tuning the teacher, batches:")]
     assert [line.split(":")[1].split()[0] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
     assert "so far" in lines[0] and "left" in lines[1]
+
+
+def test_the_frontier_table_never_cuts_a_number_even_in_a_narrow_terminal(tmp_path):
+    """The flagship has seven stored metrics beside its two optimized ones: the terminal table
+    shows the optimized ones and the assignments whole, and names where the stored ones are."""
+    import paretune
+    from paretune.flows.demo import frontier_console_table
+
+    db = str(tmp_path / "wide.duckdb")
+    stored = ["exact", "f1", "NoAns_exact", "inference_time", "latency_ms", "peak_memory_mb", "HasAns_exact"]
+    experiment = paretune.create_experiment({
+        "name": "wide", "observation_budget": 4,
+        "parameters": [{"name": name, "type": "double", "bounds": {"min": 1e-5, "max": 1e-3}}
+                       for name in ("learning_rate", "alpha_ce", "temperature", "dropout")],
+        "metrics": [{"name": "HasAns_f1", "objective": "maximize"}, {"name": "num_parameters", "objective": "minimize"},
+                    *({"name": name, "strategy": "store"} for name in stored)]}, db=db)
+    for f1, size in ((45.8612, 22566146.0), (8.5083, 13496834.0)):
+        experiment.observe(experiment.suggest(), values={"HasAns_f1": f1, "num_parameters": size,
+                                                          **{name: 1234.5678 for name in stored}})
+    experiment.storage.close()
+    output = io.StringIO()
+    Console(file=output, width=100).print(frontier_console_table(db, experiment.id))
+    printed = output.getvalue()
+    assert "…" not in printed
+    for whole in ("45.86", "22,566,146", "8.508", "13,496,834"):
+        assert whole in printed
+    assert "stored metrics (exact, f1," in printed.replace("\n", " ") and "1,235" not in printed
