@@ -124,7 +124,7 @@ def dask_cluster(address: str | None, n_workers: int, threads_per_worker: int = 
 def _dask_warnings_only() -> Iterator[None]:
     """Dask's INFO records (every worker and connection coming and going) would drown the
     sweep's own lines in the terminal and the Prefect logs; its warnings and errors still show,
-    except the nanny's "still alive, killing" when the flow closes its own workers (`KilledOnClose`)."""
+    except the nanny's "still alive, killing" when the flow stops its own workers (`KilledOnClose`)."""
     logger, nanny = logging.getLogger("distributed"), logging.getLogger("distributed.nanny")
     previous, expected = logger.level, KilledOnClose()
     logger.setLevel(logging.WARNING)
@@ -138,7 +138,8 @@ def _dask_warnings_only() -> Iterator[None]:
 
 class KilledOnClose(logging.Filter):
     """A worker whose trial thread is still running cannot stop by itself (a thread cannot be
-    interrupted), so the nanny kills it when the flow closes the cluster: planned, not a fault."""
+    interrupted), so the nanny kills it when the flow closes or restarts it (the cluster's close,
+    a timed-out trial): planned, not a fault, so its "still alive, killing" is not shown."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Worker process still alive after")
