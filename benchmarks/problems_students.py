@@ -74,13 +74,6 @@ def _student9_true(a: Assignments) -> dict[str, float] | None:
     return {"exact": float(exact[0]), "num_parameters": float(size[0])}
 
 
-def _student9_observed(a: Assignments, rng: np.random.Generator) -> dict[str, float] | None:
-    values = _student9_true(a)
-    if values is not None:
-        values["exact"] += float(rng.normal(0.0, 0.5))  # evaluation noise: a few hundred questions
-    return values
-
-
 def _student9_front() -> np.ndarray:
     """Every width x layers x FFN ratio x batch size; the doubles at their optimum (each has
     one inside its bounds, given the discrete parameters)."""
@@ -134,13 +127,6 @@ def _bert17_true(assignments: Assignments) -> dict[str, float] | None:
     if failed[0]:
         return None
     return {"exact": float(exact[0]), "num_parameters": float(size[0])}
-
-
-def _bert17_observed(a: Assignments, rng: np.random.Generator) -> dict[str, float] | None:
-    values = _bert17_true(a)
-    if values is not None:
-        values["exact"] += float(rng.normal(0.0, 0.5))
-    return values
 
 
 def _bert17_front() -> np.ndarray:
@@ -211,6 +197,7 @@ def _branches_true(a: Assignments) -> dict[str, float] | None:
 
 
 def noisy_exact(true_values: Callable[[Assignments], dict[str, float] | None]):
+    """The observed values: the true ones with `exact`'s evaluation noise (a few hundred questions)."""
     def observed(a: Assignments, rng: np.random.Generator) -> dict[str, float] | None:
         values = true_values(a)
         if values is not None:
@@ -342,9 +329,9 @@ def _tasks_front() -> np.ndarray:
 
 
 STUDENTS: dict[str, Problem] = {
-    "student9": Problem("student9", STUDENT9_SPEC, _student9_observed, _student9_true, (-50.0, 120.0),
+    "student9": Problem("student9", STUDENT9_SPEC, noisy_exact(_student9_true), _student9_true, (-50.0, 120.0),
                         _student9_front),
-    "bert17": Problem("bert17", _bert17_spec(), _bert17_observed, _bert17_true, (-50.0, 180.0), _bert17_front),
+    "bert17": Problem("bert17", _bert17_spec(), noisy_exact(_bert17_true), _bert17_true, (-50.0, 180.0), _bert17_front),
     "student_branches": Problem("student_branches", STUDENT_BRANCHES_SPEC, noisy_exact(_branches_true), _branches_true,
                                 (-50.0, 120.0), _branches_front),
     "student_budget": Problem("student_budget", CONSTRAINED_SPEC, noisy_exact(_budget_true), _budget_true,
