@@ -81,7 +81,7 @@ class SearchSpace:
                 column = columns[p.name] if columns is not None else [a[p.name] for a in assignments]
             if p.type == "categorical":
                 index = {value: float(i) for i, value in enumerate(p.categorical_values or ())}
-                rows[present, d] = [index[value] for value in column]
+                rows[present, d] = list(map(index.__getitem__, column))
             else:
                 rows[present, d] = _encode_numbers(p, np.array(column, dtype=float))
         for offset, conditional in enumerate(self.conditionals):
