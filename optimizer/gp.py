@@ -26,6 +26,7 @@ _LENGTHSCALES = (0.15, 0.3, 0.6, 1.2)
 _NOISES = (1e-4, 1e-2, 1e-1)
 _ARD_FACTORS = (1 / 3, 3.0)
 _JITTER = 1e-6
+MAX_TABLED_CATEGORICAL_AXES = 12  # `_categorical_part`'s table has 2^axes entries
 
 
 def axis_distances(rows: np.ndarray, others: np.ndarray, continuous: np.ndarray) -> np.ndarray:
@@ -36,8 +37,22 @@ def axis_distances(rows: np.ndarray, others: np.ndarray, continuous: np.ndarray)
 
 def matern52(squared: np.ndarray) -> np.ndarray:
     """Matern-5/2 of scaled squared distances (unit signal variance)."""
-    r = np.sqrt(5.0 * squared)
-    return (1.0 + r + r * r / 3.0) * np.exp(-r)
+    return _matern52_in_place(5.0 * squared, scaled=True)
+
+
+def _matern52_in_place(squared: np.ndarray, scaled: bool = False) -> np.ndarray:
+    """`matern52`, overwriting `squared` (already times 5 when `scaled`): (1 + r + r^2 / 3) e^-r
+    with r = sqrt(5 squared), the same operations in the same order on fewer fresh buffers
+    (each one a few hundred kilobytes at a few hundred rows, whose page faults cost more than
+    the arithmetic)."""
+    r = squared if scaled else np.multiply(squared, 5.0, out=squared)
+    np.sqrt(r, out=r)
+    value = r * r
+    value /= 3.0
+    value += 1.0 + r
+    np.exp(np.negative(r, out=r), out=r)
+    value *= r
+    return value
 
 
 class SearchKernel:
@@ -77,18 +92,44 @@ class SearchKernel:
 
 def kernel_between(rows: np.ndarray, others: np.ndarray, lengthscales: np.ndarray,
                    continuous: np.ndarray) -> np.ndarray:
-    """The same kernel for fixed lengthscales, by matrix products instead of a per-axis tensor."""
+    """The same kernel for fixed lengthscales, by matrix products instead of a per-axis tensor
+    (in place where the numbers allow: see `_matern52_in_place`)."""
     inverse = 1.0 / lengthscales**2
-    a = rows[:, continuous] * np.sqrt(inverse[continuous])
-    b = others[:, continuous] * np.sqrt(inverse[continuous])
-    on_continuous = np.maximum(np.sum(a * a, axis=1)[:, None] + np.sum(b * b, axis=1)[None, :] - 2.0 * a @ b.T, 0.0)
-    on_categorical = np.zeros((len(rows), len(others)))
-    for axis in np.flatnonzero(~continuous):
-        on_categorical += inverse[axis] * (rows[:, axis, None] != others[None, :, axis])
-    joint = matern52(on_continuous + on_categorical)
-    if continuous.all() or not continuous.any():
-        return joint
-    return _mixed_matern(joint, matern52(on_continuous), matern52(on_categorical))
+    scale = np.sqrt(inverse[continuous])
+    a, b = rows[:, continuous] * scale, others[:, continuous] * scale
+    on_continuous = np.sum(a * a, axis=1)[:, None] + np.sum(b * b, axis=1)[None, :]
+    on_continuous -= 2.0 * a @ b.T
+    np.maximum(on_continuous, 0.0, out=on_continuous)
+    if continuous.all():
+        return _matern52_in_place(on_continuous)
+    on_categorical, categorical_matern = _categorical_part(rows, others, inverse, np.flatnonzero(~continuous))
+    if not continuous.any():
+        return categorical_matern  # the joint kernel: its continuous part is 0
+    continuous_matern = matern52(on_continuous)
+    on_continuous += on_categorical
+    return _mixed_matern(_matern52_in_place(on_continuous), continuous_matern, categorical_matern)
+
+
+def _categorical_part(rows: np.ndarray, others: np.ndarray, inverse: np.ndarray,
+                      axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The categorical axes' scaled mismatches between every row and other, and their Matern.
+
+    A pair's value depends only on which axes mismatch, so both are read from a table over the
+    2^axes mismatch patterns, summed in the same order as pair by pair (the same numbers): a
+    Matern over a few values instead of one over every pair.
+    """
+    if len(axes) > MAX_TABLED_CATEGORICAL_AXES:
+        on_categorical = np.zeros((len(rows), len(others)))
+        for axis in axes:
+            on_categorical += inverse[axis] * (rows[:, axis, None] != others[None, :, axis])
+        return on_categorical, matern52(on_categorical)
+    pattern = np.zeros((len(rows), len(others)), dtype=np.uint16)
+    for bit, axis in enumerate(axes):
+        pattern |= np.left_shift(rows[:, axis, None] != others[None, :, axis], bit, dtype=np.uint16)
+    sums = np.zeros(2 ** len(axes))
+    for bit, axis in enumerate(axes):
+        sums += inverse[axis] * ((np.arange(len(sums)) >> bit) & 1).astype(bool)
+    return sums[pattern], matern52(sums)[pattern]
 
 
 def _mixed_matern(joint: np.ndarray, continuous_matern: np.ndarray, categorical_matern: np.ndarray) -> np.ndarray:
@@ -100,8 +141,12 @@ def _mixed_matern(joint: np.ndarray, continuous_matern: np.ndarray, categorical_
     A product kernel alone treats every category as a separate function: a category seen only
     at poor random settings is predicted poor everywhere, and is never tried again.
     """
-    additive = 0.5 * (continuous_matern + categorical_matern)
-    return PRODUCT_SHARE * joint + (1.0 - PRODUCT_SHARE) * additive
+    additive = continuous_matern + categorical_matern
+    additive *= 0.5
+    additive *= 1.0 - PRODUCT_SHARE
+    joint *= PRODUCT_SHARE  # in place (callers pass a fresh joint): the same products and sum as
+    joint += additive  # PRODUCT_SHARE * joint + (1 - PRODUCT_SHARE) * (0.5 * (continuous + categorical))
+    return joint
 
 
 @dataclass(frozen=True)
