@@ -64,7 +64,7 @@ class History:
 
     @classmethod
     def build(cls, spec: ExperimentSpec, space: SearchSpace, history: list[Observation],
-              columns: dict[str, list[Any]] | None = None) -> History:
+              columns: dict[str, list[Any] | np.ndarray] | None = None) -> History:
         optimized, constraints = spec.optimized_metrics, spec.constraint_metrics
         required = (*optimized, *constraints)
         completed = ~np.fromiter(map(attrgetter("failed"), history), dtype=bool, count=len(history))

@@ -206,12 +206,12 @@ def validate_task(spec: ExperimentSpec, task: str | None) -> str | None:
     return task
 
 
-def validate_history(spec: ExperimentSpec, history: list[Observation]) -> dict[str, list[Any]] | None:
+def validate_history(spec: ExperimentSpec, history: list[Observation]) -> dict[str, list[Any] | np.ndarray] | None:
     """Raise ObservationError for history that does not match `spec` (the optimizer's input).
 
     History that conforms (the usual case, checked a column at a time) costs little, and its
-    assignments come back as columns (parameter name -> values, in history order) for the
-    encoder to reuse; any doubt goes through the per-observation checks, which name the
+    assignments come back as columns (parameter name -> values, in history order; numbers as
+    a float array) for the encoder to reuse; any doubt goes through the per-observation checks, which name the
     offending entry (and None comes back).
     """
     columns = _conforms(spec, history)
@@ -229,7 +229,7 @@ def validate_history(spec: ExperimentSpec, history: list[Observation]) -> dict[s
     return None
 
 
-def _conforms(spec: ExperimentSpec, history: list[Observation]) -> dict[str, list[Any]] | None:
+def _conforms(spec: ExperimentSpec, history: list[Observation]) -> dict[str, list[Any] | np.ndarray] | None:
     """The assignments' columns when every observation surely passes `validate_assignments`
     and `validate_values` (a fast, column-wise sufficient check of the plain case: no
     conditionals, grids, tasks or reported standard deviations; None only means "check one
@@ -248,31 +248,36 @@ def _conforms(spec: ExperimentSpec, history: list[Observation]) -> dict[str, lis
     required = [m.name for m in spec.required_metrics]
     if set(map(len, assignments)) - {len(spec.parameters)} or None in completed:
         return None
-    if set(map(len, completed)) - {len(required)} and not all(
-            set(values) <= {m.name for m in spec.metrics} for values in completed if len(values) != len(required)):
+    with_others = [row for row in completed if len(row) != len(required)] if set(map(len, completed)) - {
+        len(required)} else []  # rows with store metrics too (a Python loop only where there are some)
+    if not all(set(row) <= {m.name for m in spec.metrics} for row in with_others):
         return None
     try:  # with the lengths above, every assignment has exactly the parameters, every completed one the metrics
         columns = {p.name: list(map(itemgetter(p.name), assignments)) for p in spec.parameters}
         values = list(chain.from_iterable(map(itemgetter(name), completed) for name in required))
     except KeyError:
         return None
-    values += [v for row in completed if len(row) != len(required) for k, v in row.items() if k not in required]
+    values += [value for row in with_others for name, value in row.items() if name not in required]
     for parameter in spec.parameters:
-        if not _column_conforms(parameter, columns[parameter.name]):
+        conforming = _conforming_column(parameter, columns[parameter.name])
+        if conforming is None:
             return None
+        columns[parameter.name] = conforming
     if set(map(type, values)) <= {int, float} and np.all(np.isfinite(np.array(values, dtype=float))):
         return columns
     return None
 
 
-def _column_conforms(parameter: Parameter, column: list[Any]) -> bool:
-    """Every value of one parameter (no grid) has its type and lies in its bounds or categories."""
+def _conforming_column(parameter: Parameter, column: list[Any]) -> list[Any] | np.ndarray | None:
+    """One parameter's values (no grid) when each has its type and lies in its bounds or
+    categories: numbers as the float array they were checked as (the encoder reuses it)."""
     if parameter.type == "categorical":
-        return set(map(type, column)) <= {str} and set(column) <= set(parameter.categorical_values or ())
+        conforms = set(map(type, column)) <= {str} and set(column) <= set(parameter.categorical_values or ())
+        return column if conforms else None
     if not set(map(type, column)) <= {int, float}:
-        return False
+        return None
     numbers = np.array(column, dtype=float)
     assert parameter.bounds is not None
     if not np.all((numbers >= parameter.bounds.min) & (numbers <= parameter.bounds.max)):
-        return False  # NaN fails this too
-    return parameter.type != "int" or bool(np.all(numbers == np.round(numbers)))
+        return None  # NaN fails this too
+    return numbers if parameter.type != "int" or np.all(numbers == np.round(numbers)) else None

@@ -65,7 +65,8 @@ class SearchSpace:
     def encode(self, assignments: dict[str, Any]) -> np.ndarray:
         return self.encode_many([assignments])[0]
 
-    def encode_many(self, assignments: list[dict[str, Any]], columns: dict[str, list[Any]] | None = None) -> np.ndarray:
+    def encode_many(self, assignments: list[dict[str, Any]],
+                    columns: dict[str, list[Any] | np.ndarray] | None = None) -> np.ndarray:
         """Rows for many (validated) assignments, a column at a time; absent parameters
         (inactive under their conditions) encode as INACTIVE. `columns` are the same
         assignments by parameter (from `validate_history`), when they were taken already."""
