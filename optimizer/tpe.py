@@ -30,7 +30,6 @@ from hyperopt.tpe import (
     adaptive_parzen_normal,
     categorical_lpdf,
     linear_forgetting_weights,
-    logsum_rows,
     normal_cdf,
     tpe_cat_pseudocounts,
 )
@@ -173,11 +172,17 @@ class AxisParzen:
     probabilities: np.ndarray | None  # categorical axes only
     floored_sigmas: np.ndarray | None = field(init=False, repr=False, compare=False)  # continuous axes only
     log_coefficients: np.ndarray | None = field(init=False, repr=False, compare=False)
+    cumulative: np.ndarray = field(init=False, repr=False, compare=False)  # of the component or category weights
 
     def __post_init__(self) -> None:
         """What hyperopt's `GMM1_lpdf` recomputes per call from the components alone (each
-        one's log weight over its normalizer and the mass inside [0, 1]), computed once, in
-        the same operations, so `log_pdf` gives the same numbers."""
+        one's log weight over its normalizer and the mass inside [0, 1]), and what
+        `Generator.choice` recomputes per draw from the weights (their normalized cumulative
+        sum), computed once, in the same operations, so `log_pdf` and `sample` give the same
+        numbers."""
+        cumulative = np.cumsum(self.weights if self.probabilities is None else self.probabilities)
+        cumulative /= cumulative[-1]
+        object.__setattr__(self, "cumulative", cumulative)
         if self.probabilities is not None:
             object.__setattr__(self, "floored_sigmas", None)
             object.__setattr__(self, "log_coefficients", None)
@@ -205,14 +210,23 @@ class AxisParzen:
         """hyperopt's `categorical_lpdf`, or its `GMM1_lpdf` truncated to [0, 1] (of 1-D values)."""
         if self.probabilities is not None:
             return categorical_lpdf(values.astype(int), self.probabilities)
-        mahalanobis = ((values[:, None] - self.mus) / self.floored_sigmas) ** 2
-        return logsum_rows(-0.5 * mahalanobis + self.log_coefficients)
+        scaled = values[:, None] - self.mus  # hyperopt's operations, in place (fewer fresh buffers)
+        scaled /= self.floored_sigmas
+        np.square(scaled, out=scaled)
+        scaled *= -0.5
+        scaled += self.log_coefficients
+        top = scaled.max(axis=1)  # then its `logsum_rows`
+        scaled -= top[:, None]
+        np.exp(scaled, out=scaled)
+        total = scaled.sum(axis=1)
+        return np.log(total, out=total) + top
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        # what `rng.choice(len(weights), size, p=weights)` draws: uniform draws searched in the cumulative weights
+        picks = self.cumulative.searchsorted(rng.random(size), side="right")
         if self.probabilities is not None:
-            return rng.choice(len(self.probabilities), size=size, p=self.probabilities).astype(float)
-        components = rng.choice(len(self.weights), size=size, p=self.weights)
-        mus, sigmas = self.mus[components], self.sigmas[components]
+            return picks.astype(float)
+        mus, sigmas = self.mus[picks], self.sigmas[picks]
         draws = rng.normal(mus, sigmas)
         for _ in range(20):  # rejection for the truncation (vectorized GMM1); the rest is clipped
             outside = (draws < 0.0) | (draws > 1.0)
