@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import compress, count
 from operator import attrgetter, itemgetter
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -120,7 +120,14 @@ def frontier_points(data: History) -> np.ndarray:
     """The objectives the frontier is made of: full results (the full task, run to the end)
     that meet every threshold. A cheaper task's values and a stopped trial's checkpoint are
     never frontier points."""
-    return data.objectives[(data.tiers == FEASIBLE) & data.full]
+    return data.objectives.compress((data.tiers == FEASIBLE) & data.full, axis=0)
+
+
+def per_column(reduction: Callable[[np.ndarray], Any], points: np.ndarray) -> np.ndarray:
+    """`reduction(points, axis=0)`, one column at a time: on a long, narrow array (the objectives
+    at 10^5 observations) reducing down the rows is tens of times slower. For reductions
+    whose result does not depend on the order of the elements (max, min, counts)."""
+    return np.array([reduction(column) for column in points.T])
 
 
 def metric_ranks(data: History, metric: int) -> np.ndarray:

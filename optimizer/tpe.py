@@ -271,10 +271,21 @@ def fit_model(space: SearchSpace, rows: np.ndarray, ranks: np.ndarray, liars: np
     """Split `rows` by `ranks` (lower is better) and fit both densities; `liars` (pending
     points) join the bad group so the model steers away from what is already in flight."""
     below, above = split(ranks, gamma)
-    good_rows, bad_rows = rows[below], np.vstack([rows[above], liars])
+    good_rows, bad_rows = rows[below], _bad_group(space, rows, above, liars)
     good = tuple(AxisParzen.fit(good_rows[:, d], c, prior_weight, space.priors[d]) for d, c in enumerate(space.n_choices))
     bad = tuple(AxisParzen.fit(bad_rows[:, d], c, prior_weight, space.priors[d]) for d, c in enumerate(space.n_choices))
     return TreeParzenModel(good, bad)
+
+
+def _bad_group(space: SearchSpace, rows: np.ndarray, above: np.ndarray, liars: np.ndarray) -> np.ndarray:
+    """The bad group's rows, liars last. Without conditional parameters no entry is INACTIVE,
+    so the bound `AxisParzen.fit` applies per axis (`bounded`) keeps the same rows on every
+    axis: it is applied here first, and only those rows are gathered (gathering all of three
+    groups' rows cost tens of milliseconds at 10^5 observations). Either way, the same densities."""
+    if space.conditions:
+        return np.vstack([rows[above], liars])
+    kept = bounded(np.arange(len(above) + len(liars)))
+    return np.vstack([rows[above[kept[kept < len(above)]]], liars[kept[kept >= len(above)] - len(above)]])
 
 
 def _logsumexp(values: np.ndarray) -> np.ndarray:
