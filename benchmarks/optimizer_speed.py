@@ -70,7 +70,7 @@ SERVER_SPEC = ExperimentSpec.model_validate({
 def server_history(size: int, seed: int) -> list[Observation]:
     """`benchmarks/server_load.py`'s long history (its SQL, in Python): accuracy and size both
     grow with x0 and depth, so many points trade one for the other and the front grows with
-    the history (about 600 points at 10^5), unlike `random_history`'s."""
+    the history (about 4,000 points at 10^5), unlike `random_history`'s."""
     rng = np.random.default_rng(seed)
     history = []
     for i in range(size):
@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         served = time_paretune(SERVER_SPEC, server_history(size, seed=size), args.repeats)
         print(f"| {size} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} | {served:.1f} | {os.getloadavg()[0]:.1f} |",
               flush=True)
+
 
 if __name__ == "__main__":
     main()
