@@ -172,3 +172,15 @@ def test_leading_fronts_and_the_front_on_continuous_points():
     np.testing.assert_array_equal(head[peeled], exact[peeled])
     front = points[exact == 0]
     np.testing.assert_array_equal(pareto_front(points), front[np.argsort(front[:, 0])])
+
+
+@pytest.mark.parametrize("n_categorical", [2, 14])  # a table of mismatch patterns, and past its limit (12)
+def test_kernel_between_matches_the_per_axis_kernel(n_categorical):
+    from paretune.optimizer.gp import SearchKernel, axis_distances, kernel_between
+
+    rng = np.random.default_rng(6)
+    rows = np.column_stack([rng.uniform(size=(25, 2)), rng.integers(3, size=(25, n_categorical))])
+    continuous = np.arange(rows.shape[1]) < 2
+    lengthscales = rng.choice([0.2, 0.6, 1.8], size=rows.shape[1])
+    expected = SearchKernel(axis_distances(rows, rows[:9], continuous), continuous)(lengthscales)
+    assert np.allclose(kernel_between(rows, rows[:9], lengthscales, continuous), expected, atol=1e-12)
