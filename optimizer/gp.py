@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import cho_solve, solve_triangular
+from scipy.linalg import get_lapack_funcs, solve_triangular
 
 MAX_TRAINING_POINTS = 200
 MAX_SELECTION_POINTS = 64  # hyperparameters are chosen on a subset; the final fit uses all points
@@ -26,6 +26,7 @@ _LENGTHSCALES = (0.15, 0.3, 0.6, 1.2)
 _NOISES = (1e-4, 1e-2, 1e-1)
 _ARD_FACTORS = (1 / 3, 3.0)
 _JITTER = 1e-6
+MAX_TABLED_CATEGORICAL_AXES = 12  # `_categorical_part`'s table has 2^axes entries
 
 
 def axis_distances(rows: np.ndarray, others: np.ndarray, continuous: np.ndarray) -> np.ndarray:
@@ -36,8 +37,22 @@ def axis_distances(rows: np.ndarray, others: np.ndarray, continuous: np.ndarray)
 
 def matern52(squared: np.ndarray) -> np.ndarray:
     """Matern-5/2 of scaled squared distances (unit signal variance)."""
-    r = np.sqrt(5.0 * squared)
-    return (1.0 + r + r * r / 3.0) * np.exp(-r)
+    return _matern52_in_place(5.0 * squared, scaled=True)
+
+
+def _matern52_in_place(squared: np.ndarray, scaled: bool = False) -> np.ndarray:
+    """`matern52`, overwriting `squared` (already times 5 when `scaled`): (1 + r + r^2 / 3) e^-r
+    with r = sqrt(5 squared), the same operations in the same order on fewer fresh buffers
+    (each one a few hundred kilobytes at a few hundred rows, whose page faults cost more than
+    the arithmetic)."""
+    r = squared if scaled else np.multiply(squared, 5.0, out=squared)
+    np.sqrt(r, out=r)
+    value = r * r
+    value /= 3.0
+    value += 1.0 + r
+    np.exp(np.negative(r, out=r), out=r)
+    value *= r
+    return value
 
 
 class SearchKernel:
@@ -77,18 +92,44 @@ class SearchKernel:
 
 def kernel_between(rows: np.ndarray, others: np.ndarray, lengthscales: np.ndarray,
                    continuous: np.ndarray) -> np.ndarray:
-    """The same kernel for fixed lengthscales, by matrix products instead of a per-axis tensor."""
+    """The same kernel for fixed lengthscales, by matrix products instead of a per-axis tensor
+    (in place where the numbers allow: see `_matern52_in_place`)."""
     inverse = 1.0 / lengthscales**2
-    a = rows[:, continuous] * np.sqrt(inverse[continuous])
-    b = others[:, continuous] * np.sqrt(inverse[continuous])
-    on_continuous = np.maximum(np.sum(a * a, axis=1)[:, None] + np.sum(b * b, axis=1)[None, :] - 2.0 * a @ b.T, 0.0)
-    on_categorical = np.zeros((len(rows), len(others)))
-    for axis in np.flatnonzero(~continuous):
-        on_categorical += inverse[axis] * (rows[:, axis, None] != others[None, :, axis])
-    joint = matern52(on_continuous + on_categorical)
-    if continuous.all() or not continuous.any():
-        return joint
-    return _mixed_matern(joint, matern52(on_continuous), matern52(on_categorical))
+    scale = np.sqrt(inverse[continuous])
+    a, b = rows[:, continuous] * scale, others[:, continuous] * scale
+    on_continuous = np.sum(a * a, axis=1)[:, None] + np.sum(b * b, axis=1)[None, :]
+    on_continuous -= 2.0 * a @ b.T
+    np.maximum(on_continuous, 0.0, out=on_continuous)
+    if continuous.all():
+        return _matern52_in_place(on_continuous)
+    on_categorical, categorical_matern = _categorical_part(rows, others, inverse, np.flatnonzero(~continuous))
+    if not continuous.any():
+        return categorical_matern  # the joint kernel: its continuous part is 0
+    continuous_matern = matern52(on_continuous)
+    on_continuous += on_categorical
+    return _mixed_matern(_matern52_in_place(on_continuous), continuous_matern, categorical_matern)
+
+
+def _categorical_part(rows: np.ndarray, others: np.ndarray, inverse: np.ndarray,
+                      axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The categorical axes' scaled mismatches between every row and other, and their Matern.
+
+    A pair's value depends only on which axes mismatch, so both are read from a table over the
+    2^axes mismatch patterns, summed in the same order as pair by pair (the same numbers): a
+    Matern over a few values instead of one over every pair.
+    """
+    if len(axes) > MAX_TABLED_CATEGORICAL_AXES:
+        on_categorical = np.zeros((len(rows), len(others)))
+        for axis in axes:
+            on_categorical += inverse[axis] * (rows[:, axis, None] != others[None, :, axis])
+        return on_categorical, matern52(on_categorical)
+    pattern = np.zeros((len(rows), len(others)), dtype=np.uint16)
+    for bit, axis in enumerate(axes):
+        pattern |= np.left_shift(rows[:, axis, None] != others[None, :, axis], bit, dtype=np.uint16)
+    sums = np.zeros(2 ** len(axes))
+    for bit, axis in enumerate(axes):
+        sums += inverse[axis] * ((np.arange(len(sums)) >> bit) & 1).astype(bool)
+    return sums[pattern], matern52(sums)[pattern]
 
 
 def _mixed_matern(joint: np.ndarray, continuous_matern: np.ndarray, categorical_matern: np.ndarray) -> np.ndarray:
@@ -100,8 +141,12 @@ def _mixed_matern(joint: np.ndarray, continuous_matern: np.ndarray, categorical_
     A product kernel alone treats every category as a separate function: a category seen only
     at poor random settings is predicted poor everywhere, and is never tried again.
     """
-    additive = 0.5 * (continuous_matern + categorical_matern)
-    return PRODUCT_SHARE * joint + (1.0 - PRODUCT_SHARE) * additive
+    additive = continuous_matern + categorical_matern
+    additive *= 0.5
+    additive *= 1.0 - PRODUCT_SHARE
+    joint *= PRODUCT_SHARE  # in place (callers pass a fresh joint): the same products and sum as
+    joint += additive  # PRODUCT_SHARE * joint + (1 - PRODUCT_SHARE) * (0.5 * (continuous + categorical))
+    return joint
 
 
 @dataclass(frozen=True)
@@ -139,7 +184,7 @@ class GaussianProcess:
         """Posterior mean and standard deviation of the metric (original units) at `rows`."""
         cross = kernel_between(rows, self.rows, self.lengthscales, self.continuous)
         mean = cross @ self.alpha
-        solved = solve_triangular(self.cholesky, cross.T, lower=True)
+        solved = solve_triangular(self.cholesky, cross.T, lower=True, check_finite=False)
         variance = np.maximum(1.0 - np.sum(solved * solved, axis=0), 1e-12)
         return self.offset + self.scale * mean, self.scale * np.sqrt(variance)
 
@@ -153,7 +198,7 @@ class GaussianProcess:
         (one row), in standardized units: cov(target, probe)^2 / (var(probe) + noise)."""
         both = np.vstack([target, probe])
         cross = kernel_between(both, self.rows, self.lengthscales, self.continuous)
-        solved = solve_triangular(self.cholesky, cross.T, lower=True)
+        solved = solve_triangular(self.cholesky, cross.T, lower=True, check_finite=False)
         prior = kernel_between(target, probe, self.lengthscales, self.continuous)[0, 0]
         covariance = prior - float(solved[:, 0] @ solved[:, 1])
         variance = max(1.0 - float(solved[:, 1] @ solved[:, 1]), 1e-12)
@@ -185,35 +230,73 @@ def _selection_subset(n: int) -> np.ndarray:
 def _select_hyperparameters(distances: np.ndarray, targets: np.ndarray, known: np.ndarray,
                             continuous: np.ndarray) -> tuple[np.ndarray, float]:
     """Best (lengthscales, noise level) by log marginal likelihood: a grid of shared
-    lengthscales and noise levels, then one pass of per-axis refinement."""
+    lengthscales and noise levels, then one pass of per-axis refinement.
+
+    The grid's matrices are factored in one stacked call, and a refinement step that returns
+    to lengthscales already scored (a third, then three times, an axis's lengthscale) reuses
+    their evidence: the same numbers as factoring each matrix afresh, with fewer calls.
+    """
     n_axes = distances.shape[2]
     kernel = SearchKernel(distances, continuous)
-
-    def evidence(matrix: np.ndarray, noise: float) -> float:
-        try:
-            cholesky, alpha = _factor(matrix, targets, noise + known)
-        except np.linalg.LinAlgError:
-            return -np.inf
-        return -0.5 * float(targets @ alpha) - float(np.sum(np.log(np.diag(cholesky))))
-
+    grid = [(np.full(n_axes, lengthscale), noise) for lengthscale in _LENGTHSCALES for noise in _NOISES]
     shared = {lengthscale: kernel(np.full(n_axes, lengthscale)) for lengthscale in _LENGTHSCALES}
-    best = max(((evidence(shared[lengthscale].copy(), noise), lengthscale, noise)
-                for lengthscale in _LENGTHSCALES for noise in _NOISES), key=lambda item: item[0])
-    best_evidence, lengthscales, noise = best[0], np.full(n_axes, best[1]), best[2]
+    scored = dict(zip(((lengthscales.tobytes(), noise) for lengthscales, noise in grid),
+                      _evidences(np.stack([shared[lengthscales[0]] for lengthscales, _ in grid]),
+                                 np.array([noise for _, noise in grid]), targets, known)))
+    best = max(((scored[lengthscales.tobytes(), noise], lengthscales, noise) for lengthscales, noise in grid),
+               key=lambda item: item[0])
+    best_evidence, lengthscales, noise = best
     for axis in range(n_axes):
         for factor in _ARD_FACTORS:
             trial = lengthscales.copy()
             trial[axis] *= factor
-            trial_evidence = evidence(kernel(trial), noise)
-            if trial_evidence > best_evidence:
-                best_evidence, lengthscales = trial_evidence, trial
+            key = (trial.tobytes(), noise)
+            if key not in scored:
+                scored[key] = _evidences(kernel(trial)[None], np.array([noise]), targets, known)[0]
+            if scored[key] > best_evidence:
+                best_evidence, lengthscales = scored[key], trial
     return lengthscales, noise
 
 
+def _evidences(matrices: np.ndarray, noises: np.ndarray, targets: np.ndarray, known: np.ndarray) -> list[float]:
+    """Log marginal likelihood (up to a constant) of `targets` under each kernel matrix with its
+    noise level (the matrices are changed in place); -inf where one is not positive definite."""
+    diagonal = np.arange(matrices.shape[1])
+    matrices[:, diagonal, diagonal] += (noises[:, None] + known[None, :]) + _JITTER
+    try:
+        factors: list[np.ndarray | None] = list(np.linalg.cholesky(matrices))
+    except np.linalg.LinAlgError:  # one failed the stacked call: each on its own, so the others count
+        factors = [_cholesky_or_none(matrix) for matrix in matrices]
+    return [-np.inf if cholesky is None else
+            -0.5 * float(targets @ _cho_solve(cholesky, targets)) - float(np.sum(np.log(np.diag(cholesky))))
+            for cholesky in factors]
+
+
+def _cholesky_or_none(matrix: np.ndarray) -> np.ndarray | None:
+    try:
+        return np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
+        return None
+
+
 def _factor(matrix: np.ndarray, targets: np.ndarray, noise: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-    matrix[np.diag_indices_from(matrix)] += noise + _JITTER  # in place: every caller passes a fresh matrix
+    diagonal = np.arange(len(matrix))
+    matrix[diagonal, diagonal] += noise + _JITTER  # in place: every caller passes a fresh matrix
     cholesky = np.linalg.cholesky(matrix)
-    return cholesky, cho_solve((cholesky, True), targets)
+    return cholesky, _cho_solve(cholesky, targets)
+
+
+_POTRS = get_lapack_funcs(("potrs",), (np.zeros((1, 1)),))[0]
+
+
+def _cho_solve(cholesky: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """scipy's `cho_solve` for a lower factor, without its per-call checks: the same LAPACK
+    routine on the same arrays (so the same numbers), a fraction of the overhead on the
+    hundreds of small solves the hyperparameter search makes."""
+    solved, info = _POTRS(cholesky, targets, lower=True)
+    if info != 0:
+        raise ValueError(f"illegal value in argument {-info} of LAPACK potrs")
+    return solved
 
 
 def training_subset(ranks: np.ndarray, limit: int = MAX_TRAINING_POINTS) -> np.ndarray:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import numbers
+from itertools import chain, compress
+from operator import attrgetter, itemgetter, not_
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from paretune.optimizer.spec import ExperimentSpec
+from paretune.optimizer.spec import ExperimentSpec, Parameter
 
 Assignments = dict[str, float | int | str]
 
@@ -204,12 +206,12 @@ def validate_task(spec: ExperimentSpec, task: str | None) -> str | None:
     return task
 
 
-def validate_history(spec: ExperimentSpec, history: list[Observation]) -> dict[str, list[Any]] | None:
+def validate_history(spec: ExperimentSpec, history: list[Observation]) -> dict[str, list[Any] | np.ndarray] | None:
     """Raise ObservationError for history that does not match `spec` (the optimizer's input).
 
     History that conforms (the usual case, checked a column at a time) costs little, and its
-    assignments come back as columns (parameter name -> values, in history order) for the
-    encoder to reuse; any doubt goes through the per-observation checks, which name the
+    assignments come back as columns (parameter name -> values, in history order; numbers as
+    a float array) for the encoder to reuse; any doubt goes through the per-observation checks, which name the
     offending entry (and None comes back).
     """
     columns = _conforms(spec, history)
@@ -227,40 +229,55 @@ def validate_history(spec: ExperimentSpec, history: list[Observation]) -> dict[s
     return None
 
 
-def _conforms(spec: ExperimentSpec, history: list[Observation]) -> dict[str, list[Any]] | None:
+def _conforms(spec: ExperimentSpec, history: list[Observation]) -> dict[str, list[Any] | np.ndarray] | None:
     """The assignments' columns when every observation surely passes `validate_assignments`
     and `validate_values` (a fast, column-wise sufficient check of the plain case: no
     conditionals, grids, tasks or reported standard deviations; None only means "check one
-    by one")."""
+    by one").
+
+    Each pass over the observations maps a getter and keeps no new container per observation:
+    at 10^5 observations, per-observation tuples set off full garbage collections over the
+    whole history, which cost more than the checks themselves.
+    """
     if spec.conditionals or spec.tasks or any(p.grid is not None for p in spec.parameters):
         return None
-    if any(o.value_stddevs or o.task is not None for o in history):
+    if any(map(attrgetter("value_stddevs"), history)) or set(map(attrgetter("task"), history)) - {None}:
         return None
-    names = {p.name for p in spec.parameters}
-    known = {m.name for m in spec.metrics}
-    required = {m.name for m in spec.required_metrics}
-    assignments = [o.assignments for o in history]
-    completed = [o.values for o in history if not o.failed]
-    if not all(a.keys() == names for a in assignments):
+    assignments = list(map(attrgetter("assignments"), history))
+    completed = list(compress(map(attrgetter("values"), history), map(not_, map(attrgetter("failed"), history))))
+    required = [m.name for m in spec.required_metrics]
+    if set(map(len, assignments)) - {len(spec.parameters)} or None in completed:
         return None
-    if not all(values is not None and required <= values.keys() <= known for values in completed):
+    with_others = [row for row in completed if len(row) != len(required)] if set(map(len, completed)) - {
+        len(required)} else []  # rows with store metrics too (a Python loop only where there are some)
+    if not all(set(row) <= {m.name for m in spec.metrics} for row in with_others):
         return None
-    columns: dict[str, list[Any]] = {}
+    try:  # with the lengths above, every assignment has exactly the parameters, every completed one the metrics
+        columns = {p.name: list(map(itemgetter(p.name), assignments)) for p in spec.parameters}
+        values = list(chain.from_iterable(map(itemgetter(name), completed) for name in required))
+    except KeyError:
+        return None
+    values += [value for row in with_others for name, value in row.items() if name not in required]
     for parameter in spec.parameters:
-        column = columns[parameter.name] = [a[parameter.name] for a in assignments]
-        if parameter.type == "categorical":
-            if not set(map(type, column)) <= {str} or not set(column) <= set(parameter.categorical_values or ()):
-                return None
-            continue
-        if not set(map(type, column)) <= {int, float}:
+        conforming = _conforming_column(parameter, columns[parameter.name])
+        if conforming is None:
             return None
-        numbers = np.array(column, dtype=float)
-        assert parameter.bounds is not None
-        if not np.all((numbers >= parameter.bounds.min) & (numbers <= parameter.bounds.max)):
-            return None  # NaN fails this too
-        if parameter.type == "int" and not np.all(numbers == np.round(numbers)):
-            return None
-    values = [value for row in completed for value in row.values()]  # type: ignore[union-attr]
+        columns[parameter.name] = conforming
     if set(map(type, values)) <= {int, float} and np.all(np.isfinite(np.array(values, dtype=float))):
         return columns
     return None
+
+
+def _conforming_column(parameter: Parameter, column: list[Any]) -> list[Any] | np.ndarray | None:
+    """One parameter's values (no grid) when each has its type and lies in its bounds or
+    categories: numbers as the float array they were checked as (the encoder reuses it)."""
+    if parameter.type == "categorical":
+        conforms = set(map(type, column)) <= {str} and set(column) <= set(parameter.categorical_values or ())
+        return column if conforms else None
+    if not set(map(type, column)) <= {int, float}:
+        return None
+    numbers = np.array(column, dtype=float)
+    assert parameter.bounds is not None
+    if not np.all((numbers >= parameter.bounds.min) & (numbers <= parameter.bounds.max)):
+        return None  # NaN fails this too
+    return numbers if parameter.type != "int" or np.all(numbers == np.round(numbers)) else None

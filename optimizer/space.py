@@ -65,7 +65,8 @@ class SearchSpace:
     def encode(self, assignments: dict[str, Any]) -> np.ndarray:
         return self.encode_many([assignments])[0]
 
-    def encode_many(self, assignments: list[dict[str, Any]], columns: dict[str, list[Any]] | None = None) -> np.ndarray:
+    def encode_many(self, assignments: list[dict[str, Any]],
+                    columns: dict[str, list[Any] | np.ndarray] | None = None) -> np.ndarray:
         """Rows for many (validated) assignments, a column at a time; absent parameters
         (inactive under their conditions) encode as INACTIVE. `columns` are the same
         assignments by parameter (from `validate_history`), when they were taken already."""
@@ -81,7 +82,7 @@ class SearchSpace:
                 column = columns[p.name] if columns is not None else [a[p.name] for a in assignments]
             if p.type == "categorical":
                 index = {value: float(i) for i, value in enumerate(p.categorical_values or ())}
-                rows[present, d] = [index[value] for value in column]
+                rows[present, d] = list(map(index.__getitem__, column))
             else:
                 rows[present, d] = _encode_numbers(p, np.array(column, dtype=float))
         for offset, conditional in enumerate(self.conditionals):

@@ -52,7 +52,7 @@ from scipy.special import ndtr
 
 from paretune.optimizer.gp import GaussianProcess, training_subset
 from paretune.optimizer.history import (FAILED, VIOLATES_CONSTRAINT, History, frontier_points,
-                                        frontier_ranks, metric_ranks, no_full_result, row_keys)
+                                        frontier_ranks, metric_ranks, no_full_result, per_column, row_keys)
 from paretune.optimizer.multitask import choose_task, full_task_improvement
 from paretune.optimizer.observation import Observation, validate_assignments, validate_history
 from paretune.optimizer.pareto import hypervolume_improvements, pareto_front
@@ -132,7 +132,7 @@ def propose(
         elif len(taken) < startup or data.n_completed == 0:
             row = _space_filling(space, taken, rng)
         else:
-            row = _model_based(space, data, in_flight, rng, n_proposals, n_candidates, gamma, prior_weight)
+            row = _model_based(space, data, in_flight, taken, rng, n_proposals, n_candidates, gamma, prior_weight)
         task = choose_task(spec, space, data, row, spent, len(taken) < startup)
         spent.append(spec.task_cost(task))
         in_flight = np.vstack([in_flight, row[None, :]])
@@ -177,8 +177,10 @@ def _space_filling(space: SearchSpace, taken: np.ndarray, rng: np.random.Generat
 
 # -- the model-based step ------------------------------------------------------------------------
 
-def _model_based(space: SearchSpace, data: History, in_flight: np.ndarray, rng: np.random.Generator,
-                 n_proposals: int, n_candidates: int, gamma: float, prior_weight: float) -> np.ndarray:
+def _model_based(space: SearchSpace, data: History, in_flight: np.ndarray, taken: np.ndarray,
+                 rng: np.random.Generator, n_proposals: int, n_candidates: int, gamma: float,
+                 prior_weight: float) -> np.ndarray:
+    """The model-based step (the module docstring's 1-5); `taken` is every tried or in-flight row."""
     n_metrics = data.objectives.shape[1]
     models = [fit_model(space, data.rows, metric_ranks(data, m), in_flight, gamma, prior_weight)
               for m in range(n_metrics)]
@@ -189,12 +191,12 @@ def _model_based(space: SearchSpace, data: History, in_flight: np.ndarray, rng: 
     candidates = space.snap(np.vstack([np.vstack([model.propose(rng, n_proposals, n_candidates),
                                                   model.sample(rng, n_proposals * 4)]) for model in proposers]
                                       + [space.sample_uniform(rng, EXPLORATION_DRAWS)]), rng)
-    candidates = _unseen(space, candidates[space.feasible(candidates)], np.vstack([data.rows, in_flight]))
+    candidates = _unseen(space, candidates[space.feasible(candidates)], taken)
     if len(candidates) == 0:
-        return _space_filling(space, np.vstack([data.rows, in_flight]), rng)
+        return _space_filling(space, taken, rng)
     if n_metrics > 1 and data.n_completed >= 2:
         local = _near_frontier(space, data, by_front, rng)
-        local = _unseen(space, local[space.feasible(local)], np.vstack([data.rows, in_flight]))
+        local = _unseen(space, local[space.feasible(local)], taken)
         candidates = np.vstack([candidates, local])
         gains = _expected_hypervolume_gain(space, data, by_front, in_flight, candidates, rng, prior_weight)
         if np.max(gains) > 0:
@@ -282,8 +284,8 @@ def _draw_floor(data: History, front: np.ndarray, means: np.ndarray) -> np.ndarr
     """
     observed = frontier_points(data)
     ends = front.min(axis=0)
-    span = np.ptp(data.objectives[data.tiers != FAILED], axis=0)
-    bounded = np.sum(observed - ends <= 1e-6 * span, axis=0) >= 2
+    span = per_column(np.ptp, data.objectives.compress(data.tiers != FAILED, axis=0))
+    bounded = per_column(np.count_nonzero, observed - ends <= 1e-6 * span) >= 2
     return np.where(bounded, np.minimum(means, ends), -np.inf)
 
 
@@ -332,8 +334,8 @@ def _reference_point(data: History) -> np.ndarray:
     """
     completed = data.tiers != FAILED
     ended = completed & (data.fidelities == 1.0)
-    pool = data.objectives[ended] if ended.any() else data.objectives[completed]
-    worst, best = pool.max(axis=0), pool.min(axis=0)
+    pool = data.objectives.compress(ended if ended.any() else completed, axis=0)
+    worst, best = per_column(np.max, pool), per_column(np.min, pool)
     span = np.where(worst > best, worst - best, np.maximum(np.abs(worst), 1.0))
     return np.where(np.isnan(data.thresholds), worst + 0.1 * span, data.thresholds)
 
@@ -342,11 +344,13 @@ def _unseen(space: SearchSpace, candidates: np.ndarray, taken: np.ndarray) -> np
     """Drop candidates that repeat a tried or in-flight point (or each other). Candidates are
     snapped, so a repeat is the same row exactly."""
     candidates = np.unique(candidates, axis=0)
-    if len(taken) == 0:
+    if len(taken) == 0 or len(candidates) == 0:
         return candidates
-    # a weighted sum of each row first (fast), rows compared whole only where it matches
+    # a weighted sum of each row first (fast: each tried row's looked up among the candidates'
+    # sorted sums), rows compared whole only where it matches
     weights = np.sqrt(np.arange(2.0, 2.0 + candidates.shape[1]))
-    taken = taken[np.isin(taken @ weights, candidates @ weights)]
+    sums, taken_sums = np.sort(candidates @ weights), taken @ weights
+    taken = taken[sums[np.minimum(np.searchsorted(sums, taken_sums), len(sums) - 1)] == taken_sums]
     return candidates[~np.isin(row_keys(candidates), row_keys(taken))]
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from paretune.optimizer import ExperimentSpec
 from paretune.optimizer.pareto import (hypervolume_2d, hypervolume_contributions, hypervolume_improvements,
-                                       nondominated_ranks, pareto_front)
+                                       leading_fronts, nondominated_ranks, pareto_front)
 from paretune.optimizer.space import SearchSpace
 
 
@@ -127,3 +127,60 @@ def test_axis_densities_are_hyperopts_to_the_last_bit():
     values = rng.uniform(size=500)
     assert np.array_equal(density.log_pdf(values),
                           GMM1_lpdf(values, density.weights, density.mus, density.sigmas, low=0.0, high=1.0))
+
+
+def test_axis_draws_are_numpys_weighted_choice_to_the_last_bit():
+    """Draws read the weights' cumulative sum, computed once per density: the components and
+    categories `Generator.choice(p=weights)` would pick, leaving the generator in the same state."""
+    from paretune.optimizer.tpe import AxisParzen
+
+    rng = np.random.default_rng(3)
+    categories = AxisParzen.fit(rng.integers(4, size=300).astype(float), 4, prior_weight=1.0)
+    ours, numpys = np.random.default_rng(7), np.random.default_rng(7)
+    np.testing.assert_array_equal(categories.sample(ours, 500),
+                                  numpys.choice(4, size=500, p=categories.probabilities).astype(float))
+    assert ours.random() == numpys.random()
+    mixture = AxisParzen.fit(rng.uniform(size=300), 0, prior_weight=1.0)
+    picks = mixture.cumulative.searchsorted(np.random.default_rng(8).random(500), side="right")
+    np.testing.assert_array_equal(picks, np.random.default_rng(8).choice(len(mixture.weights), size=500,
+                                                                         p=mixture.weights))
+
+
+def test_evidence_of_a_stack_with_a_matrix_that_is_not_positive_definite():
+    """A stacked factorization that fails for one matrix scores that one -inf and every other
+    one as factoring it alone would."""
+    from paretune.optimizer.gp import _evidences, kernel_between
+
+    rng = np.random.default_rng(4)
+    rows = rng.uniform(size=(12, 2))
+    targets, known = rng.normal(size=12), np.zeros(12)
+    good = kernel_between(rows, rows, np.array([0.3, 0.6]), np.array([True, True]))
+    broken = good - 2.0 * np.eye(12)
+    alone = [_evidences(matrix[None].copy(), np.array([noise]), targets, known)[0]
+             for matrix, noise in ((good, 1e-2), (good, 1e-1))]
+    stacked = _evidences(np.stack([good, broken, good]), np.array([1e-2, 1e-2, 1e-1]), targets, known)
+    assert stacked[0] == alone[0] and stacked[2] == alone[1] and stacked[1] == -np.inf
+    assert np.isfinite(alone).all()
+
+
+def test_leading_fronts_and_the_front_on_continuous_points():
+    """Without ties the fronts come from one sort by the first objective: the same as lexsort's."""
+    points = np.random.default_rng(5).normal(size=(3000, 2))
+    exact = nondominated_ranks(points)
+    head = leading_fronts(points, 200)
+    peeled = exact < head.max()
+    np.testing.assert_array_equal(head[peeled], exact[peeled])
+    front = points[exact == 0]
+    np.testing.assert_array_equal(pareto_front(points), front[np.argsort(front[:, 0])])
+
+
+@pytest.mark.parametrize("n_categorical", [2, 14])  # a table of mismatch patterns, and past its limit (12)
+def test_kernel_between_matches_the_per_axis_kernel(n_categorical):
+    from paretune.optimizer.gp import SearchKernel, axis_distances, kernel_between
+
+    rng = np.random.default_rng(6)
+    rows = np.column_stack([rng.uniform(size=(25, 2)), rng.integers(3, size=(25, n_categorical))])
+    continuous = np.arange(rows.shape[1]) < 2
+    lengthscales = rng.choice([0.2, 0.6, 1.8], size=rows.shape[1])
+    expected = SearchKernel(axis_distances(rows, rows[:9], continuous), continuous)(lengthscales)
+    assert np.allclose(kernel_between(rows, rows[:9], lengthscales, continuous), expected, atol=1e-12)

@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from paretune.optimizer import ExperimentSpec, Observation, ObservationError, suggest
+from paretune.optimizer import ExperimentSpec, Observation, ObservationError, suggest, validate_history
+from paretune.optimizer.history import History
+from paretune.optimizer.space import SearchSpace
 
 MIXED = ExperimentSpec.model_validate({
     "name": "mixed",
@@ -158,3 +160,38 @@ def test_pending_outside_bounds_is_an_error():
     pending = {"lr": 1e-3, "dropout": 0.9, "layers": 2, "optimizer": "sgd", "warmup": 2}
     with pytest.raises(ObservationError, match="outside bounds"):
         suggest(MIXED, [], [pending], seed=0)
+
+
+GOOD = [Observation(assignments={"lr": 1e-3, "dropout": 0.1, "layers": layers, "optimizer": "sgd", "warmup": 2},
+                    values={"acc": 0.5, "size": float(layers), "latency": 1.0}) for layers in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("assignments, values, message", [
+    ({"lr": 1e-3, "dropout": 0.1, "depth": 2, "optimizer": "sgd", "warmup": 2}, None, "no such parameter"),
+    ({"lr": 1e-3, "dropout": 0.1, "layers": 2.5, "optimizer": "sgd", "warmup": 2}, None, "layers"),
+    ({"lr": 1e-3, "dropout": "0.1", "layers": 2, "optimizer": "sgd", "warmup": 2}, None, "dropout"),
+    ({"lr": 1e-3, "dropout": 0.1, "layers": 2, "optimizer": "adam", "warmup": 2}, None, "optimizer"),
+    (None, {"acc": 0.5, "size": 2.0, "latency": 1.0, "memory": 3.0}, "no such metric"),
+    (None, {"acc": 0.5, "size": 2.0, "lat": 1.0}, "latency: missing"),
+])
+def test_the_column_wise_check_sends_every_bad_observation_to_the_one_by_one_checks(assignments, values, message):
+    """The fast path (`observation._conforms`, columns and lengths) lets nothing through that the
+    per-observation checks refuse: each bad entry, last in a good history, is named by index."""
+    bad = Observation(assignments=assignments or GOOD[0].assignments, values=values or GOOD[0].values)
+    with pytest.raises(ObservationError, match=rf"history\[3\]: .*{message}"):
+        validate_history(MIXED, [*GOOD, bad])
+
+
+def test_the_column_wise_check_encodes_as_the_one_by_one_path():
+    """Columns from the fast path (numbers as float arrays, a store metric beside the required
+    ones) give the same rows and metric table as encoding each observation."""
+    spec = ExperimentSpec.model_validate(MIXED.model_dump(exclude_none=True) | {
+        "metrics": [*MIXED.model_dump(exclude_none=True)["metrics"], {"name": "memory", "strategy": "store"}]})
+    history = [*GOOD, Observation(assignments=GOOD[0].assignments, failed=True),
+               Observation(assignments=GOOD[1].assignments, values={**GOOD[1].values, "memory": 7.0})]
+    columns = validate_history(spec, history)
+    assert columns is not None and isinstance(columns["lr"], np.ndarray)
+    fast, slow = (History.build(spec, SearchSpace(spec), history, given) for given in (columns, None))
+    np.testing.assert_array_equal(fast.rows, slow.rows)
+    np.testing.assert_array_equal(fast.objectives, slow.objectives)
+    np.testing.assert_array_equal(fast.tiers, slow.tiers)
