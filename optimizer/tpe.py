@@ -83,26 +83,6 @@ class ParzenMixture:
     def log_pdf(self, rows: np.ndarray) -> np.ndarray:
         return _logsumexp(self.component_log_pdf(rows))
 
-    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """Draw rows: pick a component by weight, then each axis from its truncated kernel."""
-        components = rng.choice(len(self.log_weights), size=size, p=np.exp(self.log_weights))
-        rows = np.empty((size, len(self.continuous)))
-        mus, sigmas = self.mus[components], self.sigmas[components]
-        draws = rng.normal(mus, sigmas)
-        for _ in range(20):  # rejection for the truncation; what is left is clipped
-            outside = (draws < 0.0) | (draws > 1.0)
-            if not outside.any():
-                break
-            draws[outside] = rng.normal(mus[outside], sigmas[outside])
-        rows[:, self.continuous] = np.clip(draws, 0.0, 1.0)
-        cat_columns = np.flatnonzero(~self.continuous)
-        for axis, choices in enumerate(self.n_choices):
-            own = self.categories[components, axis]
-            uniform = rng.integers(choices, size=size)
-            keep_own = (own >= 0) & (rng.uniform(size=size) >= CATEGORY_SMOOTHING)
-            rows[:, cat_columns[axis]] = np.where(keep_own, own, uniform)
-        return rows
-
 
 def build_mixture(space: SearchSpace, rows: np.ndarray, prior_weight: float = 1.0) -> ParzenMixture:
     """Fit hyperopt's adaptive Parzen estimator to `rows` (oldest first, at most
