@@ -1,25 +1,30 @@
 """The case study at CPU scale: how much smaller can a distilled student be, and does the search help?
 
-`experiments/bert_squad2_cpu.yaml` on the official SQuAD 2.0 dev set, split by article: the
-MiniLM-L6 teacher fine-tuned once (preprocess flow, every core), then sweeps of students, two
-single-threaded trials at a time. The metric is `HasAns_f1`: the official evaluation of the
-answerable eval questions with answers always given (SQuAD 1.1-style extraction), against
-`num_parameters`; it is not SQuAD 2.0's `exact`, which the CPU teacher does not learn (see
-benchmarks/RESULTS.md). Printed:
+`experiments/bert_squad2_cpu_early_stopping.yaml` on the official SQuAD 2.0 dev set, split by
+article: the MiniLM-L6 teacher fine-tuned once (preprocess flow, every core), then sweeps of
+students, two single-threaded trials at a time. The metric is `HasAns_f1`: the official
+evaluation of the answerable eval questions with answers always given (SQuAD 1.1-style
+extraction), against `num_parameters`; it is not SQuAD 2.0's `exact`, which the CPU teacher
+does not learn (see benchmarks/RESULTS.md). Printed:
 
 1. the teacher and the 6-layer full-width reference student (the teacher's shape distilled
    with the fixed knobs below, trained once and cached beside the DuckDB file);
 2. the smallest student within 1 HasAns_f1 point of the reference, and its size reduction (the
    case study's "22% smaller");
 3. the best student's HasAns_f1 against the reference's at equal or smaller size (the "+3.5%");
-4. paretune against random search at the same budget, both through the tune flow on the same
-   objective, settings and two single-threaded Dask workers: random search is the same
-   definition with SigOpt's `type: random` (every suggestion a start-up draw: the farthest of
-   64 uniform draws, log-uniform on log parameters, from what was tried); each sweep's
-   hypervolume, for every seed.
+4. three arms at the same budget of CPU, each through the tune flow on the same objective,
+   settings and two single-threaded Dask workers (`ARMS`): random search (the definition with
+   SigOpt's `type: random`: every suggestion a start-up draw, the farthest of 64 uniform draws,
+   log-uniform on log parameters, from what was tried), paretune, and paretune with Pareto
+   early stopping. Every arm trains and evaluates its students the same way (two epochs, an
+   evaluation every third of one: the early-stopping definition's curve), so a student costs
+   the same CPU in each; the budget counts a stopped student at the share it trained, so the
+   early-stopping arm spends its 16 students' worth on more of them. Per sweep: the
+   hypervolume of the students trained to the end, what was completed, stopped and failed, the
+   students' worth of training and the CPU-hours the trials took.
 
-The sweeps run interleaved (paretune seed 0, random seed 0, paretune seed 1, ...), so a run cut
-short still compares both methods; run again on the same --db to resume where it stopped.
+The sweeps run interleaved (random seed 0, paretune seed 0, early stopping seed 0, random seed
+1, ...), so a run cut short still compares the arms; run again on the same --db to resume.
 
     python -m benchmarks.bert_cpu_frontier [--db .paretune/bert_cpu_frontier.duckdb] [--seeds 2] [--budget 16]
 """
@@ -31,6 +36,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +61,9 @@ from paretune.trial import TrialContext
 from paretune.storage import DuckDBStorage, ObservationRecord
 from paretune.storage.report import frontier_points as frontier_points_of
 
-SPEC_PATH = Path(__file__).resolve().parents[1] / "experiments" / "bert_squad2_cpu.yaml"
-METHODS = ("paretune", "random")
+SPEC_PATH = Path(__file__).resolve().parents[1] / "experiments" / "bert_squad2_cpu_early_stopping.yaml"
+# arm -> (SigOpt's experiment type, whether Pareto early stopping is on)
+ARMS = {"random": ("random", False), "paretune": ("offline", False), "paretune_early_stopping": ("offline", True)}
 WITHIN_F1_POINTS = 1.0
 # Hypervolume box: HasAns_f1 / 100 from 0, num_parameters / the reference's up to this bound.
 REFERENCE_SIZE_BOUND = 1.1
@@ -66,16 +73,25 @@ SCORE_COLUMNS = ("HasAns_exact", "HasAns_f1", "exact", "f1")
 WORKERS = 2
 
 
+def arm_spec(spec: ExperimentSpec, method: str, seed: int) -> ExperimentSpec:
+    """One sweep's definition: `spec` under a name per arm and seed, with the arm's experiment
+    type, and `metadata.early_stopping` only where the arm stops trials (the students, their
+    checkpoints and so their CPU cost are the same in every arm)."""
+    search, stops = ARMS[method]
+    metadata = {key: value for key, value in spec.metadata.items() if stops or key != "early_stopping"}
+    if stops and spec.early_stopping is None:
+        raise ValueError(f"{method}: the definition {spec.name!r} has no metadata.early_stopping to run it with")
+    return spec.model_copy(update={"name": f"{spec.name}-{method}-seed{seed}", "type": search, "metadata": metadata})
+
+
 def sweep_experiment(db_path: str, spec: ExperimentSpec, method: str, seed: int) -> int:
-    """The stored experiment of one sweep (the spec under a name per method and seed, `type:
-    random` for random search), created once."""
-    name = f"{spec.name}-{method}-seed{seed}"
+    """The stored experiment of one sweep (`arm_spec`), created once."""
+    arm = arm_spec(spec, method, seed)
     with DuckDBStorage(db_path) as storage:
         for record in storage.list_experiments():
-            if record.name == name:
+            if record.name == arm.name:
                 return record.id
-        search = {"paretune": "offline", "random": "random"}[method]
-        return storage.create_experiment(spec.model_copy(update={"name": name, "type": search})).id
+        return storage.create_experiment(arm).id
 
 
 def score_line(name: str, metrics: dict[str, float]) -> str:
@@ -114,8 +130,33 @@ def reference_student(trial_settings: dict, cache_file: Path) -> dict[str, float
 # -- what the sweeps found -----------------------------------------------------------------------
 
 def completed(db_path: str, experiment_id: int) -> list[ObservationRecord]:
+    """The students trained to the end (a stopped student's values are its last checkpoint's)."""
     with DuckDBStorage(db_path, read_only=True) as storage:
-        return [record for record in storage.observations(experiment_id) if not record.failed]
+        return [record for record in storage.observations(experiment_id) if not record.failed and not record.stopped]
+
+
+@dataclass(frozen=True)
+class SweepCost:
+    """What one sweep spent: its students by how they ended, the budget they used (students'
+    worth of training: a stopped student counts at the share it trained) and the CPU-hours
+    its trials took (each on one thread)."""
+
+    completed: int
+    stopped: int
+    failed: int
+    students_worth: float
+    cpu_hours: float
+
+
+def sweep_cost(db_path: str, experiment_id: int) -> SweepCost:
+    with DuckDBStorage(db_path, read_only=True) as storage:
+        (row,) = storage.query(
+            """SELECT count(*) FILTER (WHERE NOT o.failed AND NOT o.stopped) AS completed,
+                      count(*) FILTER (WHERE o.stopped) AS stopped, count(*) FILTER (WHERE o.failed) AS failed,
+                      coalesce(sum(c.cost), 0) AS students_worth, coalesce(sum(o.duration_s), 0) / 3600 AS cpu_hours
+               FROM observations o JOIN observation_costs c ON c.observation_id = o.id
+               WHERE o.experiment_id = ?""", [experiment_id])
+    return SweepCost(**row)
 
 
 def hypervolume(observations: list[ObservationRecord], reference_size: float) -> float:
@@ -148,12 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bert_cpu_frontier", description=__doc__.splitlines()[0])
     parser.add_argument("--db", default=".paretune/bert_cpu_frontier.duckdb", help="DuckDB file of the sweeps")
     parser.add_argument("--budget", type=int, help="students per sweep (default: the spec's observation_budget)")
-    parser.add_argument("--seeds", type=int, default=2, help="sweeps per method (seeds 0, 1, ...)")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
+    parser.add_argument("--seeds", type=int, default=2, help="sweeps per arm (seeds 0, 1, ...)")
+    parser.add_argument("--methods", default=",".join(ARMS), help=f"comma-separated arms, of {', '.join(ARMS)}")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
-    if not set(methods) <= set(METHODS):
-        parser.error(f"--methods: {', '.join(sorted(set(methods) - set(METHODS)))} unknown; choose from {', '.join(METHODS)}")
+    if not set(methods) <= set(ARMS):
+        parser.error(f"--methods: {', '.join(sorted(set(methods) - set(ARMS)))} unknown; choose from {', '.join(ARMS)}")
     console = wide_console()
     spec = ExperimentSpec.from_file(SPEC_PATH)
     budget = args.budget or spec.observation_budget
@@ -170,8 +211,10 @@ def main(argv: list[str] | None = None) -> None:
     console.print(score_line("teacher (MiniLM-L6, fine-tuned)", teacher))
     console.print(score_line("6-layer full-width reference", reference) + f"  num_parameters {reference['num_parameters']:.0f}")
     everything = print_sweeps(console, args.db, sweeps, reference)
-    if "paretune" in methods:
-        console.print(frontier_console_table(args.db, sweeps["paretune", 0]))
+    for method in ("paretune", "paretune_early_stopping"):
+        if method in methods:
+            console.print(f"{method}, seed 0:")
+            console.print(frontier_console_table(args.db, sweeps[method, 0]))
     print_findings(console, everything, reference)
 
 
@@ -204,8 +247,9 @@ def print_sweeps(console: Console, db: str, sweeps: dict[tuple[str, int], int],
     """One table row per sweep and each method's median hypervolume; returns every completed
     student as (method, seed, observation)."""
     everything = []
-    console.print("| method | seed | completed | hypervolume | frontier points | best HasAns_f1 | smallest within 1 point |")
-    console.print("|---|---:|---:|---:|---:|---:|---|")
+    console.print("| arm | seed | hypervolume | completed | stopped | failed | students' worth | CPU-hours "
+                  "| frontier points | best HasAns_f1 | smallest within 1 point |")
+    console.print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     by_method: dict[str, list[float]] = {}
     for (method, seed), experiment_id in sweeps.items():
         observations = completed(db, experiment_id)
@@ -216,7 +260,9 @@ def print_sweeps(console: Console, db: str, sweeps: dict[tuple[str, int], int],
             frontier_points = len(frontier_points_of(storage, experiment_id)[1])
         best = max((o.values["HasAns_f1"] for o in observations), default=float("nan"))
         small = smallest_within(observations, reference)
-        console.print(f"| {method} | {seed} | {len(observations)} | {volume:.4f} | {frontier_points} | {best:.2f} | "
+        cost = sweep_cost(db, experiment_id)
+        console.print(f"| {method} | {seed} | {volume:.4f} | {cost.completed} | {cost.stopped} | {cost.failed} | "
+                      f"{cost.students_worth:.2f} | {cost.cpu_hours:.2f} | {frontier_points} | {best:.2f} | "
                       + (f"{small.values['num_parameters']:.0f} ({shape(small)})" if small else "none") + " |")
     for method, volumes in by_method.items():
         console.print(f"{method}: median hypervolume {np.median(volumes):.4f} over {len(volumes)} seed(s): "

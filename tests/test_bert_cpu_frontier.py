@@ -1,5 +1,6 @@
-"""The CPU case study's peer and arithmetic: random search (SigOpt's `type: random`) through the
-same tune flow, its hypervolume, and the smallest-within-a-point and best-at-size answers."""
+"""The CPU case study's arms and arithmetic: random search (SigOpt's `type: random`), paretune
+and paretune with early stopping through the same tune flow on the same students, each sweep's
+hypervolume and cost, and the smallest-within-a-point and best-at-size answers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from benchmarks.bert_cpu_frontier import best_at_most, hypervolume, smallest_within
+from benchmarks.bert_cpu_frontier import (SPEC_PATH, arm_spec, best_at_most, completed, hypervolume,
+                                          smallest_within, sweep_cost)
 from paretune.optimizer import ExperimentSpec
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC
 from paretune.storage import DuckDBStorage, ObservationRecord
@@ -72,3 +74,38 @@ def test_hypervolume_and_the_case_study_answers():
     assert smallest_within(students[:1], reference) is None
     assert best_at_most(students, 100.0).values["HasAns_f1"] == 52.0
     assert best_at_most(students, 85.0).values["HasAns_f1"] == 49.5
+
+
+def test_the_arms_train_the_same_students_and_only_one_stops_them():
+    spec = ExperimentSpec.from_file(SPEC_PATH)
+    arms = {method: arm_spec(spec, method, seed=1) for method in ("random", "paretune", "paretune_early_stopping")}
+    assert {method: (arm.type, arm.early_stopping is not None) for method, arm in arms.items()} == {
+        "random": ("random", False), "paretune": ("offline", False), "paretune_early_stopping": ("offline", True)}
+    # the same objective, trial settings and checkpoints: a student costs the same CPU in every arm
+    assert len({(arm.metadata["objective"], str(arm.metadata["trial"]), arm.training_monitor.max_checkpoints)
+                for arm in arms.values()}) == 1
+    assert arms["paretune"].name == f"{spec.name}-paretune-seed1"
+    without = spec.model_copy(update={"metadata": arms["paretune"].metadata})
+    with pytest.raises(ValueError, match="paretune_early_stopping: .* no metadata.early_stopping"):
+        arm_spec(without, "paretune_early_stopping", seed=0)
+
+
+def test_a_sweeps_cost_counts_a_stopped_student_at_its_share_and_keeps_it_off_the_hypervolume(tmp_path):
+    spec = arm_spec(ExperimentSpec.from_file(SPEC_PATH), "paretune_early_stopping", seed=0)
+    db = str(tmp_path / "sweeps.duckdb")
+    with DuckDBStorage(db) as storage:
+        experiment_id = storage.create_experiment(spec).id
+        ends = [({"HasAns_f1": 40.0, "num_parameters": 2e7}, None, 1800.0),  # trained to the end
+                ({"HasAns_f1": 90.0, "num_parameters": 1e7}, 1 / 3, 600.0),  # stopped at its second checkpoint
+                (None, None, 36.0)]  # failed
+        assignments = [{"learning_rate": 1e-4, "alpha_ce": 0.5, "n_layers": layers, "n_heads": 4} for layers in (1, 2, 3)]
+        for suggestion, (values, stopped_at, seconds) in zip(storage.create_suggestions(experiment_id, assignments), ends):
+            storage.record_observation(suggestion.id, values=values, failed=values is None, duration_s=seconds,
+                                       reason=None if values else "out of memory", stopped_at=stopped_at)
+    cost = sweep_cost(db, experiment_id)
+    assert (cost.completed, cost.stopped, cost.failed) == (1, 1, 1)
+    assert cost.students_worth == pytest.approx(1 + 1 / 3 + 1)
+    assert cost.cpu_hours == pytest.approx((1800 + 600 + 36) / 3600)
+    students = completed(db, experiment_id)
+    assert [o.values["HasAns_f1"] for o in students] == [40.0]  # the stopped student's 90 is a checkpoint's, not a result
+    assert hypervolume(students, 2e7) == pytest.approx(0.4 * (1.1 - 1.0))
