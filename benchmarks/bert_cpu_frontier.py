@@ -235,8 +235,11 @@ def run_sweeps(console: Console, db: str, spec: ExperimentSpec, methods: list[st
             experiment_id = sweep_experiment(db, spec, method, seed)
             sweeps[method, seed] = experiment_id
             started = time.perf_counter()
-            tune(ExperimentSource(experiment=str(experiment_id)), db,
-                 TuneOptions(budget=budget, parallelism=WORKERS, n_workers=WORKERS, seed=seed))
+            state = tune(ExperimentSource(experiment=str(experiment_id)), db,
+                         TuneOptions(budget=budget, parallelism=WORKERS, n_workers=WORKERS, seed=seed),
+                         return_state=True)
+            if not state.is_completed():  # killed, cancelled or failed: what ran is stored, a rerun resumes
+                raise SystemExit(f"{method} seed {seed} {state.name.lower()}: {state.message}")
             console.print(f"{method} seed {seed}: {time.perf_counter() - started:.0f} s "
                           f"(load average {os.getloadavg()[0]:.1f})")
     return sweeps, teacher, reference
