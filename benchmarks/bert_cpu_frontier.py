@@ -78,7 +78,7 @@ def arm_spec(spec: ExperimentSpec, method: str, seed: int) -> ExperimentSpec:
     type, and `metadata.early_stopping` only where the arm stops trials (the students, their
     checkpoints and so their CPU cost are the same in every arm)."""
     search, stops = ARMS[method]
-    metadata = {key: value for key, value in spec.metadata.items() if stops or key != "early_stopping"}
+    metadata = {key: value for key, value in (spec.metadata or {}).items() if stops or key != "early_stopping"}
     if stops and spec.early_stopping is None:
         raise ValueError(f"{method}: the definition {spec.name!r} has no metadata.early_stopping to run it with")
     return spec.model_copy(update={"name": f"{spec.name}-{method}-seed{seed}", "type": search, "metadata": metadata})
