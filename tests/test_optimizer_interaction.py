@@ -49,3 +49,23 @@ def test_a_fixed_seed_reaches_the_accurate_end_of_the_interaction_problem():
     assert max(reached) >= ACCURATE_END
     deep = [a for a, values in trials if values is not None and values["exact"] >= ACCURATE_END]
     assert all(a["batch_size"] != "64" for a in deep)  # reached by moving the batch with the architecture
+
+
+def test_dtlz2s_front_is_found_between_its_corners_in_a_seed_that_kept_only_the_corners():
+    """DTLZ2: f = (1 + g) (cos, sin)(x0 pi / 2), g the distance of x1-x5 from 0.5. In the
+    benchmark's seed 11 the search ended with the two corners (x0 = 0 and 1, g near 0) and
+    nothing between: the middle had been seen only at random g, so the best corner with x0
+    moved to the middle read about (1.1, 1.1) where it is (0.71, 0.71). The optimistic steps
+    test that doubt, and the middle of the front is then followed."""
+    trials = _sweep("dtlz2", 11)
+    middle = [a for a, values in trials[-40:] if 0.2 <= a["x0"] <= 0.8
+              and sum((a[f"x{i}"] - 0.5) ** 2 for i in range(1, 6)) < 0.02]
+    assert len(middle) >= 5
+
+
+def test_pipelines_optimal_depth_is_found_in_a_seed_that_stayed_at_depth_one():
+    """`pipeline`: depth 5 is the optimum, but the completed points at depths 2-6 all had poor
+    other settings, so the Gaussian process condemned them and the benchmark's seed 2 spent
+    every model-based trial at depth 1 (0.37 of the front)."""
+    trials = _sweep("pipeline", 2)
+    assert any(a["depth"] == 5 for a, values in trials[-40:] if values is not None)
