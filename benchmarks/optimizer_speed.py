@@ -6,8 +6,8 @@ history.
 
 The history is random assignments with synthetic metric values (a few failures); each timing
 is the median of `--repeats` calls with different seeds, the i-th call on the first size + i
-observations (so that five calls span one cycle of the optimizer's optimistic step, which
-skips the posterior draws, and the median is an ordinary step), after one untimed call on the same
+observations (five calls span one cycle of the optimizer's optimistic step, which skips the
+posterior draws, so the median is an ordinary step), after one untimed call on the same
 history (one-time costs, such as the allocator's first growth, are not what a long-running
 server pays; each peer gets one), in CPU time of this process (`time.process_time`, one BLAS
 thread) so that a loaded shared machine inflates it less. The

@@ -7,6 +7,9 @@ last suggestions kept large students at batch 64, which run out of memory (its f
 model read an out-of-memory candidate as feasible because it matched a good student on
 dropout, warm-up and alpha). Deterministic: the same seeds as `benchmarks/optimizer_quality`'s
 sequential mode, so the benchmark's seed 4 is this run.
+
+DTLZ2 and `pipeline` lost their fronts the same way in some seeds, a region condemned because
+it was seen only with poor settings of the other axes, until the optimistic steps.
 """
 
 from __future__ import annotations
@@ -63,9 +66,9 @@ def test_dtlz2s_front_is_found_between_its_corners_in_a_seed_that_kept_only_the_
     assert len(middle) >= 5
 
 
-def test_pipelines_optimal_depth_is_found_in_a_seed_that_stayed_at_depth_one():
-    """`pipeline`: depth 5 is the optimum, but the completed points at depths 2-6 all had poor
-    other settings, so the Gaussian process condemned them and the benchmark's seed 2 spent
-    every model-based trial at depth 1 (0.37 of the front)."""
+def test_pipelines_front_is_found_in_a_seed_that_lost_most_of_it():
+    """`pipeline` (a ZDT1-shaped front over a depth, a kernel and a log scale, with a cost
+    constraint and a threshold): the benchmark's seed 2 ended with 0.37 of the true front's
+    hypervolume before the optimistic steps."""
     trials = _sweep("pipeline", 2)
-    assert any(a["depth"] == 5 for a, values in trials[-40:] if values is not None)
+    assert PROBLEMS["pipeline"].hypervolume_fraction([a for a, _ in trials]) > 0.9
