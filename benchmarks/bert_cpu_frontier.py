@@ -54,7 +54,7 @@ from paretune.flows.demo import wide_console
 from paretune.flows.demo import frontier_console_table
 from paretune.flows.local_prefect import prefect_api
 from paretune.flows.preprocess import PreprocessParameters, preprocess_squad
-from paretune.flows.tune import ExperimentSource, TuneOptions, tune
+from paretune.flows.tune import ExperimentSource, TuneOptions, finished_tune
 from paretune.optimizer import ExperimentSpec
 from paretune.optimizer.pareto import hypervolume_2d
 from paretune.trial import TrialContext
@@ -235,11 +235,8 @@ def run_sweeps(console: Console, db: str, spec: ExperimentSpec, methods: list[st
             experiment_id = sweep_experiment(db, spec, method, seed)
             sweeps[method, seed] = experiment_id
             started = time.perf_counter()
-            state = tune(ExperimentSource(experiment=str(experiment_id)), db,
-                         TuneOptions(budget=budget, parallelism=WORKERS, n_workers=WORKERS, seed=seed),
-                         return_state=True)
-            if not state.is_completed():  # killed, cancelled or failed: what ran is stored, a rerun resumes
-                raise SystemExit(f"{method} seed {seed} {state.name.lower()}: {state.message}")
+            finished_tune(ExperimentSource(experiment=str(experiment_id)), db,
+                          TuneOptions(budget=budget, parallelism=WORKERS, n_workers=WORKERS, seed=seed))
             console.print(f"{method} seed {seed}: {time.perf_counter() - started:.0f} s "
                           f"(load average {os.getloadavg()[0]:.1f})")
     return sweeps, teacher, reference

@@ -23,7 +23,7 @@ from rich.console import Console
 from paretune.flows.demo import demo_experiment, frontier_console_table, print_where, wide_console
 from paretune.flows.local_prefect import prefect_api
 from paretune.flows.preprocess import PreprocessParameters, preprocess_squad
-from paretune.flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
+from paretune.flows.tune import ExperimentSource, TuneOptions, TuneResult, finished_tune
 from paretune.optimizer import ExperimentSpec
 from paretune.dashboard import write_static_report
 from paretune.storage import DuckDBStorage
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> TuneResult:
     experiment_id = demo_experiment(args.db, spec)
     with prefect_api(home=PREFECT_HOME):
         prepare_data(spec)
-        result = tune(
+        result = finished_tune(
             ExperimentSource(experiment=str(experiment_id)), args.db, TuneOptions(parallelism=WORKERS, n_workers=WORKERS)
         )
     show_results(console, args.db, result)

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from paretune.flows.local_prefect import prefect_api
-from paretune.flows.tune import ExperimentSource, TuneOptions, TuneResult, tune
+from paretune.flows.tune import ExperimentSource, TuneOptions, TuneResult, finished_tune
 from paretune.optimizer import ExperimentSpec
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC
 from paretune.storage import DuckDBStorage
@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> TuneResult:
     console = wide_console()
     experiment_id = demo_experiment(args.db, ExperimentSpec.model_validate(SIZE_VS_ERROR_SPEC))
     with prefect_api(home=PREFECT_HOME):
-        result = tune(ExperimentSource(experiment=str(experiment_id)), args.db,
-                      TuneOptions(parallelism=args.workers, n_workers=args.workers))
+        result = finished_tune(ExperimentSource(experiment=str(experiment_id)), args.db,
+                               TuneOptions(parallelism=args.workers, n_workers=args.workers))
     console.print(frontier_console_table(args.db, result.experiment_id))
     print_where(console, result, args.db, PREFECT_HOME)
     return result

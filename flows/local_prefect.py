@@ -105,7 +105,9 @@ def prefect_api(home: str | Path | None = None) -> Iterator[str]:
     """Yield the API URL in force: the configured one, or a local server's (PREFECT_HOME=`home`,
     by default Prefect's own home).
 
-    Logs and events still queued are sent before the local server stops.
+    Logs and events still queued are sent before the local server stops, also when the command
+    ends by an exception (a cancelled sweep's exit): otherwise Prefect's own exit handler
+    waits for them forever on the stopped server.
     """
     configured = PREFECT_API_URL.value()
     if configured:
@@ -117,8 +119,10 @@ def prefect_api(home: str | Path | None = None) -> Iterator[str]:
     try:
         server.start()
         with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield server.api_url
-            APILogWorker.drain_all()
-            EventsWorker.drain_all()
+            try:
+                yield server.api_url
+            finally:
+                APILogWorker.drain_all()
+                EventsWorker.drain_all()
     finally:
         server.stop()

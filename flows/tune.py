@@ -144,6 +144,21 @@ def tune(
     return result
 
 
+def finished_tune(experiment: ExperimentSource, db_path: str | None = None,
+                  options: TuneOptions = TuneOptions()) -> TuneResult:
+    """`tune` for a program that goes on with its result (the CLI, the demos, the benchmarks).
+
+    A sweep that was cancelled, interrupted (Ctrl-C) or terminated ends the program with the
+    flow's message ("run again to resume") and exit status 130; a failed one with status 1.
+    Called without `return_state`, Prefect raises a TypeError for a cancelled flow's result.
+    """
+    state = tune(experiment, db_path, options, return_state=True)
+    if state.is_completed():
+        return state.result()
+    print(f"{state.name.lower()}: {state.message}", file=sys.stderr)
+    raise SystemExit(130 if state.is_cancelled() else 1)
+
+
 def sweep(storage: DuckDBStorage, prepared: PreparedExperiment, plan: TunePlan, options: TuneOptions) -> SweepEnd:
     """Keep trials in flight on a Dask cluster until the budget is spent or the run is stopped."""
     parallelism = options.parallelism or prepared.spec.parallel_bandwidth
@@ -222,12 +237,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m paretune.flows.tu
     from paretune.flows.local_prefect import prefect_api
 
     with prefect_api():
-        state = tune(ExperimentSource(spec_path=args.spec_path, experiment=args.experiment), db_path, options,
-                     return_state=True)
-    if state.is_cancelled():
-        print(f"cancelled: {state.message}", file=sys.stderr)
-        return 130
-    return 0 if state.is_completed() else 1
+        finished_tune(ExperimentSource(spec_path=args.spec_path, experiment=args.experiment), db_path, options)
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -191,9 +193,26 @@ def test_ctrl_c_in_a_terminal_cancels_the_sweep(tmp_path):
     assert flow.wait(timeout=60) == 130, (tmp_path / "flow.log").read_text()[-3000:]
     assert "Finished in state Cancelled" in (tmp_path / "flow.log").read_text()
     assert "sweep stopped: interrupted (Ctrl-C); 2 trial(s) cancelled" in (tmp_path / "flow.log").read_text()
+    assert "run again to resume" in (tmp_path / "flow.log").read_text()
     state = stored(db)
     assert {s.state for s in state["suggestions"]} == {"cancelled"}
     assert {r.failure_reason for r in state["runs"]} == {"cancelled: interrupted (Ctrl-C)"}
+
+
+def test_ctrl_c_during_the_demo_ends_it_with_how_to_resume(tmp_path):
+    """The demos go on with the sweep's result (the frontier, the next commands); interrupted,
+    they end with the flow's message and status 130, not Prefect's TypeError traceback."""
+    log = tmp_path / "demo.log"
+    with open(log, "ab") as output:
+        demo = subprocess.Popen([sys.executable, "-m", "paretune.flows.demo", "--db", str(tmp_path / "demo.duckdb")],
+                                cwd=tmp_path, env=flow_env(None), stdout=output, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    wait_for(lambda: "-> ok" in log.read_text(), 300, "the demo's first trial")
+    os.killpg(demo.pid, signal.SIGINT)
+    assert demo.wait(timeout=60) == 130, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "cancelled: " in text and "run again to resume" in text
+    assert "Traceback" not in text and "frontier" not in text.lower().split("cancelled: ")[-1]
 
 
 def test_the_local_prefect_server_dies_with_a_killed_flow(tmp_path):
