@@ -4,7 +4,8 @@ TPE proposes candidates; this model predicts every metric at each candidate (mea
 uncertainty), so the selection step can score how much a candidate would extend the frontier.
 It works on the unit-cube encoding of `optimizer.space`. The kernel is Matern-5/2 on scaled
 squared distances that add, per axis, ((x - x') / lengthscale)^2 on continuous axes and
-(x != x') / lengthscale^2 on categorical ones; on a mixed space, half of it is that joint
+(x != x') / lengthscale^2 on categorical ones (((x - x') / lengthscale)^2 on an *ordinal*
+categorical, whose inputs are its values' places); on a mixed space, half of it is that joint
 kernel and half the sum of one over the continuous axes and one over the categorical axes
 (see `_mixed_matern`). Hyperparameters are chosen by marginal likelihood over a coarse grid,
 then refined per axis (automatic relevance determination), on at most
@@ -29,10 +30,13 @@ _JITTER = 1e-6
 MAX_TABLED_CATEGORICAL_AXES = 12  # `_categorical_part`'s table has 2^axes entries
 
 
-def axis_distances(rows: np.ndarray, others: np.ndarray, continuous: np.ndarray) -> np.ndarray:
-    """Per-axis squared differences (continuous) or mismatches (categorical), (rows, others, axes)."""
+def axis_distances(rows: np.ndarray, others: np.ndarray, continuous: np.ndarray,
+                   ordinal: np.ndarray | None = None) -> np.ndarray:
+    """Per-axis squared differences (continuous or ordinal) or mismatches (categorical),
+    (rows, others, axes)."""
     diff = rows[:, None, :] - others[None, :, :]
-    return np.where(continuous, diff * diff, (diff != 0).astype(float))
+    squared = continuous if ordinal is None else continuous | ordinal
+    return np.where(squared, diff * diff, (diff != 0).astype(float))
 
 
 def matern52(squared: np.ndarray) -> np.ndarray:
@@ -91,7 +95,7 @@ class SearchKernel:
 
 
 def kernel_between(rows: np.ndarray, others: np.ndarray, lengthscales: np.ndarray,
-                   continuous: np.ndarray) -> np.ndarray:
+                   continuous: np.ndarray, ordinal: np.ndarray | None = None) -> np.ndarray:
     """The same kernel for fixed lengthscales, by matrix products instead of a per-axis tensor
     (in place where the numbers allow: see `_matern52_in_place`)."""
     inverse = 1.0 / lengthscales**2
@@ -102,7 +106,12 @@ def kernel_between(rows: np.ndarray, others: np.ndarray, lengthscales: np.ndarra
     np.maximum(on_continuous, 0.0, out=on_continuous)
     if continuous.all():
         return _matern52_in_place(on_continuous)
-    on_categorical, categorical_matern = _categorical_part(rows, others, inverse, np.flatnonzero(~continuous))
+    ordered = np.zeros_like(continuous) if ordinal is None else ordinal & ~continuous
+    on_categorical, categorical_matern = _categorical_part(rows, others, inverse, np.flatnonzero(~continuous & ~ordered))
+    if ordered.any():
+        for axis in np.flatnonzero(ordered):
+            on_categorical += inverse[axis] * (rows[:, axis, None] - others[None, :, axis]) ** 2
+        categorical_matern = matern52(on_categorical)
     if not continuous.any():
         return categorical_matern  # the joint kernel: its continuous part is 0
     continuous_matern = matern52(on_continuous)
@@ -154,6 +163,7 @@ class GaussianProcess:
     rows: np.ndarray
     targets: np.ndarray  # standardized
     continuous: np.ndarray
+    ordinal: np.ndarray | None  # categorical axes read by their places (`kernel_between`)
     lengthscales: np.ndarray
     noise: np.ndarray  # per point, standardized units: the chosen level plus any reported noise
     offset: float
@@ -163,7 +173,7 @@ class GaussianProcess:
 
     @classmethod
     def fit(cls, rows: np.ndarray, values: np.ndarray, continuous: np.ndarray,
-            known_variances: np.ndarray | None = None) -> GaussianProcess:
+            known_variances: np.ndarray | None = None, ordinal: np.ndarray | None = None) -> GaussianProcess:
         """Fit to `values` at `rows` (at least two points), choosing hyperparameters by evidence.
 
         `known_variances` (original units, per point, 0 where not reported) is noise the user
@@ -175,14 +185,14 @@ class GaussianProcess:
         targets = np.clip((values - offset) / scale, -5.0, 5.0)  # one wild value must not flatten the rest
         known = np.zeros(len(values)) if known_variances is None else np.asarray(known_variances, float) / scale**2
         chosen = _selection_subset(len(targets))
-        lengthscales, noise = _select_hyperparameters(axis_distances(rows[chosen], rows[chosen], continuous),
+        lengthscales, noise = _select_hyperparameters(axis_distances(rows[chosen], rows[chosen], continuous, ordinal),
                                                       targets[chosen], known[chosen], continuous)
-        cholesky, alpha = _factor(kernel_between(rows, rows, lengthscales, continuous), targets, noise + known)
-        return cls(rows, targets, continuous, lengthscales, noise + known, offset, scale, cholesky, alpha)
+        cholesky, alpha = _factor(kernel_between(rows, rows, lengthscales, continuous, ordinal), targets, noise + known)
+        return cls(rows, targets, continuous, ordinal, lengthscales, noise + known, offset, scale, cholesky, alpha)
 
     def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the metric (original units) at `rows`."""
-        cross = kernel_between(rows, self.rows, self.lengthscales, self.continuous)
+        cross = kernel_between(rows, self.rows, self.lengthscales, self.continuous, self.ordinal)
         mean = cross @ self.alpha
         solved = solve_triangular(self.cholesky, cross.T, lower=True, check_finite=False)
         variance = np.maximum(1.0 - np.sum(solved * solved, axis=0), 1e-12)
@@ -190,16 +200,16 @@ class GaussianProcess:
 
     def predict_mean(self, rows: np.ndarray) -> np.ndarray:
         """The posterior mean alone (original units): `predict` without the variance's solve."""
-        cross = kernel_between(rows, self.rows, self.lengthscales, self.continuous)
+        cross = kernel_between(rows, self.rows, self.lengthscales, self.continuous, self.ordinal)
         return self.offset + self.scale * (cross @ self.alpha)
 
     def variance_reduction(self, target: np.ndarray, probe: np.ndarray) -> float:
         """How much observing `probe` (one row) would shrink the posterior variance at `target`
         (one row), in standardized units: cov(target, probe)^2 / (var(probe) + noise)."""
         both = np.vstack([target, probe])
-        cross = kernel_between(both, self.rows, self.lengthscales, self.continuous)
+        cross = kernel_between(both, self.rows, self.lengthscales, self.continuous, self.ordinal)
         solved = solve_triangular(self.cholesky, cross.T, lower=True, check_finite=False)
-        prior = kernel_between(target, probe, self.lengthscales, self.continuous)[0, 0]
+        prior = kernel_between(target, probe, self.lengthscales, self.continuous, self.ordinal)[0, 0]
         covariance = prior - float(solved[:, 0] @ solved[:, 1])
         variance = max(1.0 - float(solved[:, 1] @ solved[:, 1]), 1e-12)
         return covariance**2 / (variance + float(np.min(self.noise)))
@@ -213,10 +223,10 @@ class GaussianProcess:
         all_rows = np.vstack([self.rows, rows])
         targets = np.concatenate([self.targets, believed])
         noise = np.concatenate([self.noise, np.full(len(rows), float(np.min(self.noise)))])
-        cholesky, alpha = _factor(kernel_between(all_rows, all_rows, self.lengthscales, self.continuous),
+        cholesky, alpha = _factor(kernel_between(all_rows, all_rows, self.lengthscales, self.continuous, self.ordinal),
                                   targets, noise)
-        return GaussianProcess(all_rows, targets, self.continuous, self.lengthscales, noise, self.offset,
-                               self.scale, cholesky, alpha)
+        return GaussianProcess(all_rows, targets, self.continuous, self.ordinal, self.lengthscales, noise,
+                               self.offset, self.scale, cholesky, alpha)
 
 
 def _selection_subset(n: int) -> np.ndarray:

@@ -42,6 +42,7 @@ class History:
     task_costs: np.ndarray  # each observation's task cost (1: the full task)
     fidelities: np.ndarray  # the fraction of its training each observation reached (< 1: stopped early)
     multitask: bool  # the experiment has tasks: the Gaussian processes take the task cost as an input
+    space: SearchSpace  # how the Gaussian processes read a row (`SearchSpace.surrogate_rows`)
 
     @property
     def n_completed(self) -> int:
@@ -53,14 +54,23 @@ class History:
         return (self.task_costs == 1.0) & (self.fidelities == 1.0)
 
     def inputs(self, rows: np.ndarray, task_costs: np.ndarray | float = 1.0) -> np.ndarray:
-        """What the Gaussian processes see: the rows, plus the task cost as one more axis when
-        the experiment has tasks (so cheap observations inform predictions at the full task)."""
+        """What the Gaussian processes see: the rows (ordinal categoricals at their places), plus
+        the task cost as one more axis when the experiment has tasks (so cheap observations
+        inform predictions at the full task)."""
+        rows = self.space.surrogate_rows(rows)
         if not self.multitask:
             return rows
         return np.column_stack([rows, np.broadcast_to(np.asarray(task_costs, dtype=float), (len(rows),))])
 
-    def input_continuous(self, space: SearchSpace) -> np.ndarray:
-        return np.append(space.continuous, True) if self.multitask else space.continuous
+    @property
+    def input_continuous(self) -> np.ndarray:
+        """Which of `inputs`' axes are continuous (the rest are categorical to the kernels)."""
+        return np.append(self.space.continuous, True) if self.multitask else self.space.continuous
+
+    @property
+    def input_ordinal(self) -> np.ndarray:
+        """Which of `inputs`' categorical axes are ordinal (measured by their places)."""
+        return np.append(self.space.ordinal, False) if self.multitask else self.space.ordinal
 
     @classmethod
     def build(cls, spec: ExperimentSpec, space: SearchSpace, history: list[Observation],
@@ -106,7 +116,7 @@ class History:
         task_costs = np.array([spec.task_cost(o.task) for o in history]) if spec.tasks else np.ones(len(history))
         rows = space.encode_many(list(map(attrgetter("assignments"), history)), columns)
         return cls(rows, tiers, signed[:, :len(optimized)], shortfall, thresholds, signed[:, len(optimized):],
-                   constraint_limits, variances, task_costs, fidelities, bool(spec.tasks))
+                   constraint_limits, variances, task_costs, fidelities, bool(spec.tasks), space)
 
 
 def no_full_result(data: History) -> np.ndarray:

@@ -12,6 +12,13 @@ outside the unit interval. The Parzen estimators skip inactive entries (each par
 modelled on the observations where it was active); the Gaussian processes see "inactive" as
 one more level of the axis, apart from every active value, so points on the same branch
 compare on the axes they share.
+
+A categorical parameter whose values are all numbers (hidden sizes, batch sizes, as SigOpt
+definitions often list them) is *ordinal* to the Gaussian processes (`surrogate_rows`): its
+input is its value's place by rank, and neighbouring values are near, so a trend seen at some
+values (the best learning rate falling as students widen) carries to the next. Unordered, a
+value tried only at a poor setting of another axis is condemned as a whole. The Parzen
+estimators keep every categorical's index.
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ class SearchSpace:
         self.names = tuple(p.name for p in self.parameters) + tuple(c.name for c in self.conditionals)
         self.continuous = np.array([p.type != "categorical" for p in self.parameters]
                                    + [False] * len(self.conditionals), dtype=bool)
+        # categorical axis -> each value's place on [0, 1] by its rank, for categoricals of numbers
+        self.ordinal_places = {d: places for d, p in enumerate(self.parameters) if p.type == "categorical"
+                               and (places := _ordinal_places(p.categorical_values or ())) is not None}
+        self.ordinal = np.isin(np.arange(self.n_dims), list(self.ordinal_places))
         self.n_choices = ([len(p.categorical_values or ()) for p in self.parameters]
                           + [len(c.values) for c in self.conditionals])
         self.defaults = {p.name: p.default_value for p in self.parameters if p.default_value is not None}
@@ -99,6 +110,17 @@ class SearchSpace:
             if p.active(decoded):
                 decoded[p.name] = _decode(p, float(u))
         return decoded | {name: value for name, value in self.fixed.items() if self.spec.parameter(name).active(decoded)}
+
+    def surrogate_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The rows as the Gaussian processes read them: an ordinal categorical's index
+        replaced by its value's place (inactive entries stay `INACTIVE`, apart from all)."""
+        if not self.ordinal_places:
+            return rows
+        rows = rows.copy()
+        for d, places in self.ordinal_places.items():
+            active = rows[:, d] != INACTIVE
+            rows[active, d] = places[rows[active, d].astype(int)]
+        return rows
 
     # -- making valid rows ----------------------------------------------------------------------
     def snap(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -259,6 +281,20 @@ def _chord(point: np.ndarray, direction: np.ndarray, weights: np.ndarray, limits
         elif r < -1e-12:
             low = max(low, m / r)
     return (min(low, 0.0), max(high, 0.0)) if np.isfinite(low) and np.isfinite(high) else (0.0, 0.0)
+
+
+def _ordinal_places(values: tuple[Any, ...] | list[Any]) -> np.ndarray | None:
+    """Each value's place on [0, 1] by its rank (equal values share one), if every value is a
+    finite number and there are at least three (two values have no order beyond which is
+    which); else None (an unordered categorical)."""
+    try:
+        numbers = np.array([float(v) for v in values])
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) < 3 or not np.all(np.isfinite(numbers)):
+        return None
+    distinct, ranks = np.unique(numbers, return_inverse=True)
+    return ranks / max(len(distinct) - 1, 1)
 
 
 def _cells(parameter: Parameter) -> int:

@@ -12,10 +12,11 @@ space-filling random points) or the model-based step:
    plus plain draws from l, and a few uniform draws for exploration; with two metrics, also
    the best points perturbed, crossed, and with one axis redrawn (`_near_frontier`).
 4. The Pareto selection step (two metrics): a Gaussian process per optimized metric predicts
-   each candidate's values; the candidate with the largest expected hypervolume improvement
-   over the current feasible frontier wins, weighted by its probability of meeting every
-   constraint (a Gaussian process per constraint metric) and of giving a full result (a
-   Gaussian process on the indicator of failed or stopped trials, `_full_result_probability`);
+   each candidate's values (a categorical of numbers ordered by value, `optimizer.space`);
+   the candidate with the largest expected hypervolume improvement over the current feasible
+   frontier wins, weighted by its probability of meeting every constraint (a Gaussian
+   process per constraint metric) and of giving a full result (a Gaussian process on the
+   indicator of failed or stopped trials, `_full_result_probability`);
    posterior draws do not pass an end of the front that is a bound (`_draw_floor`).
    Thresholds on optimized metrics are the hypervolume's reference point, so only the part
    of the frontier beyond them counts; a metric without a threshold is measured from past the
@@ -136,7 +137,7 @@ def propose(
             row = _space_filling(space, taken, rng)
         else:
             row = _model_based(space, data, in_flight, taken, rng, n_proposals, n_candidates, gamma, prior_weight)
-        task = choose_task(spec, space, data, row, spent, len(taken) < startup)
+        task = choose_task(spec, data, row, spent, len(taken) < startup)
         spent.append(spec.task_cost(task))
         in_flight = np.vstack([in_flight, row[None, :]])
         batch.append(Proposal(space.decode(row), task))
@@ -207,7 +208,7 @@ def _model_based(space: SearchSpace, data: History, in_flight: np.ndarray, taken
             return candidates[int(np.argmax(gains))]
     feasibility = _log_feasibility(space, data, candidates, prior_weight, data.tiers >= VIOLATES_CONSTRAINT)
     if n_metrics == 1 and data.multitask and _two_tasks_seen(data):
-        return candidates[int(np.argmax(full_task_improvement(space, data, candidates) * np.exp(feasibility)))]
+        return candidates[int(np.argmax(full_task_improvement(data, candidates) * np.exp(feasibility)))]
     scores = proposers[-1].acquisition(candidates) + FEASIBILITY_WEIGHT * feasibility
     return candidates[int(np.argmax(scores))]
 
@@ -242,10 +243,10 @@ def _expected_hypervolume_gain(space: SearchSpace, data: History, by_front: np.n
     `optimistic`: the improvement of each candidate's optimistic point (`_optimistic_step`)."""
     completed = np.flatnonzero(data.tiers != FAILED)
     subset = completed[training_subset(by_front[completed])]
-    inputs, continuous = data.inputs(data.rows[subset], data.task_costs[subset]), data.input_continuous(space)
+    inputs, continuous = data.inputs(data.rows[subset], data.task_costs[subset]), data.input_continuous
     flight, targets = data.inputs(in_flight), data.inputs(candidates)
-    models = [GaussianProcess.fit(inputs, data.objectives[subset, m], continuous, data.variances[subset, m])
-              .believing(flight) for m in range(data.objectives.shape[1])]
+    models = [GaussianProcess.fit(inputs, data.objectives[subset, m], continuous, data.variances[subset, m],
+                                  data.input_ordinal).believing(flight) for m in range(data.objectives.shape[1])]
     predictions = [model.predict(targets) for model in models]
     means = np.column_stack([mean for mean, _ in predictions])
     stds = np.column_stack([std for _, std in predictions])
@@ -265,7 +266,7 @@ def _expected_hypervolume_gain(space: SearchSpace, data: History, by_front: np.n
     n_optimized = data.objectives.shape[1]
     for c, limit in enumerate(data.constraint_limits):
         model = GaussianProcess.fit(inputs, data.constraint_values[subset, c], continuous,
-                                    data.variances[subset, n_optimized + c])
+                                    data.variances[subset, n_optimized + c], data.input_ordinal)
         mean, std = model.believing(flight).predict(targets)
         probability *= ndtr((limit - mean) / std)
     return expected * probability
@@ -291,7 +292,8 @@ def _full_result_probability(data: History, continuous: np.ndarray, flight: np.n
     ranks[order] = np.arange(n)
     subset = training_subset(ranks)
     model = GaussianProcess.fit(data.inputs(data.rows[subset], data.task_costs[subset]),
-                                (~missing[subset]).astype(float), continuous).believing(flight)
+                                (~missing[subset]).astype(float), continuous,
+                                ordinal=data.input_ordinal).believing(flight)
     return np.clip(model.predict_mean(targets), 0.0, 1.0)
 
 

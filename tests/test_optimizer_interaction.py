@@ -8,6 +8,10 @@ model read an out-of-memory candidate as feasible because it matched a good stud
 dropout, warm-up and alpha). Deterministic: the same seeds as `benchmarks/optimizer_quality`'s
 sequential mode, so the benchmark's seed 4 is this run.
 
+`wide_lr` is the same problem with the width as a categorical of numbers ("128" to "1024"):
+read unordered, a width tried only at a narrow student's learning rate was condemned whole;
+read in order (`SearchSpace.surrogate_rows`), what was learned at one width carries to the next.
+
 DTLZ2 and `pipeline` lost their fronts the same way in some seeds, a region condemned because
 it was seen only with poor settings of the other axes, until the optimistic steps.
 """
@@ -52,6 +56,18 @@ def test_a_fixed_seed_reaches_the_accurate_end_of_the_interaction_problem():
     assert max(reached) >= ACCURATE_END
     deep = [a for a, values in trials if values is not None and values["exact"] >= ACCURATE_END]
     assert all(a["batch_size"] != "64" for a in deep)  # reached by moving the batch with the architecture
+
+
+def test_wide_students_are_trained_at_their_own_learning_rate_in_a_seed_that_stayed_narrow():
+    """The benchmark's seed 13 of `wide_lr` ended at exact 72.0 within the size limit while
+    the hidden size was an unordered categorical: none of its eight students of width 768 or
+    1024 had both a learning rate near the 1e-5 those widths need and a good student's other
+    settings (the best of them scored 56)."""
+    trials = _sweep("wide_lr", 13)
+    accurate = [a for a, values in trials
+                if values is not None and values["exact"] >= ACCURATE_END and values["num_parameters"] <= SIZE_LIMIT]
+    assert accurate
+    assert all(int(a["hidden"]) >= 768 and a["learning_rate"] < 3e-5 for a in accurate)
 
 
 def test_dtlz2s_front_is_found_between_its_corners_in_a_seed_that_kept_only_the_corners():

@@ -195,3 +195,49 @@ def test_the_column_wise_check_encodes_as_the_one_by_one_path():
     np.testing.assert_array_equal(fast.rows, slow.rows)
     np.testing.assert_array_equal(fast.objectives, slow.objectives)
     np.testing.assert_array_equal(fast.tiers, slow.tiers)
+
+
+def test_categoricals_of_numbers_are_ordinal_to_the_gaussian_processes_by_value():
+    """Widths listed out of order are read at their value's rank; words, two numbers, and an
+    inactive entry keep the unordered (or apart) encoding; the Parzen rows keep the index."""
+    spec = ExperimentSpec.model_validate({
+        "name": "ordinal",
+        "parameters": [
+            {"name": "hidden", "type": "categorical", "categorical_values": ["512", "128", "256", "1024"]},
+            {"name": "optimizer", "type": "categorical", "categorical_values": ["adamw", "sgd", "lion"]},
+            {"name": "precision", "type": "categorical", "categorical_values": ["16", "32"]},
+            {"name": "batch", "type": "categorical", "categorical_values": ["8", "16", "32"],
+             "conditions": {"branch": "tuned"}},
+            {"name": "lr", "type": "double", "bounds": {"min": 0.0, "max": 1.0}},
+        ],
+        "conditionals": [{"name": "branch", "values": ["default", "tuned"]}],
+        "metrics": [{"name": "acc", "objective": "maximize"}],
+    })
+    space = SearchSpace(spec)
+    rows = space.encode_many([
+        {"hidden": "1024", "optimizer": "lion", "precision": "32", "batch": "16", "lr": 0.25, "branch": "tuned"},
+        {"hidden": "128", "optimizer": "sgd", "precision": "16", "lr": 0.5, "branch": "default"},
+    ])
+    np.testing.assert_array_equal(rows[:, 0], [3.0, 1.0])  # the index, as the Parzen estimators read it
+    np.testing.assert_allclose(space.surrogate_rows(rows), [[1.0, 2.0, 1.0, 0.5, 0.25, 1.0],
+                                                            [0.0, 1.0, 0.0, -1.0, 0.5, 0.0]])
+    assert space.ordinal.tolist() == [True, False, False, True, False, False]
+    data = History.build(spec, space, [Observation(assignments=space.decode(row), values={"acc": 0.5}) for row in rows])
+    np.testing.assert_allclose(data.inputs(rows), space.surrogate_rows(rows))
+    assert data.input_continuous.tolist() == [False, False, False, False, True, False]  # still categorical kernels
+
+
+def test_an_ordinal_axis_sits_in_the_kernels_categorical_part_at_squared_place_distances():
+    """Neighbouring places are nearer than far ones; the mixed kernel keeps its categorical
+    part (the per-value offsets); `kernel_between` agrees with the per-axis kernel."""
+    from paretune.optimizer.gp import SearchKernel, axis_distances, kernel_between
+
+    rows = np.array([[0.0, 0.2, 0.0], [1 / 3, 0.2, 0.0], [1.0, 0.2, 0.0], [0.0, 0.7, 1.0]])
+    continuous, ordinal = np.array([False, True, False]), np.array([True, False, False])
+    lengthscales = np.array([0.5, 0.3, 0.8])
+    kernel = kernel_between(rows, rows, lengthscales, continuous, ordinal)
+    assert kernel[0, 1] > kernel[0, 2]  # place 1/3 is nearer place 0 than place 1 is
+    unordered = kernel_between(rows * [3, 1, 1], rows * [3, 1, 1], lengthscales, continuous)
+    assert unordered[0, 1] == pytest.approx(unordered[0, 2])  # a mismatch is a mismatch
+    per_axis = SearchKernel(axis_distances(rows, rows, continuous, ordinal), continuous)(lengthscales)
+    np.testing.assert_allclose(kernel, per_axis, atol=1e-12)
