@@ -262,7 +262,7 @@ def _expected_hypervolume_gain(space: SearchSpace, data: History, by_front: np.n
         samples = np.maximum(samples, _draw_floor(data, front, means)[:, None, :])
     gains = hypervolume_improvements(samples.reshape(-1, means.shape[1]), front, reference)
     expected = gains.reshape(samples.shape[:2]).mean(axis=1)
-    probability = _full_result_probability(data, continuous, flight, targets)
+    probability = _full_result_probability(data, flight, targets)
     n_optimized = data.objectives.shape[1]
     for c, limit in enumerate(data.constraint_limits):
         model = GaussianProcess.fit(inputs, data.constraint_values[subset, c], continuous,
@@ -272,8 +272,7 @@ def _expected_hypervolume_gain(space: SearchSpace, data: History, by_front: np.n
     return expected * probability
 
 
-def _full_result_probability(data: History, continuous: np.ndarray, flight: np.ndarray,
-                             targets: np.ndarray) -> np.ndarray:
+def _full_result_probability(data: History, flight: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """P(a full result) at each candidate: a Gaussian process on the indicator (1 for a full
     result, 0 for a failed or stopped trial), its mean clipped to [0, 1].
 
@@ -292,7 +291,7 @@ def _full_result_probability(data: History, continuous: np.ndarray, flight: np.n
     ranks[order] = np.arange(n)
     subset = training_subset(ranks)
     model = GaussianProcess.fit(data.inputs(data.rows[subset], data.task_costs[subset]),
-                                (~missing[subset]).astype(float), continuous,
+                                (~missing[subset]).astype(float), data.input_continuous,
                                 ordinal=data.input_ordinal).believing(flight)
     return np.clip(model.predict_mean(targets), 0.0, 1.0)
 
