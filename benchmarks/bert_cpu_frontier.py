@@ -20,8 +20,9 @@ does not learn (see benchmarks/RESULTS.md). Printed:
    evaluation every third of one: the early-stopping definition's curve), so a student costs
    the same CPU in each; the budget counts a stopped student at the share it trained, so the
    early-stopping arm spends its 16 students' worth on more of them. Per sweep: the
-   hypervolume of the students trained to the end, what was completed, stopped and failed, the
-   students' worth of training and the CPU-hours the trials took.
+   hypervolume of the students trained to the end (and of those finished before the sweep had
+   spent the CPU-hours of its seed's cheapest arm: the arms at equal CPU), what was completed,
+   stopped and failed, the students' worth of training and the CPU-hours the trials took.
 
 The sweeps run interleaved (random seed 0, paretune seed 0, early stopping seed 0, random seed
 1, ...), so a run cut short still compares the arms; run again on the same --db to resume.
@@ -133,6 +134,17 @@ def completed(db_path: str, experiment_id: int) -> list[ObservationRecord]:
     """The students trained to the end (a stopped student's values are its last checkpoint's)."""
     with DuckDBStorage(db_path, read_only=True) as storage:
         return [record for record in storage.observations(experiment_id) if not record.failed and not record.stopped]
+
+
+def completed_within(db_path: str, experiment_id: int, cpu_hours: float) -> list[ObservationRecord]:
+    """The students trained to the end before the sweep had spent `cpu_hours`: observations in
+    the order they were recorded, each trial's time (stopped and failed ones included) added
+    up, so arms that spent different CPU compare at the same spend."""
+    with DuckDBStorage(db_path, read_only=True) as storage:
+        spent = {row["id"]: row["spent_s"] for row in storage.query(
+            "SELECT id, sum(duration_s) OVER (ORDER BY id) AS spent_s FROM observations WHERE experiment_id = ?",
+            [experiment_id])}
+    return [record for record in completed(db_path, experiment_id) if spent[record.id] <= cpu_hours * 3600 + 1e-6]
 
 
 @dataclass(frozen=True)
@@ -247,22 +259,25 @@ def print_sweeps(console: Console, db: str, sweeps: dict[tuple[str, int], int],
     """One table row per sweep and each method's median hypervolume; returns every completed
     student as (method, seed, observation)."""
     everything = []
-    console.print("| arm | seed | hypervolume | completed | stopped | failed | students' worth | CPU-hours "
-                  "| frontier points | best HasAns_f1 | smallest within 1 point |")
-    console.print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    console.print("| arm | seed | hypervolume | at the seed's least CPU-hours | completed | stopped | failed "
+                  "| students' worth | CPU-hours | frontier points | best HasAns_f1 | smallest within 1 point |")
+    console.print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     by_method: dict[str, list[float]] = {}
+    costs = {sweep: sweep_cost(db, experiment_id) for sweep, experiment_id in sweeps.items()}
     for (method, seed), experiment_id in sweeps.items():
         observations = completed(db, experiment_id)
         everything += [(method, seed, o) for o in observations]
         volume = hypervolume(observations, reference["num_parameters"])
         by_method.setdefault(method, []).append(volume)
+        least = min(cost.cpu_hours for (_, other), cost in costs.items() if other == seed)
+        at_least = hypervolume(completed_within(db, experiment_id, least), reference["num_parameters"])
         with DuckDBStorage(db, read_only=True) as storage:
             frontier_points = len(frontier_points_of(storage, experiment_id)[1])
         best = max((o.values["HasAns_f1"] for o in observations), default=float("nan"))
         small = smallest_within(observations, reference)
-        cost = sweep_cost(db, experiment_id)
-        console.print(f"| {method} | {seed} | {volume:.4f} | {cost.completed} | {cost.stopped} | {cost.failed} | "
-                      f"{cost.students_worth:.2f} | {cost.cpu_hours:.2f} | {frontier_points} | {best:.2f} | "
+        cost = costs[method, seed]
+        console.print(f"| {method} | {seed} | {volume:.4f} | {at_least:.4f} ({least:.2f} h) | {cost.completed} | "
+                      f"{cost.stopped} | {cost.failed} | {cost.students_worth:.2f} | {cost.cpu_hours:.2f} | {frontier_points} | {best:.2f} | "
                       + (f"{small.values['num_parameters']:.0f} ({shape(small)})" if small else "none") + " |")
     for method, volumes in by_method.items():
         console.print(f"{method}: median hypervolume {np.median(volumes):.4f} over {len(volumes)} seed(s): "

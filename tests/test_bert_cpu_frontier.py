@@ -10,8 +10,8 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from benchmarks.bert_cpu_frontier import (SPEC_PATH, arm_spec, best_at_most, completed, hypervolume,
-                                          smallest_within, sweep_cost)
+from benchmarks.bert_cpu_frontier import (SPEC_PATH, arm_spec, best_at_most, completed, completed_within,
+                                          hypervolume, smallest_within, sweep_cost)
 from paretune.optimizer import ExperimentSpec
 from paretune.testfunctions import SIZE_VS_ERROR_SPEC
 from paretune.storage import DuckDBStorage, ObservationRecord
@@ -109,3 +109,20 @@ def test_a_sweeps_cost_counts_a_stopped_student_at_its_share_and_keeps_it_off_th
     students = completed(db, experiment_id)
     assert [o.values["HasAns_f1"] for o in students] == [40.0]  # the stopped student's 90 is a checkpoint's, not a result
     assert hypervolume(students, 2e7) == pytest.approx(0.4 * (1.1 - 1.0))
+
+
+def test_equal_cpu_keeps_the_students_finished_before_the_spend_in_the_order_they_ended(tmp_path):
+    spec = arm_spec(ExperimentSpec.from_file(SPEC_PATH), "paretune_early_stopping", seed=0)
+    db = str(tmp_path / "sweeps.duckdb")
+    ends = [(30.0, None, 1000.0), (90.0, 0.5, 900.0), (None, None, 100.0), (50.0, None, 1000.0)]
+    with DuckDBStorage(db) as storage:
+        experiment_id = storage.create_experiment(spec).id
+        assignments = [{"learning_rate": 1e-4, "alpha_ce": 0.5, "n_layers": layers, "n_heads": 4} for layers in (1, 2, 3, 4)]
+        for suggestion, (f1, stopped_at, seconds) in zip(storage.create_suggestions(experiment_id, assignments), ends):
+            values = None if f1 is None else {"HasAns_f1": f1, "num_parameters": 1e7}
+            storage.record_observation(suggestion.id, values=values, failed=values is None, duration_s=seconds,
+                                       reason=None if values else "out of memory", stopped_at=stopped_at)
+    # the stopped and the failed student's time counts toward the spend; their values never count
+    assert [o.values["HasAns_f1"] for o in completed_within(db, experiment_id, 3000 / 3600)] == [30.0, 50.0]
+    assert [o.values["HasAns_f1"] for o in completed_within(db, experiment_id, 2999 / 3600)] == [30.0]
+    assert completed_within(db, experiment_id, 999 / 3600) == []
