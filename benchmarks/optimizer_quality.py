@@ -64,6 +64,7 @@ class Paretune:
         from paretune.optimizer import ExperimentSpec
 
         self.spec = ExperimentSpec.model_validate(problem.spec)
+        self.failure_reason = problem.failure_reason
         self.seed = seed
         self.history: list = []
         self.pending: dict[int, tuple[dict[str, Any], str | None]] = {}
@@ -82,7 +83,10 @@ class Paretune:
         from paretune.optimizer import Observation
 
         assignments, task = self.pending.pop(token)
-        self.history.append(Observation(assignments=assignments, values=values, failed=values is None, task=task))
+        failed = values is None
+        reason = self.failure_reason(assignments) if failed and self.failure_reason else None
+        self.history.append(Observation(assignments=assignments, values=values, failed=failed, failure_reason=reason,
+                                        task=task))
 
     def close(self) -> None:
         pass

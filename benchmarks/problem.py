@@ -36,6 +36,9 @@ class Problem:
     reference_point: tuple[float, ...]  # in minimization space of the optimized metrics
     reference_front: Callable[[], np.ndarray] = field(repr=False)
     budget_units: float | None = None
+    # why a failed trial failed, as the platform records it (`paretune.failures`: "out_of_memory",
+    # "diverged"); None: every failure is reported without a reason
+    failure_reason: Callable[[Assignments], str] | None = None
 
     def observe(self, assignments: Assignments, rng: np.random.Generator, task: str | None) -> dict[str, float] | None:
         if self.spec.get("tasks"):

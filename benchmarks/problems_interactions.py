@@ -30,6 +30,7 @@ _INTERACTION_METRICS = [{"name": "exact", "objective": "maximize", "threshold": 
                         {"name": "num_parameters", "objective": "minimize"}]
 # (learning-rate slope per decade of width, per decade of depth): which interaction dominates
 _INTERACTION_SLOPES = {"wide_lr": (2.5, 0.5), "deep_lr": (0.5, 2.5)}
+_MEMORY_LIMIT = 64 * 12 * 1024 * 0.5  # batch x layers x width beyond which a student runs out of memory
 
 WIDE_LR_SPEC = {
     "name": "wide_lr",
@@ -61,9 +62,15 @@ def _interaction_arrays(name: str, width, layers, lr, batch, dropout, warmup, al
     exact = (36.0 + 52.0 * (1.0 - np.exp(-0.18 * capacity)) - 30.0 * (np.log10(lr) - best) ** 2
              - 150.0 * (dropout - 0.1) ** 2 - 120.0 * (warmup - 0.08) ** 2 - 20.0 * (alpha - 0.6) ** 2
              - 0.8 * np.abs(np.log2(batch / 32.0)))
-    out_of_memory = batch * layers * width > 64 * 12 * 1024 * 0.5
+    out_of_memory = batch * layers * width > _MEMORY_LIMIT
     diverged = np.log10(lr) > best + 1.5
     return exact, size_m, out_of_memory | diverged
+
+
+def _interaction_failure(name: str, a: Assignments) -> str:
+    """Why a failed trial failed, as the platform records it: out of memory, else diverged."""
+    width, layers = _interaction_columns(name, a)
+    return "out_of_memory" if float(a["batch_size"]) * layers * width > _MEMORY_LIMIT else "diverged"
 
 
 def _interaction_columns(name: str, a: Assignments) -> tuple[float, float]:
@@ -88,7 +95,8 @@ def _interaction_problem(name: str, spec: dict[str, Any], widths: np.ndarray, de
         ok = ~failed & (exact >= 60.0)
         return np.column_stack([-exact[ok], size[ok]])
 
-    return Problem(name, spec, noisy_exact(true_values), true_values, (-60.0, 200.0), front)
+    return Problem(name, spec, noisy_exact(true_values), true_values, (-60.0, 200.0), front,
+                   failure_reason=lambda a: _interaction_failure(name, a))
 
 
 INTERACTIONS: dict[str, Problem] = {
