@@ -6,7 +6,8 @@ an optimized metric's threshold (not in the region of interest), constraint viol
 far they miss, then failures. Failed and infeasible points thus sit in every model's bad group
 instead of being dropped. A trial stopped early (`Observation.fidelity` < 1) and a cheaper
 task's observation are no full result: they rank after every full one in the frontier order,
-never make the frontier, and are not failures.
+never make the frontier, and are not failures. Each failure keeps its kind (`paretune.failures`:
+out of memory, diverged, ...), so the model of full results can learn each cause on its own.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from paretune.failures import Failure
 from paretune.optimizer.gp import MAX_TRAINING_POINTS
 from paretune.optimizer.observation import Observation
 from paretune.optimizer.pareto import leading_fronts
@@ -41,6 +43,7 @@ class History:
     variances: np.ndarray  # (n, optimized + constraint metrics): reported value_stddev squared, 0 if none
     task_costs: np.ndarray  # each observation's task cost (1: the full task)
     fidelities: np.ndarray  # the fraction of its training each observation reached (< 1: stopped early)
+    failure_kinds: np.ndarray  # why each failed observation failed (a `FailureKind` value); "" where it did not
     multitask: bool  # the experiment has tasks: the Gaussian processes take the task cost as an input
     space: SearchSpace  # how the Gaussian processes read a row (`SearchSpace.surrogate_rows`)
 
@@ -116,14 +119,42 @@ class History:
         task_costs = np.array([spec.task_cost(o.task) for o in history]) if spec.tasks else np.ones(len(history))
         rows = space.encode_many(list(map(attrgetter("assignments"), history)), columns)
         return cls(rows, tiers, signed[:, :len(optimized)], shortfall, thresholds, signed[:, len(optimized):],
-                   constraint_limits, variances, task_costs, fidelities, bool(spec.tasks), space)
+                   constraint_limits, variances, task_costs, fidelities, _failure_kinds(history, ~completed),
+                   bool(spec.tasks), space)
 
 
-def no_full_result(data: History) -> np.ndarray:
-    """The observations that gave no full result: failed, or stopped early. Only a full
-    result can extend the frontier, so a candidate's expected gain is weighted by the
-    probability of one (a stopped trial's values still inform every model; it is no failure)."""
-    return (data.tiers == FAILED) | (data.fidelities < 1.0)
+def _failure_kinds(history: list[Observation], failed: np.ndarray) -> np.ndarray:
+    """Each failed observation's kind, read from its reason the one way every front end writes
+    it (`Failure.from_reason`: free text and no reason are "failed"); "" for the others. A
+    reason's detail ("out_of_memory: 3 GiB") never splits a kind."""
+    kinds = np.full(len(history), "", dtype=object)
+    by_reason: dict[str | None, str] = {}
+    for i in np.flatnonzero(failed):
+        reason = history[i].failure_reason
+        if reason not in by_reason:
+            by_reason[reason] = Failure.from_reason(reason).kind.value
+        kinds[i] = by_reason[reason]
+    return kinds
+
+
+def ways_without_full_result(data: History) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each way an observation gave no full result, as (the observations that ended that way,
+    the observations that tell about it): one per failure kind (told by its failures and every
+    observation that did not fail), and stopping early (told by every observation that did not
+    fail). Only a full result can extend the frontier, so a candidate's expected gain is
+    weighted by the probability of one (a stopped trial's values still inform every model; it
+    is no failure).
+
+    A failure of another kind says nothing about this one: a configuration that ran out of
+    memory never trained, so whether its learning rate diverges is unknown.
+    """
+    failed = data.tiers == FAILED
+    ways = [(failed & (data.failure_kinds == kind), ~failed | (data.failure_kinds == kind))
+            for kind in np.unique(data.failure_kinds[failed])]
+    stopped = data.fidelities < 1.0
+    if stopped.any():
+        ways.append((stopped, ~failed))
+    return ways
 
 
 def frontier_points(data: History) -> np.ndarray:

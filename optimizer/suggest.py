@@ -16,7 +16,7 @@ space-filling random points) or the model-based step:
    the candidate with the largest expected hypervolume improvement over the current feasible
    frontier wins, weighted by its probability of meeting every constraint (a Gaussian
    process per constraint metric) and of giving a full result (a Gaussian process on the
-   indicator of failed or stopped trials, `_full_result_probability`);
+   indicator of each failure kind, and one of stopped trials: `_full_result_probability`);
    posterior draws do not pass an end of the front that is a bound (`_draw_floor`).
    Thresholds on optimized metrics are the hypervolume's reference point, so only the part
    of the frontier beyond them counts; a metric without a threshold is measured from past the
@@ -54,7 +54,7 @@ from scipy.special import ndtr
 
 from paretune.optimizer.gp import GaussianProcess, training_subset
 from paretune.optimizer.history import (FAILED, VIOLATES_CONSTRAINT, History, frontier_points,
-                                        frontier_ranks, metric_ranks, no_full_result, per_column, row_keys)
+                                        frontier_ranks, metric_ranks, per_column, row_keys, ways_without_full_result)
 from paretune.optimizer.multitask import choose_task, full_task_improvement
 from paretune.optimizer.observation import Observation, validate_assignments, validate_history
 from paretune.optimizer.pareto import hypervolume_improvements, pareto_front
@@ -273,27 +273,33 @@ def _expected_hypervolume_gain(space: SearchSpace, data: History, by_front: np.n
 
 
 def _full_result_probability(data: History, flight: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """P(a full result) at each candidate: a Gaussian process on the indicator (1 for a full
-    result, 0 for a failed or stopped trial), its mean clipped to [0, 1].
+    """P(a full result) at each candidate: the product, over each way of giving none (each
+    failure kind, stopping early: `ways_without_full_result`), of a Gaussian process on that
+    way's indicator (1 for an observation that did not end that way, 0 for one that did), its
+    mean clipped to [0, 1].
 
     Its per-axis lengthscales, chosen by evidence, tell the axes that explain failures from
     those that do not. A joint Parzen density ratio cannot: in a bad `deep_lr` seed, an
     out-of-memory candidate (a good large student's settings with the batch raised to 64) read
     as 0.93 feasible, next to a dozen failures at batch 64, because it matched that student on
-    dropout, warm-up and alpha, which have nothing to do with memory.
+    dropout, warm-up and alpha, which have nothing to do with memory. One model per kind, because
+    causes with different axes blur in one: in a bad `wide_lr` seed, 768-wide students had run
+    out of memory at batch 64 and diverged at high learning rates, and one model read a 768-wide
+    student at batch 16 and a low learning rate (which never fails) as 0.20 likely to give a
+    result; the models per kind read it as 0.99, and the same student at batch 64 as 0.08.
     """
-    missing = no_full_result(data)
-    if not missing.any():
-        return np.ones(len(targets))
-    n = len(missing)
-    order = np.lexsort((-np.arange(n), ~missing))  # failed or stopped first, then the most recent
-    ranks = np.empty(n)
-    ranks[order] = np.arange(n)
-    subset = training_subset(ranks)
-    model = GaussianProcess.fit(data.inputs(data.rows[subset], data.task_costs[subset]),
-                                (~missing[subset]).astype(float), data.input_continuous,
-                                ordinal=data.input_ordinal).believing(flight)
-    return np.clip(model.predict_mean(targets), 0.0, 1.0)
+    probability = np.ones(len(targets))
+    for ended, told in ways_without_full_result(data):
+        observed = np.flatnonzero(told)
+        order = np.lexsort((-observed, ~ended[observed]))  # those that ended this way first, then the most recent
+        ranks = np.empty(len(observed))
+        ranks[order] = np.arange(len(observed))
+        subset = observed[training_subset(ranks)]
+        model = GaussianProcess.fit(data.inputs(data.rows[subset], data.task_costs[subset]),
+                                    (~ended[subset]).astype(float), data.input_continuous,
+                                    ordinal=data.input_ordinal).believing(flight)
+        probability *= np.clip(model.predict_mean(targets), 0.0, 1.0)
+    return probability
 
 
 def _draw_floor(data: History, front: np.ndarray, means: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from paretune.optimizer import ExperimentSpec, Observation, ObservationError, suggest, validate_history
-from paretune.optimizer.history import History
+from paretune.optimizer.history import History, ways_without_full_result
 from paretune.optimizer.space import SearchSpace
 
 MIXED = ExperimentSpec.model_validate({
@@ -241,3 +241,31 @@ def test_an_ordinal_axis_sits_in_the_kernels_categorical_part_at_squared_place_d
     assert unordered[0, 1] == pytest.approx(unordered[0, 2])  # a mismatch is a mismatch
     per_axis = SearchKernel(axis_distances(rows, rows, continuous, ordinal), continuous)(lengthscales)
     np.testing.assert_allclose(kernel, per_axis, atol=1e-12)
+
+
+def test_each_failure_kind_is_one_way_without_a_full_result_and_details_never_split_one():
+    """A failure's kind is read from its reason as every front end writes it (`paretune.failures`);
+    free text and no reason are "failed". Each kind is told by its own failures and the
+    observations that did not fail; a stopped trial is a way of its own, told by every
+    observation that did not fail."""
+    spec = ExperimentSpec.model_validate({
+        "name": "kinds", "metrics": [{"name": "y", "objective": "minimize"}, {"name": "z", "objective": "minimize"}],
+        "parameters": [{"name": "x", "type": "double", "bounds": {"min": 0, "max": 1}}]})
+    ends = [("out_of_memory: 3.2 GiB", None), ("out_of_memory", None), ("diverged: loss is nan", None),
+            ("the node rebooted", None), (None, None), (None, 1.0), (None, 0.5)]
+    history = [Observation(assignments={"x": i / 10}, failed=fidelity is None, failure_reason=reason,
+                           values=None if fidelity is None else {"y": 1.0, "z": 2.0}, fidelity=fidelity or 1.0)
+               for i, (reason, fidelity) in enumerate(ends)]
+    data = History.build(spec, SearchSpace(spec), history)
+    assert data.failure_kinds.tolist() == ["out_of_memory", "out_of_memory", "diverged", "failed", "failed", "", ""]
+    ways = [(ended.nonzero()[0].tolist(), told.nonzero()[0].tolist()) for ended, told in ways_without_full_result(data)]
+    assert ways == [([2], [2, 5, 6]), ([3, 4], [3, 4, 5, 6]), ([0, 1], [0, 1, 5, 6]), ([6], [5, 6])]
+
+
+def test_failures_of_one_kind_suggest_as_failures_without_a_reason():
+    """Free-text reasons are one kind ("failed"): the suggestions are those of failures
+    reported with no reason at all, whatever the text."""
+    plain = run(MIXED, mixed_values, 30, seed=3)
+    assert any(o.failed for o in plain)
+    worded = [o.model_copy(update={"failure_reason": f"crash {i}"}) if o.failed else o for i, o in enumerate(plain)]
+    assert suggest(MIXED, worded, [], 4, seed=11) == suggest(MIXED, plain, [], 4, seed=11)
