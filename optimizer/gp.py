@@ -173,12 +173,15 @@ class GaussianProcess:
 
     @classmethod
     def fit(cls, rows: np.ndarray, values: np.ndarray, continuous: np.ndarray,
-            known_variances: np.ndarray | None = None, ordinal: np.ndarray | None = None) -> GaussianProcess:
+            known_variances: np.ndarray | None = None, ordinal: np.ndarray | None = None,
+            optional: np.ndarray | None = None) -> GaussianProcess:
         """Fit to `values` at `rows` (at least two points), choosing hyperparameters by evidence.
 
         `known_variances` (original units, per point, 0 where not reported) is noise the user
         measured (SigOpt's `value_stddev` squared): it joins the diagonal beside the chosen
-        noise level, so a noisy point pulls the posterior less than a precise one.
+        noise level, so a noisy point pulls the posterior less than a precise one. Axes marked
+        `optional` (derived inputs, such as a trend's residual) are used only where the evidence
+        with them beats the evidence without them (`_select_hyperparameters`).
         """
         offset = float(np.mean(values))
         scale = float(np.std(values)) or 1.0
@@ -186,7 +189,7 @@ class GaussianProcess:
         known = np.zeros(len(values)) if known_variances is None else np.asarray(known_variances, float) / scale**2
         chosen = _selection_subset(len(targets))
         lengthscales, noise = _select_hyperparameters(axis_distances(rows[chosen], rows[chosen], continuous, ordinal),
-                                                      targets[chosen], known[chosen], continuous)
+                                                      targets[chosen], known[chosen], continuous, optional)
         cholesky, alpha = _factor(kernel_between(rows, rows, lengthscales, continuous, ordinal), targets, noise + known)
         return cls(rows, targets, continuous, ordinal, lengthscales, noise + known, offset, scale, cholesky, alpha)
 
@@ -238,25 +241,46 @@ def _selection_subset(n: int) -> np.ndarray:
 
 
 def _select_hyperparameters(distances: np.ndarray, targets: np.ndarray, known: np.ndarray,
-                            continuous: np.ndarray) -> tuple[np.ndarray, float]:
+                            continuous: np.ndarray, optional: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Best (lengthscales, noise level) by log marginal likelihood: a grid of shared
     lengthscales and noise levels, then one pass of per-axis refinement.
+
+    The `optional` axes are first left out (an infinite lengthscale: the kernel ignores them),
+    and kept only if the selection with them reaches a higher evidence. A per-axis lengthscale
+    alone cannot leave an axis out: the refinement moves it by a factor of three at most, so
+    an input that explains nothing (a trend read into best points that only share a history)
+    would still blur the model.
+    """
+    kernel = SearchKernel(distances, continuous)
+    n_axes = distances.shape[2]
+    if optional is None or not optional.any():
+        return _best_by_evidence(kernel, n_axes, targets, known, np.zeros(n_axes, dtype=bool))[1:]
+    without = _best_by_evidence(kernel, n_axes, targets, known, optional)
+    with_them = _best_by_evidence(kernel, n_axes, targets, known, np.zeros(n_axes, dtype=bool))
+    return max(without, with_them, key=lambda chosen: chosen[0])[1:]
+
+
+def _best_by_evidence(kernel: SearchKernel, n_axes: int, targets: np.ndarray, known: np.ndarray,
+                      left_out: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """(evidence, lengthscales, noise level): `_select_hyperparameters`' grid and refinement,
+    the `left_out` axes at an infinite lengthscale throughout.
 
     The grid's matrices are factored in one stacked call, and a refinement step that returns
     to lengthscales already scored (a third, then three times, an axis's lengthscale) reuses
     their evidence: the same numbers as factoring each matrix afresh, with fewer calls.
     """
-    n_axes = distances.shape[2]
-    kernel = SearchKernel(distances, continuous)
-    grid = [(np.full(n_axes, lengthscale), noise) for lengthscale in _LENGTHSCALES for noise in _NOISES]
-    shared = {lengthscale: kernel(np.full(n_axes, lengthscale)) for lengthscale in _LENGTHSCALES}
+    def shared_at(lengthscale: float) -> np.ndarray:
+        return np.where(left_out, np.inf, lengthscale)
+
+    grid = [(shared_at(lengthscale), noise) for lengthscale in _LENGTHSCALES for noise in _NOISES]
+    shared = {lengthscale: kernel(shared_at(lengthscale)) for lengthscale in _LENGTHSCALES}
     scored = dict(zip(((lengthscales.tobytes(), noise) for lengthscales, noise in grid),
-                      _evidences(np.stack([shared[lengthscales[0]] for lengthscales, _ in grid]),
+                      _evidences(np.stack([shared[lengthscale] for lengthscale in _LENGTHSCALES for _ in _NOISES]),
                                  np.array([noise for _, noise in grid]), targets, known)))
     best = max(((scored[lengthscales.tobytes(), noise], lengthscales, noise) for lengthscales, noise in grid),
                key=lambda item: item[0])
     best_evidence, lengthscales, noise = best
-    for axis in range(n_axes):
+    for axis in np.flatnonzero(~left_out):
         for factor in _ARD_FACTORS:
             trial = lengthscales.copy()
             trial[axis] *= factor
@@ -265,7 +289,7 @@ def _select_hyperparameters(distances: np.ndarray, targets: np.ndarray, known: n
                 scored[key] = _evidences(kernel(trial)[None], np.array([noise]), targets, known)[0]
             if scored[key] > best_evidence:
                 best_evidence, lengthscales = scored[key], trial
-    return lengthscales, noise
+    return best_evidence, lengthscales, noise
 
 
 def _evidences(matrices: np.ndarray, noises: np.ndarray, targets: np.ndarray, known: np.ndarray) -> list[float]:

@@ -12,7 +12,7 @@ out of memory, diverged, ...), so the model of full results can learn each cause
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import compress, count
 from operator import attrgetter, itemgetter
 from typing import Any, Callable
@@ -25,6 +25,7 @@ from paretune.optimizer.observation import Observation
 from paretune.optimizer.pareto import leading_fronts
 from paretune.optimizer.space import SearchSpace
 from paretune.optimizer.spec import ExperimentSpec
+from paretune.optimizer.trends import MIN_FEASIBLE, TREND_ANCHORS, Trend, best_point_trends, residuals
 
 FAILED, VIOLATES_CONSTRAINT, OUTSIDE_THRESHOLD, FEASIBLE = 3, 2, 1, 0
 
@@ -46,6 +47,7 @@ class History:
     failure_kinds: np.ndarray  # why each failed observation failed (a `FailureKind` value); "" where it did not
     multitask: bool  # the experiment has tasks: the Gaussian processes take the task cost as an input
     space: SearchSpace  # how the Gaussian processes read a row (`SearchSpace.surrogate_rows`)
+    trends: tuple[Trend, ...] = ()  # the best points' trends, inputs of the Gaussian processes (`with_best_point_trends`)
 
     @property
     def n_completed(self) -> int:
@@ -59,21 +61,39 @@ class History:
     def inputs(self, rows: np.ndarray, task_costs: np.ndarray | float = 1.0) -> np.ndarray:
         """What the Gaussian processes see: the rows (ordinal categoricals at their places), plus
         the task cost as one more axis when the experiment has tasks (so cheap observations
-        inform predictions at the full task)."""
-        rows = self.space.surrogate_rows(rows)
-        if not self.multitask:
-            return rows
-        return np.column_stack([rows, np.broadcast_to(np.asarray(task_costs, dtype=float), (len(rows),))])
+        inform predictions at the full task), plus each trend's residual (`optimizer.trends`)."""
+        surrogate = self.space.surrogate_rows(rows)
+        columns = [surrogate]
+        if self.multitask:
+            columns.append(np.broadcast_to(np.asarray(task_costs, dtype=float), (len(rows),))[:, None])
+        if self.trends:
+            columns.append(residuals(self.trends, rows, surrogate))
+        return np.column_stack(columns) if len(columns) > 1 else surrogate
 
     @property
     def input_continuous(self) -> np.ndarray:
         """Which of `inputs`' axes are continuous (the rest are categorical to the kernels)."""
-        return np.append(self.space.continuous, True) if self.multitask else self.space.continuous
+        return np.concatenate([self.space.continuous, [True] * self.multitask, [True] * len(self.trends)]).astype(bool)
 
     @property
     def input_ordinal(self) -> np.ndarray:
         """Which of `inputs`' categorical axes are ordinal (measured by their places)."""
-        return np.append(self.space.ordinal, False) if self.multitask else self.space.ordinal
+        return np.concatenate([self.space.ordinal, [False] * (self.multitask + len(self.trends))]).astype(bool)
+
+    @property
+    def input_optional(self) -> np.ndarray:
+        """Which of `inputs`' axes a Gaussian process may leave out by evidence: the trends'
+        residuals (`GaussianProcess.fit`)."""
+        return np.concatenate([np.zeros(self.space.n_dims + self.multitask, dtype=bool),
+                               np.ones(len(self.trends), dtype=bool)])
+
+    def with_best_point_trends(self, by_front: np.ndarray) -> History:
+        """This history with the trends its best points (by `by_front`, `frontier_ranks`) show
+        as inputs of the Gaussian processes (`optimizer.trends`)."""
+        if np.count_nonzero(self.tiers == FEASIBLE) < MIN_FEASIBLE:
+            return self
+        anchors = self.rows[np.argsort(by_front, kind="stable")[:TREND_ANCHORS]]
+        return replace(self, trends=best_point_trends(self.space, anchors))
 
     @classmethod
     def build(cls, spec: ExperimentSpec, space: SearchSpace, history: list[Observation],

@@ -12,7 +12,9 @@ space-filling random points) or the model-based step:
    plus plain draws from l, and a few uniform draws for exploration; with two metrics, also
    the best points perturbed, crossed, and with one axis redrawn (`_near_frontier`).
 4. The Pareto selection step (two metrics): a Gaussian process per optimized metric predicts
-   each candidate's values (a categorical of numbers ordered by value, `optimizer.space`);
+   each candidate's values (a categorical of numbers ordered by value, `optimizer.space`;
+   a trend among the best points, a double following a discrete axis, one more input:
+   `optimizer.trends`);
    the candidate with the largest expected hypervolume improvement over the current feasible
    frontier wins, weighted by its probability of meeting every constraint (a Gaussian
    process per constraint metric) and of giving a full result (a Gaussian process on the
@@ -190,6 +192,7 @@ def _model_based(space: SearchSpace, data: History, in_flight: np.ndarray, taken
               for m in range(n_metrics)]
     proposers = list(models)
     by_front = frontier_ranks(data)
+    data = data.with_best_point_trends(by_front)
     if n_metrics > 1:
         proposers.append(fit_model(space, data.rows, by_front, in_flight, gamma, prior_weight))
     candidates = space.snap(np.vstack([np.vstack([model.propose(rng, n_proposals, n_candidates),
@@ -246,7 +249,8 @@ def _expected_hypervolume_gain(space: SearchSpace, data: History, by_front: np.n
     inputs, continuous = data.inputs(data.rows[subset], data.task_costs[subset]), data.input_continuous
     flight, targets = data.inputs(in_flight), data.inputs(candidates)
     models = [GaussianProcess.fit(inputs, data.objectives[subset, m], continuous, data.variances[subset, m],
-                                  data.input_ordinal).believing(flight) for m in range(data.objectives.shape[1])]
+                                  data.input_ordinal, data.input_optional).believing(flight)
+              for m in range(data.objectives.shape[1])]
     predictions = [model.predict(targets) for model in models]
     means = np.column_stack([mean for mean, _ in predictions])
     stds = np.column_stack([std for _, std in predictions])
@@ -266,7 +270,7 @@ def _expected_hypervolume_gain(space: SearchSpace, data: History, by_front: np.n
     n_optimized = data.objectives.shape[1]
     for c, limit in enumerate(data.constraint_limits):
         model = GaussianProcess.fit(inputs, data.constraint_values[subset, c], continuous,
-                                    data.variances[subset, n_optimized + c], data.input_ordinal)
+                                    data.variances[subset, n_optimized + c], data.input_ordinal, data.input_optional)
         mean, std = model.believing(flight).predict(targets)
         probability *= ndtr((limit - mean) / std)
     return expected * probability
@@ -297,7 +301,7 @@ def _full_result_probability(data: History, flight: np.ndarray, targets: np.ndar
         subset = observed[training_subset(ranks)]
         model = GaussianProcess.fit(data.inputs(data.rows[subset], data.task_costs[subset]),
                                     (~ended[subset]).astype(float), data.input_continuous,
-                                    ordinal=data.input_ordinal).believing(flight)
+                                    ordinal=data.input_ordinal, optional=data.input_optional).believing(flight)
         probability *= np.clip(model.predict_mean(targets), 0.0, 1.0)
     return probability
 

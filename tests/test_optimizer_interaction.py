@@ -2,11 +2,11 @@
 rate falls steeply with depth, and the deep, wide students that make the frontier's accurate
 end run out of memory at large batches. A fixed seed must reach that end within the budget.
 
-Seed 4 is one the fourth round's search lost: its best student stayed at exact 73.2, and the
-last suggestions kept large students at batch 64, which run out of memory (its feasibility
-model read an out-of-memory candidate as feasible because it matched a good student on
-dropout, warm-up and alpha). Deterministic: the same seeds as `benchmarks/optimizer_quality`'s
-sequential mode, so the benchmark's seed 4 is this run.
+Seed 27 is one the ninth round's search lost: its best student stayed at exact 74.4 (7 layers),
+where 78.7 is reachable. (Seed 4, this test's seed until then, was lost by the fourth round,
+whose feasibility model read an out-of-memory candidate as feasible; it still reaches the
+accurate end.) Deterministic: the same seeds as `benchmarks/optimizer_quality`'s sequential mode,
+so the benchmark's seed 27 is this run.
 
 `wide_lr` is the same problem with the width as a categorical of numbers ("128" to "1024"):
 read unordered, a width tried only at a narrow student's learning rate was condemned whole;
@@ -24,7 +24,7 @@ from benchmarks.problems import PROBLEMS
 from paretune.optimizer import ExperimentSpec, Observation, propose
 
 BUDGET = 100
-SEED = 4
+SEED = 27
 SIZE_LIMIT = 200.0  # the benchmark's reference size (millions of parameters): past it nothing counts
 ACCURATE_END = 76.0  # within 2.5 points of the best exact any student within SIZE_LIMIT reaches (78.7)
 
@@ -100,6 +100,21 @@ def test_a_width_is_not_condemned_for_failures_its_batch_size_and_learning_rate_
     rate it needs as 0.20 likely to give a result (it never fails). One model per failure kind
     (`ways_without_full_result`) tells the causes apart."""
     trials = _sweep("wide_lr", 24)
+    accurate = [a for a, values in trials
+                if values is not None and values["exact"] >= ACCURATE_END and values["num_parameters"] <= SIZE_LIMIT]
+    assert accurate
+    assert all(int(a["hidden"]) >= 768 for a in accurate)
+
+
+def test_a_width_tried_only_at_poor_learning_rates_is_predicted_from_the_trend_of_the_best():
+    """The benchmark's seed 27 of `wide_lr` ended at exact 73.1 within the size limit, with a
+    512-wide student: its eight students of width 768 or 1024 had been tried far from their
+    learning rates, at batch 64 (out of memory) or diverging (the best scored 46.7), and its
+    Gaussian processes, with one lengthscale per axis, read the low learning rates those widths
+    need as bad (narrow students score badly there). The best points' trend (the learning rate
+    falling with the width, `optimizer.trends`) as one more input predicts a wide student at its
+    own learning rate from the good students of every width."""
+    trials = _sweep("wide_lr", 27)
     accurate = [a for a, values in trials
                 if values is not None and values["exact"] >= ACCURATE_END and values["num_parameters"] <= SIZE_LIMIT]
     assert accurate
