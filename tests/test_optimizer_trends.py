@@ -73,10 +73,10 @@ def test_a_residual_that_explains_nothing_is_left_out_of_the_gaussian_process():
     rows = rng.uniform(size=(40, 3))
     values = np.sin(6.0 * rows[:, 0])
     continuous, optional = np.ones(3, dtype=bool), np.array([False, False, True])
-    noise_kept = GaussianProcess.fit(rows, values, continuous, optional=optional)
-    assert np.isinf(noise_kept.lengthscales[2]) and np.isfinite(noise_kept.lengthscales[:2]).all()
+    noise_left_out = GaussianProcess.fit(rows, values, continuous, optional=optional)
+    assert np.isinf(noise_left_out.lengthscales[2]) and np.isfinite(noise_left_out.lengthscales[:2]).all()
     follows = np.sin(6.0 * rows[:, 0]) + np.cos(5.0 * rows[:, 2])
     assert np.isfinite(GaussianProcess.fit(rows, follows, continuous, optional=optional).lengthscales[2])
     # left out, the model is the one fit without the input at all
     without = GaussianProcess.fit(rows[:, :2], values, continuous[:2])
-    np.testing.assert_allclose(noise_kept.predict(rows[:5])[0], without.predict(rows[:5, :2])[0], rtol=1e-9)
+    np.testing.assert_allclose(noise_left_out.predict(rows[:5])[0], without.predict(rows[:5, :2])[0], rtol=1e-9)
