@@ -139,7 +139,7 @@ class Sweep:
     def history(self) -> list[Observation]:
         """Completed and failed trials, and stopped ones as `stopped_history` says (never as failures)."""
         full = [t.curve for t in self.trials if t.state == "completed"]
-        fixed = fixed_metrics(self.spec, [t.curve for t in self.trials])
+        fixed = fixed_metrics(self.spec, [t.curve for t in self.trials]) or set()
         history = []
         for t in self.trials:
             if t.state == "completed":

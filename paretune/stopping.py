@@ -22,7 +22,8 @@ trap again, in small (and a slightly smaller, slightly less accurate student is 
 point, not a dominated one); a peer as large or larger that leads is ahead although it learns
 no faster. Among those peers the order is: thresholds met at the rung, non-dominated rank on
 the uncertain metrics, then hypervolume contribution (larger first). Without a fixed metric,
-every peer is compared on every optimized metric.
+every peer is compared on every optimized metric; before any trial has reported a second
+checkpoint, which metrics are fixed is not known, and no trial with two optimized metrics stops.
 """
 
 from __future__ import annotations
@@ -92,9 +93,12 @@ def rungs(min_checkpoints: int, reduction_factor: int, max_checkpoints: int) -> 
     return points
 
 
-def fixed_metrics(spec: ExperimentSpec, curves: Sequence[Curve]) -> set[str]:
+def fixed_metrics(spec: ExperimentSpec, curves: Sequence[Curve]) -> set[str] | None:
     """Optimized and constraint metrics that never moved within any trial that reported two
-    checkpoints or more (a student's size): known at the first checkpoint, nothing to wait for."""
+    checkpoints or more (a student's size): known at the first checkpoint, nothing to wait for.
+    None before any trial has reported two: which metrics are fixed is not known yet."""
+    if not any(len(curve) >= 2 for curve in curves):
+        return None
     fixed = set()
     for metric in spec.required_metrics:
         series = [[point[metric.name] for point in curve if metric.name in point] for curve in curves]
@@ -105,9 +109,19 @@ def fixed_metrics(spec: ExperimentSpec, curves: Sequence[Curve]) -> set[str]:
 
 
 def continues_at_rung(spec: ExperimentSpec, trial: RungEntry, peers: Sequence[RungEntry], reduction_factor: int,
-                      fixed: set[str]) -> bool:
+                      fixed: set[str] | None) -> bool:
     """Whether `trial` is among the best 1/eta of the trials that reached this rung (`peers`,
-    itself included), compared on what is still uncertain (see the module docstring)."""
+    itself included), compared on what is still uncertain (see the module docstring).
+
+    Before any trial has reported two checkpoints (`fixed` None), a trial with two optimized
+    metrics continues: comparing on both, a metric that may be fixed, is the trap itself. With
+    four workers the first four trials reach the first rung together: in a lost seed of the
+    benchmark, the two large ones stopped there, one of them the sweep's best student
+    (benchmarks/RESULTS.md, "Early stopping, third round")."""
+    if fixed is None:
+        if len(spec.optimized_metrics) > 1:
+            return True
+        fixed = set()
     if any(not _meets(metric, trial.values) for metric in _thresholded(spec) if metric.name in fixed):
         return False
     peers = [p for p in peers if p.order != trial.order and _meets_fixed(spec, p, fixed)] + [trial]
@@ -178,7 +192,7 @@ def _score(metric: Metric, values: Mapping[str, float]) -> float:
 
 # -- one answer per checkpoint --------------------------------------------------------------------
 def decide(spec: ExperimentSpec, curve: Curve, rung_peers: Sequence[RungEntry] | None, order: int,
-           fixed: set[str]) -> StopDecision:
+           fixed: set[str] | None) -> StopDecision:
     """The answer to a trial's checkpoint number `len(curve)`.
 
     `rung_peers`: the values at this checkpoint number of every trial that reached it before,

@@ -77,6 +77,7 @@ def test_an_answer_is_kept_and_given_again_never_re_decided(tmp_path):
     session = experiment.session
     first, second = session.ask(1, with_runs=True)[0], session.ask(1, with_runs=True)[0]
     assert not session.checkpoint(first, 1, {"f1": 50.0, "size": 1.0}).should_stop
+    assert not session.checkpoint(first, 2, {"f1": 60.0, "size": 1.0}).should_stop  # size is seen to be fixed
     stop = session.checkpoint(second, 1, {"f1": 10.0, "size": 1.0})
     assert stop.should_stop and stop.reasons["pareto"]
     third = session.ask(1, with_runs=True)[0]
@@ -85,8 +86,9 @@ def test_an_answer_is_kept_and_given_again_never_re_decided(tmp_path):
     again = session.checkpoint(second, 1, {"f1": 10.0, "size": 1.0})
     assert again == stop
     kept = experiment.storage.query("SELECT suggestion_id, checkpoint, should_stop FROM stop_decisions "
-                                    "ORDER BY suggestion_id")
-    assert [(row["checkpoint"], row["should_stop"]) for row in kept] == [(1, False), (1, True), (1, True)]
+                                    "ORDER BY suggestion_id, checkpoint")
+    assert [(row["checkpoint"], row["should_stop"]) for row in kept] == [(1, False), (2, False), (1, True),
+                                                                                     (1, True)]
 
 
 def test_a_file_of_the_previous_schema_migrates_with_its_rows(tmp_path):

@@ -160,7 +160,22 @@ def test_fixed_metrics_are_those_that_never_move_within_a_trial():
     spec = spec_with()
     curves = [[{"f1": 10, "size": 40}, {"f1": 20, "size": 40}], [{"f1": 5, "size": 70}]]
     assert fixed_metrics(spec, curves) == {"size"}
-    assert fixed_metrics(spec, [[{"f1": 10, "size": 40}]]) == set()  # no evidence yet
+    assert fixed_metrics(spec, [[{"f1": 10, "size": 40}]]) is None  # no evidence yet
+    assert fixed_metrics(spec, [[{"f1": 10, "size": 40}, {"f1": 20, "size": 41}]]) == set()  # evidence: none
+
+
+def test_before_any_second_checkpoint_no_trial_with_two_metrics_is_stopped():
+    """With four workers, the first four trials reach the first rung together, before any trial
+    shows which metrics are fixed: ranked on both, the slow large students would stop. A spec
+    with one optimized metric has no such trap and is ranked as ever."""
+    spec = spec_with()
+    first = entries((50, 10), (45, 12), (20, 90), (22, 85))  # the large ones: dominated by a small one
+    fixed = fixed_metrics(spec, [[p.values] for p in first])
+    assert [decide(spec, [p.values], first[:p.order - 1], p.order, fixed).should_stop for p in first] == [False] * 4
+    assert all(continues_at_rung(spec, p, first, 3, fixed=None) for p in first)
+    assert not {3, 4} & {p.order for p in first if continues_at_rung(spec, p, first, 3, fixed=set())}
+    one_metric = spec_with(metrics=[DEFINITION["metrics"][0]])
+    assert [p.order for p in first if continues_at_rung(one_metric, p, first, 3, fixed=None)] == [1]
 
 
 def test_a_checkpoint_without_a_metric_counts_as_the_worst_on_it():
