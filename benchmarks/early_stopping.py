@@ -33,7 +33,7 @@ import numpy as np
 
 from paretune.optimizer import ExperimentSpec, Observation, suggest
 from paretune.optimizer.pareto import hypervolume_2d
-from paretune.stopping import Curve, RungEntry, decide, fixed_metrics, is_rung
+from paretune.stopping import Curve, RungEntry, checkpoint_noise, decide, fixed_metrics, is_rung
 
 MAX_CHECKPOINTS = 9
 REFERENCE = np.array([-0.40, 1.2])  # (-accuracy, size): hypervolume's reference point
@@ -162,8 +162,9 @@ class Sweep:
         if is_rung(self.spec, count):
             peers = [RungEntry(t.id, t.curve[count - 1]) for t in self.trials
                      if t is not trial and len(t.curve) >= count and t.state != "failed"]
-        fixed = set() if self.arm == "naive" else fixed_metrics(self.spec, [t.curve for t in self.trials])
-        return decide(self.spec, trial.curve, peers, trial.id, fixed).should_stop
+        curves = [t.curve for t in self.trials]
+        fixed = set() if self.arm == "naive" else fixed_metrics(self.spec, curves)
+        return decide(self.spec, trial.curve, peers, trial.id, fixed, checkpoint_noise(self.spec, curves)).should_stop
 
 
 def projected_values(spec: ExperimentSpec, values: dict[str, float], count: int, full_curves: list[Curve],

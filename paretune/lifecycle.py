@@ -255,7 +255,8 @@ class TrialSession:
                 peers = [stopping.RungEntry(other, points[count - 1]) for other, points in curves.items()
                          if other != trial.suggestion_id and len(points) >= count]
             fixed = stopping.fixed_metrics(self.spec, list(curves.values()))
-            decision = stopping.decide(self.spec, curve, peers, trial.suggestion_id, fixed)
+            noise = stopping.checkpoint_noise(self.spec, list(curves.values()))
+            decision = stopping.decide(self.spec, curve, peers, trial.suggestion_id, fixed, noise)
             kept = self.storage.record_stop_decision(trial.suggestion_id, count, decision.should_stop, decision.reasons)
         return stopping.StopDecision(*kept)
 

@@ -24,6 +24,12 @@ no faster. Among those peers the order is: thresholds met at the rung, non-domin
 the uncertain metrics, then hypervolume contribution (larger first). Without a fixed metric,
 every peer is compared on every optimized metric; before any trial has reported a second
 checkpoint, which metrics are fixed is not known, and no trial with two optimized metrics stops.
+
+A rung is not decided on noise: a trial is stopped only if it would be at rung values
+`NOISE_MARGIN` standard deviations of the checkpoints' noise better (`checkpoint_noise`, read
+from the trials that trained to the end). At the first rung a slow starter has reached a
+quarter of its final accuracy, so differences between comparable students shrink to the size
+of the noise there.
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ PARETO_REASON = "pareto"  # the key of the rung rule in `stopping_reasons`
 # metric (benchmarks/RESULTS.md, issue 21: before peers had to be at least as large, 2 stopped too
 # many slow starters and 8 too few trials; since, 2 and 4 measure alike).
 BAND_SHARE = 4
+# A trial is stopped only if it would be at rung values this many noise standard deviations
+# better (benchmarks/RESULTS.md, "Early stopping, third round": 1, 2 and 3 measured alike).
+NOISE_MARGIN = 2.0
+NOISE_CHECKPOINTS = 4  # the last checkpoints of a full trial the noise is read from
 MAX_CHECKPOINTS_REASON = "max_checkpoints"
 Curve = Sequence[Mapping[str, float]]  # one trial's checkpoint values, in the order reported
 
@@ -108,8 +118,29 @@ def fixed_metrics(spec: ExperimentSpec, curves: Sequence[Curve]) -> set[str] | N
     return fixed
 
 
+def checkpoint_noise(spec: ExperimentSpec, curves: Sequence[Curve]) -> dict[str, float]:
+    """Each optimized metric's noise from one checkpoint to the next (a standard deviation), read
+    from the trials that reached `max_checkpoints`: the median absolute second difference over
+    each one's last `NOISE_CHECKPOINTS` checkpoints, where learning curves are nearly straight,
+    over 0.6745 sqrt(6) (a normal's median absolute value; a second difference of independent
+    noise has six times its variance). What curvature is left only makes it larger: more
+    caution. A metric without three such differences yet has none."""
+    monitor = spec.training_monitor
+    full = [curve for curve in curves if monitor is not None and len(curve) >= monitor.max_checkpoints]
+    noise = {}
+    for metric in spec.optimized_metrics:
+        differences: list[float] = []
+        for curve in full:
+            values = [point[metric.name] for point in curve[-NOISE_CHECKPOINTS:] if metric.name in point]
+            if len(values) >= 3 and all(math.isfinite(v) for v in values):
+                differences.extend(np.abs(np.diff(values, 2)).tolist())
+        if len(differences) >= 3:
+            noise[metric.name] = float(np.median(differences)) / (0.6745 * math.sqrt(6))
+    return noise
+
+
 def continues_at_rung(spec: ExperimentSpec, trial: RungEntry, peers: Sequence[RungEntry], reduction_factor: int,
-                      fixed: set[str] | None) -> bool:
+                      fixed: set[str] | None, noise: Mapping[str, float] | None = None) -> bool:
     """Whether `trial` is among the best 1/eta of the trials that reached this rung (`peers`,
     itself included), compared on what is still uncertain (see the module docstring).
 
@@ -122,6 +153,8 @@ def continues_at_rung(spec: ExperimentSpec, trial: RungEntry, peers: Sequence[Ru
         if len(spec.optimized_metrics) > 1:
             return True
         fixed = set()
+    if noise:
+        trial = RungEntry(trial.order, _given_the_doubt(spec, trial.values, noise, fixed))
     if any(not _meets(metric, trial.values) for metric in _thresholded(spec) if metric.name in fixed):
         return False
     peers = [p for p in peers if p.order != trial.order and _meets_fixed(spec, p, fixed)] + [trial]
@@ -134,6 +167,18 @@ def continues_at_rung(spec: ExperimentSpec, trial: RungEntry, peers: Sequence[Ru
     ranking = _ranking(spec, group, compared)
     best = sorted(range(len(group)), key=ranking.__getitem__)[:keep]
     return trial.order in [group[i].order for i in best]
+
+
+def _given_the_doubt(spec: ExperimentSpec, values: Mapping[str, float], noise: Mapping[str, float],
+                     fixed: set[str]) -> dict[str, float]:
+    """`values` `NOISE_MARGIN` noise standard deviations better on each optimized metric still
+    uncertain: the rung values the trial is judged at."""
+    better = dict(values)
+    for metric in spec.optimized_metrics:
+        if metric.name in better and metric.name not in fixed and metric.name in noise:
+            step = NOISE_MARGIN * noise[metric.name]
+            better[metric.name] += step if metric.objective == "maximize" else -step
+    return better
 
 
 def _comparable(trial: RungEntry, peers: list[RungEntry], known: list[Metric], reduction_factor: int
@@ -192,12 +237,12 @@ def _score(metric: Metric, values: Mapping[str, float]) -> float:
 
 # -- one answer per checkpoint --------------------------------------------------------------------
 def decide(spec: ExperimentSpec, curve: Curve, rung_peers: Sequence[RungEntry] | None, order: int,
-           fixed: set[str] | None) -> StopDecision:
+           fixed: set[str] | None, noise: Mapping[str, float] | None = None) -> StopDecision:
     """The answer to a trial's checkpoint number `len(curve)`.
 
     `rung_peers`: the values at this checkpoint number of every trial that reached it before,
-    when it is a rung of Pareto early stopping (None otherwise). `fixed`: `fixed_metrics` of
-    the experiment's curves so far.
+    when it is a rung of Pareto early stopping (None otherwise). `fixed` and `noise`:
+    `fixed_metrics` and `checkpoint_noise` of the experiment's curves so far.
     """
     reasons = convergence_reasons(spec, curve)
     count = len(curve)
@@ -207,7 +252,7 @@ def decide(spec: ExperimentSpec, curve: Curve, rung_peers: Sequence[RungEntry] |
     stopping = spec.early_stopping
     if stopping is not None and rung_peers is not None:
         reasons[PARETO_REASON] = not continues_at_rung(spec, RungEntry(order, curve[-1]), rung_peers,
-                                                       stopping.reduction_factor, fixed)
+                                                       stopping.reduction_factor, fixed, noise)
     return StopDecision(any(reasons.values()), reasons)
 
 

@@ -10,7 +10,9 @@ from paretune.optimizer import ExperimentSpec, SpecError
 from paretune.stopping import (
     MAX_CHECKPOINTS_REASON,
     PARETO_REASON,
+    NOISE_MARGIN,
     RungEntry,
+    checkpoint_noise,
     continues_at_rung,
     converged,
     decide,
@@ -195,3 +197,33 @@ def test_only_a_comparable_peer_at_least_as_large_can_stop_a_trial():
     assert continues_at_rung(spec, trial, [*span, smaller, trial], 3, fixed={"size"})
     assert not continues_at_rung(spec, trial, [*span, larger, trial], 3, fixed={"size"})
     assert continues_at_rung(spec, smaller, [*span, trial, smaller], 3, fixed={"size"})
+
+
+def test_the_checkpoints_noise_is_read_from_the_ends_of_full_trials():
+    """The noise of learning curves near their end, from second differences: a known noise comes
+    back; straight curves have none; trials stopped early and a lone curve give no estimate."""
+    import numpy as np
+
+    spec = spec_with()
+    rng = np.random.default_rng(0)
+    epochs = np.arange(1, 10)
+    noisy = [[{"f1": float(60 * (1 - np.exp(-e / 3)) + rng.normal(0, 0.5)), "size": 40.0} for e in epochs]
+             for _ in range(30)]
+    assert 0.35 < checkpoint_noise(spec, noisy)["f1"] < 0.7  # 0.5 (the curves' bend adds a little)
+    straight = [[{"f1": 2.0 * e, "size": 40.0} for e in epochs] for _ in range(3)]
+    assert checkpoint_noise(spec, straight) == {"f1": 0.0, "size": 0.0}
+    assert checkpoint_noise(spec, [curve[:3] for curve in noisy]) == {}  # none reached max_checkpoints
+    assert checkpoint_noise(spec, noisy[:1]) == {}  # two differences: not enough
+
+
+def test_a_trial_behind_by_less_than_the_noise_is_not_stopped():
+    """One size, so f1 decides; the best third goes on. A trial behind by less than
+    NOISE_MARGIN standard deviations of the noise is judged as if level, and goes on."""
+    spec = spec_with()
+    peers = entries((60.0, 50), (59.0, 50), (58.0, 50))
+    close, far = RungEntry(4, {"f1": 59.5, "size": 50.0}), RungEntry(5, {"f1": 57.0, "size": 50.0})
+    noise = {"f1": 1.2 / NOISE_MARGIN}  # a margin of 1.2 points
+    for trial in (close, far):
+        assert not continues_at_rung(spec, trial, [*peers, trial], 3, fixed={"size"})  # without the noise
+    assert continues_at_rung(spec, close, [*peers, close], 3, fixed={"size"}, noise=noise)
+    assert not continues_at_rung(spec, far, [*peers, far], 3, fixed={"size"}, noise=noise)
