@@ -87,8 +87,8 @@ def test_an_answer_is_kept_and_given_again_never_re_decided(tmp_path):
     assert again == stop
     kept = experiment.storage.query("SELECT suggestion_id, checkpoint, should_stop FROM stop_decisions "
                                     "ORDER BY suggestion_id, checkpoint")
-    assert [(row["checkpoint"], row["should_stop"]) for row in kept] == [(1, False), (2, False), (1, True),
-                                                                                     (1, True)]
+    decisions = [(row["checkpoint"], row["should_stop"]) for row in kept]
+    assert decisions == [(1, False), (2, False), (1, True), (1, True)]
 
 
 def test_a_file_of_the_previous_schema_migrates_with_its_rows(tmp_path):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 
 from paretune.optimizer import ExperimentSpec, SpecError
 from paretune.stopping import (
     MAX_CHECKPOINTS_REASON,
-    PARETO_REASON,
     NOISE_MARGIN,
+    PARETO_REASON,
     RungEntry,
     checkpoint_noise,
     continues_at_rung,
@@ -202,8 +203,6 @@ def test_only_a_comparable_peer_at_least_as_large_can_stop_a_trial():
 def test_the_checkpoints_noise_is_read_from_the_ends_of_full_trials():
     """The noise of learning curves near their end, from second differences: a known noise comes
     back; straight curves have none; trials stopped early and a lone curve give no estimate."""
-    import numpy as np
-
     spec = spec_with()
     rng = np.random.default_rng(0)
     epochs = np.arange(1, 10)
