@@ -2,9 +2,11 @@
 
 Problems with learning curves (paretune.stopping explains the trap they hold): a student's size
 is fixed from its first epoch, its accuracy climbs along a curve, and large students start slowly
-and end best (curves cross). Cost is counted in trial-epochs (what a GPU spends). Workers are
-simulated in-process, asynchronously: each trial trains epoch by epoch, the next suggestion is
-asked for the moment a worker frees, and a stopped trial's worker takes one at once.
+and end best (curves cross); `students6` adds four training hyperparameters that scale the whole
+curve down away from their best settings (added in the third round, never tuned on). Cost is
+counted in trial-epochs (what a GPU spends). Workers are simulated in-process, asynchronously:
+each trial trains epoch by epoch, the next suggestion is asked for the moment a worker frees,
+and a stopped trial's worker takes one at once.
 
 Arms, each at the same budget of trial-epochs:
 - full: paretune's suggest, every trial trained to the end;
@@ -14,7 +16,8 @@ Arms, each at the same budget of trial-epochs:
 - convergence: SigOpt's convergence criterion (lookback 2, min 3 checkpoints);
 - optuna_sha: Optuna's TPE with its SuccessiveHalvingPruner (eta 3) on a scalarised objective.
 
-Run: `nice -n 10 python benchmarks/early_stopping.py --seeds 10 [--problems students,crossing,oom,plateau]`.
+Run: `nice -n 10 python benchmarks/early_stopping.py --seeds 10 [--problems students,crossing,oom,plateau,students6]
+[--workers 2] [--budget 180]`.
 """
 
 from __future__ import annotations
@@ -40,13 +43,34 @@ REFERENCE = np.array([-0.40, 1.2])  # (-accuracy, size): hypervolume's reference
 SCALARISATION = 0.3  # optuna_sha maximises accuracy - 0.3 * size
 
 
+# The training hyperparameters of `students6` (h0-h3 on [0, 1]): each one's best setting, and
+# the share of accuracy lost per squared unit away from it.
+TRAINING_OPTIMA = (0.3, 0.7, 0.45, 0.6)
+TRAINING_WEIGHTS = (0.6, 0.4, 0.5, 0.3)
+
+
 @dataclass(frozen=True)
 class Problem:
-    """A learning-curve problem: `curve(x, y, epoch, noise)` -> accuracy, or None (out of memory)."""
+    """A learning-curve problem: `curve(x, y, epoch)` -> accuracy, or None (out of memory), for
+    a student of size x at learning rate y; `training` more hyperparameters (h0, h1, ...) scale
+    the whole curve down away from their best settings."""
 
     name: str
     curve: Callable[[float, float, int], float | None]
     threshold: float | None = None
+    training: int = 0
+
+    @property
+    def parameters(self) -> list[str]:
+        return ["x", "y", *(f"h{i}" for i in range(self.training))]
+
+    def accuracy(self, assignments: dict[str, float], epoch: int) -> float | None:
+        value = self.curve(assignments["x"], assignments["y"], epoch)
+        if value is None:
+            return None
+        loss = sum(weight * (assignments[f"h{i}"] - best) ** 2
+                   for i, (best, weight) in enumerate(zip(TRAINING_OPTIMA[:self.training], TRAINING_WEIGHTS)))
+        return value * (1.0 - loss)
 
 
 def _final(x: float, y: float) -> float:
@@ -79,7 +103,8 @@ def plateau(x: float, y: float, epoch: int) -> float | None:
 
 
 PROBLEMS = {p.name: p for p in (Problem("students", students, threshold=0.5), Problem("crossing", crossing),
-                                Problem("oom", oom), Problem("plateau", plateau))}
+                                Problem("oom", oom), Problem("plateau", plateau),
+                                Problem("students6", students, threshold=0.5, training=4))}
 
 
 EARLY_STOPPING = {"type": "pareto", "reduction_factor": 3, "min_checkpoints": 1}  # the documented default
@@ -91,8 +116,8 @@ def make_spec(problem: Problem, arm: str, early_stopping: dict[str, Any] = EARLY
         accuracy["threshold"] = problem.threshold
     definition: dict[str, Any] = {
         "name": f"{problem.name}-{arm}",
-        "parameters": [{"name": "x", "type": "double", "bounds": {"min": 0.0, "max": 1.0}},
-                       {"name": "y", "type": "double", "bounds": {"min": 0.0, "max": 1.0}}],
+        "parameters": [{"name": name, "type": "double", "bounds": {"min": 0.0, "max": 1.0}}
+                       for name in problem.parameters],
         "metrics": [accuracy, {"name": "size", "objective": "minimize"}],
         "training_monitor": {"max_checkpoints": MAX_CHECKPOINTS},
     }
@@ -126,7 +151,7 @@ class Sweep:
     stopped_history: str = "fidelity"  # how suggest sees stopped trials (see --stopped-history)
 
     def values_at(self, trial: Trial, epoch: int) -> dict[str, float] | None:
-        accuracy = self.problem.curve(trial.assignments["x"], trial.assignments["y"], epoch)
+        accuracy = self.problem.accuracy(trial.assignments, epoch)
         if accuracy is None:
             return None
         return {"accuracy": accuracy + float(self.rng.normal(0, 0.004)), "size": 0.1 + trial.assignments["x"]}
@@ -231,7 +256,7 @@ def run_paretune(problem: Problem, arm: str, seed: int, budget: int, workers: in
 
     def new_trial() -> Trial:
         if arm == "random":
-            return Trial(len(sweep.trials) + 1, {"x": float(uniform.random()), "y": float(uniform.random())})
+            return Trial(len(sweep.trials) + 1, {name: float(uniform.random()) for name in problem.parameters})
         pending = [t.assignments for t in sweep.trials if t.state == "running"
                    or (sweep.stopped_history == "pending" and t.state == "stopped")]
         (assignments,) = suggest(sweep.spec, sweep.history(), pending, 1, seed=seed * 1000 + len(sweep.trials))
@@ -260,8 +285,7 @@ def run_optuna(problem: Problem, seed: int, budget: int, workers: int) -> Sweep:
 
     def new_trial() -> Trial:
         handle = study.ask()
-        trial = Trial(len(sweep.trials) + 1, {"x": handle.suggest_float("x", 0.0, 1.0),
-                                              "y": handle.suggest_float("y", 0.0, 1.0)})
+        trial = Trial(len(sweep.trials) + 1, {name: handle.suggest_float(name, 0.0, 1.0) for name in problem.parameters})
         handles[trial.id] = handle
         return trial
 
@@ -302,7 +326,7 @@ def stopped_frontier_candidates(sweep: Sweep) -> int:
     count = 0
     for t in sweep.trials:
         if t.state == "stopped":
-            accuracy = sweep.problem.curve(t.assignments["x"], t.assignments["y"], MAX_CHECKPOINTS)
+            accuracy = sweep.problem.accuracy(t.assignments, MAX_CHECKPOINTS)
             size = t.curve[-1]["size"]
             count += not any(a >= accuracy and z <= size for a, z in finals)
     return count
