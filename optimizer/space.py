@@ -67,6 +67,9 @@ class SearchSpace:
             for d, p in enumerate(self.parameters) if p.conditions
         }
         self.constraints = _constraint_rows(spec, self.parameters)
+        # every axis a double without a prior or grid: a box where any point is as likely as any other
+        self.uniform_box = bool(self.parameters) and not self.conditionals and all(
+            p.type == "double" and p.prior is None and not _cells(p) for p in self.parameters)
 
     @property
     def n_dims(self) -> int:

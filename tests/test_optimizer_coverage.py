@@ -95,12 +95,13 @@ def test_a_concave_front_is_followed_to_its_far_end(seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [7, 11, 14, 18])
+@pytest.mark.parametrize("seed", [0, 4, 5, 7, 11, 34])
 def test_the_middle_of_a_round_front_is_found_not_only_its_corners(seed):
     """DTLZ2: the corners (x0 = 0 or 1) are easy; the posterior's uncertainty past them must
     not keep the search there. Seeds 7 and 11 found only the corners before the floor on draws
-    past a bound, 14 and 18 before the optimistic steps. Of seeds 0-31, 6 ended here without
-    the middle before the optimistic steps and 3 after (0, 4 and 5), within these 80 trials."""
+    past a bound. Of seeds 0-31, 6 ended here without the middle before the optimistic steps
+    and 3 after (0, 4 and 5), within these 80 trials; of seeds 0-39, 4 with the maximin
+    start-up (0, 4, 5 and 34) and 1 with the Sobol start-up (14, not pinned here)."""
     front = front_after("dtlz2", dtlz2, 80, seed)
     close = front[np.hypot(front[:, 0], front[:, 1]) <= 1.1]
     angles = np.degrees(np.arctan2(close[:, 1], close[:, 0]))

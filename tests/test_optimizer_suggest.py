@@ -82,6 +82,23 @@ def test_defaults_are_tried_first():
     assert (second["x"], second["k"]) != (0.25, "b")
 
 
+def test_a_box_of_doubles_starts_evenly_and_the_same_one_by_one_or_as_a_batch():
+    spec = ExperimentSpec.model_validate({
+        "name": "box", "metrics": [{"name": "y"}],
+        "parameters": [{"name": "lr", "type": "double", "bounds": {"min": 1e-5, "max": 1e-1}, "transformation": "log"},
+                       *({"name": f"x{i}", "type": "double", "bounds": {"min": -1, "max": 3}} for i in range(4))]})
+    space = SearchSpace(spec)
+    history: list[Observation] = []
+    for step in range(16):
+        [assignments] = suggest(spec, history, [], seed=step, n_startup=16)
+        history.append(Observation(assignments=assignments, values={"y": 0.0}))
+    units = space.encode_many([o.assignments for o in history])
+    for axis in units.T:  # one point in every sixteenth of every axis: no corner or centre crowds
+        assert sorted(np.floor(axis * 16 + 1e-9).astype(int)) == list(range(16))
+    batch = suggest(spec, history[:1], [], 15, seed=99, n_startup=16)
+    assert batch == [o.assignments for o in history[1:]]
+
+
 def test_pending_and_batch_points_are_not_repeated():
     spec = ExperimentSpec.model_validate({
         "name": "small", "metrics": [{"name": "y", "objective": "minimize"}],
