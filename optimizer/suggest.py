@@ -73,6 +73,7 @@ LOCAL_ANCHORS = 10  # how many of the best points (by frontier rank) local candi
 LOCAL_DRAWS = 96  # perturbations of the best points per call
 CROSSOVER_DRAWS = 48  # crossovers of two of the best points per call
 REDRAW_DRAWS = 16  # best points with one axis redrawn over its whole range, per call
+SOBOL_LOOKAHEAD = 8  # Sobol points past the history's count a box's start-up may take
 POSTERIOR_SPREAD = 0.5  # posterior draws at half their spread: full spread over-rewards the boundary, where the surrogate is least sure
 HYPERVOLUME_SAMPLES = 64  # posterior draws per candidate for the expected hypervolume improvement
 OPTIMISTIC_PERIOD = 5  # every this many trials (tried or in flight), one optimistic step (`_optimistic_step`)
@@ -188,18 +189,22 @@ def _space_filling(space: SearchSpace, taken: np.ndarray, rng: np.random.Generat
     if len(taken) == 0:
         return candidates[0]
     if space.uniform_box:
-        point = _shifted_sobol(taken[0], len(taken))
-        if space.feasible(point[None, :])[0]:
-            return point
+        points = _shifted_sobol(taken[0], len(taken), SOBOL_LOOKAHEAD)
+        points = points[space.feasible(points)]
+        apart = space.distances(points, taken).min(axis=1) > 1e-9  # encoding round trips move a double by an ulp
+        if apart.any():
+            return points[int(np.argmax(apart))]
     return candidates[int(np.argmax(space.distances(candidates, taken).min(axis=1)))]
 
 
-def _shifted_sobol(first: np.ndarray, index: int) -> np.ndarray:
-    """Point `index` of the unscrambled Sobol sequence, shifted modulo 1 so that point 0 is
-    `first`: a function of the history alone, so resumed and parallel start-ups agree."""
+def _shifted_sobol(first: np.ndarray, start: int, count: int) -> np.ndarray:
+    """Points `start` to `start + count - 1` of the unscrambled Sobol sequence, shifted modulo 1
+    so that point 0 is `first`: a function of the history alone, so resumed and parallel
+    start-ups agree. (A suggestion abandoned while others were pending can leave the next
+    point taken: hence more than one.)"""
     sequence = qmc.Sobol(len(first), scramble=False)
-    sequence.fast_forward(index)
-    return np.mod(sequence.random(1)[0] + first, 1.0)
+    sequence.fast_forward(start)
+    return np.mod(sequence.random(count) + first, 1.0)
 
 
 # -- the model-based step ------------------------------------------------------------------------

@@ -97,6 +97,10 @@ def test_a_box_of_doubles_starts_evenly_and_the_same_one_by_one_or_as_a_batch():
         assert sorted(np.floor(axis * 16 + 1e-9).astype(int)) == list(range(16))
     batch = suggest(spec, history[:1], [], 15, seed=99, n_startup=16)
     assert batch == [o.assignments for o in history[1:]]
+    # a suggestion abandoned while a later one is pending: the next must not repeat the pending one
+    abandoned, pending = suggest(spec, history[:5], [], 2, seed=0, n_startup=16)
+    [after] = suggest(spec, history[:5], [pending], seed=0, n_startup=16)
+    assert after != pending and after not in [o.assignments for o in history[:5]]
 
 
 def test_pending_and_batch_points_are_not_repeated():
