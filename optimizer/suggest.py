@@ -73,7 +73,7 @@ LOCAL_ANCHORS = 10  # how many of the best points (by frontier rank) local candi
 LOCAL_DRAWS = 96  # perturbations of the best points per call
 CROSSOVER_DRAWS = 48  # crossovers of two of the best points per call
 REDRAW_DRAWS = 16  # best points with one axis redrawn over its whole range, per call
-SOBOL_LOOKAHEAD = 8  # Sobol points past the history's count a box's start-up may take
+SOBOL_LOOKAHEAD = 8  # Sobol points past its position a box's start-up may take
 POSTERIOR_SPREAD = 0.5  # posterior draws at half their spread: full spread over-rewards the boundary, where the surrogate is least sure
 HYPERVOLUME_SAMPLES = 64  # posterior draws per candidate for the expected hypervolume improvement
 OPTIMISTIC_PERIOD = 5  # every this many trials (tried or in flight), one optimistic step (`_optimistic_step`)
@@ -113,6 +113,7 @@ def propose(
     n_proposals: int = 4,
     gamma: float = 1.0,
     prior_weight: float = 1.0,
+    issued: int | None = None,
 ) -> list[Proposal]:
     """Return `n` new proposals. Pure: same inputs and seed, same output.
 
@@ -120,6 +121,11 @@ def propose(
     parameters); `n_candidates` are drawn per model; `gamma` sets hyperopt's good-group size
     (ceil(gamma * sqrt(n)), at most 25). Every proposal satisfies the linear constraints and
     grids, and carries only the parameters its conditionals make active.
+
+    `issued` counts the suggestions made before this call, lost ones included (expired with a
+    killed process, deleted through the API); a box's start-up continues its Sobol sequence from
+    there, so a lost suggestion's point is not issued again (which would repeat it each time a
+    trial at that point kills its process). Default: the history and pending count.
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -131,15 +137,16 @@ def propose(
     data = History.build(spec, space, history, columns)
     in_flight = space.encode_many(pending)
     spent = [spec.task_cost(o.task) * o.fidelity for o in history] if spec.tasks else []  # only tasks need it
+    position = issued if issued is not None else len(data.rows) + len(in_flight)
     batch: list[Proposal] = []
-    for _ in range(n):
+    for offset in range(n):
         taken = np.vstack([data.rows, in_flight])
         if space.n_dims == 0:
             row = np.zeros(0)
         elif len(space.default_axes) and len(taken) < startup and not _defaults_tried(space, taken):
             row = _with_defaults(space, taken, rng)
         elif len(taken) < startup or data.n_completed == 0:
-            row = _space_filling(space, taken, rng)
+            row = _space_filling(space, taken, rng, position + offset)
         else:
             row = _model_based(space, data, in_flight, taken, rng, n_proposals, n_candidates, gamma, prior_weight)
         task = choose_task(spec, data, row, spent, len(taken) < startup)
@@ -176,9 +183,10 @@ def _with_defaults(space: SearchSpace, taken: np.ndarray, rng: np.random.Generat
     return draws[int(np.argmax(space.distances(draws, taken).min(axis=1)))]
 
 
-def _space_filling(space: SearchSpace, taken: np.ndarray, rng: np.random.Generator, draws: int = 64) -> np.ndarray:
-    """The next start-up point. In a box of uniform doubles, the next point of a Sobol sequence
-    shifted onto the first trial, so the start-up covers the box evenly; anywhere else the
+def _space_filling(space: SearchSpace, taken: np.ndarray, rng: np.random.Generator, position: int | None = None,
+                   draws: int = 64) -> np.ndarray:
+    """The next start-up point. In a box of uniform doubles, the Sobol sequence's point at
+    `position` (default: the count taken) shifted onto the first trial, so the start-up covers the box evenly; anywhere else the
     random draw farthest from everything tried or in flight (maximin over `draws`), which
     reaches the extremes of discrete axes (the widest, deepest students) early.
 
@@ -189,7 +197,7 @@ def _space_filling(space: SearchSpace, taken: np.ndarray, rng: np.random.Generat
     if len(taken) == 0:
         return candidates[0]
     if space.uniform_box:
-        points = _shifted_sobol(taken[0], len(taken), SOBOL_LOOKAHEAD)
+        points = _shifted_sobol(taken[0], len(taken) if position is None else position, SOBOL_LOOKAHEAD)
         points = points[space.feasible(points)]
         apart = space.distances(points, taken).min(axis=1) > 1e-9  # encoding round trips move a double by an ulp
         if apart.any():

@@ -174,7 +174,7 @@ class TrialSession:
         # SigOpt's `type: random`: every suggestion is drawn the way the search's start-up draws.
         startup = {"n_startup": made + n} if self.spec.type == "random" else {}
         proposals = optimizer.propose(self.spec, history, pending, n=n, seed=suggestion_seed(self.seed, made),
-                                      **startup)
+                                      issued=made, **startup)
         with self.storage.batch():
             self._check_budget(n)  # again: another process may have asked meanwhile
             suggestions = self.storage.create_suggestions(self.experiment_id, [p.assignments for p in proposals],

@@ -124,3 +124,20 @@ def test_cancel_and_expire_close_without_observations(session):
     assert storage.progress(session.experiment_id).observations == 0
     with pytest.raises(StorageError, match="cancelled, not open"):
         session.complete(cancelled, {"accuracy": 0.5, "size": 1.0})
+
+
+def test_a_lost_suggestion_is_not_issued_again(tmp_path):
+    """A box of doubles starts from a deterministic sequence: after a killed process's suggestion
+    expires, the next one moves on rather than repeating the point that may have killed it."""
+    box = ExperimentSpec.model_validate({
+        "name": "box", "metrics": [{"name": "y"}],
+        "parameters": [{"name": "x", "type": "double", "bounds": {"min": 0, "max": 1}}]})
+    storage = DuckDBStorage(tmp_path / "box.duckdb")
+    session = TrialSession(storage, storage.create_experiment(box).id)
+    (first,) = session.ask(1)
+    session.complete(first, {"y": 1.0})
+    (lost,) = session.ask(1)
+    assert session.expire_leftovers() == [lost.suggestion_id]
+    (after,) = session.ask(1)
+    assert after.assignments != lost.assignments
+    storage.close()

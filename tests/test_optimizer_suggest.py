@@ -101,6 +101,10 @@ def test_a_box_of_doubles_starts_evenly_and_the_same_one_by_one_or_as_a_batch():
     abandoned, pending = suggest(spec, history[:5], [], 2, seed=0, n_startup=16)
     [after] = suggest(spec, history[:5], [pending], seed=0, n_startup=16)
     assert after != pending and after not in [o.assignments for o in history[:5]]
+    # a lost suggestion (expired with a killed process): its point is not issued again
+    [lost] = suggest(spec, history[:5], [], seed=0, n_startup=16)
+    [next_one] = suggest(spec, history[:5], [], seed=0, n_startup=16, issued=6)
+    assert lost == history[5].assignments and next_one == history[6].assignments
 
 
 def test_pending_and_batch_points_are_not_repeated():
