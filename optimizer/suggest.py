@@ -186,9 +186,10 @@ def _with_defaults(space: SearchSpace, taken: np.ndarray, rng: np.random.Generat
 def _space_filling(space: SearchSpace, taken: np.ndarray, rng: np.random.Generator, position: int | None = None,
                    draws: int = 64) -> np.ndarray:
     """The next start-up point. In a box of uniform doubles, the Sobol sequence's point at
-    `position` (default: the count taken) shifted onto the first trial, so the start-up covers the box evenly; anywhere else the
-    random draw farthest from everything tried or in flight (maximin over `draws`), which
-    reaches the extremes of discrete axes (the widest, deepest students) early.
+    `position` (default: the count taken) shifted onto the first trial, so the start-up covers
+    the box evenly; anywhere else the random draw farthest from everything tried or in flight
+    (maximin over `draws`), which reaches the extremes of discrete axes (the widest, deepest
+    students) early.
 
     Measured (benchmarks/RESULTS.md, "The optimizer, twelfth round"): maximin's points lean to
     the corners, which wastes a continuous box's start-up (DTLZ2), while in mixed spaces the
