@@ -36,7 +36,7 @@ import numpy as np
 
 from paretune.optimizer import ExperimentSpec, Observation, suggest
 from paretune.optimizer.pareto import hypervolume_2d
-from paretune.stopping import Curve, RungEntry, checkpoint_noise, decide, fixed_metrics, is_rung
+from paretune.stopping import Curve, RungEntry, checkpoint_noise, decide, finished_values, fixed_metrics, is_rung
 
 MAX_CHECKPOINTS = 9
 REFERENCE = np.array([-0.40, 1.2])  # (-accuracy, size): hypervolume's reference point
@@ -189,7 +189,8 @@ class Sweep:
                      if t is not trial and len(t.curve) >= count and t.state != "failed"]
         curves = [t.curve for t in self.trials]
         fixed = set() if self.arm == "naive" else fixed_metrics(self.spec, curves)
-        return decide(self.spec, trial.curve, peers, trial.id, fixed, checkpoint_noise(self.spec, curves)).should_stop
+        return decide(self.spec, trial.curve, peers, trial.id, fixed, checkpoint_noise(self.spec, curves),
+                      finished_values(self.spec, curves)).should_stop
 
 
 def projected_values(spec: ExperimentSpec, values: dict[str, float], count: int, full_curves: list[Curve],

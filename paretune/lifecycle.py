@@ -256,7 +256,8 @@ class TrialSession:
                          if other != trial.suggestion_id and len(points) >= count]
             fixed = stopping.fixed_metrics(self.spec, list(curves.values()))
             noise = stopping.checkpoint_noise(self.spec, list(curves.values()))
-            decision = stopping.decide(self.spec, curve, peers, trial.suggestion_id, fixed, noise)
+            finished = stopping.finished_values(self.spec, list(curves.values()))
+            decision = stopping.decide(self.spec, curve, peers, trial.suggestion_id, fixed, noise, finished)
             kept = self.storage.record_stop_decision(trial.suggestion_id, count, decision.should_stop, decision.reasons)
         return stopping.StopDecision(*kept)
 

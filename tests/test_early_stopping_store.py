@@ -91,6 +91,22 @@ def test_an_answer_is_kept_and_given_again_never_re_decided(tmp_path):
     assert decisions == [(1, False), (2, False), (1, True), (1, True)]
 
 
+def test_a_rung_decision_reads_the_front_of_the_trials_trained_to_the_end(tmp_path):
+    """Through the lifecycle: a trial a little behind a slightly larger peer, by less than the
+    finished trials' front says the extra size buys, goes on; one behind an equal peer stops."""
+    experiment = paretune.create_experiment(DEFINITION | {"observation_budget": 10}, db=str(tmp_path / "f.duckdb"))
+    session = experiment.session
+    for size, f1_per_epoch in ((10.0, 20.0), (12.0, 22.0), (100.0, 5.0)):  # a front: 60 at 10, 66 at 12
+        trial = session.ask(1, with_runs=True)[0]
+        for epoch in range(1, 4):
+            assert not session.checkpoint(trial, epoch, {"f1": f1_per_epoch * epoch, "size": size}).reasons.get("pareto")
+        session.complete(trial, {"f1": f1_per_epoch * 3, "size": size})
+    behind_by_size = session.ask(1, with_runs=True)[0]  # 21.5 at size 11 against 22 at size 12: 4.8% buys 1 unit
+    assert not session.checkpoint(behind_by_size, 1, {"f1": 21.5, "size": 11.0}).should_stop
+    behind = session.ask(1, with_runs=True)[0]  # against the one before, at its own size
+    assert session.checkpoint(behind, 1, {"f1": 20.0, "size": 11.0}).reasons["pareto"]
+
+
 def test_a_file_of_the_previous_schema_migrates_with_its_rows(tmp_path):
     """Version 3 rows (views aside: they are dropped and made again by every migration) survive."""
     path = str(tmp_path / "v3.duckdb")

@@ -200,6 +200,32 @@ def test_only_a_comparable_peer_at_least_as_large_can_stop_a_trial():
     assert continues_at_rung(spec, smaller, [*span, trial, smaller], 3, fixed={"size"})
 
 
+def test_a_larger_peer_stops_a_trial_only_by_the_lead_its_extra_size_does_not_buy():
+    """Near the front, a slightly larger peer is a little ahead because it is larger: the trial
+    would end as a frontier point (smaller, a little less accurate). The front of the finished
+    trials says what size buys (here 10% more f1 for 10 more units of size, read where the trial
+    sits): that part of a lead stops nothing, the rest does."""
+    spec = spec_with()
+    span = entries((70, 10), (20, 90))  # comparable: within 80 / 12 of size 50
+    trial = RungEntry(5, {"f1": 40.0, "size": 50.0})
+    a_little_ahead = RungEntry(4, {"f1": 40.6, "size": 52.0})  # 1.5% ahead; 2 units buy 1.9%
+    far_ahead = RungEntry(4, {"f1": 45.0, "size": 52.0})
+    finished = [{"f1": 60.0, "size": 45.0}, {"f1": 66.0, "size": 55.0},
+                {"f1": 50.0, "size": 70.0}]  # the last is dominated: not on the front
+    assert not continues_at_rung(spec, trial, [*span, a_little_ahead, trial], 3, fixed={"size"})  # no front yet
+    assert continues_at_rung(spec, trial, [*span, a_little_ahead, trial], 3, fixed={"size"}, finished=finished)
+    assert not continues_at_rung(spec, trial, [*span, far_ahead, trial], 3, fixed={"size"}, finished=finished)
+    flat_here = [{"f1": 60.0, "size": 45.0}, {"f1": 60.1, "size": 55.0}, {"f1": 80.0, "size": 65.0}]
+    assert not continues_at_rung(spec, trial, [*span, a_little_ahead, trial], 3, fixed={"size"}, finished=flat_here)
+    lower_is_better = spec_with(metrics=[{"name": "loss", "objective": "minimize"}, DEFINITION["metrics"][1]],
+                                training_monitor={"max_checkpoints": 9})
+    loss = [RungEntry(o, {"loss": 1.0 / p.values["f1"], "size": p.values["size"]}) for o, p in
+            ((1, span[0]), (2, span[1]), (4, a_little_ahead), (5, trial))]
+    loss_finished = [{"loss": 1.0 / v["f1"], "size": v["size"]} for v in finished]
+    assert continues_at_rung(lower_is_better, loss[3], loss, 3, fixed={"size"}, finished=loss_finished)
+    assert not continues_at_rung(lower_is_better, loss[3], loss, 3, fixed={"size"})
+
+
 def test_the_checkpoints_noise_is_read_from_the_ends_of_full_trials():
     """The noise of learning curves near their end, from second differences: a known noise comes
     back; straight curves have none; trials stopped early and a lone curve give no estimate."""
