@@ -231,7 +231,7 @@ def _net_of_size(trial: RungEntry, group: list[RungEntry], known: Metric, uncert
         given_up = _score(known, trial.values) - _score(known, peer.values)
         value = peer.values.get(uncertain.name, math.nan)
         if peer.order != trial.order and given_up > 0 and math.isfinite(value) and value > 0:
-            value *= math.exp(-sign * min(50.0, rate * given_up))
+            value *= math.exp(-sign * min(50.0, rate * given_up))  # past e^50 the lead is all size's anyway
             peer = RungEntry(peer.order, {**peer.values, uncertain.name: value})
         netted.append(peer)
     return netted

@@ -99,7 +99,8 @@ def test_a_rung_decision_reads_the_front_of_the_trials_trained_to_the_end(tmp_pa
     for size, f1_per_epoch in ((10.0, 20.0), (12.0, 22.0), (100.0, 5.0)):  # a front: 60 at 10, 66 at 12
         trial = session.ask(1, with_runs=True)[0]
         for epoch in range(1, 4):
-            assert not session.checkpoint(trial, epoch, {"f1": f1_per_epoch * epoch, "size": size}).reasons.get("pareto")
+            answer = session.checkpoint(trial, epoch, {"f1": f1_per_epoch * epoch, "size": size})
+            assert not answer.reasons.get("pareto")
         session.complete(trial, {"f1": f1_per_epoch * 3, "size": size})
     behind_by_size = session.ask(1, with_runs=True)[0]  # 21.5 at size 11 against 22 at size 12: 4.8% buys 1 unit
     assert not session.checkpoint(behind_by_size, 1, {"f1": 21.5, "size": 11.0}).should_stop
