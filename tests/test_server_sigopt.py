@@ -204,3 +204,35 @@ def test_observations_are_updated_and_deleted(observed) -> None:
         experiment_id = int(calls.fetch().id)
         assert storage.observations(experiment_id) == []
         assert [s.state for s in storage.list_suggestions(experiment_id)] == ["cancelled"] * 4 + ["open"]
+
+
+def test_a_checkpoint_answers_whether_to_stop_and_keeps_its_answer(served) -> None:
+    """SigOpt's training monitor through its core API: each checkpoint created answers
+    `should_stop` and `stopping_reasons`, and listing or fetching the checkpoints later shows the
+    same answers (the lifecycle keeps them by checkpoint number)."""
+    server, token, db = served
+    conn = Connection(client_token=token, api_url=server.url)
+    experiment = conn.experiments().create(
+        name="monitored", parameters=PARAMETERS, metrics=METRICS, observation_budget=4,
+        training_monitor={"max_checkpoints": 5, "early_stopping_criteria": [
+            {"type": "convergence", "name": "acc flat", "metric": "acc", "lookback_checkpoints": 1,
+             "min_checkpoints": 2}]})
+    run = conn.experiments(experiment.id).training_runs().create()
+    created = [conn.training_runs(run.id).checkpoints().create(
+        values=[{"name": "acc", "value": acc}, {"name": "size", "value": 3}]) for acc in (0.3, 0.5, 0.5)]
+    assert [c.should_stop for c in created] == [False, False, True]  # rising, then flat
+    assert created[-1].stopping_reasons.to_json() == {"acc flat": True, "max_checkpoints": False}
+
+    listed = list(conn.training_runs(run.id).checkpoints().fetch().iterate_pages())  # newest first
+    assert [(c.id, c.should_stop) for c in listed] == [(c.id, c.should_stop) for c in reversed(created)]
+    fetched = conn.training_runs(run.id).checkpoints(created[-1].id).fetch()
+    assert fetched.should_stop and fetched.stopping_reasons.to_json() == created[-1].stopping_reasons.to_json()
+    assert [v.value for v in fetched.values if v.name == "acc"] == [0.5]
+    with pytest.raises(ApiException) as missing:
+        conn.training_runs(run.id).checkpoints(f"{run.id}-9").fetch()
+    assert missing.value.status_code == 404
+
+    conn.training_runs(run.id).update(state="completed", values={"acc": {"value": 0.5}, "size": {"value": 3}})
+    with DuckDBStorage(db, read_only=True) as storage:  # told to stop at its 3rd of 5 checkpoints: closed stopped
+        (observation,) = storage.observations(int(experiment.id))
+        assert observation.stopped and observation.fidelity == pytest.approx(3 / 5)

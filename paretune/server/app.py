@@ -74,6 +74,7 @@ def v1_routes(api: Api) -> list[Route]:
         f"{experiment}/stopping_criteria": {"GET": api.stopping_criteria},
         "/training_runs/{run}": {"GET": api.fetch_run, "PUT": api.update_run, "MERGE": api.update_run},
         "/training_runs/{run}/checkpoints": {"POST": api.create_checkpoint, "GET": api.list_checkpoints},
+        "/training_runs/{run}/checkpoints/{checkpoint}": {"GET": api.fetch_checkpoint},
     }
     return [Route(path, endpoint, methods=[method]) for path, methods in table.items()
             for method, endpoint in methods.items()]

@@ -216,11 +216,20 @@ class Api(Handlers):
         run_id = path_id(request, "run", "training run")
 
         def listing(store: DuckDBStorage) -> dict[str, Any]:
-            run_of(store, run_id)
-            rows = store.checkpoints(run_id)
-            return shapes.paginate(rows, lambda c: shapes.checkpoint_json(run_id, c["epoch"], c["values"], False, {}),
-                                   key=lambda c: c["epoch"], **page(request))
+            return shapes.paginate(answered_checkpoints(store, run_of(store, run_id)), lambda pair: pair[1],
+                                   key=lambda pair: pair[0], **page(request))
         return answer(await self.read(listing))
+
+    async def fetch_checkpoint(self, request: Request) -> Response:
+        run_id = path_id(request, "run", "training run")
+        wanted = request.path_params["checkpoint"]
+
+        def fetch(store: DuckDBStorage) -> dict[str, Any]:
+            found = [c for _, c in answered_checkpoints(store, run_of(store, run_id)) if c["id"] == wanted]
+            if not found:
+                raise ApiError(404, f"no checkpoint {wanted} in training run {run_id}")
+            return found[0]
+        return answer(await self.read(fetch))
 
     def run_json(self, store: DuckDBStorage, run: RunRecord) -> dict[str, Any]:
         observed = store.query("SELECT id FROM observations WHERE run_id = ?", [run.id])
@@ -316,6 +325,16 @@ def project_json(project: dict[str, Any]) -> dict[str, Any]:
     return {"object": "project", "id": project["id"], "name": project["name"], "client": shapes.CLIENT_ID,
             "user": shapes.USER_ID, "metadata": project.get("metadata") or None,
             "created": shapes.seconds(project.get("created_at")), "updated": None}
+
+
+def answered_checkpoints(store: DuckDBStorage, run: RunRecord) -> list[tuple[int, dict[str, Any]]]:
+    """A run's checkpoints as (epoch, SigOpt's checkpoint object), each with the answer it was given when
+    it was created (kept by the lifecycle by checkpoint number; a run outside any experiment, or
+    one without a training monitor, was never told to stop)."""
+    decisions = store.stop_decisions(run.suggestion_id) if run.suggestion_id is not None else {}
+    return [(checkpoint["epoch"], shapes.checkpoint_json(run.id, checkpoint["epoch"], checkpoint["values"],
+                                                         *decisions.get(number, (False, {}))))
+            for number, checkpoint in enumerate(store.checkpoints(run.id), start=1)]
 
 
 def run_of(store: DuckDBStorage, run_id: int) -> RunRecord:
