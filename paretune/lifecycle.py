@@ -239,11 +239,20 @@ class TrialSession:
         self.storage.start_trial(trial.suggestion_id, worker=worker, run_id=trial.run_id, environment=environment)
 
     def checkpoint(self, trial: OpenTrial, epoch: int, values: Mapping[str, Any]) -> stopping.StopDecision:
-        """Store a checkpoint and answer it: should the trial stop, and which rules say so."""
+        """Store a checkpoint and answer it: should the trial stop, and which rules say so. A new
+        one past `max_checkpoints` is refused, writing nothing: the training monitor bounds a trial
+        (as on SigOpt; the flow ends a trial there before it reports more). An epoch reported
+        again replaces its values (a retried task reports its epochs again)."""
         if trial.run_id is None:
             raise StorageError(f"suggestion {trial.suggestion_id} has no run to hold checkpoints")
+        monitor = self.spec.training_monitor
+        if monitor is not None:
+            reported = [c["epoch"] for c in self.storage.checkpoints(trial.run_id)]
+            if epoch not in reported and len(reported) >= monitor.max_checkpoints:
+                raise StorageError(f"suggestion {trial.suggestion_id} already has {monitor.max_checkpoints} "
+                                   "checkpoints, the training monitor's max_checkpoints: close the trial with its values")
         self.storage.add_checkpoint(trial.run_id, epoch, dict(values))
-        if self.spec.training_monitor is None:
+        if monitor is None:
             return stopping.StopDecision(False)
         curves = self.storage.checkpoint_curves(self.experiment_id)
         curve = curves.get(trial.suggestion_id, [])

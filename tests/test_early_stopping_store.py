@@ -9,7 +9,7 @@ import pytest
 
 import paretune
 from paretune.optimizer import ExperimentSpec
-from paretune.storage import DuckDBStorage
+from paretune.storage import DuckDBStorage, StorageError
 from paretune.storage.report import experiment_report, frontier_points
 from paretune.storage.schema import MIGRATIONS
 from paretune.tasks.report import summary_markdown
@@ -33,6 +33,24 @@ def train(run: paretune.runs.Run, f1_per_epoch: float, size: float) -> int:
         if run.log_checkpoint(epoch, values):
             break
     return epoch
+
+
+def test_a_checkpoint_past_max_checkpoints_is_refused_and_not_written(tmp_path):
+    db = str(tmp_path / "bounded.duckdb")
+    experiment = paretune.create_experiment(DEFINITION, db=db)
+    run = next(iter(experiment.loop()))
+    with run:
+        answers = [run.log_checkpoint(epoch, {"f1": 10.0 * epoch, "size": 1.0}) for epoch in range(1, 4)]
+        assert answers == [False, False, True]  # alone at rung 1; the 3rd is max_checkpoints
+        with pytest.raises(StorageError, match="max_checkpoints"):
+            run.log_checkpoint(4, {"f1": 40.0, "size": 1.0})
+        assert run.log_checkpoint(3, {"f1": 33.0, "size": 1.0})  # an epoch again (a retried task): replaced
+        run.log_metrics({"f1": 30.0, "size": 1.0})
+    with DuckDBStorage(db, read_only=True) as store:  # the published copy: three checkpoints, trained to the end
+        (observation,) = store.observations(experiment.id)
+        assert [(c["epoch"], c["values"]["f1"]) for c in store.checkpoints(observation.run_id)] == [
+            (1, 10.0), (2, 20.0), (3, 33.0)]
+        assert not observation.stopped and observation.values == {"f1": 30.0, "size": 1.0}
 
 
 def test_runs_answer_checkpoints_and_a_stopped_trial_closes_stopped_outside_the_frontier(tmp_path):

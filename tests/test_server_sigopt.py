@@ -209,7 +209,7 @@ def test_observations_are_updated_and_deleted(observed) -> None:
 def test_a_checkpoint_answers_whether_to_stop_and_keeps_its_answer(served) -> None:
     """SigOpt's training monitor through its core API: each checkpoint created answers
     `should_stop` and `stopping_reasons`, and listing or fetching the checkpoints later shows the
-    same answers (the lifecycle keeps them by checkpoint number)."""
+    same answers (the lifecycle keeps them by checkpoint number); `max_checkpoints` bounds a run."""
     server, token, db = served
     conn = Connection(client_token=token, api_url=server.url)
     experiment = conn.experiments().create(
@@ -233,6 +233,17 @@ def test_a_checkpoint_answers_whether_to_stop_and_keeps_its_answer(served) -> No
     assert missing.value.status_code == 404
 
     conn.training_runs(run.id).update(state="completed", values={"acc": {"value": 0.5}, "size": {"value": 3}})
+
+    rising = conn.experiments(experiment.id).training_runs().create()
+    answers = [conn.training_runs(rising.id).checkpoints().create(
+        values=[{"name": "acc", "value": epoch / 10}, {"name": "size", "value": 2}]) for epoch in range(1, 6)]
+    assert [a.should_stop for a in answers] == [False] * 4 + [True]  # never converged; the 5th is the last
+    assert answers[-1].stopping_reasons.to_json() == {"acc flat": False, "max_checkpoints": True}
+    with pytest.raises(ApiException) as past:
+        conn.training_runs(rising.id).checkpoints().create(values=[{"name": "acc", "value": 0.6},
+                                                                   {"name": "size", "value": 2}])
+    assert past.value.status_code == 400 and "max_checkpoints" in str(past.value)
+    assert len(list(conn.training_runs(rising.id).checkpoints().fetch().iterate_pages())) == 5  # nothing written
     with DuckDBStorage(db, read_only=True) as storage:  # told to stop at its 3rd of 5 checkpoints: closed stopped
         (observation,) = storage.observations(int(experiment.id))
         assert observation.stopped and observation.fidelity == pytest.approx(3 / 5)
