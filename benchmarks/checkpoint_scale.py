@@ -86,8 +86,8 @@ def measure(db: Path, experiment_id: int, trials: int) -> dict[str, float]:
         curves = list(store.checkpoint_curves(experiment_id).values())
         peers = [stopping.RungEntry(i, curve[0]) for i, curve in enumerate(curves)]
         arithmetic = [timed(lambda: stopping.decide(
-            SPEC, curves[0][:1], peers, 0, stopping.fixed_metrics(SPEC, curves), stopping.checkpoint_noise(SPEC, curves),
-            stopping.finished_values(SPEC, curves))) for _ in range(3)]
+            SPEC, curves[0][:1], peers, 0, stopping.fixed_metrics(SPEC, curves),
+            stopping.checkpoint_noise(SPEC, curves), stopping.finished_values(SPEC, curves))) for _ in range(3)]
     rung, other = statistics.median(by_kind["rung"]), statistics.median(by_kind["other"])
     rungs = len(stopping.rungs(1, 3, MAX_CHECKPOINTS))
     return {"trials": trials, "rung": rung, "other": other, "read": statistics.median(reads),
@@ -105,9 +105,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for trials in args.sizes:
             row = measure(*seeded(Path(folder), trials), trials)
-            print(f"| {trials:,} | {row['rung'] * 1e3:.0f} ms | {row['other'] * 1e3:.1f} ms | {row['mean'] * 1e3:.0f} ms "
-                  f"| {row['read'] * 1e3:.0f} ms | {row['arithmetic'] * 1e3:.0f} ms | {row['rung'] / row['mean']:.1f}x |",
-                  flush=True)
+            cells = [f"{trials:,}", f"{row['rung'] * 1e3:.0f} ms", f"{row['other'] * 1e3:.1f} ms",
+                     f"{row['mean'] * 1e3:.0f} ms", f"{row['read'] * 1e3:.0f} ms", f"{row['arithmetic'] * 1e3:.0f} ms",
+                     f"{row['rung'] / row['mean']:.1f}x"]
+            print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

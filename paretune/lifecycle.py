@@ -252,8 +252,8 @@ class TrialSession:
         with self.storage.batch():  # one hold of the file for the checkpoint and its answer
             reported = [c["epoch"] for c in self.storage.checkpoints(trial.run_id)]
             if epoch not in reported and len(reported) >= monitor.max_checkpoints:
-                raise StorageError(f"suggestion {trial.suggestion_id} already has {monitor.max_checkpoints} checkpoints, "
-                                   "the training monitor's max_checkpoints: close the trial with its values")
+                raise StorageError(f"suggestion {trial.suggestion_id} already has {monitor.max_checkpoints} "
+                                   "checkpoints (the training monitor's max_checkpoints): close the trial")
             self.storage.add_checkpoint(trial.run_id, epoch, dict(values))
             count = len(reported) + (epoch not in reported)
             kept = self.storage.stop_decisions(trial.suggestion_id).get(count)
