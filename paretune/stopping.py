@@ -306,7 +306,7 @@ def decide(spec: ExperimentSpec, curve: Curve, rung_peers: Sequence[RungEntry] |
     `rung_peers`: the values at this checkpoint number of every trial that reached it before,
     when it is a rung of Pareto early stopping (None otherwise). `fixed`, `noise` and
     `finished`: `fixed_metrics`, `checkpoint_noise` and `finished_values` of the experiment's
-    curves so far.
+    curves so far, read only at a rung (elsewhere the trial's own curve decides).
     """
     reasons = convergence_reasons(spec, curve)
     count = len(curve)
