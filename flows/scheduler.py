@@ -113,7 +113,7 @@ class TrialScheduler:
             return
         left = self.session.progress().remaining
         assert left is not None  # the flow stores the budget in force before it sweeps
-        cheapest = self.session.cheapest_trial
+        cheapest = self.session.spec.least_trial_cost
         while free > 0 and left >= cheapest - 1e-9:  # in cost units: a cheap trial may fit where a full one would not
             trial = self.submit_next()
             left -= self.session.spec.task_cost(trial.task)

@@ -187,6 +187,22 @@ class ExperimentSpec(BaseModel):
         setting = (self.metadata or {}).get("early_stopping")
         return None if setting is None else ParetoEarlyStopping.model_validate(setting)
 
+    @property
+    def least_trial_cost(self) -> float:
+        """The least one trial can spend of `observation_budget`: its cheapest task's cost, times
+        the earliest share of `max_checkpoints` at which a stopping rule can end it (a convergence
+        criterion after `max(min_checkpoints, lookback_checkpoints + 1)` checkpoints, Pareto early
+        stopping at its first rung, `min_checkpoints`). Once less is left, no trial fits: the
+        budget is spent, though what was observed may not add up to it."""
+        cheapest = min((task.cost for task in self.tasks or ()), default=1.0)
+        monitor = self.training_monitor
+        if monitor is None:
+            return cheapest
+        earliest = [max(c.min_checkpoints, c.lookback_checkpoints + 1) for c in monitor.early_stopping_criteria]
+        if self.early_stopping is not None:
+            earliest.append(self.early_stopping.min_checkpoints)
+        return cheapest * min([monitor.max_checkpoints, *earliest]) / monitor.max_checkpoints
+
     def is_full_cost(self, task: str | None) -> bool:
         return self.task_cost(task) == 1.0
 

@@ -206,23 +206,14 @@ class TrialSession:
         progress = self.progress()
         if progress.remaining is None:
             return
-        if n * self.cheapest_trial > progress.remaining + 1e-9:
-            left = f"{progress.remaining:g} cost units" if self.spec.tasks else f"{progress.remaining:g} suggestion(s)"
+        if n * self.spec.least_trial_cost > progress.remaining + 1e-9:
+            fractional = self.spec.tasks or self.spec.training_monitor  # a cheap task or a stopped trial costs less
+            left = f"{progress.remaining:g} cost units" if fractional else f"{progress.remaining:g} suggestion(s)"
             raise StorageError(
                 f"experiment {self.experiment.name!r} has {left} left in its budget of {progress.budget} "
                 f"({progress.observations} observed, {progress.open_suggestions} open); asked for {n}. Observe the "
                 "open ones, or raise the budget"
             )
-
-    @property
-    def cheapest_trial(self) -> float:
-        """The least a trial can cost in budget units: its cheapest task's cost (SigOpt's
-        multitask), times the share of it trained when early stopping stops it at its first rung."""
-        cheapest = min((task.cost for task in self.spec.tasks or ()), default=1.0)
-        stopping_setting = self.spec.early_stopping
-        if stopping_setting is not None:
-            cheapest *= stopping.fidelity(self.spec, stopping_setting.min_checkpoints)
-        return cheapest
 
     def _open_run(self, suggestion_id: int, assignments: dict[str, Any], environment: RunEnvironment,
                   metadata: dict[str, Any] | None) -> int:

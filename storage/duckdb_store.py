@@ -403,7 +403,7 @@ class DuckDBStorage(RunRows, Storage):
             "           LEFT JOIN experiment_tasks t ON t.experiment_id = s.experiment_id AND t.name = s.task "
             "           WHERE s.experiment_id = $1 AND s.state = 'open'), "
             "reasons AS (SELECT failure_reason, count(*) AS n FROM observed WHERE failed GROUP BY failure_reason) "
-            "SELECT e.budget, "
+            "SELECT e.budget, e.spec, "
             "  (SELECT count(*) FILTER (WHERE NOT failed AND NOT stopped) FROM observed) AS completed, "
             "  (SELECT count(*) FILTER (WHERE stopped) FROM observed) AS stopped, "
             "  (SELECT count(*) FILTER (WHERE failed) FROM observed) AS failed, "
@@ -427,6 +427,7 @@ class DuckDBStorage(RunRows, Storage):
             spent=float(row["spent"]),
             open_cost=float(row["open_cost"]),
             stopped=row["stopped"],
+            least_trial_cost=ExperimentSpec.model_validate(json.loads(row["spec"])).least_trial_cost,
         )
 
     # -- reports ------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ class Progress:
     spent: float = 0.0
     open_cost: float = 0.0  # what the open suggestions will cost once observed
     stopped: int = 0  # stopped early (neither completed nor failed); counted in `observations`
+    least_trial_cost: float = 1.0  # the experiment's `ExperimentSpec.least_trial_cost`
 
     @property
     def remaining(self) -> float | None:
@@ -95,7 +96,13 @@ class Progress:
 
     @property
     def done(self) -> bool:
-        return self.budget is not None and self.spent >= self.budget - 1e-9  # fractional costs add up inexactly
+        """The budget is spent: what is left of it, if anything, is less than the cheapest trial."""
+        return self.budget is not None and budget_spent(self.budget, self.spent, self.least_trial_cost)
+
+
+def budget_spent(budget: float, spent: float, least_trial_cost: float) -> bool:
+    """Whether less than one trial's least cost is left (fractional costs add up inexactly)."""
+    return budget - spent < least_trial_cost - 1e-9
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from paretune.optimizer import (
     validate_values,
 )
 from paretune.storage.base import StorageError
-from paretune.storage.records import ExperimentRecord, SuggestionRecord
+from paretune.storage.records import ExperimentRecord, SuggestionRecord, budget_spent
 
 
 def require_open(db: duckdb.DuckDBPyConnection, suggestion_id: int) -> None:
@@ -36,15 +36,16 @@ def require_open(db: duckdb.DuckDBPyConnection, suggestion_id: int) -> None:
 
 
 def settle_state(db: duckdb.DuckDBPyConnection, experiment_id: int) -> None:
-    """An experiment is `completed` once its observations reach its budget, `active` again if the
-    budget grows; an archived one stays archived."""
-    db.execute(
-        "UPDATE experiments SET state = CASE WHEN budget IS NOT NULL AND "
-        "  (SELECT coalesce(sum(cost), 0) FROM observation_costs WHERE experiment_id = ?) >= budget "
-        "  THEN 'completed' ELSE 'active' END "
-        "WHERE id = ? AND state <> 'archived'",
-        [experiment_id, experiment_id],
-    )
+    """An experiment is `completed` once its budget is spent (`Progress.done`: less is left than
+    its cheapest trial would cost), `active` again if the budget grows; an archived one stays
+    archived."""
+    budget, spent, spec = db.execute(
+        "SELECT budget, (SELECT coalesce(sum(cost), 0) FROM observation_costs WHERE experiment_id = e.id), spec "
+        "FROM experiments e WHERE id = ?", [experiment_id]).fetchone()
+    least = ExperimentSpec.model_validate(json.loads(spec)).least_trial_cost
+    done = budget is not None and budget_spent(budget, float(spent), least)
+    db.execute("UPDATE experiments SET state = ? WHERE id = ? AND state <> 'archived'",
+               ["completed" if done else "active", experiment_id])
 
 
 def apply_changes(definition: dict[str, Any], *, name: str | None, parallel_bandwidth: int | None,

@@ -53,6 +53,32 @@ def test_a_checkpoint_past_max_checkpoints_is_refused_and_not_written(tmp_path):
         assert not observation.stopped and observation.values == {"f1": 30.0, "size": 1.0}
 
 
+def test_a_loop_ends_once_what_is_left_of_the_budget_fits_no_trial(tmp_path):
+    """SigOpt's convergence criterion stopped the only trial at 3 of 4 checkpoints: 0.25 of the
+    budget is left, and no trial can cost less than 2 of 4. The loop ends there (it asked for
+    another suggestion and was refused), and the experiment is `completed`."""
+    db = str(tmp_path / "spent.duckdb")
+    definition = {key: value for key, value in DEFINITION.items() if key != "metadata"} | {
+        "observation_budget": 1,
+        "training_monitor": {"max_checkpoints": 4, "early_stopping_criteria": [
+            {"type": "convergence", "name": "flat f1", "metric": "f1", "lookback_checkpoints": 1,
+             "min_checkpoints": 2}]}}
+    experiment = paretune.create_experiment(definition, db=db)
+    told = []
+    for run in experiment.loop():
+        with run:
+            for epoch, f1 in enumerate((10.0, 20.0, 20.0, 30.0), start=1):
+                run.log_metrics({"f1": f1, "size": 1.0})
+                if run.log_checkpoint(epoch, {"f1": f1, "size": 1.0}):
+                    told.append(epoch)
+                    break
+    assert told == [3]
+    progress = experiment.progress()
+    assert progress.spent == pytest.approx(0.75) and progress.done
+    with DuckDBStorage(db, read_only=True) as store:
+        assert store.get_experiment(experiment.id).state == "completed"
+
+
 def test_runs_answer_checkpoints_and_a_stopped_trial_closes_stopped_outside_the_frontier(tmp_path):
     db = str(tmp_path / "stop.duckdb")
     experiment = paretune.create_experiment(DEFINITION, db=db)

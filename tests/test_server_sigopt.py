@@ -247,3 +247,37 @@ def test_a_checkpoint_answers_whether_to_stop_and_keeps_its_answer(served) -> No
     with DuckDBStorage(db, read_only=True) as storage:  # told to stop at its 3rd of 5 checkpoints: closed stopped
         (observation,) = storage.observations(int(experiment.id))
         assert observation.stopped and observation.fidelity == pytest.approx(3 / 5)
+
+
+def test_a_runs_api_loop_reads_the_answer_back_as_its_newest_checkpoint(served, tmp_path: Path) -> None:
+    """SigOpt's `run.log_checkpoint` drops the server's answer; the README's way to read it (the
+    newest checkpoint's `should_stop`) works inside SigOpt's own experiment loop, and the loop
+    ends when what is left of the budget fits no trial."""
+    server, token, _ = served
+    script = textwrap.dedent("""
+        import json, sigopt
+        from sigopt import Connection
+        experiment = sigopt.create_experiment(
+            name="monitored-loop", parameters=[dict(name="x", type="double", bounds=dict(min=0, max=1))],
+            metrics=[dict(name="y", objective="maximize")], budget=1,
+            training_monitor=dict(max_checkpoints=4, early_stopping_criteria=[dict(
+                type="convergence", name="y flat", metric="y", lookback_checkpoints=1, min_checkpoints=2)]))
+        told = []
+        for run in experiment.loop():
+            with run:
+                for y in (0.3, 0.5, 0.5):
+                    run.log_checkpoint({"y": y})
+                    newest = next(Connection().training_runs(run.id).checkpoints().fetch(limit=1).iterate_pages())
+                    told.append(newest.should_stop)
+                    if told[-1]:
+                        break
+                run.log_metric("y", 0.5)
+        reasons = Connection().experiments(experiment.id).stopping_criteria().fetch().reasons
+        print(json.dumps({"told": told, "remaining": experiment.progress.remaining_budget, "reasons": reasons}))
+    """)
+    done = run_client(script, sigopt_env(server, token, SIGOPT_PROJECT="monitoring"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Stopped at 3 of 4 checkpoints: 0.25 of the budget of 1 is left, less than any trial costs
+    # (2 of 4 checkpoints at the earliest), so the loop ends there instead of being refused a run.
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "told": [False, False, True], "remaining": 0, "reasons": ["observation_budget_reached"]}

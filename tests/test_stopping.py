@@ -53,6 +53,18 @@ def test_a_training_monitor_loads_and_round_trips():
     assert again.to_dict()["metadata"]["early_stopping"] == DEFINITION["metadata"]["early_stopping"]
 
 
+def test_the_least_a_trial_can_cost_is_the_earliest_stop_of_its_cheapest_task():
+    assert spec_with().least_trial_cost == pytest.approx(1 / 9)  # the first rung
+    without_pareto = spec_with(metadata={})  # convergence: 2 checkpoints past the first, and at least 3
+    assert without_pareto.least_trial_cost == pytest.approx(3 / 9)
+    monitor_only = spec_with(metadata={}, training_monitor={"max_checkpoints": 4})
+    assert monitor_only.least_trial_cost == 1.0  # nothing ends a trial before max_checkpoints
+    tasks = spec_with(tasks=[{"name": "small", "cost": 0.25}, {"name": "full", "cost": 1.0}])
+    assert tasks.least_trial_cost == pytest.approx(0.25 / 9)
+    plain = {key: value for key, value in DEFINITION.items() if key not in ("training_monitor", "metadata")}
+    assert ExperimentSpec.model_validate(plain).least_trial_cost == 1.0
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda d: d["training_monitor"].update(max_checkpoints=0), "training_monitor.max_checkpoints"),
     (lambda d: d["training_monitor"].update(max_checkpoints=201), "training_monitor.max_checkpoints"),

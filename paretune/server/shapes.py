@@ -37,7 +37,9 @@ def experiment_json(record: ExperimentRecord, progress: Progress, *, ai: bool = 
     finished = progress.observations
     runs_progress = {"active_run_count": progress.open_suggestions, "finished_run_count": finished,
                      "total_run_count": finished + progress.open_suggestions,
-                     "remaining_budget": None if progress.budget is None else max(progress.budget - progress.spent, 0)}
+                     # 0 once no trial fits: SigOpt's `experiment.loop()` asks for runs until it is
+                     "remaining_budget": None if progress.budget is None else
+                     0 if progress.done else progress.budget - progress.spent}
     body = {
         "object": "aiexperiment" if ai else "experiment", "id": str(record.id), "name": record.name,
         "type": definition.get("type") or "offline", "state": "deleted" if record.state == "archived" else "active",
