@@ -59,6 +59,7 @@ BAND_SHARE = 4
 # better (benchmarks/RESULTS.md, "Early stopping, third round": 1, 2 and 3 measured alike).
 NOISE_MARGIN = 2.0
 NOISE_CHECKPOINTS = 4  # the last checkpoints of a full trial the noise is read from
+NOISE_TRIALS = 1000  # the latest finished trials the noise is read from
 MAX_CHECKPOINTS_REASON = "max_checkpoints"
 Curve = Sequence[Mapping[str, float]]  # one trial's checkpoint values, in the order reported
 
@@ -114,15 +115,23 @@ def fixed_metrics(spec: ExperimentSpec, curves: Sequence[Curve]) -> set[str] | N
     """Optimized and constraint metrics that never moved within any trial that reported two
     checkpoints or more (a student's size): known at the first checkpoint, nothing to wait for.
     None before any trial has reported two: which metrics are fixed is not known yet."""
-    if not any(len(curve) >= 2 for curve in curves):
+    longer = [curve for curve in curves if len(curve) >= 2]
+    if not longer:
         return None
-    fixed = set()
-    for metric in spec.required_metrics:
-        series = [[point[metric.name] for point in curve if metric.name in point] for curve in curves]
-        series = [values for values in series if len(values) >= 2]
-        if series and all(max(values) - min(values) <= 1e-12 * max(1.0, abs(values[0])) for values in series):
-            fixed.add(metric.name)
-    return fixed
+    return {metric.name for metric in spec.required_metrics if _never_moved(metric.name, longer)}
+
+
+def _never_moved(name: str, curves: Sequence[Curve]) -> bool:
+    """True when some curve reports `name` twice or more and none saw it move (a metric that
+    moves is told at its first such curve: the scan stops there)."""
+    reported = False
+    for curve in curves:
+        values = [point[name] for point in curve if name in point]
+        if len(values) >= 2:
+            if max(values) - min(values) > 1e-12 * max(1.0, abs(values[0])):
+                return False
+            reported = True
+    return reported
 
 
 def _finished(spec: ExperimentSpec, curves: Sequence[Curve]) -> list[Curve]:
@@ -142,11 +151,15 @@ def checkpoint_noise(spec: ExperimentSpec, curves: Sequence[Curve]) -> dict[str,
     each one's last `NOISE_CHECKPOINTS` checkpoints, where learning curves are nearly straight,
     over 0.6745 sqrt(6) (a normal's median absolute value; a second difference of independent
     noise has six times its variance). What curvature is left only makes it larger: more
-    caution. A metric without three such differences yet has none."""
+    caution. A metric without three such differences yet has none. Only the last
+    `NOISE_TRIALS` finished trials count (in `curves`' order; the store's is the order they were
+    suggested): a median of thousands of differences is settled, and a rung's cost stays bounded
+    however long the sweep."""
     noise = {}
+    recent = _finished(spec, curves)[-NOISE_TRIALS:]
     for metric in spec.optimized_metrics:
         differences: list[float] = []
-        for curve in _finished(spec, curves):
+        for curve in recent:
             values = [point[metric.name] for point in curve[-NOISE_CHECKPOINTS:] if metric.name in point]
             if len(values) >= 3 and all(math.isfinite(v) for v in values):
                 differences.extend(np.abs(np.diff(values, 2)).tolist())

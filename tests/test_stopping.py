@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 
+from paretune import stopping
 from paretune.optimizer import ExperimentSpec, SpecError
 from paretune.stopping import (
     MAX_CHECKPOINTS_REASON,
@@ -251,6 +252,22 @@ def test_the_checkpoints_noise_is_read_from_the_ends_of_full_trials():
     assert checkpoint_noise(spec, straight) == {"f1": 0.0, "size": 0.0}
     assert checkpoint_noise(spec, [curve[:3] for curve in noisy]) == {}  # none reached max_checkpoints
     assert checkpoint_noise(spec, noisy[:1]) == {}  # two differences: not enough
+
+
+def test_the_noise_is_read_from_the_latest_finished_trials_only(monkeypatch):
+    """A long sweep's noise is read from its last NOISE_TRIALS finished trials, so a rung's cost
+    stays bounded: earlier trials, however noisy, do not count."""
+    monkeypatch.setattr(stopping, "NOISE_TRIALS", 10)
+    spec = spec_with()
+    rng = np.random.default_rng(1)
+    epochs = np.arange(1, 10)
+
+    def curves(n: int, sd: float) -> list[list[dict[str, float]]]:
+        return [[{"f1": float(2.0 * e + rng.normal(0, sd)), "size": 40.0} for e in epochs] for _ in range(n)]
+
+    quiet = checkpoint_noise(spec, [*curves(40, 5.0), *curves(10, 0.1)])["f1"]
+    assert 0.05 < quiet < 0.2
+    assert checkpoint_noise(spec, [*curves(10, 0.1), *curves(40, 5.0)])["f1"] > 2.0  # the latest are the noisy
 
 
 def test_a_trial_behind_by_less_than_the_noise_is_not_stopped():
