@@ -134,8 +134,8 @@ class RunRows:
         ]
 
     def checkpoint_curves(self, experiment_id: int) -> dict[int, list[dict[str, float]]]:
-        # Column by column, one row per value: rows of DuckDB maps took three times as long to
-        # fetch at 10^4 trials (benchmarks/checkpoint_scale.py).
+        # Column by column, one row per value: rows of DuckDB maps took 3-6 times as long to
+        # fetch at 10^3-10^5 trials (benchmarks/checkpoint_scale.py).
         columns = self.query_columns(
             "SELECT r.suggestion_id, c.epoch, c.metric, c.value FROM checkpoints c JOIN runs r ON r.id = c.run_id "
             "WHERE r.experiment_id = ? AND r.suggestion_id IS NOT NULL ORDER BY r.suggestion_id, c.epoch",
