@@ -3,7 +3,9 @@
 Problems with learning curves (paretune.stopping explains the trap they hold): a student's size
 is fixed from its first epoch, its accuracy climbs along a curve, and large students start slowly
 and end best (curves cross); `students6` adds four training hyperparameters that scale the whole
-curve down away from their best settings (added in the third round, never tuned on). Cost is
+curve down away from their best settings (added in the third round, never tuned on); `lr_pace`
+and `lr_pace6` let the learning rate set the pace, so comparable students cross too (added after
+the fourth round's rule, to test it). Cost is
 counted in trial-epochs (what a GPU spends). Workers are simulated in-process, asynchronously:
 each trial trains epoch by epoch, the next suggestion is asked for the moment a worker frees,
 and a stopped trial's worker takes one at once.
@@ -102,9 +104,20 @@ def plateau(x: float, y: float, epoch: int) -> float | None:
     return final / (1 + math.exp(-(epoch - delay) / width)) * (1 + math.exp(-(MAX_CHECKPOINTS - delay) / width))
 
 
+def lr_pace(x: float, y: float, epoch: int) -> float | None:
+    """Added after the fourth round's rule, to test it (never tuned on): `students`' final
+    accuracy, but the learning rate sets the pace. A higher one learns faster early, so a peer of
+    the same size past the best learning rate (0.35 + 0.3 x) leads at the early rungs and ends
+    behind."""
+    pace = (0.6 + 4.0 * x) * (1.5 - y)
+    return _final(x, y) * (1 - math.exp(-epoch / pace)) / (1 - math.exp(-MAX_CHECKPOINTS / pace))
+
+
 PROBLEMS = {p.name: p for p in (Problem("students", students, threshold=0.5), Problem("crossing", crossing),
                                 Problem("oom", oom), Problem("plateau", plateau),
-                                Problem("students6", students, threshold=0.5, training=4))}
+                                Problem("students6", students, threshold=0.5, training=4),
+                                Problem("lr_pace", lr_pace, threshold=0.5),
+                                Problem("lr_pace6", lr_pace, threshold=0.5, training=4))}
 
 
 EARLY_STOPPING = {"type": "pareto", "reduction_factor": 3, "min_checkpoints": 1}  # the documented default
