@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import requests
 from sigopt import Connection
 from sigopt.exception import ApiException
 
@@ -231,6 +232,8 @@ def test_a_checkpoint_answers_whether_to_stop_and_keeps_its_answer(served) -> No
     with pytest.raises(ApiException) as missing:
         conn.training_runs(run.id).checkpoints(f"{run.id}-9").fetch()
     assert missing.value.status_code == 404
+    tokenless = requests.get(f"{server.url}/v1/training_runs/{run.id}/checkpoints/{created[-1].id}", timeout=30)
+    assert tokenless.status_code == 401  # the new route sits behind the token gate like every other
 
     conn.training_runs(run.id).update(state="completed", values={"acc": {"value": 0.5}, "size": {"value": 3}})
 
