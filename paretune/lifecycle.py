@@ -263,11 +263,16 @@ class TrialSession:
         if not stopping.is_rung(self.spec, count):
             return stopping.decide(self.spec, curve, None, trial.suggestion_id, None)
         curves = self.storage.checkpoint_curves(self.experiment_id)
-        peers = [stopping.RungEntry(other, points[count - 1]) for other, points in curves.items()
+        assignments = self.storage.suggestion_assignments(self.experiment_id)
+        peers = [stopping.RungEntry(other, points[count - 1], assignments[other]) for other, points in curves.items()
                  if other != trial.suggestion_id and len(points) >= count]
         every = list(curves.values())
-        return stopping.decide(self.spec, curve, peers, trial.suggestion_id, stopping.fixed_metrics(self.spec, every),
-                               stopping.checkpoint_noise(self.spec, every), stopping.finished_values(self.spec, every))
+        fixed = stopping.fixed_metrics(self.spec, every)
+        growth = stopping.growth_to_end(self.spec, count, [stopping.TrialCurve(assignments[suggestion], points)
+                                                           for suggestion, points in curves.items()], fixed or set())
+        return stopping.decide(self.spec, curve, peers, trial.suggestion_id, fixed,
+                               stopping.checkpoint_noise(self.spec, every), stopping.finished_values(self.spec, every),
+                               growth, trial.assignments)
 
     def must_end(self, trial: OpenTrial, checkpoints: int) -> bool:
         """A trial that reaches `max_checkpoints` after it was told to stop ignored the answer:

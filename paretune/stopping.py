@@ -37,18 +37,29 @@ A rung is not decided on noise: a trial is stopped only if it would be at rung v
 from the trials that trained to the end). At the first rung a slow starter has reached a
 quarter of its final accuracy, so differences between comparable students shrink to the size
 of the noise there.
+
+Nor is a rung decided on pace: once `GROWTH_MIN_TRIALS` trials have trained to the end, each
+uncertain value is compared as the final value it projects to (`Growth`): its rung value times
+the growth from that rung to the end that a Gaussian process over the hyperparameters, fit on
+the finished trials, expects at the trial's settings. A higher learning rate learns faster
+early and may end behind: a peer of the same size past its best learning rate led the trial at
+the best one at the first rung, and stopped it (`lr_pace` in benchmarks/early_stopping.py). Where
+the finished trials say nothing (far from every one of them), the model expects the average
+growth, and the rung values decide as they are.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from paretune.optimizer import ExperimentSpec, Metric
+from paretune.optimizer.gp import MAX_TRAINING_POINTS, GaussianProcess
 from paretune.optimizer.pareto import hypervolume_contributions, nondominated_ranks, pareto_front
+from paretune.optimizer.space import SearchSpace
 
 PARETO_REASON = "pareto"  # the key of the rung rule in `stopping_reasons`
 # Comparable size: within 1/(BAND_SHARE * eta) of the range the rung's peers span on each fixed
@@ -60,6 +71,10 @@ BAND_SHARE = 4
 NOISE_MARGIN = 2.0
 NOISE_CHECKPOINTS = 4  # the last checkpoints of a full trial the noise is read from
 NOISE_TRIALS = 1000  # the latest finished trials the noise is read from
+# Growth from a rung to the end is projected once this many trials trained to the end
+# (benchmarks/RESULTS.md, "Early stopping, fifth round": 4 and 10 measured), from at most the
+# latest MAX_TRAINING_POINTS of them (the Gaussian process's own bound).
+GROWTH_MIN_TRIALS = 4
 MAX_CHECKPOINTS_REASON = "max_checkpoints"
 Curve = Sequence[Mapping[str, float]]  # one trial's checkpoint values, in the order reported
 
@@ -75,10 +90,20 @@ class StopDecision:
 @dataclass(frozen=True)
 class RungEntry:
     """One trial's values at a rung (its checkpoint number `rung`); `order` breaks exact ties
-    (the suggestion id: earlier first, so a decision never depends on arrival timing)."""
+    (the suggestion id: earlier first, so a decision never depends on arrival timing);
+    `assignments`: its hyperparameters, where `Growth` projects its values to the end."""
 
     order: int
     values: Mapping[str, float]
+    assignments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialCurve:
+    """A trial's hyperparameters and its checkpoint values so far: what `growth_to_end` reads."""
+
+    assignments: Mapping[str, Any]
+    curve: Curve
 
 
 # -- SigOpt's convergence criterion --------------------------------------------------------------
@@ -168,12 +193,70 @@ def checkpoint_noise(spec: ExperimentSpec, curves: Sequence[Curve]) -> dict[str,
     return noise
 
 
+@dataclass(frozen=True)
+class Growth:
+    """How each uncertain metric moves from one rung to the end of training, by the trial's
+    hyperparameters: per metric, a Gaussian process of the log growth (final / rung value) where
+    every value it is fit on is positive, of the difference (final - rung value) otherwise."""
+
+    space: SearchSpace
+    models: Mapping[str, tuple[GaussianProcess, bool]]  # metric -> (model, relative: of the log growth)
+
+    def project(self, entries: Sequence[RungEntry]) -> list[RungEntry]:
+        """`entries` with each modelled metric at the final value the model expects of it (a
+        value not reported, not finite, or not positive for a relative model stays as it is)."""
+        if not entries:
+            return []
+        rows = self.space.surrogate_rows(self.space.encode_many([dict(e.assignments) for e in entries]))
+        projected = [dict(e.values) for e in entries]
+        for name, (model, relative) in self.models.items():
+            for values, step in zip(projected, model.predict_mean(rows)):
+                value = values.get(name, math.nan)
+                if math.isfinite(value) and not relative:
+                    values[name] = value + float(step)
+                elif math.isfinite(value) and value > 0:
+                    values[name] = value * math.exp(float(step))
+        return [replace(e, values=values) for e, values in zip(entries, projected)]
+
+
+def growth_to_end(spec: ExperimentSpec, count: int, trials: Sequence[TrialCurve], fixed: set[str]) -> Growth | None:
+    """The growth from checkpoint number `count` to the end of the uncertain metrics (not
+    `fixed`), fit on the latest `MAX_TRAINING_POINTS` trials that reached `max_checkpoints` (in
+    `trials`' order, the store's being the order they were suggested); None before
+    `GROWTH_MIN_TRIALS` of them report a metric at both ends."""
+    monitor = spec.training_monitor
+    if monitor is None or count >= monitor.max_checkpoints:
+        return None
+    finished = [t for t in trials if len(t.curve) >= monitor.max_checkpoints][-MAX_TRAINING_POINTS:]
+    if len(finished) < GROWTH_MIN_TRIALS:
+        return None
+    space = SearchSpace(spec)
+    rows = space.surrogate_rows(space.encode_many([dict(t.assignments) for t in finished]))
+    models = {}
+    for metric in spec.required_metrics:
+        if metric.name in fixed:
+            continue
+        ends = np.array([(t.curve[count - 1].get(metric.name, math.nan), t.curve[-1].get(metric.name, math.nan))
+                         for t in finished], dtype=float)
+        known = np.flatnonzero(np.isfinite(ends).all(axis=1))
+        if len(known) < GROWTH_MIN_TRIALS:
+            continue
+        rung, final = ends[known, 0], ends[known, 1]
+        relative = bool(np.all(rung > 0) and np.all(final > 0))
+        growth = np.log(final / rung) if relative else final - rung
+        models[metric.name] = (GaussianProcess.fit(rows[known], growth, space.continuous, ordinal=space.ordinal),
+                               relative)
+    return Growth(space, models) if models else None
+
+
 def continues_at_rung(spec: ExperimentSpec, trial: RungEntry, peers: Sequence[RungEntry], reduction_factor: int,
                       fixed: set[str] | None, noise: Mapping[str, float] | None = None,
-                      finished: Sequence[Mapping[str, float]] = ()) -> bool:
+                      finished: Sequence[Mapping[str, float]] = (), growth: Growth | None = None) -> bool:
     """Whether `trial` is among the best 1/eta of the trials that reached this rung (`peers`,
     itself included), compared on what is still uncertain (see the module docstring);
-    `finished`: `finished_values`, where a larger peer's lead is discounted by the front's slope.
+    `finished`: `finished_values`, where a larger peer's lead is discounted by the front's slope;
+    `growth`: `growth_to_end`, which projects every rung value (the trial's given the doubt) to
+    the end.
 
     Before any trial has reported two checkpoints (`fixed` None), a trial with two optimized
     metrics continues: comparing on both, a metric that may be fixed, is the trap itself. With
@@ -185,7 +268,7 @@ def continues_at_rung(spec: ExperimentSpec, trial: RungEntry, peers: Sequence[Ru
             return True
         fixed = set()
     if noise:
-        trial = RungEntry(trial.order, _given_the_doubt(spec, trial.values, noise, fixed))
+        trial = replace(trial, values=_given_the_doubt(spec, trial.values, noise, fixed))
     if any(not _meets(metric, trial.values) for metric in _thresholded(spec) if metric.name in fixed):
         return False
     peers = [p for p in peers if p.order != trial.order and _meets_fixed(spec, p, fixed)] + [trial]
@@ -194,8 +277,11 @@ def continues_at_rung(spec: ExperimentSpec, trial: RungEntry, peers: Sequence[Ru
     group, compared = peers, list(spec.optimized_metrics)
     if known and uncertain:
         group, compared = _comparable(trial, peers, known, reduction_factor), uncertain
-        if len(known) == 1 and len(uncertain) == 1:
-            group = _net_of_size(trial, group, known[0], uncertain[0], finished)
+    if growth is not None:  # only the group: at 10^5 trials, projecting every peer took seconds
+        group = growth.project(group)
+        trial = next(entry for entry in group if entry.order == trial.order)
+    if len(known) == 1 and len(uncertain) == 1:
+        group = _net_of_size(trial, group, known[0], uncertain[0], finished)
     keep = max(1, len(group) // reduction_factor)
     ranking = _ranking(spec, group, compared)
     best = sorted(range(len(group)), key=ranking.__getitem__)[:keep]
@@ -245,7 +331,7 @@ def _net_of_size(trial: RungEntry, group: list[RungEntry], known: Metric, uncert
         value = peer.values.get(uncertain.name, math.nan)
         if peer.order != trial.order and given_up > 0 and math.isfinite(value) and value > 0:
             value *= math.exp(-sign * min(50.0, rate * given_up))  # past e^50 the lead is all size's anyway
-            peer = RungEntry(peer.order, {**peer.values, uncertain.name: value})
+            peer = replace(peer, values={**peer.values, uncertain.name: value})
         netted.append(peer)
     return netted
 
@@ -313,13 +399,14 @@ def _score(metric: Metric, values: Mapping[str, float]) -> float:
 # -- one answer per checkpoint --------------------------------------------------------------------
 def decide(spec: ExperimentSpec, curve: Curve, rung_peers: Sequence[RungEntry] | None, order: int,
            fixed: set[str] | None, noise: Mapping[str, float] | None = None,
-           finished: Sequence[Mapping[str, float]] = ()) -> StopDecision:
-    """The answer to a trial's checkpoint number `len(curve)`.
+           finished: Sequence[Mapping[str, float]] = (), growth: Growth | None = None,
+           assignments: Mapping[str, Any] | None = None) -> StopDecision:
+    """The answer to a trial's checkpoint number `len(curve)`; `assignments`: its hyperparameters.
 
     `rung_peers`: the values at this checkpoint number of every trial that reached it before,
-    when it is a rung of Pareto early stopping (None otherwise). `fixed`, `noise` and
-    `finished`: `fixed_metrics`, `checkpoint_noise` and `finished_values` of the experiment's
-    curves so far, read only at a rung (elsewhere the trial's own curve decides).
+    when it is a rung of Pareto early stopping (None otherwise). `fixed`, `noise`, `finished` and
+    `growth`: `fixed_metrics`, `checkpoint_noise`, `finished_values` and `growth_to_end` of the
+    experiment's curves so far, read only at a rung (elsewhere the trial's own curve decides).
     """
     reasons = convergence_reasons(spec, curve)
     count = len(curve)
@@ -328,8 +415,9 @@ def decide(spec: ExperimentSpec, curve: Curve, rung_peers: Sequence[RungEntry] |
         reasons[MAX_CHECKPOINTS_REASON] = count >= monitor.max_checkpoints
     stopping = spec.early_stopping
     if stopping is not None and rung_peers is not None:
-        reasons[PARETO_REASON] = not continues_at_rung(spec, RungEntry(order, curve[-1]), rung_peers,
-                                                       stopping.reduction_factor, fixed, noise, finished)
+        trial = RungEntry(order, curve[-1], assignments or {})
+        reasons[PARETO_REASON] = not continues_at_rung(spec, trial, rung_peers, stopping.reduction_factor, fixed,
+                                                       noise, finished, growth)
     return StopDecision(any(reasons.values()), reasons)
 
 

@@ -18,6 +18,7 @@ The contract every implementation keeps:
 from __future__ import annotations
 
 import abc
+import json
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -156,6 +157,13 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def checkpoint_curves(self, experiment_id: int) -> dict[int, list[dict[str, float]]]:
         """Each trial's checkpoint values in the order reported, by suggestion id."""
+
+    def suggestion_assignments(self, experiment_id: int) -> dict[int, dict[str, Any]]:
+        """Each suggestion's assignments by id, read column by column (as `checkpoint_curves`):
+        a rung of Pareto early stopping projects its trials' growth from them."""
+        columns = self.query_columns("SELECT id, CAST(assignments AS VARCHAR) AS assignments FROM suggestions "
+                                     "WHERE experiment_id = ?", [experiment_id])
+        return {suggestion: json.loads(text) for suggestion, text in zip(columns["id"], columns["assignments"])}
 
     @abc.abstractmethod
     def record_stop_decision(self, suggestion_id: int, checkpoint: int, should_stop: bool,

@@ -152,6 +152,37 @@ def test_a_rung_decision_reads_the_front_of_the_trials_trained_to_the_end(tmp_pa
     assert session.checkpoint(behind, 1, {"f1": 20.0, "size": 11.0}).reasons["pareto"]
 
 
+def test_a_rung_projects_each_trial_by_the_growth_its_settings_showed(tmp_path):
+    """Through the lifecycle: the stored suggestions' assignments and the finished curves give
+    each trial's growth to the end, so a peer that leads at the first rung only because its
+    learning rate learns faster early (`paced_f1`) stops no one; a lead at the same settings does."""
+    from tests.test_stopping import paced_f1
+
+    definition = DEFINITION | {
+        "parameters": [{"name": "width", "type": "double", "bounds": {"min": 0.0, "max": 1.0}},
+                       {"name": "learning_rate", "type": "double", "bounds": {"min": 0.0, "max": 1.0}}],
+        "observation_budget": 20, "training_monitor": {"max_checkpoints": 9},
+        "metadata": {"early_stopping": {"type": "pareto", "reduction_factor": 3, "min_checkpoints": 1}}}
+    experiment = paretune.create_experiment(definition, db=str(tmp_path / "paced.duckdb"))
+    session = experiment.session
+
+    def report(width: float, learning_rate: float, epochs: int, f1_offset: float = 0.0) -> list[bool]:
+        trial = session.open_at({"width": width, "learning_rate": learning_rate}, with_run=True)
+        values = [{"f1": paced_f1(width, learning_rate, epoch) + f1_offset, "size": 10.0 + 80.0 * width}
+                  for epoch in range(1, epochs + 1)]
+        answers = [session.checkpoint(trial, epoch, v).reasons.get("pareto", False) for epoch, v in enumerate(values, 1)]
+        if epochs == 9:
+            session.complete(trial, values[-1])
+        return answers
+
+    for width in (0.2, 0.8):  # trained to the end, whatever they were told: sizes 26 and 74, no peer of those below
+        for learning_rate in (0.2, 0.5, 0.9):
+            report(width, learning_rate, 9)
+    assert report(0.5, 0.95, 1) == [False]  # leads at the first rung: f1 24.3
+    assert report(0.5, 0.5, 1) == [False]  # 18.6 there, and ends at 55 against 47
+    assert report(0.5, 0.5, 1, f1_offset=-3.0) == [True]  # behind a peer of its own settings
+
+
 def test_a_file_of_the_previous_schema_migrates_with_its_rows(tmp_path):
     """Version 3 rows (views aside: they are dropped and made again by every migration) survive."""
     path = str(tmp_path / "v3.duckdb")

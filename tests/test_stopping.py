@@ -239,6 +239,44 @@ def test_a_larger_peer_stops_a_trial_only_by_the_lead_its_extra_size_does_not_bu
     assert not continues_at_rung(lower_is_better, loss[3], loss, 3, fixed={"size"})
 
 
+def paced_f1(width: float, learning_rate: float, epoch: int) -> float:
+    """A student's f1 after `epoch` of 9: a wider one ends better at the learning rate 0.5, and
+    the learning rate sets the pace (a higher one learns faster early, past 0.5 it ends worse)."""
+    final = 40.0 + 30.0 * width - 40.0 * (learning_rate - 0.5) ** 2
+    pace = (1.0 + 3.0 * width) * (1.5 - learning_rate)
+    return final * (1 - np.exp(-epoch / pace)) / (1 - np.exp(-9 / pace))
+
+
+def paced_entry(order: int, width: float, learning_rate: float, epoch: int = 1) -> RungEntry:
+    values = {"f1": float(paced_f1(width, learning_rate, epoch)), "size": 10.0 + 80.0 * width}
+    return RungEntry(order, values, {"width": width, "learning_rate": learning_rate})
+
+
+def test_a_peer_that_learns_faster_early_stops_no_one_its_pace_is_known_of():
+    """A peer of the same size past the best learning rate leads at the first rung and ends
+    behind. Rung values alone stop the trial at the best learning rate; projected to the end by
+    the growth the finished trials show at each one's settings, the trial continues. A peer that
+    leads at the same pace (the same settings, higher at the rung) still stops it."""
+    spec = spec_with(parameters=[{"name": "width", "type": "double", "bounds": {"min": 0.0, "max": 1.0}},
+                                 {"name": "learning_rate", "type": "double", "bounds": {"min": 0.0, "max": 1.0}}],
+                     metrics=[{"name": "f1", "objective": "maximize"}, {"name": "size", "objective": "minimize"}])
+    finished = [stopping.TrialCurve({"width": w, "learning_rate": lr},
+                                    [paced_entry(0, w, lr, epoch).values for epoch in range(1, 10)])
+                for w in (0.2, 0.5, 0.8) for lr in (0.2, 0.5, 0.9)]
+    assert stopping.growth_to_end(spec, 1, finished[:stopping.GROWTH_MIN_TRIALS - 1], {"size"}) is None
+    growth = stopping.growth_to_end(spec, 1, finished, {"size"})
+    span = [paced_entry(1, 0.0, 0.5), paced_entry(2, 1.0, 0.5)]  # comparable: within 80 / 12 of size 50
+    trial, faster = paced_entry(3, 0.5, 0.5), paced_entry(4, 0.5, 0.95)
+    assert faster.values["f1"] > trial.values["f1"] + 5 and paced_f1(0.5, 0.95, 9) < paced_f1(0.5, 0.5, 9) - 5
+    assert not continues_at_rung(spec, trial, [*span, faster, trial], 3, fixed={"size"})
+    assert continues_at_rung(spec, trial, [*span, faster, trial], 3, fixed={"size"}, growth=growth)
+    assert not continues_at_rung(spec, faster, [*span, trial, faster], 3, fixed={"size"}, growth=growth)
+    ahead = RungEntry(5, {**trial.values, "f1": trial.values["f1"] + 5}, trial.assignments)
+    assert not continues_at_rung(spec, trial, [*span, ahead, trial], 3, fixed={"size"}, growth=growth)
+    projected = growth.project([trial, faster])
+    assert [e.values["f1"] for e in projected] == pytest.approx([paced_f1(0.5, 0.5, 9), paced_f1(0.5, 0.95, 9)], rel=0.05)
+
+
 def test_the_checkpoints_noise_is_read_from_the_ends_of_full_trials():
     """The noise of learning curves near their end, from second differences: a known noise comes
     back; straight curves have none; trials stopped early and a lone curve give no estimate."""
