@@ -4,8 +4,9 @@ Fills a fresh DuckDB file with N finished trials in SQL (half trained to their n
 half stopped at the first or third, as Pareto early stopping leaves them), then opens a few new
 trials through `TrialSession` and reports their nine checkpoints one by one, timing each answer.
 Rungs (checkpoints 1 and 3) compare a trial with every other trial; the other seven read only its
-own curve. In the same run, the peer: reading every trial's curve (`checkpoint_curves`), which
-every checkpoint paid before only rungs did, and the rung rule's arithmetic on them.
+own curve. In the same run, the peer: reading every trial's curve and assignments
+(`checkpoint_curves`, `suggestion_assignments`), which every checkpoint paid before only rungs
+did, and the rung rule's arithmetic on them (the growth model's fit included).
 
     python benchmarks/checkpoint_scale.py                  # 10^3 and 10^4 trials
     python benchmarks/checkpoint_scale.py --sizes 100000
@@ -82,12 +83,19 @@ def measure(db: Path, experiment_id: int, trials: int) -> dict[str, float]:
                 seconds = timed(lambda: session.checkpoint(trial, epoch, values))
                 by_kind["rung" if stopping.is_rung(SPEC, epoch) else "other"].append(seconds)
             session.complete(trial, values)
-        reads = [timed(lambda: store.checkpoint_curves(experiment_id)) for _ in range(3)]
-        curves = list(store.checkpoint_curves(experiment_id).values())
-        peers = [stopping.RungEntry(i, curve[0]) for i, curve in enumerate(curves)]
-        arithmetic = [timed(lambda: stopping.decide(
-            SPEC, curves[0][:1], peers, 0, stopping.fixed_metrics(SPEC, curves),
-            stopping.checkpoint_noise(SPEC, curves), stopping.finished_values(SPEC, curves))) for _ in range(3)]
+        reads = [timed(lambda: (store.checkpoint_curves(experiment_id), store.suggestion_assignments(experiment_id)))
+                 for _ in range(3)]
+        by_id, assignments = store.checkpoint_curves(experiment_id), store.suggestion_assignments(experiment_id)
+        curves = list(by_id.values())
+        peers = [stopping.RungEntry(i, curve[0], assignments[i]) for i, curve in by_id.items()]
+        trials_so_far = [stopping.TrialCurve(assignments[i], curve) for i, curve in by_id.items()]
+
+        def decide() -> None:
+            fixed = stopping.fixed_metrics(SPEC, curves)
+            stopping.decide(SPEC, curves[0][:1], peers, 0, fixed, stopping.checkpoint_noise(SPEC, curves),
+                            stopping.finished_values(SPEC, curves),
+                            stopping.growth_to_end(SPEC, 1, trials_so_far, fixed or set()), peers[0].assignments)
+        arithmetic = [timed(decide) for _ in range(3)]
     rung, other = statistics.median(by_kind["rung"]), statistics.median(by_kind["other"])
     rungs = len(stopping.rungs(1, 3, MAX_CHECKPOINTS))
     return {"trials": trials, "rung": rung, "other": other, "read": statistics.median(reads),
@@ -99,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000])
     args = parser.parse_args()
-    print("| trials | a rung's answer | another checkpoint's | mean over a trial's 9 | peer: every curve read "
+    print("| trials | a rung's answer | another checkpoint's | mean over a trial's 9 | peer: every curve and assignment read "
           "| peer: the rung rule's arithmetic | every checkpoint as a rung (before) / mean |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as folder:

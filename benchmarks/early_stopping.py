@@ -38,7 +38,8 @@ import numpy as np
 
 from paretune.optimizer import ExperimentSpec, Observation, suggest
 from paretune.optimizer.pareto import hypervolume_2d
-from paretune.stopping import Curve, RungEntry, checkpoint_noise, decide, finished_values, fixed_metrics, is_rung
+from paretune.stopping import (Curve, RungEntry, TrialCurve, checkpoint_noise, decide, finished_values, fixed_metrics,
+                               growth_to_end, is_rung)
 
 MAX_CHECKPOINTS = 9
 REFERENCE = np.array([-0.40, 1.2])  # (-accuracy, size): hypervolume's reference point
@@ -196,14 +197,15 @@ class Sweep:
         count = len(trial.curve)
         if self.arm in ("full", "random"):
             return count >= MAX_CHECKPOINTS
-        peers = None
-        if is_rung(self.spec, count):
-            peers = [RungEntry(t.id, t.curve[count - 1]) for t in self.trials
-                     if t is not trial and len(t.curve) >= count and t.state != "failed"]
         curves = [t.curve for t in self.trials]
         fixed = set() if self.arm == "naive" else fixed_metrics(self.spec, curves)
+        if not is_rung(self.spec, count):
+            return decide(self.spec, trial.curve, None, trial.id, fixed).should_stop
+        peers = [RungEntry(t.id, t.curve[count - 1], t.assignments) for t in self.trials
+                 if t is not trial and len(t.curve) >= count and t.state != "failed"]
+        growth = growth_to_end(self.spec, count, [TrialCurve(t.assignments, t.curve) for t in self.trials], fixed or set())
         return decide(self.spec, trial.curve, peers, trial.id, fixed, checkpoint_noise(self.spec, curves),
-                      finished_values(self.spec, curves)).should_stop
+                      finished_values(self.spec, curves), growth, trial.assignments).should_stop
 
 
 def projected_values(spec: ExperimentSpec, values: dict[str, float], count: int, full_curves: list[Curve],
