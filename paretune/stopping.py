@@ -38,14 +38,16 @@ from the trials that trained to the end). At the first rung a slow starter has r
 quarter of its final accuracy, so differences between comparable students shrink to the size
 of the noise there.
 
-Nor is a rung decided on pace: once `GROWTH_MIN_TRIALS` trials have trained to the end, each
-uncertain value is compared as the final value it projects to (`Growth`): its rung value times
-the growth from that rung to the end that a Gaussian process over the hyperparameters, fit on
-the finished trials, expects at the trial's settings. A higher learning rate learns faster
-early and may end behind: a peer of the same size past its best learning rate led the trial at
-the best one at the first rung, and stopped it (`lr_pace` in benchmarks/early_stopping.py). Where
-the finished trials say nothing (far from every one of them), the model expects the average
-growth, and the rung values decide as they are.
+Nor is a rung decided on pace. A higher learning rate learns faster early and may end behind: a
+peer of the same size past its best learning rate led the trial at the best one at the first
+rung, and stopped it (`lr_pace` in benchmarks/early_stopping.py). So once `GROWTH_MIN_TRIALS`
+trials have trained to the end, a trial is stopped only if it is out of the best both at its
+rung values and at the final values they project to (`Growth`): each rung value times the growth
+from that rung to the end that a Gaussian process over the hyperparameters, fit on the finished
+trials, expects at the trial's settings. Where the finished trials say nothing (far from every
+one of them), the model expects the average growth. Why both: on projections alone, at four
+times the default budget, the rule stopped nearly four times as many refinements near the front,
+most of them would-be frontier points (benchmarks/RESULTS.md, "Early stopping, fifth round").
 """
 
 from __future__ import annotations
@@ -255,8 +257,9 @@ def continues_at_rung(spec: ExperimentSpec, trial: RungEntry, peers: Sequence[Ru
     """Whether `trial` is among the best 1/eta of the trials that reached this rung (`peers`,
     itself included), compared on what is still uncertain (see the module docstring);
     `finished`: `finished_values`, where a larger peer's lead is discounted by the front's slope;
-    `growth`: `growth_to_end`, which projects every rung value (the trial's given the doubt) to
-    the end.
+    `growth`: `growth_to_end`; with it, a trial out of the best at its rung values continues if
+    it is among the best at the final values the group's rung values project to (the trial's
+    given the doubt).
 
     Before any trial has reported two checkpoints (`fixed` None), a trial with two optimized
     metrics continues: comparing on both, a metric that may be fixed, is the trap itself. With
@@ -277,9 +280,19 @@ def continues_at_rung(spec: ExperimentSpec, trial: RungEntry, peers: Sequence[Ru
     group, compared = peers, list(spec.optimized_metrics)
     if known and uncertain:
         group, compared = _comparable(trial, peers, known, reduction_factor), uncertain
-    if growth is not None:  # only the group: at 10^5 trials, projecting every peer took seconds
-        group = growth.project(group)
-        trial = next(entry for entry in group if entry.order == trial.order)
+    if _among_best(spec, trial, group, compared, known, uncertain, reduction_factor, finished):
+        return True
+    if growth is None:
+        return False
+    projected = growth.project(group)  # only the group: at 10^5 trials, projecting every peer took seconds
+    trial = next(entry for entry in projected if entry.order == trial.order)
+    return _among_best(spec, trial, projected, compared, known, uncertain, reduction_factor, finished)
+
+
+def _among_best(spec: ExperimentSpec, trial: RungEntry, group: list[RungEntry], compared: list[Metric],
+                known: list[Metric], uncertain: list[Metric], reduction_factor: int,
+                finished: Sequence[Mapping[str, float]]) -> bool:
+    """Whether `trial` ranks among the best 1/eta of `group` on the `compared` metrics."""
     if len(known) == 1 and len(uncertain) == 1:
         group = _net_of_size(trial, group, known[0], uncertain[0], finished)
     keep = max(1, len(group) // reduction_factor)

@@ -255,8 +255,9 @@ def paced_entry(order: int, width: float, learning_rate: float, epoch: int = 1) 
 def test_a_peer_that_learns_faster_early_stops_no_one_its_pace_is_known_of():
     """A peer of the same size past the best learning rate leads at the first rung and ends
     behind. Rung values alone stop the trial at the best learning rate; projected to the end by
-    the growth the finished trials show at each one's settings, the trial continues. A peer that
-    leads at the same pace (the same settings, higher at the rung) still stops it."""
+    the growth the finished trials show at each one's settings, it leads, and a trial is stopped
+    only where both say so. A peer that leads at the same pace (the same settings, higher at the
+    rung) still stops it."""
     spec = spec_with(parameters=[{"name": "width", "type": "double", "bounds": {"min": 0.0, "max": 1.0}},
                                  {"name": "learning_rate", "type": "double", "bounds": {"min": 0.0, "max": 1.0}}],
                      metrics=[{"name": "f1", "objective": "maximize"}, {"name": "size", "objective": "minimize"}])
@@ -270,7 +271,8 @@ def test_a_peer_that_learns_faster_early_stops_no_one_its_pace_is_known_of():
     assert faster.values["f1"] > trial.values["f1"] + 5 and paced_f1(0.5, 0.95, 9) < paced_f1(0.5, 0.5, 9) - 5
     assert not continues_at_rung(spec, trial, [*span, faster, trial], 3, fixed={"size"})
     assert continues_at_rung(spec, trial, [*span, faster, trial], 3, fixed={"size"}, growth=growth)
-    assert not continues_at_rung(spec, faster, [*span, trial, faster], 3, fixed={"size"}, growth=growth)
+    # the faster one goes on too: it is behind only as projected, and a stop needs both to agree
+    assert continues_at_rung(spec, faster, [*span, trial, faster], 3, fixed={"size"}, growth=growth)
     ahead = RungEntry(5, {**trial.values, "f1": trial.values["f1"] + 5}, trial.assignments)
     assert not continues_at_rung(spec, trial, [*span, ahead, trial], 3, fixed={"size"}, growth=growth)
     projected = growth.project([trial, faster])
