@@ -107,8 +107,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000])
     args = parser.parse_args()
-    print("| trials | a rung's answer | another checkpoint's | mean over a trial's 9 | peer: every curve and assignment read "
-          "| peer: the rung rule's arithmetic | every checkpoint as a rung (before) / mean |")
+    print("| trials | a rung's answer | another checkpoint's | mean over a trial's 9 "
+          "| peer: every curve and assignment read | peer: the rung rule's arithmetic "
+          "| every checkpoint as a rung (before) / mean |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as folder:
         for trials in args.sizes:

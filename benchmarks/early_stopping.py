@@ -203,7 +203,8 @@ class Sweep:
             return decide(self.spec, trial.curve, None, trial.id, fixed).should_stop
         peers = [RungEntry(t.id, t.curve[count - 1], t.assignments) for t in self.trials
                  if t is not trial and len(t.curve) >= count and t.state != "failed"]
-        growth = growth_to_end(self.spec, count, [TrialCurve(t.assignments, t.curve) for t in self.trials], fixed or set())
+        so_far = [TrialCurve(t.assignments, t.curve) for t in self.trials]
+        growth = growth_to_end(self.spec, count, so_far, fixed or set())
         return decide(self.spec, trial.curve, peers, trial.id, fixed, checkpoint_noise(self.spec, curves),
                       finished_values(self.spec, curves), growth, trial.assignments).should_stop
 

@@ -73,9 +73,9 @@ BAND_SHARE = 4
 NOISE_MARGIN = 2.0
 NOISE_CHECKPOINTS = 4  # the last checkpoints of a full trial the noise is read from
 NOISE_TRIALS = 1000  # the latest finished trials the noise is read from
-# Growth from a rung to the end is projected once this many trials trained to the end
-# (benchmarks/RESULTS.md, "Early stopping, fifth round": 4 and 10 measured), from at most the
-# latest MAX_TRAINING_POINTS of them (the Gaussian process's own bound).
+# Growth from a rung to the end is projected once this many trials trained to the end (few: far
+# from them the model expects the average growth), from at most the latest MAX_TRAINING_POINTS
+# of them (the Gaussian process's own bound).
 GROWTH_MIN_TRIALS = 4
 MAX_CHECKPOINTS_REASON = "max_checkpoints"
 Curve = Sequence[Mapping[str, float]]  # one trial's checkpoint values, in the order reported

@@ -170,7 +170,8 @@ def test_a_rung_projects_each_trial_by_the_growth_its_settings_showed(tmp_path):
         trial = session.open_at({"width": width, "learning_rate": learning_rate}, with_run=True)
         values = [{"f1": paced_f1(width, learning_rate, epoch) + f1_offset, "size": 10.0 + 80.0 * width}
                   for epoch in range(1, epochs + 1)]
-        answers = [session.checkpoint(trial, epoch, v).reasons.get("pareto", False) for epoch, v in enumerate(values, 1)]
+        answers = [session.checkpoint(trial, epoch, v).reasons.get("pareto", False)
+                   for epoch, v in enumerate(values, 1)]
         if epochs == 9:
             session.complete(trial, values[-1])
         return answers

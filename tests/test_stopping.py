@@ -276,7 +276,8 @@ def test_a_peer_that_learns_faster_early_stops_no_one_its_pace_is_known_of():
     ahead = RungEntry(5, {**trial.values, "f1": trial.values["f1"] + 5}, trial.assignments)
     assert not continues_at_rung(spec, trial, [*span, ahead, trial], 3, fixed={"size"}, growth=growth)
     projected = growth.project([trial, faster])
-    assert [e.values["f1"] for e in projected] == pytest.approx([paced_f1(0.5, 0.5, 9), paced_f1(0.5, 0.95, 9)], rel=0.05)
+    final = [paced_f1(0.5, 0.5, 9), paced_f1(0.5, 0.95, 9)]
+    assert [e.values["f1"] for e in projected] == pytest.approx(final, rel=0.05)
 
 
 def test_the_checkpoints_noise_is_read_from_the_ends_of_full_trials():
