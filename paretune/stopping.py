@@ -367,7 +367,8 @@ def _dominated_by_finished(spec: ExperimentSpec, values: Mapping[str, float],
 
     feasible = np.ones(len(finished), dtype=bool)
     for metric in _thresholded(spec):
-        feasible &= np.isnan(scores(metric)) | (scores(metric) >= _score(metric, {metric.name: metric.threshold}))
+        metric_scores = scores(metric)
+        feasible &= np.isnan(metric_scores) | (metric_scores >= _score(metric, {metric.name: metric.threshold}))
     ends = np.column_stack([scores(m) for m in spec.optimized_metrics])[feasible]
     ends = np.where(np.isnan(ends), -np.inf, ends)
     best_case = np.array([_score(m, values) for m in spec.optimized_metrics])
