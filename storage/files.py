@@ -91,6 +91,10 @@ class DatabaseFiles:
         where = self.path
         if where.is_dir():
             raise StorageError(f"{where} is a directory, not a database file; pass --db FOLDER/paretune.duckdb")
+        source = where.with_name(where.name.removesuffix(READ_SUFFIX))
+        if where.name.endswith(READ_SUFFIX) and source.is_file():
+            raise StorageError(f"{where} is the copy of {source} that paretune publishes for other programs' SQL, "
+                               f"and replaces after every write (a write to it would be lost); pass --db {source}")
         if not where.exists():
             if not for_writing:
                 raise StorageError(f"no database at {where}; check --db (or $PARETUNE_DB), or create an "
