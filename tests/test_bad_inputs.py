@@ -97,7 +97,7 @@ CLI_CASES = [
     (["--db", "sqlite.db", "list"], "is an SQLite database"),
     (["--db", "foreign.duckdb", "list"], "another application"),
     (["--db", "missing.duckdb", "list"], "no database at"),
-    (["--db", "store.duckdb.read", "list"], r"store.duckdb.read is the copy of .*store.duckdb .*pass --db .*store.duckdb$"),
+    (["--db", "store.duckdb.read", "list"], r"duckdb.read is the copy of .*store.duckdb .*pass --db .*store.duckdb$"),
     (["--db", "store.duckdb.read", "observe", "1", "--value", "accuracy=1", "--value", "size=1"],
      "a write to it would be lost"),
     (["list", "--db", "folder"], "is a directory"),
