@@ -337,15 +337,16 @@ ARMS = ("full", "random", "pareto", "naive", "convergence", "optuna_sha")
 
 
 def stopped_frontier_candidates(sweep: Sweep) -> int:
-    """Stopped trials that, trained to the end (noise aside), no completed trial would dominate:
-    the frontier points stopping cost."""
+    """Stopped trials that, trained to the end (noise aside), would meet the threshold and that no
+    completed trial would dominate: the frontier points stopping cost."""
     finals = [(t.curve[-1]["accuracy"], t.curve[-1]["size"]) for t in sweep.trials if t.state == "completed"]
     count = 0
     for t in sweep.trials:
         if t.state == "stopped":
             accuracy = sweep.problem.accuracy(t.assignments, MAX_CHECKPOINTS)
             size = t.curve[-1]["size"]
-            count += not any(a >= accuracy and z <= size for a, z in finals)
+            feasible = sweep.problem.threshold is None or accuracy >= sweep.problem.threshold
+            count += feasible and not any(a >= accuracy and z <= size for a, z in finals)
     return count
 
 

@@ -63,7 +63,7 @@ class TrialScheduler:
     def __init__(self, session: TrialSession, dispatcher: Dispatcher, task_runner: ThreadPoolTaskRunner,
                  progress: ProgressView, *, objective: str, settings: dict[str, Any], parallelism: int,
                  timeout_s: float | None, environment: RunEnvironment, stop_trials: Callable[[set[str]], None],
-                 run_metadata: dict[str, Any]):
+                 run_metadata: dict[str, Any], stop_signalled: Callable[[], bool]):
         self.session = session
         self.dispatcher = dispatcher
         self.task_runner = task_runner
@@ -75,6 +75,7 @@ class TrialScheduler:
         self.environment = environment
         self.stop_trials = stop_trials
         self.run_metadata = run_metadata
+        self.stop_signalled = stop_signalled
         self.in_flight: dict[int, InFlight] = {}
         self.task_runs: list[PrefectFuture] = []
         self.experiment_tag = f"experiment:{session.experiment.name}"
@@ -167,7 +168,10 @@ class TrialScheduler:
             self.close(flight, message.outcome)
         elif isinstance(message, TrialEnded):
             settled = self.dispatcher.settle(message)
-            if settled is not None and settled.lost:
+            # A worker lost once the flow was signalled died of that signal (a Prefect worker's
+            # cancel SIGTERMs the flow's whole process group, local workers included): the
+            # stop it announces cancels the trial, which is no failure of its settings.
+            if settled is not None and settled.lost and not self.stop_signalled():
                 self.close(flight, TrialOutcome(None, Failure(FailureKind.WORKER_LOST, settled.detail), None))
 
     def answer_checkpoint(self, flight: InFlight, checkpoint: TrialCheckpoint) -> None:
@@ -290,6 +294,11 @@ class StopWatcher:
             signal.signal(number, handler)
         self._done.set()
         self._thread.join(timeout=5)
+
+    def signalled(self) -> bool:
+        """Whether Ctrl-C or SIGTERM reached the flow: set in the handler itself, before the main
+        thread reads another message (the `StopRequested` follows from the watcher's thread)."""
+        return self._signalled.is_set()
 
     def _on_signal(self, number: int, frame: Any) -> None:
         if self._signalled.is_set() and number == signal.SIGINT:

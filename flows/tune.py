@@ -172,13 +172,13 @@ def sweep(storage: DuckDBStorage, prepared: PreparedExperiment, plan: TunePlan, 
         progress = ProgressView(prepared.name, prepared.budget, prepared.already_spent,
                                 live_report=LiveReport(reader, prepared.experiment_id).publish,
                                 report_every_trials=max(parallelism, 5))
-        with progress, StopWatcher(str(flow_run.id), dispatcher):
+        with progress, StopWatcher(str(flow_run.id), dispatcher) as watcher:
             end = TrialScheduler(
                 session, dispatcher, task_runner, progress, objective=plan.objective,
                 settings=dict((prepared.spec.metadata or {}).get("trial") or {}), parallelism=parallelism,
                 timeout_s=options.trial_timeout_s, environment=capture_environment(),
                 stop_trials=cluster.stop_trials_now,
-                run_metadata={"prefect_flow_run_id": str(flow_run.id)},
+                run_metadata={"prefect_flow_run_id": str(flow_run.id)}, stop_signalled=watcher.signalled,
             ).run()
             progress.final_report = not end.cancelled
         dispatcher.wait_for_restarts(RESTART_WAIT_S)

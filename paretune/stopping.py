@@ -48,13 +48,21 @@ trials, expects at the trial's settings. Where the finished trials say nothing (
 one of them), the model expects the average growth. Why both: on projections alone, at four
 times the default budget, the rule stopped nearly four times as many refinements near the front,
 most of them would-be frontier points (benchmarks/RESULTS.md, "Early stopping, fifth round").
+
+The same model also stops a trial whatever its peers, where even the top of its projection (its
+rung values given the doubt, grown `HOPELESS_DEVIATIONS` of the model's standard deviations
+toward better) misses a threshold or is dominated by a trial trained to the end: it can add
+nothing to the front (`_hopeless`). Peers of comparable size cannot see that: alone in its size
+band a trial is always among the best of it. Only where a trial of comparable size trained to the
+end: past them the model's spread understates what it does not know (a large, slow starter,
+projected from the growth of smaller students, was stopped at a tenth of what it ended at).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -77,6 +85,10 @@ NOISE_TRIALS = 1000  # the latest finished trials the noise is read from
 # from them the model expects the average growth), from at most the latest MAX_TRAINING_POINTS
 # of them (the Gaussian process's own bound).
 GROWTH_MIN_TRIALS = 4
+# A trial stops, whatever its peers, once the top of its projection to the end (this many of the
+# growth model's standard deviations toward the better end, from its rung values given the doubt)
+# misses a threshold or is dominated by a trial trained to the end: it can add nothing to the front.
+HOPELESS_DEVIATIONS = 2.0
 MAX_CHECKPOINTS_REASON = "max_checkpoints"
 Curve = Sequence[Mapping[str, float]]  # one trial's checkpoint values, in the order reported
 
@@ -195,29 +207,47 @@ def checkpoint_noise(spec: ExperimentSpec, curves: Sequence[Curve]) -> dict[str,
     return noise
 
 
+class MetricGrowth(NamedTuple):
+    """One metric's growth model: of the log growth (final / rung value) where `relative`, else of
+    the difference (final - rung value); `better`: +1 where larger values are better, -1 else."""
+
+    model: GaussianProcess
+    relative: bool
+    better: float
+
+
 @dataclass(frozen=True)
 class Growth:
     """How each uncertain metric moves from one rung to the end of training, by the trial's
-    hyperparameters: per metric, a Gaussian process of the log growth (final / rung value) where
-    every value it is fit on is positive, of the difference (final - rung value) otherwise."""
+    hyperparameters: per metric, a Gaussian process of the log growth where every value it is fit
+    on is positive, of the difference otherwise."""
 
     space: SearchSpace
-    models: Mapping[str, tuple[GaussianProcess, bool]]  # metric -> (model, relative: of the log growth)
+    models: Mapping[str, MetricGrowth]
 
-    def project(self, entries: Sequence[RungEntry]) -> list[RungEntry]:
-        """`entries` with each modelled metric at the final value the model expects of it (a
-        value not reported, not finite, or not positive for a relative model stays as it is)."""
+    def project(self, entries: Sequence[RungEntry], optimism: float = 0.0) -> list[RungEntry]:
+        """`entries` with each modelled metric at the final value the model expects of it, moved
+        `optimism` of its standard deviations toward the metric's better end. A value the model
+        cannot project (not reported, not finite, or not positive for a relative model) stays as
+        it is at the mean; with `optimism`, where its top is asked for, it is unbounded."""
         if not entries:
             return []
         rows = self.space.surrogate_rows(self.space.encode_many([dict(e.assignments) for e in entries]))
         projected = [dict(e.values) for e in entries]
-        for name, (model, relative) in self.models.items():
-            for values, step in zip(projected, model.predict_mean(rows)):
+        for name, growth in self.models.items():
+            if optimism:
+                mean, deviation = growth.model.predict(rows)
+                steps = mean + optimism * growth.better * deviation
+            else:
+                steps = growth.model.predict_mean(rows)
+            for values, step in zip(projected, steps):
                 value = values.get(name, math.nan)
-                if math.isfinite(value) and not relative:
+                if math.isfinite(value) and not growth.relative:
                     values[name] = value + float(step)
                 elif math.isfinite(value) and value > 0:
                     values[name] = value * math.exp(float(step))
+                elif optimism:
+                    values[name] = growth.better * math.inf
         return [replace(e, values=values) for e, values in zip(entries, projected)]
 
 
@@ -246,8 +276,8 @@ def growth_to_end(spec: ExperimentSpec, count: int, trials: Sequence[TrialCurve]
         rung, final = ends[known, 0], ends[known, 1]
         relative = bool(np.all(rung > 0) and np.all(final > 0))
         growth = np.log(final / rung) if relative else final - rung
-        models[metric.name] = (GaussianProcess.fit(rows[known], growth, space.continuous, ordinal=space.ordinal),
-                               relative)
+        model = GaussianProcess.fit(rows[known], growth, space.continuous, ordinal=space.ordinal)
+        models[metric.name] = MetricGrowth(model, relative, 1.0 if metric.objective == "maximize" else -1.0)
     return Growth(space, models) if models else None
 
 
@@ -274,6 +304,8 @@ def continues_at_rung(spec: ExperimentSpec, trial: RungEntry, peers: Sequence[Ru
         trial = replace(trial, values=_given_the_doubt(spec, trial.values, noise, fixed))
     if any(not _meets(metric, trial.values) for metric in _thresholded(spec) if metric.name in fixed):
         return False
+    if growth is not None and _hopeless(spec, trial, growth, fixed, finished, reduction_factor):
+        return False
     peers = [p for p in peers if p.order != trial.order and _meets_fixed(spec, p, fixed)] + [trial]
     known = [m for m in spec.optimized_metrics if m.name in fixed]
     uncertain = [m for m in spec.optimized_metrics if m.name not in fixed]
@@ -287,6 +319,66 @@ def continues_at_rung(spec: ExperimentSpec, trial: RungEntry, peers: Sequence[Ru
     projected = growth.project(group)  # only the group: at 10^5 trials, projecting every peer took seconds
     trial = next(entry for entry in projected if entry.order == trial.order)
     return _among_best(spec, trial, projected, compared, known, uncertain, reduction_factor, finished)
+
+
+def _hopeless(spec: ExperimentSpec, trial: RungEntry, growth: Growth, fixed: set[str],
+              finished: Sequence[Mapping[str, float]], reduction_factor: int) -> bool:
+    """Whether even the top of `trial`'s projection to the end (`HOPELESS_DEVIATIONS`) misses a
+    threshold, or is dominated by the final values of a trial trained to the end that met every
+    threshold. Only where every uncertain metric that counts has a growth model (a rung value
+    alone bounds nothing), and where a trial of comparable size trained to the end: the model's
+    spread is not to be trusted past them (a large, slow starter projected from the growth of
+    smaller students was stopped at a tenth of what it ended at)."""
+    optimized = {m.name for m in spec.optimized_metrics}
+    counted = [m for m in spec.required_metrics if m.name not in fixed
+               and (m.threshold is not None or m.name in optimized)]
+    if any(m.name not in growth.models for m in counted):
+        return False
+    if not _trained_near(spec, trial, fixed, finished, reduction_factor):
+        return False
+    top = growth.project([trial], HOPELESS_DEVIATIONS)[0].values
+    return (any(not _meets(metric, top) for metric in _thresholded(spec))
+            or _dominated_by_finished(spec, top, finished))
+
+
+def _trained_near(spec: ExperimentSpec, trial: RungEntry, fixed: set[str],
+                  finished: Sequence[Mapping[str, float]], reduction_factor: int) -> bool:
+    """Whether a trial trained to the end is of comparable size: on every fixed metric within
+    `1 / (BAND_SHARE eta)` of the range the finished trials span, either side of the trial."""
+    near = np.full(len(finished), len(finished) > 0)
+    for metric in spec.required_metrics:
+        if metric.name in fixed:
+            ends = _column(finished, metric.name)
+            span = float(np.nanmax(ends) - np.nanmin(ends)) if np.isfinite(ends).any() else 0.0
+            distance = np.abs(ends - trial.values.get(metric.name, math.nan))
+            near &= distance <= span / (BAND_SHARE * reduction_factor)
+    return bool(near.any())
+
+
+def _dominated_by_finished(spec: ExperimentSpec, values: Mapping[str, float],
+                           finished: Sequence[Mapping[str, float]]) -> bool:
+    """Whether a trial trained to the end that met every threshold ended at least as good as
+    `values` on every optimized metric and better on one."""
+    if not finished:
+        return False
+
+    def scores(metric: Metric) -> np.ndarray:  # larger is better; NaN where not reported
+        return (1.0 if metric.objective == "maximize" else -1.0) * _column(finished, metric.name)
+
+    feasible = np.ones(len(finished), dtype=bool)
+    for metric in _thresholded(spec):
+        metric_scores = scores(metric)
+        feasible &= np.isnan(metric_scores) | (metric_scores >= _score(metric, {metric.name: metric.threshold}))
+    ends = np.column_stack([scores(m) for m in spec.optimized_metrics])[feasible]
+    ends = np.where(np.isnan(ends), -np.inf, ends)
+    best_case = np.array([_score(m, values) for m in spec.optimized_metrics])
+    return bool(np.any(np.all(ends >= best_case, axis=1) & np.any(ends > best_case, axis=1)))
+
+
+def _column(finished: Sequence[Mapping[str, float]], name: str) -> np.ndarray:
+    """One metric's values over `finished` (NaN where not reported): column by column, since at
+    10^5 finished trials a metric at a time per trial took a third of a second."""
+    return np.fromiter((values.get(name, math.nan) for values in finished), float, len(finished))
 
 
 def _among_best(spec: ExperimentSpec, trial: RungEntry, group: list[RungEntry], compared: list[Metric],

@@ -34,7 +34,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import duckdb
 
@@ -308,21 +308,27 @@ def replica_is_current(files: DatabaseFiles) -> bool:
     return published >= newest
 
 
-def publish_replica(files: DatabaseFiles) -> None:
+def publish_replica(files: DatabaseFiles, prepare: Callable[[Path], None] | None = None) -> None:
     """Copy the (checkpointed, unattached) file over the published copy, atomically.
 
     Call with paretune's lock held and the file detached, so its bytes are one committed state.
+    `prepare` runs on the copy before it is published (a reader's schema upgrade): a published
+    copy is never changed, since readers may have it open.
     """
     temporary = files.replica.with_name(f"{files.replica.name}.{os.getpid()}.tmp")
     shutil.copyfile(files.path, temporary)
+    if prepare is not None:
+        prepare(temporary)
     os.replace(temporary, files.replica)
 
 
-def publish_recovered_replica(files: DatabaseFiles, timeout_s: float) -> None:
+def publish_recovered_replica(files: DatabaseFiles, timeout_s: float,
+                              prepare: Callable[[Path], None] | None = None) -> None:
     """Publish the copy from a file whose writer died before checkpointing its log.
 
     DuckDB replays the write-ahead log when it opens the file read-only; copying the database
-    from there leaves the file itself untouched (the next writer checkpoints it).
+    from there leaves the file itself untouched (the next writer checkpoints it). `prepare`: as
+    in `publish_replica`.
     """
     temporary = files.replica.with_name(f"{files.replica.name}.{os.getpid()}.tmp")
     temporary.unlink(missing_ok=True)
@@ -335,4 +341,6 @@ def publish_recovered_replica(files: DatabaseFiles, timeout_s: float) -> None:
         connection.execute("DETACH published")
     finally:
         connection.close()
+    if prepare is not None:
+        prepare(temporary)
     os.replace(temporary, files.replica)

@@ -187,10 +187,9 @@ class FileSession:
             if replica_is_current(self.files):
                 return self.files.replica
             if self.files.wal.exists():
-                publish_recovered_replica(self.files, self._timeout)
+                publish_recovered_replica(self.files, self._timeout, prepare=self._upgrade_copy)
             else:
-                publish_replica(self.files)
-            self._upgrade_published_copy()
+                publish_replica(self.files, prepare=self._upgrade_copy)
         return self.files.replica
 
     def _refuse_foreign_file(self) -> None:
@@ -198,9 +197,10 @@ class FileSession:
         with self._schema_check(self.files.path, read_only=True) as connection:
             check_version(current_version(connection))
 
-    def _upgrade_published_copy(self) -> None:
-        """Migrate the copy (never the file) when the file predates this paretune."""
-        with self._schema_check(self.files.replica, read_only=False) as connection:
+    def _upgrade_copy(self, copy: Path) -> None:
+        """Migrate a copy about to be published (never the file) when the file predates this
+        paretune: before it is published, since readers may hold the published copy open."""
+        with self._schema_check(copy, read_only=False) as connection:
             migrate(connection)
 
     @contextmanager

@@ -155,7 +155,8 @@ def test_a_rung_decision_reads_the_front_of_the_trials_trained_to_the_end(tmp_pa
 def test_a_rung_projects_each_trial_by_the_growth_its_settings_showed(tmp_path):
     """Through the lifecycle: the stored suggestions' assignments and the finished curves give
     each trial's growth to the end, so a peer that leads at the first rung only because its
-    learning rate learns faster early (`paced_f1`) stops no one; a lead at the same settings does."""
+    learning rate learns faster early (`paced_f1`) stops no one; a lead at the same settings does, and
+    so does a finished trial of the trial's size that ends better than the trial's best case."""
     from tests.test_stopping import paced_f1
 
     definition = DEFINITION | {
@@ -182,6 +183,9 @@ def test_a_rung_projects_each_trial_by_the_growth_its_settings_showed(tmp_path):
     assert report(0.5, 0.95, 1) == [False]  # leads at the first rung: f1 24.3
     assert report(0.5, 0.5, 1) == [False]  # 18.6 there, and ends at 55 against 47
     assert report(0.5, 0.5, 1, f1_offset=-3.0) == [True]  # behind a peer of its own settings
+    # leads its size band at the first rung (23.6 against 22.6), but at the settings of a finished
+    # student that ended at 57.6, its best case (about 61) ends below the finished 64 of its size
+    assert report(0.8, 0.9, 1, f1_offset=1.0) == [True]
 
 
 def test_a_file_of_the_previous_schema_migrates_with_its_rows(tmp_path):

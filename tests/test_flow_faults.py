@@ -199,6 +199,27 @@ def test_ctrl_c_in_a_terminal_cancels_the_sweep(tmp_path):
     assert {r.failure_reason for r in state["runs"]} == {"cancelled: interrupted (Ctrl-C)"}
 
 
+def test_sigterm_to_the_flows_process_group_cancels_the_sweep(prefect_api, tmp_path):
+    """How a Prefect process worker carries out a cancel: SIGTERM to the flow's whole process
+    group, its local Dask workers included, which die of it at once. Their trials end
+    `cancelled` with the sweep, not `failed` as trials whose worker was lost (that race once
+    failed tests/test_deploy.py's cancel under load)."""
+    side = tmp_path / "ran.log"
+    spec = write_spec(tmp_path, "terminated", budget=6, bandwidth=2, objective="tests.objectives:logged_sleep",
+                      trial={"log": str(side)}, duration=(4.0, 6.0))
+    db = tmp_path / "terminated.duckdb"
+    log = tmp_path / "flow.log"
+    flow = start_flow(spec, "--db", str(db), "--no-report", env=flow_env(prefect_api), log=log, own_group=True)
+    wait_for(lambda: len(SideLog.read(side).running()) == 2, 300, "two trials running")
+    os.killpg(flow.pid, signal.SIGTERM)
+    assert flow.wait(timeout=60) == 130, log.read_text()[-3000:]
+    assert "sweep stopped: terminated (SIGTERM); 2 trial(s) cancelled" in log.read_text()
+    state = stored(db)
+    assert {s.state for s in state["suggestions"]} == {"cancelled"}
+    assert {r.failure_reason for r in state["runs"]} == {"cancelled: terminated (SIGTERM)"}
+    assert SideLog.read(side).started_more_than_once() == []
+
+
 def test_ctrl_c_during_the_demo_ends_it_with_how_to_resume(tmp_path):
     """The demos go on with the sweep's result (the frontier, the next commands); interrupted,
     they end with the flow's message and status 130, not Prefect's TypeError traceback."""

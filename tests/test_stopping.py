@@ -280,6 +280,47 @@ def test_a_peer_that_learns_faster_early_stops_no_one_its_pace_is_known_of():
     assert [e.values["f1"] for e in projected] == pytest.approx(final, rel=0.05)
 
 
+def test_a_trial_whose_best_case_a_finished_trial_beats_stops_even_alone_at_its_rung():
+    """Alone at its rung a trial is among the best of its peers, yet at settings where the
+    finished trials show how it ends, a finished student of its size ends better than the top of
+    its projection: it can add nothing to the front, and stops. Where its projection's top
+    reaches the front, where no finished trial is near its settings, or before any growth is
+    known, it goes on; with a threshold, a top that misses it stops the trial, unless no student
+    of its size trained to the end."""
+    spec = spec_with(parameters=[{"name": "width", "type": "double", "bounds": {"min": 0.0, "max": 1.0}},
+                                 {"name": "learning_rate", "type": "double", "bounds": {"min": 0.0, "max": 1.0}}],
+                     metrics=[{"name": "f1", "objective": "maximize"}, {"name": "size", "objective": "minimize"}])
+    grid = [(w, lr) for w in (0.2, 0.5, 0.8) for lr in (0.2, 0.5, 0.9)]
+    trained = [stopping.TrialCurve({"width": w, "learning_rate": lr},
+                                   [paced_entry(0, w, lr, epoch).values for epoch in range(1, 10)]) for w, lr in grid]
+    finished = [t.curve[-1] for t in trained]
+    growth = stopping.growth_to_end(spec, 1, trained, {"size"})
+    past_its_best = paced_entry(1, 0.8, 0.9)  # ends at 57.6, where the finished (0.8, 0.5) ends at 64
+    assert paced_f1(0.8, 0.9, 9) < paced_f1(0.8, 0.5, 9) - 5
+    assert continues_at_rung(spec, past_its_best, [past_its_best], 3, fixed={"size"}, finished=finished)
+    assert not continues_at_rung(spec, past_its_best, [past_its_best], 3, fixed={"size"}, finished=finished,
+                                 growth=growth)
+    at_its_best = paced_entry(2, 0.8, 0.5)
+    assert continues_at_rung(spec, at_its_best, [at_its_best], 3, fixed={"size"}, finished=finished, growth=growth)
+    slower = stopping.growth_to_end(spec, 1, [t for t in trained if t.assignments["learning_rate"] <= 0.5], {"size"})
+    assert slower.project([past_its_best], stopping.HOPELESS_DEVIATIONS)[0].values["f1"] > 70  # pace unknown there
+    assert continues_at_rung(spec, past_its_best, [past_its_best], 3, fixed={"size"}, finished=finished,
+                             growth=slower)
+    thresholded = spec_with(parameters=spec.model_dump()["parameters"],
+                            metrics=[{"name": "f1", "objective": "maximize", "threshold": 60.0},
+                                     {"name": "size", "objective": "minimize"}])
+    growth = stopping.growth_to_end(thresholded, 1, trained, {"size"})
+    below = paced_entry(3, 0.5, 0.5)  # ends at 55
+    assert continues_at_rung(thresholded, below, [below], 3, fixed={"size"}, finished=finished)
+    assert not continues_at_rung(thresholded, below, [below], 3, fixed={"size"}, finished=finished, growth=growth)
+    # a student larger than every one trained to the end: the model's spread is not trusted there
+    narrower = [values for values in finished if values["size"] <= 50.0]
+    assert not continues_at_rung(thresholded, past_its_best, [past_its_best], 3, fixed={"size"}, finished=finished,
+                                 growth=growth)
+    assert continues_at_rung(thresholded, past_its_best, [past_its_best], 3, fixed={"size"}, finished=narrower,
+                             growth=growth)
+
+
 def test_the_checkpoints_noise_is_read_from_the_ends_of_full_trials():
     """The noise of learning curves near their end, from second differences: a known noise comes
     back; straight curves have none; trials stopped early and a lone curve give no estimate."""

@@ -222,6 +222,32 @@ def test_an_older_file_is_migrated_by_writers_and_read_through_a_migrated_copy(t
         assert writer.query("SELECT parameter, active FROM observation_parameters") == []  # version 3's view
 
 
+def test_a_reader_that_republishes_never_attaches_the_published_copy_writable(tmp_path, monkeypatch):
+    """A reader that finds the copy stale publishes a new one, upgraded (when the file is older)
+    before the rename: a published copy is only ever replaced, since other readers may hold it
+    open. Before, every republish attached the published copy writable, which a reader holding
+    it in the same process refused outright."""
+    from paretune.storage import session
+
+    db = tmp_path / "stale.duckdb"
+    seeded(db)
+    replica = Path(f"{db}.read")
+    later = replica.stat().st_mtime_ns + 10**9
+    os.utime(db, ns=(later, later))  # a writer committed after the copy was published, then died
+    attached: list[tuple[Path, bool]] = []
+    plain = session.attach
+
+    def recorded(connection, path, *, read_only, timeout_s):
+        attached.append((Path(path), read_only))
+        return plain(connection, path, read_only=read_only, timeout_s=timeout_s)
+
+    monkeypatch.setattr(session, "attach", recorded)
+    with DuckDBStorage(db, read_only=True) as reader:
+        assert len(reader.observations(1)) == 3
+    assert (replica, False) not in attached and (replica, True) in attached
+    assert any(not read_only and path.name.endswith(".tmp") for path, read_only in attached)  # the copy, republished
+
+
 @pytest.mark.skipif(shutil.which("chattr") is None, reason="chattr is not installed")
 def test_an_immutable_file_is_read_but_never_written(tmp_path):
     db = tmp_path / "frozen.duckdb"
