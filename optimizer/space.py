@@ -144,6 +144,16 @@ class SearchSpace:
                 snapped[:, d] = np.clip(np.round(rows[:, d]), 0, choices - 1)
         return self.deactivate(snapped)
 
+    def moved_levels(self, rows: np.ndarray, axis: int, levels: int) -> np.ndarray:
+        """`rows` with a discrete `axis` (an int, a grid or a categorical) moved `levels` values
+        up (down when negative), clipped to its range; not snapped."""
+        rows = rows.copy()
+        if self.n_choices[axis]:
+            rows[:, axis] = np.clip(rows[:, axis] + levels, 0, self.n_choices[axis] - 1)
+        else:
+            rows[:, axis] = np.clip(rows[:, axis] + levels / max(_cells(self.parameters[axis]), 1), 0.0, 1.0)
+        return rows
+
     def deactivate(self, rows: np.ndarray) -> np.ndarray:
         for d, conditions in self.conditions.items():
             active = np.ones(len(rows), dtype=bool)

@@ -1,8 +1,10 @@
 """The best points' trends (`optimizer.trends`): a double whose best setting moves with a
 discrete axis becomes one more input of the Gaussian processes, and only when the trend is
-clear."""
+clear; the best points moved up the trend are candidates (`suggest._along_trends`)."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -10,6 +12,7 @@ from benchmarks.problems import PROBLEMS
 from paretune.optimizer import ExperimentSpec
 from paretune.optimizer.gp import GaussianProcess
 from paretune.optimizer.space import INACTIVE, SearchSpace
+from paretune.optimizer.suggest import TREND_LEVELS, _along_trends
 from paretune.optimizer.trends import FAMILY_ERROR, best_point_trends, residuals
 
 WIDTHS = ["128", "256", "384", "512", "768", "1024"]
@@ -80,3 +83,36 @@ def test_a_residual_that_explains_nothing_is_left_out_of_the_gaussian_process():
     # left out, the model is the one fit without the input at all
     without = GaussianProcess.fit(rows[:, :2], values, continuous[:2])
     np.testing.assert_allclose(noise_left_out.predict(rows[:5])[0], without.predict(rows[:5, :2])[0], rtol=1e-9)
+
+
+def test_the_best_points_move_up_their_trend_with_the_learning_rate_it_gives():
+    """`_along_trends`: each best point one and two widths up, its learning rate moved by the
+    trend's slope, so every move keeps its anchor's distance from the trend line (a wider
+    student at the learning rate the best students' trend gives its width, not a narrow one's)."""
+    rng = np.random.default_rng(0)
+    widths = ["128", "256", "256", "384", "384", "512", "512", "768", "1024", "1024"]
+    learning_rates = [10 ** (-3.0 - 2.5 * np.log10(float(w) / 256) + rng.normal(0, 0.05)) for w in widths]
+    anchors = _students(rng, widths, learning_rates)
+    trend = next(t for t in best_point_trends(SPACE, anchors) if SPACE.names[t.follower] == "learning_rate")
+    moved = _along_trends(SPACE, SimpleNamespace(trends=(trend,)), anchors)
+    levels = np.repeat(TREND_LEVELS, len(anchors))
+    start = np.tile(anchors, (len(TREND_LEVELS), 1))
+    assert moved.shape == start.shape
+    width = SPACE.names.index("hidden")
+    np.testing.assert_array_equal(moved[:, width], np.minimum(start[:, width] + levels, len(WIDTHS) - 1))  # up only
+    inside = (moved[:, trend.follower] > 0.0) & (moved[:, trend.follower] < 1.0)  # not clipped at a bound
+    np.testing.assert_allclose(residuals((trend,), moved, SPACE.surrogate_rows(moved))[inside],
+                               residuals((trend,), start, SPACE.surrogate_rows(start))[inside], atol=1e-12)
+    wider = moved[:, width] > start[:, width]
+    assert np.all(moved[wider, trend.follower] < start[wider, trend.follower])  # wider: a lower learning rate
+    others = [d for d in range(SPACE.n_dims) if d not in (width, trend.follower)]
+    np.testing.assert_array_equal(moved[:, others], start[:, others])
+
+
+def test_an_integer_axis_moves_by_its_own_steps_and_stays_in_range():
+    layers = SPACE.names.index("n_layers")
+    rows = SPACE.encode_many([{"hidden": "256", "n_layers": n, "optimizer": "adamw", "learning_rate": 1e-3,
+                               "dropout": 0.1} for n in (1, 6, 12)])
+    moved = SPACE.snap(SPACE.moved_levels(rows, layers, 2), np.random.default_rng(0))
+    assert [SPACE.decode(row)["n_layers"] for row in moved] == [3, 8, 12]
+    assert _along_trends(SPACE, SimpleNamespace(trends=()), rows).shape == (0, SPACE.n_dims)  # no trend, no moves
