@@ -146,9 +146,14 @@ class SearchSpace:
 
     def moved_levels(self, rows: np.ndarray, axis: int, levels: int) -> np.ndarray:
         """`rows` with a discrete `axis` (an int, a grid or a categorical) moved `levels` values
-        up (down when negative), clipped to its range; not snapped."""
+        up (down when negative), clipped to its range; not snapped. A categorical of numbers
+        moves by value, however the definition lists them (widths often run from large to small)."""
         rows = rows.copy()
-        if self.n_choices[axis]:
+        if axis in self.ordinal_places:
+            by_value = np.argsort(self.ordinal_places[axis], kind="stable")  # indices, smallest value first
+            rank = np.argsort(by_value)[rows[:, axis].astype(int)]
+            rows[:, axis] = by_value[np.clip(rank + levels, 0, len(by_value) - 1)]
+        elif self.n_choices[axis]:
             rows[:, axis] = np.clip(rows[:, axis] + levels, 0, self.n_choices[axis] - 1)
         else:
             rows[:, axis] = np.clip(rows[:, axis] + levels / max(_cells(self.parameters[axis]), 1), 0.0, 1.0)

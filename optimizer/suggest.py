@@ -407,14 +407,10 @@ def _along_trends(space: SearchSpace, data: History, anchors: np.ndarray) -> np.
     there scores badly (in a lost `wide_lr` seed, the 768- and 1024-wide students were tried
     0.4 decades or more off their learning rate, and the best stayed 512 wide).
 
-    Up only (to larger values: wider, deeper students): with one level down as well, `wide_lr`
-    reached its accurate end in 32 seeds of 40 (36 up only), and `deep_lr`'s worst seed fell
-    to 0.753 of the best hypervolume (0.780) (benchmarks/RESULTS.md, "fifteenth round").
-
-    On 200 seeds no round had chosen anything on (80-279), `wide_lr` reached its accurate end in
-    155 against 126 without the moves; `deep_lr`, whose lost seeds miss by a point or two of
-    tuning, not by a width never tried, is unchanged (159 against 164); a few more seeds of each
-    end below 0.75 of the best hypervolume (10 of 400, against 2) ("sixteenth round").
+    Up only (to larger values: wider, deeper students): a level down as well cost `wide_lr` reach
+    and `deep_lr` its worst seed. On 200 fresh seeds `wide_lr` reached its accurate end in 155
+    (126 without the moves), `deep_lr` in 159 (164), and a few more seeds of each ended below
+    0.75 of the best hypervolume (benchmarks/RESULTS.md, "fifteenth round" and "sixteenth round").
     """
     rows = []
     surrogate = space.surrogate_rows(anchors)

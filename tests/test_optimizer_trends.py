@@ -116,3 +116,18 @@ def test_an_integer_axis_moves_by_its_own_steps_and_stays_in_range():
     moved = SPACE.snap(SPACE.moved_levels(rows, layers, 2), np.random.default_rng(0))
     assert [SPACE.decode(row)["n_layers"] for row in moved] == [3, 8, 12]
     assert _along_trends(SPACE, SimpleNamespace(trends=()), rows).shape == (0, SPACE.n_dims)  # no trend, no moves
+
+
+def test_a_categorical_of_numbers_moves_up_by_value_however_it_is_listed():
+    """Widths listed from wide to narrow, as definitions often have them: up is still wider."""
+    spec = ExperimentSpec.model_validate({
+        "name": "listed-wide-first",
+        "parameters": [{"name": "hidden", "type": "categorical", "categorical_values": WIDTHS[::-1]},
+                       {"name": "learning_rate", "type": "double", "bounds": {"min": 1e-5, "max": 1e-2}}],
+        "metrics": [{"name": "exact", "objective": "maximize"}, {"name": "size", "objective": "minimize"}],
+    })
+    space = SearchSpace(spec)
+    rows = space.encode_many([{"hidden": w, "learning_rate": 1e-3} for w in ("128", "512", "1024")])
+    for levels, expected in ((1, ["256", "768", "1024"]), (2, ["384", "1024", "1024"]), (-1, ["128", "384", "768"])):
+        moved = space.moved_levels(rows, 0, levels)
+        assert [space.decode(row)["hidden"] for row in moved] == expected
