@@ -8,7 +8,9 @@ and `lr_pace6` let the learning rate set the pace, so comparable students cross 
 the fourth round's rule, to test it). Cost is
 counted in trial-epochs (what a GPU spends). Workers are simulated in-process, asynchronously:
 each trial trains epoch by epoch, the next suggestion is asked for the moment a worker frees,
-and a stopped trial's worker takes one at once.
+and a stopped trial's worker takes one at once, as far as the budget goes: as in the tune loop,
+a trial starts only if the budget can finish it, so none is cut at the budget, and what a sweep
+leaves unspent is reported.
 
 Arms, each at the same budget of trial-epochs:
 - full: paretune's suggest, every trial trained to the end;
@@ -244,17 +246,23 @@ def projected_values(spec: ExperimentSpec, values: dict[str, float], count: int,
 def simulate(sweep: Sweep, budget: int, workers: int, new_trial: Callable[[], Trial],
              end_epoch: Callable[[Trial, dict[str, float] | None], None]) -> Sweep:
     """Asynchronous workers, in-process: each worker's clock advances one unit per epoch, and a
-    worker whose trial ends takes a new one at once. `end_epoch` sets a trial's state from the
-    values of its epoch (None: out of memory)."""
+    worker whose trial ends takes a new one at once, as far as the budget goes. That is the tune
+    loop's rule (`flows/scheduler.py`, `fill_slots`): a trial starts only where the budget, less
+    what is spent and what the running trials may still take, holds a whole trial, so no trial is
+    cut at the budget. A worker that cannot start one waits: a later stop may free the room.
+    `end_epoch` sets a trial's state from the values of its epoch (None: out of memory)."""
     clock: list[tuple[int, int, int]] = []  # (time, worker, trial index)
+    idle = list(range(workers))
 
-    def start(worker: int, now: int) -> None:
-        sweep.trials.append(new_trial())
-        heapq.heappush(clock, (now + 1, worker, len(sweep.trials) - 1))
+    def fill(now: int) -> None:
+        committed = sum(MAX_CHECKPOINTS - len(t.curve) for t in sweep.trials if t.state == "running")
+        while idle and budget - sweep.spent - committed >= MAX_CHECKPOINTS:
+            sweep.trials.append(new_trial())
+            heapq.heappush(clock, (now + 1, idle.pop(0), len(sweep.trials) - 1))
+            committed += MAX_CHECKPOINTS
 
-    for worker in range(workers):
-        start(worker, 0)
-    while clock and sweep.spent < budget:
+    fill(0)
+    while clock:
         now, worker, index = heapq.heappop(clock)
         trial = sweep.trials[index]
         sweep.spent += 1
@@ -263,8 +271,9 @@ def simulate(sweep: Sweep, budget: int, workers: int, new_trial: Callable[[], Tr
             heapq.heappush(clock, (now + 1, worker, index))
             continue
         sweep.trajectory.append((sweep.spent, sweep.hypervolume()))
-        if sweep.spent < budget:
-            start(worker, now)
+        idle.append(worker)
+        idle.sort()
+        fill(now)
     return sweep
 
 
@@ -378,7 +387,7 @@ def seed_rows(sweeps: dict[str, Sweep], budget: int) -> dict[str, dict[str, floa
                      if "random" in sweeps else math.nan,
                      "trials": len(sweep.trials), "stopped": sum(t.state == "stopped" for t in sweep.trials),
                      "lost": stopped_frontier_candidates(sweep),
-                     "unfinished": sum(len(t.curve) for t in sweep.trials if t.state == "running")}
+                     "unspent": budget - sweep.spent}
     return rows
 
 
@@ -387,7 +396,7 @@ COLUMNS = [("median HV", "hv", ".4f"), ("med/full", "ratio_1.0", ".3f"), ("worst
            ("mean over 2nd half", "ratio_second_half", ".3f"), ("worst", "ratio_second_half", "worst"),
            ("cost to full HV", "cost_to_full", ".2f"), ("cost to random HV", "cost_to_random", ".2f"),
            ("trials", "trials", ".0f"), ("stopped", "stopped", ".0f"), ("of them frontier", "lost", ".0f"),
-           ("unfinished epochs", "unfinished", ".0f")]
+           ("unspent epochs", "unspent", ".0f")]
 
 
 def print_table(name: str, rows: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
