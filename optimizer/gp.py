@@ -27,7 +27,7 @@ _LENGTHSCALES = (0.15, 0.3, 0.6, 1.2)
 _NOISES = (1e-4, 1e-2, 1e-1)
 _ARD_FACTORS = (1 / 3, 3.0)
 _JITTER = 1e-6
-MAX_TABLED_CATEGORICAL_AXES = 12  # `_categorical_part`'s table has 2^axes entries
+MAX_CATEGORICAL_TABLE = 4096  # entries of `_categorical_part`'s table (2^nominal axes x each ordinal axis's places^2)
 
 
 def axis_distances(rows: np.ndarray, others: np.ndarray, continuous: np.ndarray,
@@ -107,11 +107,8 @@ def kernel_between(rows: np.ndarray, others: np.ndarray, lengthscales: np.ndarra
     if continuous.all():
         return _matern52_in_place(on_continuous)
     ordered = np.zeros_like(continuous) if ordinal is None else ordinal & ~continuous
-    on_categorical, categorical_matern = _categorical_part(rows, others, inverse, np.flatnonzero(~continuous & ~ordered))
-    if ordered.any():
-        for axis in np.flatnonzero(ordered):
-            on_categorical += inverse[axis] * (rows[:, axis, None] - others[None, :, axis]) ** 2
-        categorical_matern = matern52(on_categorical)
+    on_categorical, categorical_matern = _categorical_part(rows, others, inverse, np.flatnonzero(~continuous & ~ordered),
+                                                           np.flatnonzero(ordered))
     if not continuous.any():
         return categorical_matern  # the joint kernel: its continuous part is 0
     continuous_matern = matern52(on_continuous)
@@ -119,26 +116,37 @@ def kernel_between(rows: np.ndarray, others: np.ndarray, lengthscales: np.ndarra
     return _mixed_matern(_matern52_in_place(on_continuous), continuous_matern, categorical_matern)
 
 
-def _categorical_part(rows: np.ndarray, others: np.ndarray, inverse: np.ndarray,
-                      axes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The categorical axes' scaled mismatches between every row and other, and their Matern.
+def _categorical_part(rows: np.ndarray, others: np.ndarray, inverse: np.ndarray, nominal: np.ndarray,
+                      ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The categorical axes' scaled distances between every row and other (mismatches on the
+    `nominal` axes, squared place differences on the `ordered` ones), and their Matern.
 
-    A pair's value depends only on which axes mismatch, so both are read from a table over the
-    2^axes mismatch patterns, summed in the same order as pair by pair (the same numbers): a
-    Matern over a few values instead of one over every pair.
+    A pair's value depends only on which nominal axes mismatch and which two places meet on
+    each ordered axis, so both are read from a table over those combinations, summed in the same
+    order as pair by pair (the same numbers): a Matern over a few values instead of one over
+    every pair.
     """
-    if len(axes) > MAX_TABLED_CATEGORICAL_AXES:
+    places = [np.unique(np.concatenate([rows[:, axis], others[:, axis]])) for axis in ordered]
+    if 2 ** len(nominal) * np.prod([len(axis_places) ** 2 for axis_places in places]) > MAX_CATEGORICAL_TABLE:
         on_categorical = np.zeros((len(rows), len(others)))
-        for axis in axes:
+        for axis in nominal:
             on_categorical += inverse[axis] * (rows[:, axis, None] != others[None, :, axis])
+        for axis in ordered:
+            on_categorical += inverse[axis] * (rows[:, axis, None] - others[None, :, axis]) ** 2
         return on_categorical, matern52(on_categorical)
-    pattern = np.zeros((len(rows), len(others)), dtype=np.uint16)
-    for bit, axis in enumerate(axes):
-        pattern |= np.left_shift(rows[:, axis, None] != others[None, :, axis], bit, dtype=np.uint16)
-    sums = np.zeros(2 ** len(axes))
-    for bit, axis in enumerate(axes):
-        sums += inverse[axis] * ((np.arange(len(sums)) >> bit) & 1).astype(bool)
-    return sums[pattern], matern52(sums)[pattern]
+    entry = np.zeros((len(rows), len(others)), dtype=np.uint16)
+    for bit, axis in enumerate(nominal):
+        entry |= np.left_shift(rows[:, axis, None] != others[None, :, axis], bit, dtype=np.uint16)
+    table = np.zeros(2 ** len(nominal))
+    for bit, axis in enumerate(nominal):
+        table += inverse[axis] * ((np.arange(len(table)) >> bit) & 1).astype(bool)
+    for axis, axis_places in zip(ordered, places):  # each one multiplies the table by its pairs of places
+        stride, count = len(table), len(axis_places)
+        entry += (np.searchsorted(axis_places, rows[:, axis]) * (count * stride)).astype(np.uint16)[:, None]
+        entry += (np.searchsorted(axis_places, others[:, axis]) * stride).astype(np.uint16)[None, :]
+        squared = (axis_places[:, None] - axis_places[None, :]) ** 2
+        table = (table[None, :] + (inverse[axis] * squared.ravel())[:, None]).ravel()
+    return table[entry], matern52(table)[entry]
 
 
 def _mixed_matern(joint: np.ndarray, continuous_matern: np.ndarray, categorical_matern: np.ndarray) -> np.ndarray:

@@ -174,13 +174,21 @@ def test_leading_fronts_and_the_front_on_continuous_points():
     np.testing.assert_array_equal(pareto_front(points), front[np.argsort(front[:, 0])])
 
 
-@pytest.mark.parametrize("n_categorical", [2, 14])  # a table of mismatch patterns, and past its limit (12)
-def test_kernel_between_matches_the_per_axis_kernel(n_categorical):
-    from paretune.optimizer.gp import SearchKernel, axis_distances, kernel_between
+# a table of mismatch patterns, and past its limit; with ordinal axes' pairs of places, and past the limit
+@pytest.mark.parametrize(("n_nominal", "n_ordinal"), [(2, 0), (14, 0), (2, 2), (2, 4)])
+def test_kernel_between_matches_the_per_axis_kernel(n_nominal, n_ordinal, monkeypatch):
+    """`kernel_between` agrees with the per-axis kernel; its table of categorical distances
+    gives the very numbers summing pair by pair gives."""
+    from paretune.optimizer import gp
 
     rng = np.random.default_rng(6)
-    rows = np.column_stack([rng.uniform(size=(25, 2)), rng.integers(3, size=(25, n_categorical))])
+    rows = np.column_stack([rng.uniform(size=(25, 2)), rng.integers(3, size=(25, n_nominal)),
+                            rng.integers(5, size=(25, n_ordinal)) / 4])
     continuous = np.arange(rows.shape[1]) < 2
+    ordinal = np.arange(rows.shape[1]) >= 2 + n_nominal
     lengthscales = rng.choice([0.2, 0.6, 1.8], size=rows.shape[1])
-    expected = SearchKernel(axis_distances(rows, rows[:9], continuous), continuous)(lengthscales)
-    assert np.allclose(kernel_between(rows, rows[:9], lengthscales, continuous), expected, atol=1e-12)
+    expected = gp.SearchKernel(gp.axis_distances(rows, rows[:9], continuous, ordinal), continuous)(lengthscales)
+    kernel = gp.kernel_between(rows, rows[:9], lengthscales, continuous, ordinal)
+    np.testing.assert_allclose(kernel, expected, atol=1e-12)
+    monkeypatch.setattr(gp, "MAX_CATEGORICAL_TABLE", 0)  # pair by pair
+    np.testing.assert_array_equal(gp.kernel_between(rows, rows[:9], lengthscales, continuous, ordinal), kernel)
