@@ -191,15 +191,32 @@ class GaussianProcess:
         `optional` (derived inputs, such as a trend's residual) are used only where the evidence
         with them beats the evidence without them (`_select_hyperparameters`).
         """
-        offset = float(np.mean(values))
-        scale = float(np.std(values)) or 1.0
-        targets = np.clip((values - offset) / scale, -5.0, 5.0)  # one wild value must not flatten the rest
-        known = np.zeros(len(values)) if known_variances is None else np.asarray(known_variances, float) / scale**2
-        chosen = _selection_subset(len(targets))
-        lengthscales, noise = _select_hyperparameters(axis_distances(rows[chosen], rows[chosen], continuous, ordinal),
-                                                      targets[chosen], known[chosen], continuous, optional)
-        cholesky, alpha = _factor(kernel_between(rows, rows, lengthscales, continuous, ordinal), targets, noise + known)
-        return cls(rows, targets, continuous, ordinal, lengthscales, noise + known, offset, scale, cholesky, alpha)
+        return cls.fit_each(rows, values[:, None], continuous, None if known_variances is None else
+                            np.asarray(known_variances, float)[:, None], ordinal, optional)[0]
+
+    @classmethod
+    def fit_each(cls, rows: np.ndarray, values: np.ndarray, continuous: np.ndarray,
+                 known_variances: np.ndarray | None = None, ordinal: np.ndarray | None = None,
+                 optional: np.ndarray | None = None) -> list[GaussianProcess]:
+        """`fit` for each column of `values` (and of `known_variances`), on the same `rows`: one
+        model per metric, the hyperparameter search's matrices and factors shared
+        (`EvidenceSearch`), so each model is the one `fit` gives."""
+        chosen = _selection_subset(len(rows))
+        search = EvidenceSearch(axis_distances(rows[chosen], rows[chosen], continuous, ordinal), continuous)
+        models = []
+        for column in range(values.shape[1]):
+            metric = np.ascontiguousarray(values[:, column])
+            offset = float(np.mean(metric))
+            scale = float(np.std(metric)) or 1.0
+            targets = np.clip((metric - offset) / scale, -5.0, 5.0)  # one wild value must not flatten the rest
+            known = (np.zeros(len(metric)) if known_variances is None else
+                     np.ascontiguousarray(known_variances[:, column]) / scale**2)
+            lengthscales, noise = _select_hyperparameters(search, targets[chosen], known[chosen], optional)
+            cholesky, alpha = _factor(kernel_between(rows, rows, lengthscales, continuous, ordinal), targets,
+                                      noise + known)
+            models.append(cls(rows, targets, continuous, ordinal, lengthscales, noise + known, offset, scale,
+                              cholesky, alpha))
+        return models
 
     def predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the metric (original units) at `rows`."""
@@ -248,8 +265,8 @@ def _selection_subset(n: int) -> np.ndarray:
     return np.linspace(0, n - 1, MAX_SELECTION_POINTS).astype(int)
 
 
-def _select_hyperparameters(distances: np.ndarray, targets: np.ndarray, known: np.ndarray,
-                            continuous: np.ndarray, optional: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+def _select_hyperparameters(search: EvidenceSearch, targets: np.ndarray, known: np.ndarray,
+                            optional: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Best (lengthscales, noise level) by log marginal likelihood: a grid of shared
     lengthscales and noise levels, then one pass of per-axis refinement.
 
@@ -259,59 +276,83 @@ def _select_hyperparameters(distances: np.ndarray, targets: np.ndarray, known: n
     an input that explains nothing (a trend read into best points that only share a history)
     would still blur the model.
     """
-    kernel = SearchKernel(distances, continuous)
-    n_axes = distances.shape[2]
+    none_left_out = np.zeros(search.n_axes, dtype=bool)
     if optional is None or not optional.any():
-        return _best_by_evidence(kernel, n_axes, targets, known, np.zeros(n_axes, dtype=bool))[1:]
-    without = _best_by_evidence(kernel, n_axes, targets, known, optional)
-    with_them = _best_by_evidence(kernel, n_axes, targets, known, np.zeros(n_axes, dtype=bool))
+        return _best_by_evidence(search, targets, known, none_left_out)[1:]
+    without = _best_by_evidence(search, targets, known, optional)
+    with_them = _best_by_evidence(search, targets, known, none_left_out)
     return max(without, with_them, key=lambda chosen: chosen[0])[1:]
 
 
-def _best_by_evidence(kernel: SearchKernel, n_axes: int, targets: np.ndarray, known: np.ndarray,
+def _best_by_evidence(search: EvidenceSearch, targets: np.ndarray, known: np.ndarray,
                       left_out: np.ndarray) -> tuple[float, np.ndarray, float]:
     """(evidence, lengthscales, noise level): `_select_hyperparameters`' grid and refinement,
-    the `left_out` axes at an infinite lengthscale throughout.
-
-    The grid's matrices are factored in one stacked call, and a refinement step that returns
-    to lengthscales already scored (a third, then three times, an axis's lengthscale) reuses
-    their evidence: the same numbers as factoring each matrix afresh, with fewer calls.
-    """
+    the `left_out` axes at an infinite lengthscale throughout."""
     def shared_at(lengthscale: float) -> np.ndarray:
         return np.where(left_out, np.inf, lengthscale)
 
     grid = [(shared_at(lengthscale), noise) for lengthscale in _LENGTHSCALES for noise in _NOISES]
-    shared = {lengthscale: kernel(shared_at(lengthscale)) for lengthscale in _LENGTHSCALES}
-    scored = dict(zip(((lengthscales.tobytes(), noise) for lengthscales, noise in grid),
-                      _evidences(np.stack([shared[lengthscale] for lengthscale in _LENGTHSCALES for _ in _NOISES]),
-                                 np.array([noise for _, noise in grid]), targets, known)))
-    best = max(((scored[lengthscales.tobytes(), noise], lengthscales, noise) for lengthscales, noise in grid),
-               key=lambda item: item[0])
-    best_evidence, lengthscales, noise = best
+    best_evidence, lengthscales, noise = max(
+        ((evidence, lengthscales, noise) for evidence, (lengthscales, noise) in
+         zip(search.evidences(grid, targets, known), grid)), key=lambda item: item[0])
     for axis in np.flatnonzero(~left_out):
         for factor in _ARD_FACTORS:
             trial = lengthscales.copy()
             trial[axis] *= factor
-            key = (trial.tobytes(), noise)
-            if key not in scored:
-                scored[key] = _evidences(kernel(trial)[None], np.array([noise]), targets, known)[0]
-            if scored[key] > best_evidence:
-                best_evidence, lengthscales = scored[key], trial
+            [evidence] = search.evidences([(trial, noise)], targets, known)
+            if evidence > best_evidence:
+                best_evidence, lengthscales = evidence, trial
     return best_evidence, lengthscales, noise
 
 
-def _evidences(matrices: np.ndarray, noises: np.ndarray, targets: np.ndarray, known: np.ndarray) -> list[float]:
-    """Log marginal likelihood (up to a constant) of `targets` under each kernel matrix with its
-    noise level (the matrices are changed in place); -inf where one is not positive definite."""
+class EvidenceSearch:
+    """Log marginal likelihoods of hyperparameter settings on one set of points, for any
+    number of metrics' targets.
+
+    A setting's kernel matrix and its Cholesky factor depend on the points, the lengthscales
+    and the diagonal (the noise level and any reported noise), never on the targets: the
+    metrics fit on the same points share them, and a refinement step that returns to a
+    setting already scored (a third, then three times, an axis's lengthscale) or meets one
+    another metric scored only solves with its factor. The grid's matrices are factored in
+    one stacked call. Each evidence is the number factoring its matrix afresh would give.
+    """
+
+    def __init__(self, distances: np.ndarray, continuous: np.ndarray):
+        self.kernel = SearchKernel(distances, continuous)
+        self.n_axes = distances.shape[2]
+        self._factors: dict[tuple[bytes, float, bytes], np.ndarray | None] = {}
+
+    def evidences(self, settings: list[tuple[np.ndarray, float]], targets: np.ndarray,
+                  known: np.ndarray) -> list[float]:
+        """The evidence of `targets` under each (lengthscales, noise level), up to a constant;
+        -inf where the matrix is not positive definite."""
+        keys = [(lengthscales.tobytes(), noise, known.tobytes()) for lengthscales, noise in settings]
+        missing = {key: setting for key, setting in zip(keys, settings) if key not in self._factors}
+        if missing:
+            distinct = {lengthscales.tobytes(): lengthscales for lengthscales, _ in missing.values()}
+            matrices = {key: self.kernel(lengthscales) for key, lengthscales in distinct.items()}
+            self._factors.update(zip(missing, _factors(
+                np.stack([matrices[lengthscales.tobytes()] for lengthscales, _ in missing.values()]),
+                np.array([noise for _, noise in missing.values()]), known)))
+        return [_evidence(self._factors[key], targets) for key in keys]
+
+
+def _factors(matrices: np.ndarray, noises: np.ndarray, known: np.ndarray) -> list[np.ndarray | None]:
+    """The Cholesky factor of each kernel matrix with its noise level and the reported noise on
+    its diagonal (the matrices are changed in place); None where one is not positive definite."""
     diagonal = np.arange(matrices.shape[1])
     matrices[:, diagonal, diagonal] += (noises[:, None] + known[None, :]) + _JITTER
     try:
-        factors: list[np.ndarray | None] = list(np.linalg.cholesky(matrices))
+        return list(np.linalg.cholesky(matrices))
     except np.linalg.LinAlgError:  # one failed the stacked call: each on its own, so the others count
-        factors = [_cholesky_or_none(matrix) for matrix in matrices]
-    return [-np.inf if cholesky is None else
-            -0.5 * float(targets @ _cho_solve(cholesky, targets)) - float(np.sum(np.log(np.diag(cholesky))))
-            for cholesky in factors]
+        return [_cholesky_or_none(matrix) for matrix in matrices]
+
+
+def _evidence(cholesky: np.ndarray | None, targets: np.ndarray) -> float:
+    """Log marginal likelihood of `targets` (up to a constant) given their kernel's factor."""
+    if cholesky is None:
+        return -np.inf
+    return -0.5 * float(targets @ _cho_solve(cholesky, targets)) - float(np.sum(np.log(np.diag(cholesky))))
 
 
 def _cholesky_or_none(matrix: np.ndarray) -> np.ndarray | None:

@@ -285,9 +285,10 @@ def _expected_hypervolume_gain(space: SearchSpace, data: History, by_front: np.n
     subset = completed[training_subset(by_front[completed])]
     inputs, continuous = data.inputs(data.rows[subset], data.task_costs[subset]), data.input_continuous
     flight, targets = data.inputs(in_flight), data.inputs(candidates)
-    models = [GaussianProcess.fit(inputs, data.objectives[subset, m], continuous, data.variances[subset, m],
-                                  data.input_ordinal, data.input_optional).believing(flight)
-              for m in range(data.objectives.shape[1])]
+    n_optimized = data.objectives.shape[1]
+    fitted = GaussianProcess.fit_each(inputs, np.column_stack([data.objectives[subset], data.constraint_values[subset]]),
+                                      continuous, data.variances[subset], data.input_ordinal, data.input_optional)
+    models = [model.believing(flight) for model in fitted[:n_optimized]]
     predictions = [model.predict(targets) for model in models]
     means = np.column_stack([mean for mean, _ in predictions])
     stds = np.column_stack([std for _, std in predictions])
@@ -304,10 +305,7 @@ def _expected_hypervolume_gain(space: SearchSpace, data: History, by_front: np.n
     gains = hypervolume_improvements(samples.reshape(-1, means.shape[1]), front, reference)
     expected = gains.reshape(samples.shape[:2]).mean(axis=1)
     probability = _full_result_probability(data, flight, targets)
-    n_optimized = data.objectives.shape[1]
-    for c, limit in enumerate(data.constraint_limits):
-        model = GaussianProcess.fit(inputs, data.constraint_values[subset, c], continuous,
-                                    data.variances[subset, n_optimized + c], data.input_ordinal, data.input_optional)
+    for limit, model in zip(data.constraint_limits, fitted[n_optimized:]):
         mean, std = model.believing(flight).predict(targets)
         probability *= ndtr((limit - mean) / std)
     return expected * probability

@@ -149,18 +149,40 @@ def test_axis_draws_are_numpys_weighted_choice_to_the_last_bit():
 def test_evidence_of_a_stack_with_a_matrix_that_is_not_positive_definite():
     """A stacked factorization that fails for one matrix scores that one -inf and every other
     one as factoring it alone would."""
-    from paretune.optimizer.gp import _evidences, kernel_between
+    from paretune.optimizer.gp import _evidence, _factors, kernel_between
 
     rng = np.random.default_rng(4)
     rows = rng.uniform(size=(12, 2))
     targets, known = rng.normal(size=12), np.zeros(12)
     good = kernel_between(rows, rows, np.array([0.3, 0.6]), np.array([True, True]))
     broken = good - 2.0 * np.eye(12)
-    alone = [_evidences(matrix[None].copy(), np.array([noise]), targets, known)[0]
+    alone = [_evidence(_factors(matrix[None].copy(), np.array([noise]), known)[0], targets)
              for matrix, noise in ((good, 1e-2), (good, 1e-1))]
-    stacked = _evidences(np.stack([good, broken, good]), np.array([1e-2, 1e-2, 1e-1]), targets, known)
+    stacked = [_evidence(factor, targets) for factor in
+               _factors(np.stack([good, broken, good]), np.array([1e-2, 1e-2, 1e-1]), known)]
     assert stacked[0] == alone[0] and stacked[2] == alone[1] and stacked[1] == -np.inf
     assert np.isfinite(alone).all()
+
+
+def test_metrics_fit_on_shared_rows_are_the_models_each_fit_alone_gives():
+    """`fit_each` shares the hyperparameter search's factors between metrics; each model (its
+    lengthscales, noise and factor) is exactly the one `fit` gives that metric alone, reported
+    noise included."""
+    from paretune.optimizer.gp import GaussianProcess
+
+    rng = np.random.default_rng(6)
+    rows = np.column_stack([rng.uniform(size=90), rng.integers(0, 3, size=90) / 2, rng.uniform(size=90)])
+    continuous = np.array([True, False, True])
+    values = np.column_stack([np.sin(6 * rows[:, 0]) + rows[:, 1], rows[:, 2] ** 2, rows[:, 0] * rows[:, 2]])
+    variances = np.zeros_like(values)
+    variances[::3, 2] = 0.01  # the third metric's diagonal differs: its factors must not be borrowed
+    together = GaussianProcess.fit_each(rows, values, continuous, variances)
+    for column, model in enumerate(together):
+        alone = GaussianProcess.fit(rows, values[:, column].copy(), continuous, variances[:, column].copy())
+        np.testing.assert_array_equal(model.lengthscales, alone.lengthscales)
+        np.testing.assert_array_equal(model.noise, alone.noise)
+        np.testing.assert_array_equal(model.cholesky, alone.cholesky)
+    assert len({model.lengthscales.tobytes() for model in together}) > 1  # the metrics chose differently
 
 
 def test_leading_fronts_and_the_front_on_continuous_points():

@@ -88,13 +88,13 @@ def test_every_parzen_density_at_100000_observations_has_a_bounded_number_of_com
 def test_every_gaussian_process_at_100000_observations_is_fit_on_a_bounded_set(long_history, monkeypatch):
     """The objectives', the constraints' and the feasibility (full result) processes alike."""
     sizes: list[int] = []  # counted through a side channel: a wrapper around the fit
-    fit = GaussianProcess.fit.__func__
+    fit_each = GaussianProcess.fit_each.__func__  # what `fit` and the metrics sharing their rows call
 
-    def counting_fit(cls, rows, *args, **kwargs):
-        sizes.append(len(rows))
-        return fit(cls, rows, *args, **kwargs)
+    def counting_fit_each(cls, rows, values, *args, **kwargs):
+        sizes.extend([len(rows)] * values.shape[1])
+        return fit_each(cls, rows, values, *args, **kwargs)
 
-    monkeypatch.setattr(GaussianProcess, "fit", classmethod(counting_fit))
+    monkeypatch.setattr(GaussianProcess, "fit_each", classmethod(counting_fit_each))
     suggest(SPEC, long_history, [], 1, seed=3)
     assert len(sizes) >= 3  # two objectives and P(a full result): the history has failures
     assert max(sizes) == MAX_TRAINING_POINTS
