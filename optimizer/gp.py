@@ -146,7 +146,16 @@ def _categorical_part(rows: np.ndarray, others: np.ndarray, inverse: np.ndarray,
         entry += (np.searchsorted(axis_places, others[:, axis]) * stride).astype(np.uint16)[None, :]
         squared = (axis_places[:, None] - axis_places[None, :]) ** 2
         table = (table[None, :] + (inverse[axis] * squared.ravel())[:, None]).ravel()
-    return table[entry], matern52(table)[entry]
+    index = entry.astype(np.intp)
+    return _gather(table, index), _gather(matern52(table), index)
+
+
+def _gather(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """`table[index]` (every index in range), through `np.take` into a buffer of its own: a
+    fraction of the time of fancy indexing over a few hundred by a few hundred pairs."""
+    gathered = np.empty(index.shape)
+    np.take(table, index, out=gathered, mode="clip")
+    return gathered
 
 
 def _mixed_matern(joint: np.ndarray, continuous_matern: np.ndarray, categorical_matern: np.ndarray) -> np.ndarray:
