@@ -256,7 +256,7 @@ class GaussianProcess:
         uncertainty collapses around in-flight points, so the next pick goes elsewhere."""
         if len(rows) == 0:
             return self
-        believed = (self.predict(rows)[0] - self.offset) / self.scale
+        believed = (self.predict_mean(rows) - self.offset) / self.scale
         all_rows = np.vstack([self.rows, rows])
         targets = np.concatenate([self.targets, believed])
         noise = np.concatenate([self.noise, np.full(len(rows), float(np.min(self.noise)))])

@@ -292,7 +292,7 @@ def _expected_hypervolume_gain(space: SearchSpace, data: History, by_front: np.n
     predictions = [model.predict(targets) for model in models]
     means = np.column_stack([mean for mean, _ in predictions])
     stds = np.column_stack([std for _, std in predictions])
-    believed = np.column_stack([model.predict(flight)[0] for model in models]) if len(in_flight) else means[:0]
+    believed = np.column_stack([model.predict_mean(flight) for model in models]) if len(in_flight) else means[:0]
     front = pareto_front(np.vstack([frontier_points(data), believed]))
     reference = _reference_point(data)
     if optimistic:
