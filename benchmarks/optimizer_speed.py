@@ -10,11 +10,11 @@ observations (five calls span one cycle of the optimizer's optimistic step, whic
 posterior draws, so the median is an ordinary step), after one untimed call on the same
 history (one-time costs, such as the allocator's first growth, are not what a long-running
 server pays; each peer gets one), in CPU time of this process (`time.process_time`, one BLAS
-thread) so that a loaded shared machine inflates it less. The
-ratio to Optuna's TPESampler (`multivariate=True`), measured in the same run, and the
-machine's load average are printed with it: on a shared machine, compare ratios. Optuna's
-history is loaded into one study per size (`add_trials`), and each repeat asks it with a
-fresh sampler of its own seed.
+thread) so that a loaded shared machine inflates it less. The ratio to Optuna's TPESampler
+(`multivariate=True`), measured in the same run with the two optimizers' calls alternating (so
+a machine whose pace changes during the run slows both alike), and the machine's load average
+are printed with it: on a shared machine, compare ratios. Optuna's history is loaded into one
+study per size (`add_trials`), and each repeat asks it with a fresh sampler of its own seed.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import math
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 
 import os
 
@@ -87,15 +88,35 @@ def server_history(size: int, seed: int) -> list[Observation]:
 
 def time_paretune(spec: ExperimentSpec, history: list[Observation], size: int, repeats: int) -> float:
     """`history` holds `size + repeats` observations; call i sees the first `size + i`."""
-    timings = []
+    return _median_ms([_paretune_call(spec, history, size, seed) for seed in [repeats, *range(repeats)]])
+
+
+def time_against_optuna(history: list[Observation], size: int, repeats: int) -> tuple[float, float]:
+    """paretune's and Optuna's medians on `SPEC`, their calls alternating (paretune's i-th,
+    then Optuna's), so that both see the machine at the same speed: run one after the other,
+    a shared machine's change of pace between them moved the ratio by a quarter."""
+    ask_optuna = _optuna_asker(history[:size])
+    ours, theirs = [], []
     for seed in [repeats, *range(repeats)]:
-        start = time.process_time()
-        suggest(spec, history[: size + seed], [], 1, seed=seed)
-        timings.append(time.process_time() - start)
+        ours.append(_paretune_call(SPEC, history, size, seed))
+        theirs.append(ask_optuna(seed))
+    return _median_ms(ours), _median_ms(theirs)
+
+
+def _paretune_call(spec: ExperimentSpec, history: list[Observation], size: int, seed: int) -> float:
+    start = time.process_time()
+    suggest(spec, history[: size + seed], [], 1, seed=seed)
+    return time.process_time() - start
+
+
+def _median_ms(timings: list[float]) -> float:
+    """The median of the timings after the first (the warm-up call: see the module docstring)."""
     return 1000 * statistics.median(timings[1:])
 
 
-def time_optuna(history: list[Observation], repeats: int) -> float:
+def _optuna_asker(history: list[Observation]) -> Callable[[int], float]:
+    """A study loaded with `history`, and a function that asks it once with a fresh sampler of
+    the given seed and returns the CPU seconds the ask took."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -112,16 +133,18 @@ def time_optuna(history: list[Observation], repeats: int) -> float:
     study.add_trials([optuna.trial.create_trial(
         params=o.assignments, distributions=distributions, values=None if o.failed else [o.values["f1"], o.values["f2"]],
         state=optuna.trial.TrialState.FAIL if o.failed else optuna.trial.TrialState.COMPLETE) for o in history])
-    timings = []
-    for seed in [repeats, *range(repeats)]:
+
+    def ask(seed: int) -> float:
         study.sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
         start = time.process_time()
         trial = study.ask()
         for name, distribution in distributions.items():
             trial._suggest(name, distribution)
-        timings.append(time.process_time() - start)
+        elapsed = time.process_time() - start
         study.tell(trial, state=optuna.trial.TrialState.FAIL)  # one failed trial more per repeat: negligible
-    return 1000 * statistics.median(timings[1:])
+        return elapsed
+
+    return ask
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---:|---:|---:|---:|---:|---:|")
     for size in (int(s) for s in args.sizes.split(",")):
         history = random_history(size + args.repeats, seed=size)
-        ours, theirs = time_paretune(SPEC, history, size, args.repeats), time_optuna(history[:size], args.repeats)
+        ours, theirs = time_against_optuna(history, size, args.repeats)
         served = time_paretune(SERVER_SPEC, server_history(size + args.repeats, seed=size), size, args.repeats)
         print(f"| {size} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} | {served:.1f} | {os.getloadavg()[0]:.1f} |",
               flush=True)
