@@ -166,23 +166,28 @@ def test_evidence_of_a_stack_with_a_matrix_that_is_not_positive_definite():
 
 def test_metrics_fit_on_shared_rows_are_the_models_each_fit_alone_gives():
     """`fit_each` shares the hyperparameter search's factors between metrics; each model (its
-    lengthscales, noise and factor) is exactly the one `fit` gives that metric alone, reported
-    noise included."""
+    lengthscales, noise and factor) is exactly the one `fit` gives that metric alone, with
+    reported noise on one metric and an optional input that the evidence keeps for some."""
     from paretune.optimizer.gp import GaussianProcess
 
     rng = np.random.default_rng(6)
     rows = np.column_stack([rng.uniform(size=90), rng.integers(0, 3, size=90) / 2, rng.uniform(size=90)])
-    continuous = np.array([True, False, True])
-    values = np.column_stack([np.sin(6 * rows[:, 0]) + rows[:, 1], rows[:, 2] ** 2, rows[:, 0] * rows[:, 2]])
+    rows = np.column_stack([rows, rows[:, 2] - 0.5 * rows[:, 1]])  # a derived input, as a trend's residual
+    continuous, optional = np.array([True, False, True, True]), np.array([False, False, False, True])
+    values = np.column_stack([np.sin(6 * rows[:, 0]) + rows[:, 1], rows[:, 2] ** 2, rows[:, 0] * rows[:, 2],
+                              np.sin(4 * rows[:, 3])])
     variances = np.zeros_like(values)
     variances[::3, 2] = 0.01  # the third metric's diagonal differs: its factors must not be borrowed
-    together = GaussianProcess.fit_each(rows, values, continuous, variances)
+    together = GaussianProcess.fit_each(rows, values, continuous, variances, optional=optional)
     for column, model in enumerate(together):
-        alone = GaussianProcess.fit(rows, values[:, column].copy(), continuous, variances[:, column].copy())
+        alone = GaussianProcess.fit(rows, values[:, column].copy(), continuous, variances[:, column].copy(),
+                                    optional=optional)
         np.testing.assert_array_equal(model.lengthscales, alone.lengthscales)
         np.testing.assert_array_equal(model.noise, alone.noise)
         np.testing.assert_array_equal(model.cholesky, alone.cholesky)
     assert len({model.lengthscales.tobytes() for model in together}) > 1  # the metrics chose differently
+    kept = [np.isfinite(model.lengthscales[3]) for model in together]
+    assert any(kept) and not all(kept)  # the derived input kept by one metric's evidence, left out by another's
 
 
 def test_leading_fronts_and_the_front_on_continuous_points():
