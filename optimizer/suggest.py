@@ -24,7 +24,7 @@ or the model-based step:
    posterior draws do not pass an end of the front that is a bound (`_draw_floor`).
    Thresholds on optimized metrics are the hypervolume's reference point, so only the part
    of the frontier beyond them counts; a metric without a threshold is measured from past the
-   worst completed value or the worst any candidate may plausibly reach (`_reference_point`). Every `OPTIMISTIC_PERIOD`-th trial, when no other is in flight, the
+   worst completed value, or the worst a failed trial would plausibly have given (`_reference_point`). Every `OPTIMISTIC_PERIOD`-th trial, when no other is in flight, the
    gain is that of each candidate's optimistic point instead (`_optimistic_step`). With one
    metric (no tasks), or when no candidate is expected to improve anything, candidates are
    ranked as in plain TPE: the (frontier) model's log l/g plus twice log P(feasible).
@@ -57,7 +57,7 @@ import numpy as np
 from scipy.special import ndtr
 from scipy.stats import qmc
 
-from paretune.optimizer.gp import GaussianProcess, training_subset
+from paretune.optimizer.gp import MAX_TRAINING_POINTS, GaussianProcess, training_subset
 from paretune.optimizer.history import (FAILED, VIOLATES_CONSTRAINT, History, frontier_points,
                                         frontier_ranks, metric_ranks, per_column, row_keys, ways_without_full_result)
 from paretune.optimizer.multitask import choose_task, full_task_improvement
@@ -295,7 +295,7 @@ def _expected_hypervolume_gain(space: SearchSpace, data: History, by_front: np.n
     stds = np.column_stack([std for _, std in predictions])
     believed = np.column_stack([model.predict_mean(flight) for model in models]) if len(in_flight) else means[:0]
     front = pareto_front(np.vstack([frontier_points(data), believed]))
-    reference = _reference_point(data, means + PLAUSIBLE_SPREAD * stds)
+    reference = _reference_point(data, _plausible_where_failed(data, models))
     if optimistic:
         samples = (means - OPTIMISM * stds)[:, None, :]
     else:
@@ -426,8 +426,7 @@ def _along_trends(space: SearchSpace, data: History, anchors: np.ndarray) -> np.
 def _reference_point(data: History, plausible: np.ndarray | None = None) -> np.ndarray:
     """Where the hypervolume is measured from: each optimized metric's threshold when it has
     one (only the frontier beyond it counts), else a tenth of the range past the worst value
-    of any completed observation or, when `plausible` is given (the candidates' posterior
-    means two standard deviations to the bad side), past the worst of those.
+    of any completed observation or of `plausible` (`_plausible_where_failed`).
 
     The worst *completed* value, not the worst feasible one: a reference at the edge of the
     current feasible front gives no credit to anything past it, so once the feasible points
@@ -436,14 +435,16 @@ def _reference_point(data: History, plausible: np.ndarray | None = None) -> np.n
     nothing else completed); cheaper tasks' do (a reference past their worse values measured
     better on the multitask test's problem than one from the full task's alone).
 
-    The candidates' plausible values, because the completed ones alone can shut out a region
-    that failed first: in `wide_lr` (benchmarks/problems_interactions.py) the wide students
-    tried at start-up ran out of memory or diverged, the largest completed student had 31M
-    parameters for 60 trials, and every wider candidate (the accurate end, 108-182M) sat past
-    the reference and gained nothing, however accurate its prediction. The reference then
-    crept up a tenth of the range at a time. Measured with the candidates' plausible values,
-    `wide_lr` reached its accurate end in 56 of 60 fresh seeds (46 before) and `deep_lr` in 53
-    (45) (benchmarks/RESULTS.md, "nineteenth round").
+    Failed trials count by what they would plausibly have given, because completed trials
+    alone shut out a region whose first trials failed. In `wide_lr`
+    (benchmarks/problems_interactions.py) the wide students tried first ran out of memory or
+    diverged, the size's reference stood at 34-36M parameters for 60 trials (the largest
+    completed student had 31-33M), and every wider candidate (the accurate end: 108-182M) sat
+    past it and could gain nothing, however accurate its prediction: with the true values in
+    place of the Gaussian processes, the accurate end was reached no more often (benchmarks/
+    RESULTS.md, "nineteenth round"). The candidates' own plausible values would open that
+    region too, but they push the reference far out wherever the model is unsure, and the
+    front's ends then outweigh its middle (`zdt3` and `pipeline` lost their worst seeds).
     """
     completed = data.tiers != FAILED
     ended = completed & (data.fidelities == 1.0)
@@ -453,6 +454,17 @@ def _reference_point(data: History, plausible: np.ndarray | None = None) -> np.n
         worst = np.maximum(worst, plausible.max(axis=0))
     span = np.where(worst > best, worst - best, np.maximum(np.abs(worst), 1.0))
     return np.where(np.isnan(data.thresholds), worst + 0.1 * span, data.thresholds)
+
+
+def _plausible_where_failed(data: History, models: list[GaussianProcess]) -> np.ndarray:
+    """Each optimized metric's posterior mean `PLAUSIBLE_SPREAD` standard deviations to its bad
+    side, at the failed trials (the latest `MAX_TRAINING_POINTS`), where nothing was measured:
+    how far the reference must reach to cover the region they tried (`_reference_point`)."""
+    failed = np.flatnonzero(data.tiers == FAILED)[-MAX_TRAINING_POINTS:]
+    if len(failed) == 0:
+        return np.empty((0, len(models)))
+    rows = data.inputs(data.rows[failed])
+    return np.column_stack([mean + PLAUSIBLE_SPREAD * std for mean, std in (model.predict(rows) for model in models)])
 
 
 def _unseen(space: SearchSpace, candidates: np.ndarray, taken: np.ndarray) -> np.ndarray:
