@@ -24,7 +24,8 @@ or the model-based step:
    posterior draws do not pass an end of the front that is a bound (`_draw_floor`).
    Thresholds on optimized metrics are the hypervolume's reference point, so only the part
    of the frontier beyond them counts; a metric without a threshold is measured from past the
-   worst completed value, or the worst a failed trial would plausibly have given (`_reference_point`). Every `OPTIMISTIC_PERIOD`-th trial, when no other is in flight, the
+   worst completed value, or the worst a failed trial would plausibly have given
+   (`_reference_point`). Every `OPTIMISTIC_PERIOD`-th trial, when no other is in flight, the
    gain is that of each candidate's optimistic point instead (`_optimistic_step`). With one
    metric (no tasks), or when no candidate is expected to improve anything, candidates are
    ranked as in plain TPE: the (frontier) model's log l/g plus twice log P(feasible).
@@ -80,7 +81,7 @@ POSTERIOR_SPREAD = 0.5  # posterior draws at half their spread: full spread over
 HYPERVOLUME_SAMPLES = 64  # posterior draws per candidate for the expected hypervolume improvement
 OPTIMISTIC_PERIOD = 5  # every this many trials (tried or in flight), one optimistic step (`_optimistic_step`)
 OPTIMISM = 2.0  # the optimistic point: this many posterior standard deviations better than the mean
-PLAUSIBLE_SPREAD = 2.0  # how far to the bad side of its posterior mean a candidate's value may plausibly land
+PLAUSIBLE_SPREAD = 2.0  # deviations to the bad side: what a failed trial would plausibly have given
 
 
 @dataclass(frozen=True)
