@@ -443,7 +443,7 @@ def _reference_point(data: History, plausible: np.ndarray | None = None) -> np.n
     completed student had 31-33M), and every wider candidate (the accurate end: 108-182M) sat
     past it and could gain nothing, however accurate its prediction: with the true values in
     place of the Gaussian processes, the accurate end was reached no more often. Counting the
-    failed trials, `wide_lr` reached it in 110 of 120 fresh seeds (95 before) and `deep_lr` in
+    failed trials, `wide_lr` reached it in 110 of 120 seeds (95 before) and `deep_lr` in
     101 (96) (benchmarks/RESULTS.md, "nineteenth round"). The candidates' plausible values
     would open that region further, but they push the reference far out wherever the model is
     unsure, and the front's ends then outweigh its middle (`zdt3` and `pipeline` lost their

@@ -5,7 +5,7 @@ end run out of memory at large batches. A fixed seed must reach that end within 
 Seed 376 since the nineteenth round, one of the fresh seeds that confirmed its change (failed
 trials' plausible values in the hypervolume's reference): it reaches the accurate end by trial
 32 (by trial 60 before). Seed 33, the seed from the fifteenth round to the eighteenth, ends at
-74.8 on the new path (a 12-head x 8 student at batch 64); 101 of 120 fresh seeds reach the end
+74.8 on the new path (a 12-head x 8 student at batch 64); 101 of 120 seeds reach the end
 (benchmarks/RESULTS.md, "nineteenth round"). (Seed 33 had been chosen when the best points'
 moves up their trend, `suggest._along_trends`, lifted it from 75.8 to 77.8; seed 27, the ninth
 round's, when that round's search lost it at 74.4.) Deterministic: the same seeds as
