@@ -87,6 +87,14 @@ class History:
         return np.concatenate([np.zeros(self.space.n_dims + self.multitask, dtype=bool),
                                np.ones(len(self.trends), dtype=bool)])
 
+    @property
+    def input_replaceable(self) -> np.ndarray:
+        """Which of `inputs`' axes a Gaussian process may read through a trend's residual alone:
+        the trends' followers (`GaussianProcess.fit`)."""
+        followers = np.zeros(len(self.input_optional), dtype=bool)
+        followers[[trend.follower for trend in self.trends]] = True
+        return followers
+
     def with_best_point_trends(self, by_front: np.ndarray) -> History:
         """This history with the trends its best points (by `by_front`, `frontier_ranks`) show
         as inputs of the Gaussian processes (`optimizer.trends`)."""

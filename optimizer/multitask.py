@@ -62,4 +62,5 @@ def _task_model(data: History) -> GaussianProcess:
     completed = np.flatnonzero(data.tiers != FAILED)
     subset = completed[training_subset(frontier_ranks(data)[completed])]
     return GaussianProcess.fit(data.inputs(data.rows[subset], data.task_costs[subset]), data.objectives[subset, 0],
-                               data.input_continuous, data.variances[subset, 0], data.input_ordinal, data.input_optional)
+                               data.input_continuous, data.variances[subset, 0], data.input_ordinal,
+                               data.input_optional, data.input_replaceable)

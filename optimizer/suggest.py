@@ -15,8 +15,8 @@ or the model-based step:
    up the trends they show, a discrete axis and its double together (`_along_trends`).
 4. The Pareto selection step (two metrics): a Gaussian process per optimized metric predicts
    each candidate's values (a categorical of numbers ordered by value, `optimizer.space`;
-   a trend among the best points, a double following a discrete axis, one more input:
-   `optimizer.trends`);
+   a trend among the best points, a double following a discrete axis, one more input, or
+   in place of the double where the evidence says so: `optimizer.trends`);
    the candidate with the largest expected hypervolume improvement over the current feasible
    frontier wins, weighted by its probability of meeting every constraint (a Gaussian
    process per constraint metric) and of giving a full result (a Gaussian process on the
@@ -289,7 +289,8 @@ def _expected_hypervolume_gain(space: SearchSpace, data: History, by_front: np.n
     flight, targets = data.inputs(in_flight), data.inputs(candidates)
     n_optimized = data.objectives.shape[1]
     fitted = GaussianProcess.fit_each(inputs, np.column_stack([data.objectives[subset], data.constraint_values[subset]]),
-                                      continuous, data.variances[subset], data.input_ordinal, data.input_optional)
+                                      continuous, data.variances[subset], data.input_ordinal, data.input_optional,
+                                      data.input_replaceable)
     models = [model.believing(flight) for model in fitted[:n_optimized]]
     predictions = [model.predict(targets) for model in models]
     means = np.column_stack([mean for mean, _ in predictions])
@@ -338,7 +339,8 @@ def _full_result_probability(data: History, flight: np.ndarray, targets: np.ndar
         subset = observed[training_subset(ranks)]
         model = GaussianProcess.fit(data.inputs(data.rows[subset], data.task_costs[subset]),
                                     (~ended[subset]).astype(float), data.input_continuous,
-                                    ordinal=data.input_ordinal, optional=data.input_optional).believing(flight)
+                                    ordinal=data.input_ordinal, optional=data.input_optional,
+                                    replaceable=data.input_replaceable).believing(flight)
         probability *= np.clip(model.predict_mean(targets), 0.0, 1.0)
     return probability
 

@@ -15,8 +15,9 @@ frontier rank): the correlation's p-value, Bonferroni-corrected for every pair t
 ancestors), so a training hyperparameter can line up with the depth among them by descent
 alone (`distill`'s warm-up did, in 46 calls over three seeds). So each Gaussian process
 keeps a residual only where its evidence is higher with it than without it
-(`GaussianProcess.fit`'s `optional`). A space of doubles alone has no discrete axis, and no
-trends.
+(`GaussianProcess.fit`'s `optional`), and reads the follower through the residual alone where
+the evidence is higher still (`replaceable`: `History.input_replaceable`). A space of doubles
+alone has no discrete axis, and no trends.
 """
 
 from __future__ import annotations

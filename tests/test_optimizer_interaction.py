@@ -132,7 +132,8 @@ def _history(problem_name: str, students: list[dict]) -> tuple[SearchSpace, Hist
 def _fit(data: History, metric: int) -> GaussianProcess:
     done = data.tiers != FAILED
     return GaussianProcess.fit(data.inputs(data.rows[done]), data.objectives[done, metric], data.input_continuous,
-                               ordinal=data.input_ordinal, optional=data.input_optional)
+                               ordinal=data.input_ordinal, optional=data.input_optional,
+                               replaceable=data.input_replaceable)
 
 
 def test_a_region_whose_first_trials_failed_is_not_shut_out_of_the_hypervolume():
@@ -176,6 +177,9 @@ def test_a_width_tried_only_at_poor_learning_rates_is_predicted_from_the_trend_o
     space, data = _history("wide_lr", narrow + wide)
     with_trend = data.with_best_point_trends(frontier_ranks(data))
     assert [(space.names[t.along], space.names[t.follower]) for t in with_trend.trends] == [("hidden", "learning_rate")]
+    # the residual may stand in for the learning rate, no other axis
+    assert [space.names[axis] for axis in np.flatnonzero(with_trend.input_replaceable)] == ["learning_rate"]
+    assert not data.input_replaceable.any()
     target = space.encode_many([_student("1024", 10, _best_log_lr("wide_lr", 1024.0, 10, 32.0))])
 
     def predicted_exact(d: History) -> float:

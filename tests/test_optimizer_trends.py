@@ -85,6 +85,31 @@ def test_a_residual_that_explains_nothing_is_left_out_of_the_gaussian_process():
     np.testing.assert_allclose(noise_left_out.predict(rows[:5])[0], without.predict(rows[:5, :2])[0], rtol=1e-9)
 
 
+def test_a_residual_may_stand_in_for_its_follower():
+    """Where the values follow the residual alone, the evidence reads the follower through it
+    (the follower's lengthscale infinite), and a wide student at its own learning rate, never
+    tried, reads above every student tried, as it scores, and above the reading with both
+    inputs beside each other (there its rate is also the rate that ruins narrow students);
+    where the follower matters on its own as well, it is kept."""
+    rng = np.random.default_rng(0)
+    narrow = rng.choice([0.0, 0.2, 0.4], size=24)
+    width = np.concatenate([narrow, [0.8, 1.0, 1.0]])  # three wide students, at narrow ones' rates
+    rate = np.concatenate([0.7 - 0.5 * narrow + rng.normal(0.0, 0.15, size=24), [0.6, 0.65, 0.55]])
+    residual = rate + 0.5 * width  # the best rate falls as students widen
+    rows, continuous = np.column_stack([width, rate, residual]), np.ones(3, dtype=bool)
+    optional, follower = np.array([False, False, True]), np.array([False, True, False])
+    values = 60.0 - 800.0 * (residual - 0.7) ** 2 + 15.0 * width
+    swapped = GaussianProcess.fit(rows, values, continuous, optional=optional, replaceable=follower)
+    assert np.isinf(swapped.lengthscales[1]) and np.isfinite(swapped.lengthscales[[0, 2]]).all()
+    wide_at_its_rate = np.array([[1.0, 0.2, 0.7]])  # scores 75
+    beside = GaussianProcess.fit(rows, values, continuous, optional=optional)
+    reading = swapped.predict_mean(wide_at_its_rate)[0]
+    assert reading > values.max() + 1.0 and reading > beside.predict_mean(wide_at_its_rate)[0] + 1.0
+    on_its_own = values - 400.0 * (rate - 0.5) ** 2
+    assert np.isfinite(GaussianProcess.fit(rows, on_its_own, continuous, optional=optional,
+                                           replaceable=follower).lengthscales[1])
+
+
 def test_the_best_points_move_up_their_trend_with_the_learning_rate_it_gives():
     """`_along_trends`: each best point one and two widths up, its learning rate moved by the
     trend's slope, so every move keeps its anchor's distance from the trend line (a wider
